@@ -1,0 +1,1 @@
+"""S-MLLMUn Bench: the procedural benchmark (profiles, portraits, fundus scans, shapes, questions, splits)."""
