@@ -15,10 +15,8 @@ from smfa.errors import SmfaError
 # Each module defines ``register(subparsers)`` adding its subcommand(s) with ``set_defaults(func=...)``.
 _COMMAND_MODULES = (
     "smfa.bench.cli",
-    "smfa.training.cli",
-    "smfa.eval.cli",
-    "smfa.methods.cli",
-    "smfa.demo",
+    "smfa.commands",
+    "smfa.eval.report_cli",
 )
 
 

@@ -1,0 +1,136 @@
+"""Subcommands of the pipeline stages: ``finetune``, ``eval``, ``unlearn``, ``sculpt``, ``compare``, ``demo``.
+Each parses its options into the stage's config dataclass and calls one function."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from smfa.config import resolve_config
+
+
+def _bool_pair(p: argparse.ArgumentParser, name: str, help_on: str, help_off: str) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(f"--{name}", dest=name.replace("-", "_"), action="store_true", default=None, help=help_on)
+    g.add_argument(f"--no-{name}", dest=name.replace("-", "_"), action="store_false", help=help_off)
+
+
+def _overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    return {n: getattr(args, n, None) for n in names}
+
+
+# ---- finetune -----------------------------------------------------------------------------------
+def _finetune(args: argparse.Namespace) -> int:
+    from smfa.training import FinetuneConfig, finetune
+
+    names = ["bench", "model", "out", "people", "forget", "lora", "lora_r", "lora_alpha", "steps", "batch_size",
+             "grad_accum", "lr", "seed", "save_steps", "gradient_checkpointing", "bf16", "trust_remote_code",
+             "overwrite", "resume"]
+    cfg = resolve_config(FinetuneConfig, args.config, _overrides(args, names))
+    out = finetune(cfg)
+    print(f"model written to {out}")
+    return 0
+
+
+def _add_finetune(sub: Any) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="train the vanilla model (memorises the bench) or the oracle (--people retain)",
+        description="Fine-tune a model on the bench: image-memory, text-memory, understanding, general-VQA and "
+        "refusal questions. --people retain trains the oracle that never sees the forget people.",
+    )
+    p.add_argument("--bench", help="bench directory (smfa bench build)")
+    p.add_argument("--model", help="'tiny' (built-in, no download) or a HF model directory / hub id (default tiny)")
+    p.add_argument("--out", help="run directory to write")
+    p.add_argument("--people", choices=["all", "retain"], help="all = vanilla (default); retain = oracle")
+    p.add_argument("--forget", choices=["5", "10", "15", "val"], help="forget split the oracle leaves out (default 15)")
+    _bool_pair(p, "lora", "LoRA on the language model", "full fine-tuning (default)")
+    p.add_argument("--lora-r", type=int, dest="lora_r")
+    p.add_argument("--lora-alpha", type=int, dest="lora_alpha")
+    p.add_argument("--steps", type=int, help="optimiser steps (default 3000)")
+    p.add_argument("--batch-size", type=int, dest="batch_size", help="per-device batch size (default 32)")
+    p.add_argument("--grad-accum", type=int, dest="grad_accum")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3 for the tiny model)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--save-steps", type=int, dest="save_steps", help="checkpoint every N steps (resume points)")
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None, dest="gradient_checkpointing")
+    p.add_argument("--bf16", action="store_true", default=None)
+    p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code",
+                   help="allow a hub model's own code to run (off by default)")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")
+    p.add_argument("--resume", action="store_true", default=None, help="continue a killed run from its last checkpoint")
+    p.add_argument("--config", help="YAML recipe with FinetuneConfig fields; command-line options override it")
+    p.set_defaults(func=_finetune)
+
+
+# ---- unlearn ------------------------------------------------------------------------------------
+def _parse_params(items: list[str] | None) -> dict[str, Any]:
+    import yaml
+
+    from smfa.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def _unlearn(args: argparse.Namespace) -> int:
+    from smfa.unlearn import UnlearnConfig, unlearn
+
+    params = _parse_params(args.param)
+    for name in ("k", "mode", "dual", "lr", "epochs", "lora"):
+        if getattr(args, name, None) is not None:
+            params[name] = getattr(args, name)
+    names = ["bench", "model", "out", "method", "forget", "target", "anchor_size", "seed", "method_config",
+             "eval_limit", "judge", "oracle", "trust_remote_code", "overwrite"]
+    over = _overrides(args, names)
+    over["params"] = params
+    over["evaluate"] = args.evaluate
+    cfg = resolve_config(UnlearnConfig, args.config, over)
+    out = unlearn(cfg)
+    print(f"unlearned model written to {out}/model" + (f"; evaluation in {out}/eval/report.md" if cfg.evaluate else ""))
+    return 0
+
+
+def _add_unlearn(sub: Any) -> None:
+    from smfa.methods import method_names
+
+    p = sub.add_parser(
+        "unlearn",
+        help="unlearn the forget people from a vanilla model with SMFA or a baseline, then evaluate",
+        description="Run an unlearning method on a vanilla run. Methods: " + ", ".join(method_names()) + ". "
+        "Hyper-parameters: the method's shipped tiny-preset YAML, then --method-config, then --param/--k/... .",
+    )
+    p.add_argument("--method", help="method name (default smfa)")
+    p.add_argument("--bench", help="bench directory")
+    p.add_argument("--model", help="vanilla run directory (smfa finetune) or model directory")
+    p.add_argument("--out", help="run directory to write")
+    p.add_argument("--forget", choices=["5", "10", "15", "val"], help="forget split (default 10; val = tuning only)")
+    p.add_argument("--target", choices=["all", "visual"], help="all: forget photo and name knowledge (default); visual: forget the photo link only")
+    p.add_argument("--k", type=float, help="SMFA sculpt strength (larger k = stronger forgetting)")
+    p.add_argument("--mode", choices=["none", "conflict", "magnitude", "both"], help="SMFA mask (default both)")
+    p.add_argument("--dual", action="store_true", default=None, help="SMFA: image-view + text-view MFAs, averaged")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--epochs", type=float)
+    _bool_pair(p, "lora", "LoRA on the language model", "full fine-tuning of the language model")
+    p.add_argument("--anchor-size", type=int, dest="anchor_size", help="size of the few-shot retain anchor D_r^few")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any method hyper-parameter (repeatable)")
+    p.add_argument("--method-config", dest="method_config", help="YAML with the method's hyper-parameters")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-eval", dest="evaluate", action="store_false", default=True, help="skip the evaluation")
+    p.add_argument("--eval-limit", type=int, dest="eval_limit", help="at most N questions per evaluation set (default 200)")
+    p.add_argument("--judge", choices=["offline", "openai"])
+    p.add_argument("--oracle", help="oracle run (retain-only) for the forget-quality KS test")
+    p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")
+    p.add_argument("--config", help="YAML recipe with UnlearnConfig fields")
+    p.set_defaults(func=_unlearn)
+
+
+def register(sub: Any) -> None:
+    _add_finetune(sub)
+    _add_unlearn(sub)

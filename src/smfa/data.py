@@ -1,0 +1,112 @@
+"""From bench rows to model inputs: chat formatting (through the family adapter), answer-only labels,
+image/text views, refusal-labelled forget data (``D_f^idk``), and collators for training and generation."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from smfa.bench.schema import Question
+from smfa.models.families import FamilyAdapter
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    """A question to train on, with the answer to learn (the reference, or a refusal for ``D_f^idk``)."""
+
+    row: Question
+    answer: str
+
+
+def reference_items(rows: Sequence[Question]) -> list[TrainItem]:
+    return [TrainItem(r, r.answer) for r in rows]
+
+
+def refusal_items(rows: Sequence[Question], seed: int) -> list[TrainItem]:
+    """``D_f^idk``: each answer replaced by a refusal drawn at random (per example) from the pool."""
+    from smfa.refusals import sample_refusal
+
+    rng = random.Random(seed)
+    return [TrainItem(r, sample_refusal(rng)) for r in rows]
+
+
+class ImageCache:
+    """Loads each bench image once (the same portrait variant is asked about many times)."""
+
+    def __init__(self, bench: Any):
+        self.bench = bench
+        self._cache: dict[str, Any] = {}
+
+    def get(self, row: Question) -> Any:
+        if row.image is None:
+            return None
+        img = self._cache.get(row.image)
+        if img is None:
+            img = self.bench.load_image(row)
+            self._cache[row.image] = img
+        return img
+
+
+class EncodedDataset(Dataset):
+    """Pre-encoded examples (token ids, answer-only labels, image tensors) for the HF ``Trainer``."""
+
+    def __init__(self, examples: list[dict[str, torch.Tensor]], tags: list[str] | None = None):
+        self.examples = examples
+        self.tags = tags or [""] * len(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.examples[i]
+
+
+def encode_items(
+    items: Sequence[TrainItem],
+    *,
+    bench: Any,
+    family: FamilyAdapter,
+    processor: Any,
+    images: ImageCache | None = None,
+    desc: str = "encoding",
+    progress: bool = True,
+) -> EncodedDataset:
+    images = images or ImageCache(bench)
+    examples = []
+    for item in tqdm(items, desc=desc, disable=not progress, leave=False):
+        examples.append(family.encode(processor, item.row.question, images.get(item.row), item.answer))
+    return EncodedDataset(examples, [item.row.kind for item in items])
+
+
+@dataclass
+class Collator:
+    """Batches encoded examples: right padding for training, left padding for generation."""
+
+    family: FamilyAdapter
+    pad_token_id: int
+    padding_side: str = "right"
+
+    def __call__(self, examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return self.family.collate(examples, self.pad_token_id, self.padding_side)
+
+
+def make_collator(family: FamilyAdapter, processor: Any, padding_side: str = "right") -> Collator:
+    tok = processor.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return Collator(family, int(pad), padding_side)
+
+
+def interleave(a: list[Any], b: list[Any], seed: int) -> list[Any]:
+    """Shuffle two lists into one so that both are spread over the whole sequence."""
+    out = list(a) + list(b)
+    random.Random(seed).shuffle(out)
+    return out
+
+
+RowFilter = Callable[[Question], bool]

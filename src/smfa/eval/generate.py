@@ -1,0 +1,101 @@
+"""Batched greedy generation (left padding, KV cache, stop at the end token) and per-question answer losses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from smfa.bench.schema import Question
+from smfa.data import ImageCache, make_collator
+
+
+def _batches(n: int, size: int) -> list[range]:
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _to(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    dev = _device(model)
+    dtype = next(model.parameters()).dtype
+    return {k: (v.to(dev, dtype) if k == "pixel_values" and v.is_floating_point() else v.to(dev)) for k, v in batch.items()}
+
+
+@torch.inference_mode()
+def generate_answers(
+    loaded: Any,
+    rows: Sequence[Question],
+    bench: Any,
+    *,
+    questions: Sequence[str] | None = None,
+    batch_size: int = 64,
+    max_new_tokens: int = 24,
+    images: ImageCache | None = None,
+    progress: bool = True,
+    desc: str = "generating",
+) -> list[str]:
+    """Greedy answers for ``rows`` (``questions`` overrides the question text, e.g. for prompt attacks)."""
+    model, processor, family = loaded.model, loaded.processor, loaded.family
+    model.eval()
+    images = images or ImageCache(bench)
+    texts = list(questions) if questions is not None else [r.question for r in rows]
+    collate = make_collator(family, processor, padding_side="left")
+    end_ids = family.end_token_ids(processor)
+    # Similar lengths in a batch waste less padding: sort by question length, restore order after.
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].image is not None, len(texts[i])))
+    answers: list[str] = [""] * len(rows)
+    for idx in tqdm(_batches(len(order), batch_size), desc=desc, disable=not progress, leave=False):
+        ids = [order[i] for i in idx]
+        enc = [family.encode(processor, texts[i], images.get(rows[i])) for i in ids]
+        batch = _to(collate(enc), model)
+        out = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            use_cache=True,
+            eos_token_id=end_ids,
+            pad_token_id=collate.pad_token_id,
+        )
+        new = out[:, batch["input_ids"].shape[1]:]
+        for i, seq in zip(ids, new):
+            answers[i] = processor.tokenizer.decode(seq, skip_special_tokens=True).strip()
+    return answers
+
+
+@torch.inference_mode()
+def answer_losses(
+    loaded: Any,
+    rows: Sequence[Question],
+    bench: Any,
+    *,
+    answers: Sequence[str] | None = None,
+    batch_size: int = 64,
+    images: ImageCache | None = None,
+    progress: bool = True,
+) -> list[float]:
+    """Mean per-token NLL of each reference answer (or ``answers``) given its question: the per-question
+    loss used for the KS forget-quality test and for membership inference."""
+    model, processor, family = loaded.model, loaded.processor, loaded.family
+    model.eval()
+    images = images or ImageCache(bench)
+    targets = list(answers) if answers is not None else [r.answer for r in rows]
+    collate = make_collator(family, processor, padding_side="right")
+    losses: list[float] = []
+    for idx in tqdm(_batches(len(rows), batch_size), desc="answer losses", disable=not progress, leave=False):
+        enc = [family.encode(processor, rows[i].question, images.get(rows[i]), targets[i]) for i in idx]
+        batch = _to(collate(enc), model)
+        labels = batch.pop("labels")
+        logits = model(**batch).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        tgt = labels[:, 1:]
+        mask = tgt != -100
+        tok = logp.gather(-1, tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        nll = -(tok * mask).sum(1) / mask.sum(1).clamp_min(1)
+        losses.extend(nll.tolist())
+    return losses

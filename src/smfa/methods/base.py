@@ -1,0 +1,295 @@
+"""The shared machinery of every unlearning method: the method registry, the hyper-parameter config base,
+the data every method may see, and one HF ``Trainer`` subclass that feeds a forget batch and a retain batch
+at every step (interleaved, never one epoch after the other).
+
+Adding a method is one file in ``smfa/methods/`` (a ``MethodConfig`` subclass + a ``Method`` subclass
+decorated with ``@register_method``) plus its tiny-preset defaults in ``smfa/configs/methods/NAME.yaml``.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch.utils.data import Dataset
+
+from smfa.errors import ConfigError
+
+_METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: register an unlearning method under ``cls.name``."""
+    if not cls.name or cls.name in _METHODS:
+        raise ValueError(f"method name {cls.name!r} empty or registered twice")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def method_names() -> list[str]:
+    _import_all()
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> Method:
+    _import_all()
+    if name not in _METHODS:
+        raise ConfigError(f"unknown method {name!r}; available: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]()
+
+
+def _import_all() -> None:
+    import importlib
+    import pkgutil
+
+    import smfa.methods as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name not in ("base", "cli"):
+            importlib.import_module(f"smfa.methods.{info.name}")
+
+
+@dataclass
+class MethodConfig:
+    """Hyper-parameters every method has. Subclasses add their own, each documented."""
+
+    lr: float = 1e-3  # learning rate (tiny model; real checkpoints use ~1e-4 LoRA / 1e-5 full)
+    epochs: float = 5.0  # passes over the forget set (SMFA paper: 5)
+    batch_size: int = 16  # forget examples per step (and as many retain examples)
+    lora: bool = True  # LoRA on the language model (False: full fine-tuning of the language model)
+    lora_r: int = 16  # SMFA paper: r 16, alpha 16, dropout 0.05
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    retain_weight: float = 1.0  # weight of the retain term where the method has one
+    max_steps: int = 0  # >0 caps the number of optimiser steps
+
+
+@dataclass
+class UnlearnData:
+    """What a method may see: the forget set, the few-shot retain anchor, and (for methods that state
+    it, e.g. MMUnlearner) a preserve set; all as bench rows."""
+
+    forget_rows: list[Any]
+    anchor_rows: list[Any]
+    preserve_rows: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class UnlearnContext:
+    bench: Any
+    vanilla: Any  # smfa.models.loading.LoadedModel (never modified: methods work on copies)
+    data: UnlearnData
+    target: str
+    seed: int
+    work_dir: Path  # staging run directory (adapters and intermediate files go here)
+    progress: bool = True
+
+    def fresh_model(self) -> torch.nn.Module:
+        """A trainable copy of the vanilla model (the vanilla stays intact for reference/merging)."""
+        return copy.deepcopy(self.vanilla.model)
+
+    def encode(self, items: list[Any], desc: str = "encoding"):
+        from smfa.data import encode_items
+
+        return encode_items(items, bench=self.bench, family=self.vanilla.family, processor=self.vanilla.processor,
+                            desc=desc, progress=self.progress)
+
+
+class Method:
+    """An unlearning method: ``run`` returns the unlearned model (a plain transformers model)."""
+
+    name: ClassVar[str] = ""
+    config_cls: ClassVar[type[MethodConfig]] = MethodConfig
+    description: ClassVar[str] = ""
+
+    def default_config_path(self) -> Path:
+        return Path(__file__).resolve().parent.parent / "configs" / "methods" / f"{self.name}.yaml"
+
+    def config(self, yaml_path: str | None = None, overrides: dict[str, Any] | None = None) -> MethodConfig:
+        """Dataclass defaults ← shipped tiny-preset YAML ← user YAML ← overrides."""
+        from smfa.config import resolve_config
+
+        shipped = self.default_config_path()
+        return resolve_config(self.config_cls, [shipped if shipped.is_file() else None, yaml_path], overrides)
+
+    def run(self, ctx: UnlearnContext, hp: MethodConfig) -> torch.nn.Module:
+        raise NotImplementedError
+
+
+# ---- paired forget/retain data -----------------------------------------------------------------
+class PairedDataset(Dataset):
+    """Item i = (forget example i, a retain example drawn with a seeded RNG): every optimiser step sees a
+    forget batch and a retain batch, interleaved over the whole run."""
+
+    def __init__(self, forget: Dataset, retain: Dataset | None, seed: int):
+        if len(forget) == 0:
+            raise ConfigError("the forget set is empty: nothing to unlearn (check --forget and --target)")
+        self.forget, self.retain = forget, retain
+        rng = random.Random(seed)
+        self.pairs = [rng.randrange(len(retain)) for _ in range(len(forget))] if retain is not None and len(retain) else []
+
+    def __len__(self) -> int:
+        return len(self.forget)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {"forget": self.forget[i]}
+        if self.pairs:
+            item["retain"] = self.retain[self.pairs[i]]
+        return item
+
+
+@dataclass
+class PairedCollator:
+    inner: Any  # smfa.data.Collator
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        out = {"forget": self.inner([it["forget"] for it in items])}
+        if "retain" in items[0]:
+            out["retain"] = self.inner([it["retain"] for it in items])
+        return out
+
+
+def _make_trainer_class():
+    from transformers import Trainer
+
+    class UnlearnTrainer(Trainer):
+        """One ``Trainer`` for every gradient-based method: ``loss_fn(model, forget, retain)`` is the method."""
+
+        def __init__(self, *args: Any, loss_fn: Any, grad_mask: dict[str, torch.Tensor] | None = None, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.loss_fn = loss_fn
+            self.grad_mask = grad_mask
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = self.loss_fn(model, inputs["forget"], inputs.get("retain"))
+            return (loss, None) if return_outputs else loss
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if self.grad_mask:
+                # Parameters outside the saliency mask stay frozen: zero their gradients every step.
+                for name, p in model.named_parameters():
+                    m = self.grad_mask.get(name)
+                    if m is not None and p.grad is not None:
+                        p.grad.mul_(m.to(p.grad.dtype))
+            return loss
+
+    return UnlearnTrainer
+
+
+def train_unlearner(
+    ctx: UnlearnContext,
+    model: torch.nn.Module,
+    hp: MethodConfig,
+    forget_ds: Dataset,
+    retain_ds: Dataset | None,
+    loss_fn: Any,
+    *,
+    grad_mask: dict[str, torch.Tensor] | None = None,
+    tag: str = "train",
+) -> torch.nn.Module:
+    """Train ``model`` with ``loss_fn`` over paired forget/retain batches; returns the trained model."""
+    from transformers import set_seed
+
+    from smfa.data import make_collator
+    from smfa.training import training_arguments
+
+    set_seed(ctx.seed)
+    dataset = PairedDataset(forget_ds, retain_ds, ctx.seed)
+    steps = _steps(len(dataset), hp)
+    args = training_arguments(_TrainView(hp, ctx), ctx.work_dir / f"checkpoints-{tag}", steps=steps, save_steps=0)
+    trainer_cls = _make_trainer_class()
+    trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
+                          data_collator=PairedCollator(make_collator(ctx.vanilla.family, ctx.vanilla.processor)),
+                          loss_fn=loss_fn, grad_mask=grad_mask)
+    trainer.train()
+    _cleanup(ctx.work_dir / f"checkpoints-{tag}")
+    return model
+
+
+def train_sft(ctx: UnlearnContext, model: torch.nn.Module, hp: MethodConfig, dataset: Dataset, *, tag: str) -> torch.nn.Module:
+    """Plain cross-entropy fine-tuning (MFA, RA, IDK tuning) with the HF ``Trainer``."""
+    from transformers import Trainer, set_seed
+
+    from smfa.data import make_collator
+    from smfa.training import training_arguments
+
+    if len(dataset) == 0:
+        raise ConfigError(f"no examples to train the {tag} on (check --forget, --anchor-size and --target)")
+    set_seed(ctx.seed)
+    steps = _steps(len(dataset), hp)
+    args = training_arguments(_TrainView(hp, ctx), ctx.work_dir / f"checkpoints-{tag}", steps=steps, save_steps=0)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset,
+                      data_collator=make_collator(ctx.vanilla.family, ctx.vanilla.processor))
+    trainer.train()
+    _cleanup(ctx.work_dir / f"checkpoints-{tag}")
+    return model
+
+
+def _steps(n: int, hp: MethodConfig) -> int:
+    steps = max(1, int(round(hp.epochs * n / hp.batch_size)))
+    return min(steps, hp.max_steps) if hp.max_steps > 0 else steps
+
+
+def _cleanup(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class _TrainView:
+    """Adapts a MethodConfig to the fields ``training_arguments`` reads."""
+
+    hp: MethodConfig
+    ctx: UnlearnContext
+
+    def __getattr__(self, name: str) -> Any:
+        mapping = {"seed": self.ctx.seed, "progress": self.ctx.progress, "grad_accum": 1, "warmup_ratio": 0.0,
+                   "weight_decay": 0.0, "bf16": False}
+        if name in mapping:
+            return mapping[name]
+        return getattr(self.hp, name)
+
+
+def prepare_trainable(ctx: UnlearnContext, hp: MethodConfig, model: torch.nn.Module) -> torch.nn.Module:
+    """LoRA on the language model, or full fine-tuning of the language model (vision tower frozen)."""
+    from smfa.training import apply_lora
+
+    family = ctx.vanilla.family
+    if hp.lora:
+        return apply_lora(model, family, hp.lora_r, hp.lora_alpha, hp.lora_dropout)
+    vision = tuple(family.vision_module_prefixes + family.projector_module_prefixes)
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.startswith(vision))
+    return model
+
+
+def finish(model: torch.nn.Module) -> torch.nn.Module:
+    """Merge a PEFT model back into plain weights (no-op for full fine-tuning)."""
+    if hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model
+
+
+def logits_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Model logits for a collated batch (labels are not passed: each method computes its own loss)."""
+    return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+
+
+def retain_dataset(ctx: UnlearnContext):
+    """The encoded retain anchor (reference answers) for methods with a retain term."""
+    from smfa.data import reference_items
+
+    return ctx.encode(reference_items(ctx.data.anchor_rows), desc="encoding retain")
+
+
+def forget_dataset(ctx: UnlearnContext):
+    """The encoded forget set with its true answers (the ones gradient ascent pushes down)."""
+    from smfa.data import reference_items
+
+    return ctx.encode(reference_items(ctx.data.forget_rows), desc="encoding forget")

@@ -1,0 +1,26 @@
+"""IDK tuning: cross-entropy on ``D_f^idk ∪ D_r^few`` (refusals for the forget set plus the few retain
+samples), merged as is — i.e. SMFA's memory forgetting adapter without sculpting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from smfa.methods.base import Method, MethodConfig, UnlearnContext, finish, register_method
+from smfa.methods.smfa import train_mfa
+
+
+@dataclass
+class IDKConfig(MethodConfig):
+    """Same hyper-parameters as SMFA's MFA, so that IDK = SMFA with mode ``none``."""
+
+
+@register_method
+class IDK(Method):
+    name = "idk"
+    config_cls = IDKConfig
+    description = "cross-entropy on refusal-labelled forget data plus the few retain samples (MFA unsculpted)"
+
+    def run(self, ctx: UnlearnContext, hp: MethodConfig) -> torch.nn.Module:
+        return finish(train_mfa(ctx, hp, ctx.data.forget_rows, "idk"))

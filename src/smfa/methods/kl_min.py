@@ -1,0 +1,36 @@
+"""KL Minimisation: gradient ascent on forget + KL(original ‖ current) on retain, the original being the
+frozen vanilla model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from smfa.losses import kl_min_loss
+from smfa.methods.base import (Method, MethodConfig, UnlearnContext, finish, forget_dataset, logits_of,
+                               prepare_trainable, register_method, retain_dataset, train_unlearner)
+
+
+@dataclass
+class KLMinConfig(MethodConfig):
+    """``retain_weight`` weighs the KL term."""
+
+
+@register_method
+class KLMin(Method):
+    name = "kl_min"
+    config_cls = KLMinConfig
+    description = "gradient ascent on forget + KL to the frozen vanilla on retain"
+
+    def run(self, ctx: UnlearnContext, hp: MethodConfig) -> torch.nn.Module:
+        model = prepare_trainable(ctx, hp, ctx.fresh_model())
+        reference = ctx.vanilla.model.eval()
+
+        def loss_fn(m, forget, retain):
+            with torch.no_grad():
+                ref_logits = logits_of(reference, retain)
+            return kl_min_loss(logits_of(m, forget), forget["labels"], logits_of(m, retain), ref_logits,
+                               retain["labels"], hp.retain_weight)
+
+        return finish(train_unlearner(ctx, model, hp, forget_dataset(ctx), retain_dataset(ctx), loss_fn, tag="kl_min"))

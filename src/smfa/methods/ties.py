@@ -1,0 +1,48 @@
+"""TIES-Merging of the two task vectors SMFA trains — the forgetting adapter (MFA) and the retaining anchor
+(RA) — with PEFT's merge utilities (trim to ``density``, elect the sign, disjoint mean), on the dense
+deltas, module by module: ``W = W_o + TIES(ΔW_f, ΔW_a)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from smfa.methods.base import Method, UnlearnContext, register_method
+from smfa.methods.smfa import ANCHOR_ADAPTER, FORGET_ADAPTER, SMFAConfig, adapters_dir, train_anchor, train_mfa
+
+
+@dataclass
+class TIESConfig(SMFAConfig):
+    density: float = 0.5  # share of each task vector's largest-magnitude entries kept before the sign election
+    forget_weight: float = 1.0  # weight of the MFA task vector
+    anchor_weight: float = 1.0  # weight of the RA task vector
+    majority_sign_method: str = "total"  # PEFT: "total" (sum of values) or "frequency" (count of signs)
+
+
+def ties_delta(delta_forget: torch.Tensor, delta_anchor: torch.Tensor, hp: TIESConfig) -> torch.Tensor:
+    from peft.utils.merge_utils import ties
+
+    weights = torch.tensor([hp.forget_weight, hp.anchor_weight], dtype=torch.float32)
+    return ties([delta_forget.float(), delta_anchor.float()], weights, hp.density, hp.majority_sign_method)
+
+
+@register_method
+class TIES(Method):
+    name = "ties"
+    config_cls = TIESConfig
+    description = "TIES merge of the MFA and RA task vectors (PEFT merge utilities)"
+
+    def run(self, ctx: UnlearnContext, hp: TIESConfig) -> torch.nn.Module:  # type: ignore[override]
+        from smfa.sculpt import paired_dense_deltas
+
+        out = adapters_dir(ctx.work_dir)
+        train_mfa(ctx, hp, ctx.data.forget_rows, FORGET_ADAPTER).save_pretrained(out / FORGET_ADAPTER)
+        train_anchor(ctx, hp).save_pretrained(out / ANCHOR_ADAPTER)
+        model = ctx.fresh_model()
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, d_f, d_a in paired_dense_deltas(out / FORGET_ADAPTER, out / ANCHOR_ADAPTER):
+                w = params[name]
+                w.add_(ties_delta(d_f, d_a, hp).to(w.dtype))
+        return model

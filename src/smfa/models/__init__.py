@@ -1,0 +1,1 @@
+"""Models: the built-in tiny MLLM, family adapters, loading and saving."""

@@ -1,0 +1,80 @@
+"""Loading models for every stage: a run directory, a local HF model directory, or (only when the user asks)
+a hub id. Weights are read with safetensors; ``trust_remote_code`` is off unless asked for."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smfa.errors import ModelError
+from smfa.models.families import FamilyAdapter, family_for_model_type
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    processor: Any
+    family: FamilyAdapter
+    source: str  # path or hub id
+
+
+def _check_model_dir(path: Path) -> str:
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise ModelError(f"{path} is not a model directory (no config.json); pass a finetune run or a HF model directory")
+    try:
+        model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type", "")
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{cfg} is corrupt (invalid JSON at line {exc.lineno}); re-create the model directory") from exc
+    has_weights = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
+    if not has_weights:
+        raise ModelError(f"{path} has no safetensors weights (only safetensors are loaded); re-save the model with safe_serialization=True")
+    return model_type
+
+
+def model_dir_of(source: str | Path) -> Path | None:
+    """A run directory keeps its weights in ``model/``; a plain HF model directory is its own."""
+    path = Path(source)
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    if path.exists():
+        return path
+    return None
+
+
+def load_model(
+    source: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    device: str | None = None,
+) -> LoadedModel:
+    """Load (model, processor, family adapter) from a run dir, a model dir or a hub id."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    local = model_dir_of(source)
+    if local is not None:
+        model_type = _check_model_dir(local)
+        family = family_for_model_type(model_type)
+        ref: str = str(local)
+        kwargs: dict[str, Any] = {"local_files_only": True}
+    elif "/" in str(source) and not str(source).startswith((".", "/")):
+        ref, kwargs, family = str(source), {}, None  # hub id: only when the user asked for it
+    else:
+        raise ModelError(f"model {source} does not exist; pass a finetune run directory, a HF model directory or a hub id")
+    try:
+        processor = AutoProcessor.from_pretrained(ref, trust_remote_code=trust_remote_code, **kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(
+            ref, dtype=dtype or "auto", trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load model from {ref}: {str(exc).splitlines()[0]}") from exc
+    if family is None:
+        family = family_for_model_type(model.config.model_type)
+    if device:
+        model.to(device)
+    return LoadedModel(model=model, processor=processor, family=family, source=ref)

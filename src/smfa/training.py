@@ -1,0 +1,182 @@
+"""The vanilla stage: fine-tune a model until it memorises the bench (``people="all"``), or train the oracle
+that never saw the forget people (``people="retain"``). Uses the HF ``Trainer`` so that
+``accelerate launch`` gives DDP/FSDP/DeepSpeed for free; checkpoints every N steps; ``resume`` continues a
+killed run from its last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smfa.errors import ConfigError, OutputError
+from smfa.rundir import check_output_dir, write_jsonl_atomic, write_manifest
+
+
+@dataclass
+class FinetuneConfig:
+    """How the vanilla (or oracle) model is trained. Defaults are the tiny preset's, measured on 2 CPU cores."""
+
+    bench: str = ""  # bench directory (smfa bench build)
+    model: str = "tiny"  # "tiny" (built-in, random init) or a HF model directory / hub id
+    out: str = ""  # run directory to write
+    people: str = "all"  # "all" → vanilla; "retain" → oracle (never sees the forget people)
+    forget: str = "15"  # with people=retain: which forget split the oracle leaves out (15 ⊇ 10 ⊇ 5)
+    lora: bool = False  # LoRA on the language model instead of full fine-tuning (real checkpoints)
+    lora_r: int = 16
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    steps: int = 3000  # optimiser steps (tiny: ~3,000 × 32 memorises ~200 profiles)
+    batch_size: int = 32  # per device
+    grad_accum: int = 1
+    lr: float = 1e-3  # tiny model from scratch; use ~2e-5 (full) / 1e-4 (LoRA) for real checkpoints
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    seed: int = 0
+    save_steps: int = 500  # checkpoint interval (resume point)
+    gradient_checkpointing: bool = False
+    bf16: bool = False
+    trust_remote_code: bool = False
+    overwrite: bool = False
+    resume: bool = False
+    progress: bool = True
+
+
+def staging_dir(out: Path) -> Path:
+    """Where a run is written before it is renamed to ``out``; kept on failure so ``--resume`` finds it."""
+    return out.parent / f".{out.name}.partial"
+
+
+def trainable_summary(model: torch.nn.Module) -> dict[str, Any]:
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters())
+    return {"trainable_parameters": n_train, "total_parameters": n_all, "trainable_tensors": names}
+
+
+def apply_lora(model: torch.nn.Module, family: Any, r: int, alpha: int, dropout: float, gradient_checkpointing: bool = False):
+    """Wrap ``model`` with a PEFT LoRA on the language model's linear layers only."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = family.lora_targets(model)
+    if not targets:
+        raise ConfigError(f"no LoRA target found for family {family.name} (regex {family.lora_target_regex()})")
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()  # checkpointed blocks need inputs that require grad
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=family.lora_target_regex(), bias="none")
+    return get_peft_model(model, config)
+
+
+def training_arguments(cfg: Any, output_dir: Path, *, steps: int, save_steps: int, **extra: Any):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        max_steps=steps,
+        lr_scheduler_type="cosine",
+        warmup_steps=int(round(getattr(cfg, "warmup_ratio", 0.0) * steps)),
+        weight_decay=getattr(cfg, "weight_decay", 0.0),
+        logging_steps=max(1, min(50, steps // 20)),
+        save_strategy="steps" if save_steps > 0 else "no",
+        save_steps=max(1, save_steps),
+        save_total_limit=1,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        bf16=getattr(cfg, "bf16", False),
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=not getattr(cfg, "progress", True),
+        save_only_model=False,
+        **extra,
+    )
+
+
+def finetune(cfg: FinetuneConfig) -> Path:
+    """Train and write the run directory ``cfg.out`` (model/, manifest.json, train_log.jsonl)."""
+    from transformers import Trainer, set_seed
+
+    from smfa.bench import Bench
+    from smfa.data import encode_items, make_collator, reference_items
+    from smfa.models.families import family_for
+    from smfa.models.loading import load_model
+    from smfa.models.tiny import build_tiny
+
+    if cfg.people not in ("all", "retain"):
+        raise ConfigError(f"--people must be 'all' or 'retain', got {cfg.people!r}")
+    if cfg.steps <= 0 or cfg.batch_size <= 0:
+        raise ConfigError("--steps and --batch-size must be positive")
+    out = Path(cfg.out).expanduser().resolve()
+    stage = staging_dir(out)
+    if stage.exists() and not (cfg.resume or cfg.overwrite):
+        raise OutputError(f"an unfinished run of {out} exists in {stage}; pass --resume to continue it or --overwrite to start over")
+    if stage.exists() and cfg.overwrite and not cfg.resume:
+        shutil.rmtree(stage)
+    check_output_dir(out, cfg.overwrite)
+
+    bench = Bench.load(cfg.bench)
+    rows = bench.training_rows(people=cfg.people, forget=cfg.forget if cfg.people == "retain" else None)
+    set_seed(cfg.seed)
+    if cfg.model == "tiny":
+        model, processor = build_tiny(bench, seed=cfg.seed)
+        family = family_for(model)
+    else:
+        loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        model, processor, family = loaded.model, loaded.processor, loaded.family
+    if cfg.lora:
+        model = apply_lora(model, family, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.gradient_checkpointing)
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+
+    dataset = encode_items(reference_items(rows), bench=bench, family=family, processor=processor, progress=cfg.progress)
+    stage.mkdir(parents=True, exist_ok=True)
+    args = training_arguments(cfg, stage / "checkpoints", steps=cfg.steps, save_steps=cfg.save_steps)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=make_collator(family, processor))
+    resume = cfg.resume and any((stage / "checkpoints").glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if resume else None)
+
+    summary = trainable_summary(model)
+    if cfg.lora:
+        model = model.merge_and_unload()
+    model.save_pretrained(stage / "model", safe_serialization=True)
+    processor.save_pretrained(stage / "model")
+    write_jsonl_atomic(stage / "train_log.jsonl", trainer.state.log_history)
+    world = int(getattr(trainer.args, "world_size", 1))
+    write_manifest(
+        stage,
+        "finetune",
+        asdict(cfg),
+        seed=cfg.seed,
+        bench={"path": str(bench.root), "checksum": bench.checksum, "preset": bench.meta.get("preset")},
+        data={"rows": len(rows), "people": cfg.people, "forget_left_out": cfg.forget if cfg.people == "retain" else None},
+        family=family.name,
+        trainable={k: v for k, v in summary.items() if k != "trainable_tensors"},
+        trainable_modules=sorted({n.rsplit(".", 1)[0] for n in summary["trainable_tensors"]})[:2000],
+        effective_batch_size=cfg.batch_size * cfg.grad_accum * world,
+        final_loss=_last_loss(trainer.state.log_history),
+    )
+    if trainer.is_world_process_zero():
+        shutil.rmtree(stage / "checkpoints", ignore_errors=True)
+        if out.exists():
+            shutil.rmtree(out)
+        stage.rename(out)
+    return out
+
+
+def _last_loss(history: list[dict[str, Any]]) -> float | None:
+    losses = [h["loss"] for h in history if "loss" in h]
+    return float(losses[-1]) if losses else None
+
+
+def read_train_log(run: Path) -> list[dict[str, Any]]:
+    path = Path(run) / "train_log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
