@@ -65,8 +65,13 @@ class FamilyAdapter:
     vision_module_prefixes: ClassVar[tuple[str, ...]] = ("model.vision_tower",)
     projector_module_prefixes: ClassVar[tuple[str, ...]] = ("model.multi_modal_projector",)
     answer_prefix: ClassVar[str] = " "  # text between the generation prompt and the answer
+    # The token that ends an assistant turn; None: the tokenizer's eos token.
+    end_token: ClassVar[str | None] = None
     # Image tensors concatenated along dim 0 across a batch (examples without an image add nothing).
     image_keys: ClassVar[tuple[str, ...]] = ("pixel_values", "image_sizes")
+    # Per-token tensors the processor returns besides input_ids/attention_mask (e.g. Gemma-3's
+    # token_type_ids, Qwen2-VL's mm_token_type_ids): padded like input_ids, with 0 (= text).
+    extra_token_keys: ClassVar[tuple[str, ...]] = ()
 
     # ---- chat format -------------------------------------------------------------------------
     def messages(self, question: str, has_image: bool) -> list[dict[str, Any]]:
@@ -75,13 +80,14 @@ class FamilyAdapter:
         return [{"role": "user", "content": content}]
 
     def prompt(self, processor: Any, question: str, has_image: bool) -> str:
-        return processor.apply_chat_template(
+        text = processor.apply_chat_template(
             self.messages(question, has_image), add_generation_prompt=True, tokenize=False
         )
+        return _strip_duplicate_bos(processor.tokenizer, text)
 
     def end_text(self, processor: Any) -> str:
         """The token that ends an assistant turn (learned as part of the answer; generation stops on it)."""
-        return processor.tokenizer.eos_token
+        return self.end_token or processor.tokenizer.eos_token
 
     def end_token_ids(self, processor: Any) -> list[int]:
         ids = processor.tokenizer.convert_tokens_to_ids([self.end_text(processor)])
@@ -100,7 +106,7 @@ class FamilyAdapter:
         prompt = self.prompt(processor, question, image is not None)
         if answer is None:
             enc = self._process(processor, prompt, image)
-            return {k: (v[0] if k in ("input_ids", "attention_mask") else v) for k, v in enc.items()}
+            return self._unbatch(enc)
         full = prompt + self.answer_prefix + answer + self.end_text(processor)
         enc = self._process(processor, full, image)
         prompt_ids = self._process(processor, prompt, image)["input_ids"][0]
@@ -108,15 +114,23 @@ class FamilyAdapter:
         n_prompt = _common_prefix_len(prompt_ids, ids)
         labels = ids.clone()
         labels[:n_prompt] = -100
-        out = {k: (v[0] if k in ("input_ids", "attention_mask") else v) for k, v in enc.items()}
+        out = self._unbatch(enc)
         out["labels"] = labels
         return out
 
+    def _unbatch(self, enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-token tensors lose the processor's batch dim; image tensors keep it (they are concatenated)."""
+        token_keys = ("input_ids", "attention_mask", *self.extra_token_keys)
+        return {k: (v[0] if k in token_keys else v) for k, v in enc.items()}
+
     def collate(self, examples: list[dict[str, torch.Tensor]], pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
-        """Pad token tensors (labels with -100) and concatenate image tensors of the examples that have one."""
+        """Pad token tensors (labels with -100) and concatenate image tensors of the examples that have one
+        (tiles/crops zero-padded to a common shape, as the processors pad a batch)."""
         width = max(int(e["input_ids"].shape[0]) for e in examples)
         batch: dict[str, torch.Tensor] = {}
-        for key, fill in (("input_ids", pad_token_id), ("attention_mask", 0), ("labels", -100)):
+        fills = [("input_ids", pad_token_id), ("attention_mask", 0), ("labels", -100)]
+        fills += [(key, 0) for key in self.extra_token_keys]
+        for key, fill in fills:
             if key not in examples[0]:
                 continue
             rows = []
@@ -128,7 +142,7 @@ class FamilyAdapter:
         for key in self.image_keys:
             parts = [e[key] for e in examples if key in e]
             if parts:
-                batch[key] = torch.cat(parts, dim=0)
+                batch[key] = _zero_pad_cat(parts)
         return batch
 
     # ---- modules ------------------------------------------------------------------------------
@@ -146,6 +160,31 @@ class FamilyAdapter:
         return [n for n, _ in model.named_modules() if n.startswith(self.vision_module_prefixes)]
 
 
+def _strip_duplicate_bos(tokenizer: Any, text: str) -> str:
+    """Drop a chat template's leading BOS when the tokenizer adds one itself (Gemma-3, Llama-3 based
+    templates): a doubled BOS shifts the model off its training distribution."""
+    bos = tokenizer.bos_token
+    if not bos or not text.startswith(bos):
+        return text
+    adds_bos = tokenizer("", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id]
+    return text[len(bos):] if adds_bos else text
+
+
+def _zero_pad_cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate along dim 0 after zero-padding every other dim to the largest size. Identical to
+    ``torch.cat`` for equal shapes; for tiled images (LLaVA-OneVision patches, Idefics3 crops and their
+    pixel_attention_mask) it is the processors' own batch padding: all-zero tiles are dropped by the model
+    (through ``image_sizes`` or the zero test) and zero mask entries mark padded pixels."""
+    shape = [max(int(p.shape[d]) for p in parts) for d in range(1, parts[0].dim())]
+    padded = []
+    for p in parts:
+        pad: list[int] = []
+        for d in reversed(range(1, p.dim())):
+            pad += [0, shape[d - 1] - int(p.shape[d])]
+        padded.append(torch.nn.functional.pad(p, pad) if any(pad) else p)
+    return torch.cat(padded, dim=0)
+
+
 def _common_prefix_len(a: torch.Tensor, b: torch.Tensor) -> int:
     n = min(a.shape[0], b.shape[0])
     diff = (a[:n] != b[:n]).nonzero()
@@ -158,3 +197,57 @@ class LlavaFamily(FamilyAdapter):
 
     name = "llava"
     model_types = ("llava",)
+
+
+@register_family
+class LlavaOnevisionFamily(FamilyAdapter):
+    """LLaVA-OneVision (``llava-hf/llava-onevision-qwen2-*``): Qwen2 chat format, any-resolution tiles
+    ([1, tiles, 3, H, W] per image, their count varying with the aspect ratio)."""
+
+    name = "llava_onevision"
+    model_types = ("llava_onevision",)
+    answer_prefix = ""  # "<|im_start|>assistant\n" is followed directly by the answer
+    end_token = "<|im_end|>"
+    image_keys = ("pixel_values", "image_sizes", "batch_num_images")
+
+
+@register_family
+class Qwen2VLFamily(FamilyAdapter):
+    """Qwen2-VL and Qwen2.5-VL: flattened patches (``pixel_values`` [patches, dim]) with ``image_grid_thw``;
+    ``mm_token_type_ids`` mark image tokens for the multimodal rotary positions (M-RoPE)."""
+
+    name = "qwen2_vl"
+    model_types = ("qwen2_vl", "qwen2_5_vl")
+    answer_prefix = ""
+    end_token = "<|im_end|>"
+    image_keys = ("pixel_values", "image_grid_thw")
+    extra_token_keys = ("mm_token_type_ids",)
+    vision_module_prefixes = ("model.visual",)
+    projector_module_prefixes = ("model.visual.merger",)  # the patch merger is the projector
+
+
+@register_family
+class Idefics3Family(FamilyAdapter):
+    """Idefics3 and SmolVLM: ``pixel_values`` [1, crops, 3, H, W] with ``pixel_attention_mask``; the
+    language model is ``model.text_model`` and the projector ``model.connector``."""
+
+    name = "idefics3"
+    model_types = ("idefics3", "smolvlm")
+    language_model_pattern = r"text_model"
+    end_token = "<end_of_utterance>"  # "Assistant:" + " answer<end_of_utterance>"
+    image_keys = ("pixel_values", "pixel_attention_mask")
+    vision_module_prefixes = ("model.vision_model",)
+    projector_module_prefixes = ("model.connector",)
+
+
+@register_family
+class Gemma3Family(FamilyAdapter):
+    """Gemma-3 (``google/gemma-3-*-it``): ``token_type_ids`` mark image tokens, which attend to each other
+    bidirectionally in training."""
+
+    name = "gemma3"
+    model_types = ("gemma3",)
+    answer_prefix = ""  # "<start_of_turn>model\n" is followed directly by the answer
+    end_token = "<end_of_turn>"
+    image_keys = ("pixel_values",)
+    extra_token_keys = ("token_type_ids",)
