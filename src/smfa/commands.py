@@ -131,6 +131,47 @@ def _add_unlearn(sub: Any) -> None:
     p.set_defaults(func=_unlearn)
 
 
+# ---- eval ---------------------------------------------------------------------------------------
+def _eval(args: argparse.Namespace) -> int:
+    from smfa.eval.pipeline import EvalConfig, evaluate
+
+    names = ["bench", "model", "out", "forget", "target", "limit", "judge", "judge_base_url", "judge_model",
+             "questions", "oracle", "vanilla", "attacks", "batch_size", "trust_remote_code", "overwrite"]
+    cfg = resolve_config(EvalConfig, args.config, _overrides(args, names))
+    out = evaluate(cfg)
+    print(f"evaluation written to {out} (metrics.json, generations.jsonl, report.md)")
+    return 0
+
+
+def _add_eval(sub: Any) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model on every evaluation set of the bench (metrics.json, report.md)",
+        description="Batched greedy generation over the forget/retain × image-memory/text-memory/understanding "
+        "sets (train phrasing, paraphrase, unseen image variant) and general VQA; ROUGE-L, Fact and Meaningful "
+        "scores, understanding accuracy, refusal and leak rates; forget quality vs an oracle; attacks.",
+    )
+    p.add_argument("--bench", help="bench directory")
+    p.add_argument("--model", help="run directory (finetune/unlearn), model directory or hub id")
+    p.add_argument("--out", help="evaluation directory to write")
+    p.add_argument("--forget", choices=["5", "10", "15", "val"], help="forget split (default 10)")
+    p.add_argument("--target", choices=["all", "visual"], help="all (default) or visual: forget people's text memory counts as retain")
+    p.add_argument("--limit", type=int, help="at most N questions per set")
+    p.add_argument("--questions", help="extra probe questions, JSONL in the bench row format (image optional)")
+    p.add_argument("--judge", choices=["offline", "openai"], help="offline (default, deterministic) or an OpenAI-compatible endpoint")
+    p.add_argument("--judge-base-url", dest="judge_base_url", help="judge endpoint (else $SMFA_JUDGE_BASE_URL); key only from $SMFA_JUDGE_API_KEY")
+    p.add_argument("--judge-model", dest="judge_model", help="judge model (else $SMFA_JUDGE_MODEL)")
+    p.add_argument("--oracle", help="oracle run (retain-only): adds forget quality (KS test p-value)")
+    p.add_argument("--vanilla", help="vanilla run: its forget quality as a reference point")
+    p.add_argument("--attacks", help="'all' or a comma list: paraphrase,unseen_image,cross_modal,prompt,relearn,quantize,mia")
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")
+    p.add_argument("--overwrite", action="store_true", default=None)
+    p.add_argument("--config", help="YAML recipe with EvalConfig fields")
+    p.set_defaults(func=_eval)
+
+
 def register(sub: Any) -> None:
     _add_finetune(sub)
+    _add_eval(sub)
     _add_unlearn(sub)

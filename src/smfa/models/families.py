@@ -109,7 +109,7 @@ class FamilyAdapter:
             return self._unbatch(enc)
         full = prompt + self.answer_prefix + answer + self.end_text(processor)
         enc = self._process(processor, full, image)
-        prompt_ids = self._process(processor, prompt, image)["input_ids"][0]
+        prompt_ids = self._prompt_ids(processor, prompt, image)
         ids = enc["input_ids"][0]
         n_prompt = _common_prefix_len(prompt_ids, ids)
         labels = ids.clone()
@@ -117,6 +117,18 @@ class FamilyAdapter:
         out = self._unbatch(enc)
         out["labels"] = labels
         return out
+
+    def _prompt_ids(self, processor: Any, prompt: str, image: Any) -> torch.Tensor:
+        """Token ids of the prompt alone. The image-token expansion depends only on the image's size, so the
+        ids are cached per (prompt, size): bench templates repeat across thousands of rows."""
+        cache = self.__dict__.setdefault("_prompt_cache", {})
+        key = (id(processor), prompt, getattr(image, "size", None))
+        ids = cache.get(key)
+        if ids is None:
+            if len(cache) > 50_000:
+                cache.clear()
+            ids = cache[key] = self._process(processor, prompt, image)["input_ids"][0]
+        return ids
 
     def _unbatch(self, enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-token tensors lose the processor's batch dim; image tensors keep it (they are concatenated)."""

@@ -1,0 +1,177 @@
+"""The eval stage: generate answers for every evaluation set of the bench (plus the user's probe questions),
+score them, aggregate, compare with the oracle, and write ``metrics.json``, ``generations.jsonl``,
+``report.md`` and ``manifest.json``."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from smfa.bench.schema import KINDS, Question
+from smfa.errors import ConfigError
+from smfa.rundir import atomic_run_dir, write_jsonl_atomic, write_manifest
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and how."""
+
+    bench: str = ""  # bench directory
+    model: str = ""  # run directory, model directory or hub id
+    out: str = ""  # evaluation directory to write
+    forget: str = "10"  # forget split whose people are the "forget" group
+    target: str = "all"  # all | visual (the forget people's text memory counts as retain)
+    limit: int | None = None  # at most N questions per set (deterministic subsample); None = all
+    judge: str = "offline"  # offline | openai
+    judge_base_url: str | None = None  # openai judge endpoint (else $SMFA_JUDGE_BASE_URL)
+    judge_model: str | None = None  # openai judge model (else $SMFA_JUDGE_MODEL)
+    questions: str | None = None  # extra probe questions (JSONL, bench row format; image optional) → set "user"
+    oracle: str | None = None  # oracle run: forget quality = KS p-value of forget losses vs the oracle's
+    vanilla: str | None = None  # vanilla run: its forget quality as the reference point
+    attacks: str | None = None  # "all" or a comma list (smfa.eval.attacks)
+    batch_size: int = 64
+    max_new_tokens: int = 24
+    trust_remote_code: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+def load_user_questions(path: str | Path, bench: Any) -> list[Question]:
+    """Probe questions in the bench's row format; ``id``/``kind``/``question``/``answer`` required,
+    ``image`` optional (relative to the bench, or absolute)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--questions file {path} does not exist")
+    rows: list[Question] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}, line {n}: invalid JSON ({exc.msg})") from exc
+        missing = [k for k in ("id", "question", "answer") if not isinstance(raw.get(k), str)]
+        if missing:
+            raise ConfigError(f"{path}, line {n}: missing or non-string field(s) {', '.join(missing)}")
+        kind = raw.get("kind", "image_memory" if raw.get("image") else "text_memory")
+        if kind not in KINDS:
+            raise ConfigError(f"{path}, line {n}: unknown kind {kind!r} (one of {', '.join(KINDS)})")
+        image = raw.get("image")
+        if image is not None and not (Path(image).is_file() or (bench.root / image).is_file()):
+            raise ConfigError(f"{path}, line {n}: image {image} not found (absolute, or relative to the bench)")
+        rows.append(Question(
+            id=raw["id"], kind=kind, domain=raw.get("domain", "portrait" if image else "none"),
+            attribute=raw.get("attribute", "user"), question=raw["question"], answer=raw["answer"],
+            fact=raw.get("fact", raw["answer"]), person_id=raw.get("person_id"), image=image,
+            image_split="heldout" if image else None, phrasing="paraphrase",
+        ))
+    if not rows:
+        raise ConfigError(f"--questions file {path} has no questions")
+    return rows
+
+
+def make_judge(cfg: EvalConfig, bench: Any):
+    from smfa.eval.judges import get_judge
+
+    if cfg.judge == "offline":
+        return get_judge("offline", vocabulary=bench.vocabulary())
+    opts = {k: v for k, v in (("base_url", cfg.judge_base_url), ("model", cfg.judge_model)) if v}
+    return get_judge(cfg.judge, **opts)
+
+
+def generate_sets(loaded: Any, bench: Any, sets: dict[str, list[Question]], forget_people: set[str], *,
+                  cfg: EvalConfig, questions: dict[str, list[str]] | None = None, loss_sets: tuple[str, ...] = ()):
+    """Answers (and, for ``loss_sets``, reference losses) for every set, generated in one batched pass."""
+    from smfa.data import ImageCache
+    from smfa.eval.generate import answer_losses, generate_answers
+    from smfa.eval.schema import Generation
+
+    images = ImageCache(bench)
+    flat: list[tuple[str, Question, str]] = []
+    for name, rows in sets.items():
+        texts = (questions or {}).get(name) or [r.question for r in rows]
+        flat.extend((name, r, t) for r, t in zip(rows, texts))
+    answers = generate_answers(loaded, [r for _, r, _ in flat], bench, questions=[t for _, _, t in flat],
+                               batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, images=images,
+                               progress=cfg.progress, desc="evaluating")
+    loss_idx = [i for i, (name, _, _) in enumerate(flat) if name in loss_sets]
+    losses = answer_losses(loaded, [flat[i][1] for i in loss_idx], bench, batch_size=cfg.batch_size,
+                           images=images, progress=cfg.progress) if loss_idx else []
+    loss_of = dict(zip(loss_idx, losses))
+    return [
+        Generation(set=name, question_id=r.id, kind=r.kind, attribute=r.attribute, question=text, answer=answers[i],
+                   reference=r.answer, fact=r.fact, person_id=r.person_id,
+                   is_forget_person=r.person_id in forget_people, loss=loss_of.get(i))
+        for i, (name, r, text) in enumerate(flat)
+    ]
+
+
+def _forget_memory_sets(sets: dict[str, list[Question]], target: str) -> tuple[str, ...]:
+    kinds = ("image_memory", "text_memory") if target == "all" else ("image_memory",)
+    return tuple(f"forget/{k}" for k in kinds if f"forget/{k}" in sets)
+
+
+def reference_losses(source: str, bench: Any, rows: list[Question], cfg: EvalConfig) -> list[float]:
+    from smfa.eval.generate import answer_losses
+    from smfa.models.loading import load_model
+
+    other = load_model(source, trust_remote_code=cfg.trust_remote_code)
+    return answer_losses(other, rows, bench, batch_size=cfg.batch_size, progress=cfg.progress)
+
+
+def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, extra: dict[str, Any] | None = None):
+    """Evaluate an in-memory model and write the evaluation files into ``out_dir`` (created)."""
+    from smfa.eval.gold import gold_standard
+    from smfa.eval.metrics import compute_all_sets, compute_overall
+    from smfa.eval.schema import Metrics, save_metrics
+    from smfa.report import write_eval_report
+
+    t0 = time.perf_counter()
+    forget = str(cfg.forget)
+    sets = bench.eval_sets(forget, target=cfg.target, limit=cfg.limit)
+    if cfg.questions:
+        sets["user"] = load_user_questions(cfg.questions, bench)
+    forget_people = bench.forget_people(forget)
+    loss_sets = _forget_memory_sets(sets, cfg.target)
+    gens = generate_sets(loaded, bench, sets, forget_people, cfg=cfg, loss_sets=loss_sets)
+    judge = make_judge(cfg, bench)
+    set_metrics = compute_all_sets(gens, judge)
+    overall = compute_overall(set_metrics, cfg.target)
+    gold = None
+    if cfg.oracle:
+        loss_rows = [r for name in loss_sets for r in sets[name]]
+        mine = [g.loss for g in gens if g.set in loss_sets]
+        oracle = reference_losses(cfg.oracle, bench, loss_rows, cfg)
+        vanilla = reference_losses(cfg.vanilla, bench, loss_rows, cfg) if cfg.vanilla else None
+        gold = gold_standard(mine, oracle, vanilla, oracle=str(cfg.oracle), sets=list(loss_sets))
+    attacks = None
+    if cfg.attacks:
+        from smfa.eval.attacks import run_attacks
+
+        attacks = run_attacks(loaded, bench, cfg)
+    metrics = Metrics(target=cfg.target, model=str(cfg.model), forget=forget, judge=judge.describe(),
+                      sets=set_metrics, overall=overall, gold=gold, attacks=attacks)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl_atomic(out_dir / "generations.jsonl", [g.to_dict() for g in gens])
+    save_metrics(metrics, out_dir)
+    write_eval_report(metrics, out_dir)
+    write_manifest(out_dir, "eval", asdict(replace(cfg)), bench={"path": str(bench.root), "checksum": bench.checksum},
+                   n_questions=len(gens), wall_time_s=round(time.perf_counter() - t0, 2), **(extra or {}))
+    return metrics
+
+
+def evaluate(cfg: EvalConfig) -> Path:
+    """``smfa eval``: load the model and bench, evaluate, write ``cfg.out`` atomically."""
+    from smfa.bench import Bench
+    from smfa.models.loading import load_model
+
+    bench = Bench.load(cfg.bench)
+    bench.forget_people(cfg.forget)  # fail early on a bad split, before loading a model
+    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    with atomic_run_dir(Path(cfg.out), overwrite=cfg.overwrite) as stage:
+        evaluate_loaded(loaded, bench, cfg, stage)
+    return Path(cfg.out)
