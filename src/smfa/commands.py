@@ -171,7 +171,81 @@ def _add_eval(sub: Any) -> None:
     p.set_defaults(func=_eval)
 
 
+# ---- sculpt (k sweep) -----------------------------------------------------------------------------
+def _floats(text: str) -> tuple[float, ...]:
+    from smfa.errors import ConfigError
+
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise ConfigError(f"--k expects comma-separated numbers, got {text!r}") from exc
+
+
+def _sculpt(args: argparse.Namespace) -> int:
+    from smfa.sweep import SweepConfig, sculpt_sweep
+
+    over = {"run": args.run, "ks": _floats(args.k) if args.k else None, "mode": args.mode, "out": args.out,
+            "limit": args.limit, "judge": args.judge, "overwrite": args.overwrite}
+    out = sculpt_sweep(resolve_config(SweepConfig, None, over))
+    print(f"k sweep written to {out} (sweep.md, k_sweep.png)")
+    return 0
+
+
+def _add_sculpt(sub: Any) -> None:
+    p = sub.add_parser(
+        "sculpt",
+        help="re-sculpt an SMFA run's saved adapters for several k without retraining; trade-off curve",
+        description="Re-sculpt adapters/forget against adapters/anchor of an SMFA run for each k, merge, evaluate, "
+        "and write the trade-off table (sweep.md) and curve (k_sweep.png). No training.",
+    )
+    p.add_argument("run", help="an SMFA unlearn run directory")
+    p.add_argument("--k", help="comma-separated k values (default 0,0.5,1,2,5,10,20)")
+    p.add_argument("--mode", choices=["none", "conflict", "magnitude", "both"], help="mask (default both)")
+    p.add_argument("--out", help="output directory (default RUN/sweep-MODE)")
+    p.add_argument("--limit", type=int, help="questions per evaluation set (default 200)")
+    p.add_argument("--judge", choices=["offline", "openai"])
+    p.add_argument("--overwrite", action="store_true", default=None)
+    p.set_defaults(func=_sculpt)
+
+
+# ---- compare ----------------------------------------------------------------------------------------
+def _compare(args: argparse.Namespace) -> int:
+    from smfa.compare import CompareConfig, compare
+
+    over = {"bench": args.bench, "model": args.model, "out": args.out, "oracle": args.oracle, "target": args.target,
+            "methods": tuple(m.strip() for m in args.methods.split(",")) if args.methods else None,
+            "forget": tuple(f.strip() for f in args.forget.split(",")) if args.forget else None,
+            "eval_limit": args.eval_limit, "judge": args.judge, "seed": args.seed}
+    out = compare(resolve_config(CompareConfig, args.config, over))
+    print(f"comparison written to {out}/report.md")
+    return 0
+
+
+def _add_compare(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="run every method at every forget ratio and write one comparison table with plots (resumable)",
+        description="Unlearn with each method at each forget ratio from the same vanilla run, evaluate with the same "
+        "code, and write the paper's main table (+ leak rates, forget quality, wall time) and plots. Finished "
+        "cells are not recomputed.",
+    )
+    p.add_argument("--bench", help="bench directory")
+    p.add_argument("--model", help="vanilla run")
+    p.add_argument("--oracle", help="oracle run (retain-only) for forget quality")
+    p.add_argument("--forget", help="comma list of forget splits (default 5,10,15)")
+    p.add_argument("--methods", help="comma list (default smfa,idk,ga_diff,kl_min,npo,mmunlearner,ties,ga)")
+    p.add_argument("--target", choices=["all", "visual"])
+    p.add_argument("--out", help="comparison directory")
+    p.add_argument("--eval-limit", type=int, dest="eval_limit")
+    p.add_argument("--judge", choices=["offline", "openai"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--config", help="YAML recipe with CompareConfig fields (per-method params: {method: {k: v}})")
+    p.set_defaults(func=_compare)
+
+
 def register(sub: Any) -> None:
     _add_finetune(sub)
     _add_eval(sub)
     _add_unlearn(sub)
+    _add_sculpt(sub)
+    _add_compare(sub)

@@ -110,5 +110,5 @@ def unlearn(cfg: UnlearnConfig) -> Path:
             evaluate_loaded(loaded, bench, EvalConfig(bench=cfg.bench, model=str(cfg.out), forget=str(cfg.forget),
                                                       target=cfg.target, limit=cfg.eval_limit, judge=cfg.judge,
                                                       oracle=cfg.oracle, vanilla=cfg.model, progress=cfg.progress),
-                            stage / "eval", extra={"method": cfg.method, "wall_time_s": round(wall, 2)})
+                            stage / "eval", extra={"method": cfg.method, "unlearn_wall_time_s": round(wall, 2)})
     return Path(cfg.out)

@@ -1,0 +1,98 @@
+"""``smfa compare``: every method at every forget ratio on the same vanilla model, evaluated by the same code,
+in one table (the paper's main-table layout + leak rates, forget quality vs the oracle, wall time) with plots.
+It resumes: a cell whose run directory is complete is not recomputed."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smfa.errors import ConfigError
+from smfa.rundir import check_output_dir, read_manifest, write_json_atomic, write_manifest, write_text_atomic
+
+
+@dataclass
+class CompareConfig:
+    bench: str = ""
+    model: str = ""  # vanilla run
+    out: str = ""  # comparison directory (cells/ holds one unlearn run per method × forget)
+    methods: tuple[str, ...] = ("smfa", "idk", "ga_diff", "kl_min", "npo", "mmunlearner", "ties", "ga")
+    forget: tuple[str, ...] = ("5", "10", "15")
+    target: str = "all"
+    oracle: str | None = None  # oracle run: adds forget quality (KS p-value)
+    eval_limit: int | None = 200
+    judge: str = "offline"
+    seed: int = 0
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method hyper-parameter overrides
+    include_reference: bool = True  # also evaluate the vanilla (and the oracle) as reference rows
+    progress: bool = True
+
+
+def _cell_done(path: Path) -> bool:
+    return (path / "manifest.json").is_file() and (path / "eval" / "metrics.json").is_file()
+
+
+def _reference_eval(cfg: CompareConfig, source: str, label: str, forget: str, cells: Path) -> Path:
+    from smfa.eval.pipeline import EvalConfig, evaluate
+
+    out = cells / f"{label}-f{forget}"
+    if not (out / "metrics.json").is_file():
+        evaluate(EvalConfig(bench=cfg.bench, model=source, out=str(out), forget=forget, target=cfg.target,
+                            limit=cfg.eval_limit, judge=cfg.judge, oracle=cfg.oracle if label != "oracle" else None,
+                            vanilla=cfg.model if cfg.oracle and label != "oracle" else None,
+                            progress=cfg.progress, overwrite=True))
+    return out
+
+
+def compare(cfg: CompareConfig) -> Path:
+    from smfa.methods import get_method
+    from smfa.report import compare_runs
+    from smfa.unlearn import UnlearnConfig, unlearn
+
+    if not cfg.methods or not cfg.forget:
+        raise ConfigError("--methods and --forget need at least one value each")
+    for name in cfg.methods:
+        get_method(name)  # unknown names fail before any work
+    out = Path(cfg.out).expanduser().resolve()
+    if out.exists() and not (out / "cells").is_dir():
+        check_output_dir(out, overwrite=False)  # an unrelated existing directory: refuse
+    cells = out / "cells"
+    cells.mkdir(parents=True, exist_ok=True)
+    tables: dict[str, Any] = {}
+    t_all = time.perf_counter()
+    for forget in cfg.forget:
+        runs: list[Path] = []
+        labels: list[str] = []
+        walls: list[float | None] = []
+        if cfg.include_reference:
+            runs.append(_reference_eval(cfg, cfg.model, "vanilla", forget, cells))
+            labels.append("vanilla")
+            walls.append(None)
+            if cfg.oracle:
+                runs.append(_reference_eval(cfg, cfg.oracle, "oracle", forget, cells))
+                labels.append("oracle")
+                walls.append(None)
+        for name in cfg.methods:
+            cell = cells / f"{name}-f{forget}"
+            if not _cell_done(cell):
+                unlearn(UnlearnConfig(bench=cfg.bench, model=cfg.model, out=str(cell), method=name, forget=forget,
+                                      target=cfg.target, seed=cfg.seed, params=dict(cfg.params.get(name, {})),
+                                      eval_limit=cfg.eval_limit, judge=cfg.judge, oracle=cfg.oracle,
+                                      overwrite=cell.exists(), progress=cfg.progress))
+            runs.append(cell / "eval")
+            labels.append(name)
+            walls.append(read_manifest(cell).get("wall_time_s"))
+        paths = compare_runs(runs, labels, out / f"forget_{forget}", wall_times=walls)
+        tables[forget] = {k: str(v) for k, v in paths.items()}
+    summary = ["# Method comparison", "", f"- bench: `{cfg.bench}`", f"- vanilla: `{cfg.model}`",
+               f"- setting: **{cfg.target}**", ""]
+    for forget, paths in tables.items():
+        summary += [f"## Forget {forget} %", "", Path(paths["markdown"]).read_text(encoding="utf-8"),
+                    f"![methods](forget_{forget}/{Path(paths['bars']).name})",
+                    f"![trade-off](forget_{forget}/{Path(paths['tradeoff']).name})", ""]
+    write_text_atomic(out / "report.md", "\n".join(summary))
+    write_json_atomic(out / "tables.json", tables)
+    write_manifest(out, "compare", asdict(cfg), wall_time_s=round(time.perf_counter() - t_all, 2))
+    return out

@@ -1,0 +1,101 @@
+"""``smfa sculpt RUN --k ...``: re-sculpt an SMFA run's saved adapters for several k (and a mode) without
+retraining, evaluate each, and write the trade-off table and curve. k moves things one way or the other as
+measured — the plot's title says which."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from smfa.errors import ConfigError
+from smfa.rundir import atomic_run_dir, read_manifest, write_json_atomic, write_manifest, write_text_atomic
+
+
+@dataclass
+class SweepConfig:
+    run: str = ""  # an SMFA unlearn run (it keeps adapters/forget and adapters/anchor)
+    ks: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+    mode: str = "both"
+    out: str | None = None  # default RUN/sweep-MODE (a new directory)
+    limit: int | None = 200  # questions per evaluation set
+    judge: str = "offline"
+    overwrite: bool = False
+    progress: bool = True
+
+
+def sweep_row(k: float, metrics: Any) -> dict[str, Any]:
+    """The numbers of one k that the trade-off table and plot show."""
+    o = metrics.overall
+    return {
+        "k": k,
+        "forget_memory": o.forget_memory,
+        "forget_leak_image": o.forget_leak_image,
+        "forget_leak_text": o.forget_leak_text,
+        "retain_memory": o.retain_memory,
+        "understanding": o.image_understanding,
+        "general_vqa": o.general_vqa,
+        "meaningful": o.meaningful,
+    }
+
+
+def _markdown(rows: list[dict[str, Any]], mode: str, run: str) -> str:
+    def pct(v: Any) -> str:
+        return "–" if v is None else f"{100 * v:.1f}"
+
+    lines = [f"# SMFA k sweep (mode `{mode}`) of `{run}`", "",
+             "Accuracies in %; Meaningful 0-10. Larger k masks fewer entries (stronger forgetting, by the formula).", "",
+             "| k | forget memory ↓ | leak photo ↓ | leak name ↓ | retain memory ↑ | understanding ↑ | general VQA ↑ | meaningful ↑ |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mean = "–" if r["meaningful"] is None else f"{r['meaningful']:.2f}"
+        lines.append(f"| {r['k']:g} | {pct(r['forget_memory'])} | {pct(r['forget_leak_image'])} | {pct(r['forget_leak_text'])} | "
+                     f"{pct(r['retain_memory'])} | {pct(r['understanding'])} | {pct(r['general_vqa'])} | {mean} |")
+    return "\n".join(lines) + "\n"
+
+
+def sculpt_sweep(cfg: SweepConfig) -> Path:
+    from smfa.bench import Bench
+    from smfa.eval.pipeline import EvalConfig, evaluate_loaded
+    from smfa.methods.smfa import ANCHOR_ADAPTER, FORGET_ADAPTER, FORGET_TEXT_ADAPTER, adapters_dir
+    from smfa.models.loading import LoadedModel, load_model
+    from smfa.report import plot_k_sweep
+    from smfa.sculpt import merge_sculpted_into, write_sculpt_report
+
+    run = Path(cfg.run)
+    manifest = read_manifest(run)
+    if manifest.get("stage") != "unlearn" or not (adapters_dir(run) / ANCHOR_ADAPTER).is_dir():
+        raise ConfigError(f"{run} is not an SMFA/TIES unlearn run with saved adapters (adapters/{FORGET_ADAPTER}, adapters/{ANCHOR_ADAPTER})")
+    if not cfg.ks:
+        raise ConfigError("--k needs at least one value")
+    ucfg = manifest["config"]
+    hp = manifest.get("hyperparameters", {})
+    dual = bool(hp.get("dual")) and (adapters_dir(run) / FORGET_TEXT_ADAPTER).is_dir()
+    bench = Bench.load(ucfg["bench"])
+    vanilla = load_model(ucfg["model"])
+    out = Path(cfg.out) if cfg.out else run / f"sweep-{cfg.mode}"
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    with atomic_run_dir(out, overwrite=cfg.overwrite) as stage:
+        for k in cfg.ks:
+            model = copy.deepcopy(vanilla.model)
+            report = merge_sculpted_into(
+                model, adapters_dir(run) / FORGET_ADAPTER, adapters_dir(run) / ANCHOR_ADAPTER, float(k), cfg.mode,
+                forget_adapter_dir2=adapters_dir(run) / FORGET_TEXT_ADAPTER if dual else None,
+                k2=float(hp.get("k_text", 10.0)) if dual else None, progress=False,
+            )
+            cell = stage / f"k={k:g}"
+            write_sculpt_report(report, cell / "sculpt")
+            loaded = LoadedModel(model=model, processor=vanilla.processor, family=vanilla.family, source=f"{run} k={k:g}")
+            ecfg = EvalConfig(bench=ucfg["bench"], model=f"{run} (k={k:g}, mode={cfg.mode})", forget=str(ucfg["forget"]),
+                              target=ucfg.get("target", "all"), limit=cfg.limit, judge=cfg.judge, progress=cfg.progress)
+            metrics = evaluate_loaded(loaded, bench, ecfg, cell, extra={"k": k, "mode": cfg.mode})
+            rows.append(sweep_row(float(k), metrics))
+        write_json_atomic(stage / "sweep.json", {"mode": cfg.mode, "run": str(run), "rows": rows})
+        write_text_atomic(stage / "sweep.md", _markdown(rows, cfg.mode, str(run)))
+        plot_k_sweep(rows, stage / "k_sweep.png", title=f"SMFA k sweep (mode {cfg.mode})")
+        write_manifest(stage, "sculpt", asdict(cfg), wall_time_s=round(time.perf_counter() - t0, 2),
+                       source_run=str(run), bench={"checksum": bench.checksum})
+    return out
