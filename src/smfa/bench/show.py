@@ -1,0 +1,121 @@
+"""Human views of a bench: a counts table and a contact sheet of sample images with their labels."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from smfa.bench.load import Bench
+from smfa.bench.questions import fundus_path, portrait_path
+from smfa.errors import OutputError
+
+GROUPS = ("forget_5", "forget_10", "forget_15", "forget_val", "retain", "holdout", "general", "total")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([fmt(cells[0]), fmt(["-" * w for w in widths])] + [fmt(r) for r in cells[1:]])
+
+
+def format_counts(meta: dict[str, Any]) -> str:
+    """The counts of ``bench.json`` as plain-text tables."""
+    counts = meta["counts"]
+    people = counts["people"]
+    parts = [
+        f"S-MLLMUn Bench  preset={meta['preset']}  seed={meta['seed']}  image_size={meta['config']['image_size']}px  version={meta['version']}",
+        "",
+        _table(["people", "count"], [[k, v] for k, v in people.items()]),
+        "",
+        _table(["images", "count"], [[k, v] for k, v in counts["images"].items()]),
+        "",
+        _table(["questions"] + list(GROUPS), [[k] + [v.get(g, 0) for g in GROUPS] for k, v in counts["questions"].items()]),
+        "(retain = known people in none of forget_15 / forget_val; forget_5 ⊂ forget_10 ⊂ forget_15)",
+        "",
+        _table(["rows", "count"], [[k, v] for k, v in counts["rows"].items()]),
+        "",
+        _table(["anchor (D_r^few)", "count"], [[k, v] for k, v in counts["anchor"].items()]),
+    ]
+    return "\n".join(parts)
+
+
+def _sample_people(bench: Bench, n: int) -> list[str]:
+    """The first known people, with about a third patients so fundus scans show up too."""
+    known = sorted(bench.known_people())
+    patients = [p for p in known if bench.people[p].fundus][: max(1, n // 3)]
+    others = [p for p in known if p not in patients][: n - len(patients)]
+    return sorted(patients + others)
+
+
+def contact_sheet(bench: Bench, out: str | Path, n_people: int = 6) -> Path:
+    """Write a PNG grid: every portrait variant and fundus scan of a few people, with their labels,
+    and a row of shape pictures. Refuses to write inside the bench directory (which is checksummed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    out = Path(out).expanduser().resolve()
+    root = bench.root.resolve()
+    if out == root or root in out.parents:
+        raise OutputError(f"{out} is inside the bench directory {root}, whose files are checksummed; choose an --out outside it")
+    if out.suffix.lower() != ".png":
+        raise OutputError(f"--out {out} must end in .png")
+    if not out.parent.is_dir():
+        raise OutputError(f"the folder of --out {out} does not exist; create it or choose another --out")
+
+    cfg = bench.meta["config"]
+    n_var, n_fundus = int(cfg["n_variants"]), int(cfg["n_fundus_variants"])
+    n_train = n_var - int(cfg["n_heldout_variants"])
+    people = _sample_people(bench, n_people)
+    cols = n_var + n_fundus
+    shapes = [q for q in bench.questions if q.kind == "general_vqa" and q.attribute == "shape_count" and q.phrasing == "train"][:cols]
+    by_image = {q.image: q for q in bench.questions if q.image}  # load_image names the question on failure
+    fig = Figure(figsize=(1.6 * cols + 2.6, 1.75 * (len(people) + 1)), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(people) + 1, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for s in ax.spines.values():
+            s.set_visible(False)
+    for r, pid in enumerate(people):
+        p = bench.people[pid]
+        v = p.visual
+        label = (
+            f"{p.name}\n{pid}\nhair {v['hair_colour']}, {v['hair_style']}\nshirt {v['shirt_colour']}\n"
+            f"bg {v['background_colour']}\nglasses {v['glasses']}, hat {v['hat']}"
+        )
+        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+        paths = [(portrait_path(pid, k), f"v{k} ({'train' if k < n_train else 'heldout'})") for k in range(n_var)]
+        if p.fundus:
+            f = p.fundus
+            paths += [
+                (
+                    fundus_path(pid, k),
+                    f"scan {k} ({'train' if k < n_fundus - 1 else 'heldout'})\n{f['lesion_count']} {f['lesion_colour']}, disc {f['disc_side']}",
+                )
+                for k in range(n_fundus)
+            ]
+        for c, (rel, title) in enumerate(paths):
+            axes[r][c].imshow(bench.load_image(by_image[rel]), interpolation="nearest")
+            axes[r][c].set_title(title, fontsize=7)
+    for c, q in enumerate(shapes):
+        axes[-1][c].imshow(bench.load_image(q), interpolation="nearest")
+        axes[-1][c].set_title(f"{q.answer}", fontsize=7)
+    axes[-1][0].set_ylabel("general VQA", rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle(f"S-MLLMUn Bench {bench.meta['preset']} (seed {bench.meta['seed']}, {cfg['image_size']} px)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return out
+
