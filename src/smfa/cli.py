@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "smfa.bench.cli",
     "smfa.commands",
     "smfa.eval.report_cli",
+    "smfa.demo",
 )
 
 

@@ -1,0 +1,67 @@
+"""Every method, on the micro bench with its shipped tiny-preset defaults: forgetting happened (forget leak
+below the vanilla's) — and for SMFA, retention held — measured by the same evaluation code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smfa.methods import method_names
+
+pytestmark = pytest.mark.slow
+
+_RUNS: dict[str, Path] = {}
+
+
+def _unlearn(bench: Path, vanilla: Path, root: Path, method: str, **params):
+    from smfa.eval.schema import load_metrics
+    from smfa.unlearn import UnlearnConfig, unlearn
+
+    out = root / method
+    unlearn(UnlearnConfig(bench=str(bench), model=str(vanilla), out=str(out), method=method, forget="10",
+                          params=params, eval_limit=40, progress=False))
+    return out, load_metrics(out / "eval")
+
+
+def _leak(m) -> float:
+    return (m.sets["forget/image_memory"].leak_rate + m.sets["forget/text_memory"].leak_rate) / 2
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_method_forgets(method: str, micro_bench_dir: Path, micro_vanilla: Path, micro_vanilla_metrics,
+                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    out, m = _unlearn(micro_bench_dir, micro_vanilla, tmp_path_factory.mktemp(method), method)
+    before, after = _leak(micro_vanilla_metrics), _leak(m)
+    assert after < before - 0.2, f"{method}: forget leak {before:.2f} → {after:.2f}"
+    assert (out / "model" / "model.safetensors").is_file() and (out / "manifest.json").is_file()
+    _RUNS[method] = out
+
+
+def test_smfa_forgets_and_retains(micro_bench_dir: Path, micro_vanilla: Path, micro_vanilla_metrics,
+                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    out, m = _unlearn(micro_bench_dir, micro_vanilla, tmp_path_factory.mktemp("smfa-floor"), "smfa")
+    v = micro_vanilla_metrics.overall
+    o = m.overall
+    assert o.forget_leak_image <= 0.15 and o.forget_leak_text <= 0.15, (o.forget_leak_image, o.forget_leak_text)
+    assert o.retain_memory >= 0.85 * v.retain_memory, (o.retain_memory, v.retain_memory)
+    assert o.image_understanding >= 0.9 * v.image_understanding
+    assert o.general_vqa >= 0.9 * v.general_vqa
+    for name in ("forget", "anchor"):
+        assert (out / "adapters" / name / "adapter_model.safetensors").is_file()
+    assert (out / "sculpt" / "sculpt_report.json").is_file()
+
+
+def test_k_sweep_reuses_adapters(micro_bench_dir: Path, micro_vanilla: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from smfa.sweep import SweepConfig, sculpt_sweep
+
+    root = tmp_path_factory.mktemp("sweep")
+    out, _ = _unlearn(micro_bench_dir, micro_vanilla, root, "smfa")
+    sweep = sculpt_sweep(SweepConfig(run=str(out), ks=(0.0, 1000.0), limit=20, progress=False))
+    import json
+
+    rows = json.loads((sweep / "sweep.json").read_text())["rows"]
+    assert [r["k"] for r in rows] == [0.0, 1000.0]
+    # k = 0 masks every conflicting entry; a huge k masks none (= the unsculpted MFA): forgetting can only grow.
+    assert rows[1]["forget_memory"] <= rows[0]["forget_memory"] + 0.05
+    assert (sweep / "k_sweep.png").is_file()
