@@ -4,7 +4,7 @@ image/text views, refusal-labelled forget data (``D_f^idk``), and collators for 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,11 +37,21 @@ def refusal_items(rows: Sequence[Question], seed: int) -> list[TrainItem]:
 
 
 class ImageCache:
-    """Loads each bench image once (the same portrait variant is asked about many times)."""
+    """Loads each bench image once (the same portrait variant is asked about many times), and keeps the
+    encoded prompts of evaluation questions, so that re-evaluating the same questions (a k sweep, attacks)
+    does not run the processor again."""
 
     def __init__(self, bench: Any):
         self.bench = bench
         self._cache: dict[str, Any] = {}
+        self._prompts: dict[tuple[int, str, str | None], dict[str, torch.Tensor]] = {}
+
+    def encoded_prompt(self, family: FamilyAdapter, processor: Any, text: str, row: Question) -> dict[str, torch.Tensor]:
+        key = (id(processor), text, row.image)
+        enc = self._prompts.get(key)
+        if enc is None:
+            enc = self._prompts[key] = family.encode(processor, text, self.get(row))
+        return enc
 
     def get(self, row: Question) -> Any:
         if row.image is None:
@@ -102,11 +112,3 @@ def make_collator(family: FamilyAdapter, processor: Any, padding_side: str = "ri
     return Collator(family, int(pad), padding_side)
 
 
-def interleave(a: list[Any], b: list[Any], seed: int) -> list[Any]:
-    """Shuffle two lists into one so that both are spread over the whole sequence."""
-    out = list(a) + list(b)
-    random.Random(seed).shuffle(out)
-    return out
-
-
-RowFilter = Callable[[Question], bool]

@@ -76,6 +76,9 @@ def sculpt_sweep(cfg: SweepConfig) -> Path:
     bench = Bench.load(ucfg["bench"])
     vanilla = load_model(ucfg["model"])
     out = Path(cfg.out) if cfg.out else run / f"sweep-{cfg.mode}"
+    from smfa.data import ImageCache
+
+    images = ImageCache(bench)  # the same questions at every k: encode them once
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     with atomic_run_dir(out, overwrite=cfg.overwrite) as stage:
@@ -91,7 +94,7 @@ def sculpt_sweep(cfg: SweepConfig) -> Path:
             loaded = LoadedModel(model=model, processor=vanilla.processor, family=vanilla.family, source=f"{run} k={k:g}")
             ecfg = EvalConfig(bench=ucfg["bench"], model=f"{run} (k={k:g}, mode={cfg.mode})", forget=str(ucfg["forget"]),
                               target=ucfg.get("target", "all"), limit=cfg.limit, judge=cfg.judge, progress=cfg.progress)
-            metrics = evaluate_loaded(loaded, bench, ecfg, cell, extra={"k": k, "mode": cfg.mode})
+            metrics = evaluate_loaded(loaded, bench, ecfg, cell, extra={"k": k, "mode": cfg.mode}, images=images)
             rows.append(sweep_row(float(k), metrics))
         write_json_atomic(stage / "sweep.json", {"mode": cfg.mode, "run": str(run), "rows": rows})
         write_text_atomic(stage / "sweep.md", _markdown(rows, cfg.mode, str(run)))

@@ -51,7 +51,7 @@ def generate_answers(
     answers: list[str] = [""] * len(rows)
     for idx in tqdm(_batches(len(order), batch_size), desc=desc, disable=not progress, leave=False):
         ids = [order[i] for i in idx]
-        enc = [family.encode(processor, texts[i], images.get(rows[i])) for i in ids]
+        enc = [images.encoded_prompt(family, processor, texts[i], rows[i]) for i in ids]
         batch = _to(collate(enc), model)
         out = model.generate(
             **batch,

@@ -83,13 +83,14 @@ def make_judge(cfg: EvalConfig, bench: Any):
 
 
 def generate_sets(loaded: Any, bench: Any, sets: dict[str, list[Question]], forget_people: set[str], *,
-                  cfg: EvalConfig, questions: dict[str, list[str]] | None = None, loss_sets: tuple[str, ...] = ()):
+                  cfg: EvalConfig, questions: dict[str, list[str]] | None = None, loss_sets: tuple[str, ...] = (),
+                  images: Any = None):
     """Answers (and, for ``loss_sets``, reference losses) for every set, generated in one batched pass."""
     from smfa.data import ImageCache
     from smfa.eval.generate import answer_losses, generate_answers
     from smfa.eval.schema import Generation
 
-    images = ImageCache(bench)
+    images = images or ImageCache(bench)
     flat: list[tuple[str, Question, str]] = []
     for name, rows in sets.items():
         texts = (questions or {}).get(name) or [r.question for r in rows]
@@ -122,8 +123,10 @@ def reference_losses(source: str, bench: Any, rows: list[Question], cfg: EvalCon
     return answer_losses(other, rows, bench, batch_size=cfg.batch_size, progress=cfg.progress)
 
 
-def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, extra: dict[str, Any] | None = None):
-    """Evaluate an in-memory model and write the evaluation files into ``out_dir`` (created)."""
+def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, extra: dict[str, Any] | None = None,
+                    images: Any = None):
+    """Evaluate an in-memory model and write the evaluation files into ``out_dir`` (created). ``images``: a
+    shared :class:`smfa.data.ImageCache` when the same questions are evaluated again (k sweeps)."""
     from smfa.eval.gold import gold_standard
     from smfa.eval.metrics import compute_all_sets, compute_overall
     from smfa.eval.schema import Metrics, save_metrics
@@ -136,7 +139,7 @@ def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, ext
         sets["user"] = load_user_questions(cfg.questions, bench)
     forget_people = bench.forget_people(forget)
     loss_sets = _forget_memory_sets(sets, cfg.target)
-    gens = generate_sets(loaded, bench, sets, forget_people, cfg=cfg, loss_sets=loss_sets)
+    gens = generate_sets(loaded, bench, sets, forget_people, cfg=cfg, loss_sets=loss_sets, images=images)
     judge = make_judge(cfg, bench)
     set_metrics = compute_all_sets(gens, judge)
     overall = compute_overall(set_metrics, cfg.target)

@@ -87,5 +87,9 @@ class SMFA(Method):
             forget_adapter_dir2=out / FORGET_TEXT_ADAPTER if hp.dual else None,
             k2=hp.k_text if hp.dual else None, progress=ctx.progress,
         )
+        # Record run-relative adapter paths (the staging directory is renamed when the run finishes).
+        report.anchor_adapter = f"adapters/{ANCHOR_ADAPTER}"
+        for view in report.views:
+            view.forget_adapter = f"adapters/{Path(view.forget_adapter).name}"
         write_sculpt_report(report, ctx.work_dir / "sculpt")
         return model

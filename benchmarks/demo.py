@@ -1,0 +1,34 @@
+"""`smfa demo` wall time cold (empty cache: bench + vanilla training + 3 methods + report) and warm
+(cached vanilla), side by side in one run (targets: cold ≤ 10 min, warm ≤ 3 min on 2 CPU cores)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import parser  # noqa: E402
+
+
+def main() -> None:
+    args = parser(__doc__).parse_args()
+    work = Path(args.workdir) / "demo-bench"
+    cache = work / "cache"
+    shutil.rmtree(work, ignore_errors=True)
+    env = {**os.environ, "SMFA_CACHE_DIR": str(cache), "TQDM_DISABLE": "1"}
+    times = {}
+    for label in ("cold", "warm"):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "smfa.cli", "demo", "--out", str(work / label)], check=True, env=env)
+        times[label] = time.perf_counter() - t0
+        print(f"  demo {label}: {times[label]:.0f} s", flush=True)
+    print(f"cold {times['cold'] / 60:.1f} min (target <= 10), warm {times['warm'] / 60:.1f} min (target <= 3), "
+          f"warm/cold = {times['warm'] / times['cold']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
