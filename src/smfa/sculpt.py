@@ -33,6 +33,7 @@ import json
 import math
 import numbers
 import re
+import shutil
 import struct
 import time
 from collections import Counter, deque
@@ -811,9 +812,12 @@ def _read_header(path: Path) -> tuple[dict[str, str] | None, dict[str, _Entry]]:
     start = 8 + length
     entries = {}
     for name, info in header.items():
-        begin, end = info["data_offsets"]
-        shape = tuple(info["shape"])
-        entry = _Entry(name, info["dtype"], shape, start + begin, start + end)
+        try:
+            begin, end = (int(x) for x in info["data_offsets"])
+            entry = _Entry(name, str(info["dtype"]), tuple(int(x) for x in info["shape"]), start + begin, start + end)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{bad} (tensor {name!r} has a malformed header entry); re-save the checkpoint") from exc
+        shape = entry.shape
         if entry.end > size or entry.begin > entry.end or (
             entry.dtype in _ST_ITEMSIZE and entry.end - entry.begin != math.prod(shape) * entry.itemsize
         ):
@@ -962,8 +966,6 @@ def _rewrite_shard(
 
 def _copy_side_files(src: Path, dst: Path, skip: set[Path]) -> None:
     """Copy everything but the weight shards (config, tokenizer, processor, index, …), following symlinks."""
-    import shutil
-
     for item in sorted(src.iterdir()):
         if item in skip:
             continue

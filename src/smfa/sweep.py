@@ -56,6 +56,28 @@ def _markdown(rows: list[dict[str, Any]], mode: str, run: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge_to_checkpoint(run: str | Path, k: float, mode: str, out: str | Path, overwrite: bool = False) -> Path:
+    """Sculpt an SMFA run's adapters with one k into its vanilla *checkpoint on disk*, out of core (shard by
+    shard, about one weight matrix in memory): how a 7B model is unlearned on a 24 GB machine."""
+    from smfa.methods.smfa import ANCHOR_ADAPTER, FORGET_ADAPTER, FORGET_TEXT_ADAPTER, adapters_dir
+    from smfa.models.loading import model_dir_of
+    from smfa.sculpt import sculpt_checkpoint, write_sculpt_report
+
+    run = Path(run)
+    manifest = read_manifest(run)
+    hp = manifest.get("hyperparameters", {})
+    dual = bool(hp.get("dual")) and (adapters_dir(run) / FORGET_TEXT_ADAPTER).is_dir()
+    src = model_dir_of(manifest["config"]["model"])
+    if src is None:
+        raise ConfigError(f"the vanilla model {manifest['config']['model']} of {run} is not a local directory")
+    report = sculpt_checkpoint(src, adapters_dir(run) / FORGET_ADAPTER, adapters_dir(run) / ANCHOR_ADAPTER, out, float(k),
+                               mode, overwrite=overwrite,
+                               forget_adapter_dir2=adapters_dir(run) / FORGET_TEXT_ADAPTER if dual else None,
+                               k2=float(hp.get("k_text", 10.0)) if dual else None)
+    write_sculpt_report(report, Path(out) / "sculpt")
+    return Path(out)
+
+
 def sculpt_sweep(cfg: SweepConfig) -> Path:
     from smfa.bench import Bench
     from smfa.eval.pipeline import EvalConfig, evaluate_loaded

@@ -101,9 +101,32 @@ def training_arguments(cfg: Any, output_dir: Path, *, steps: int, save_steps: in
     )
 
 
+def resumable_trainer_class():
+    """The HF ``Trainer`` with a resume that restores the model for every architecture.
+
+    transformers saves some architectures (LLaVA among them) under legacy tensor names that the Trainer's
+    own resume passes to ``load_state_dict(strict=False)`` unmapped — silently restoring nothing. Loading
+    the checkpoint with ``from_pretrained`` maps the names; a strict load then fails loudly if anything is
+    still missing.
+    """
+    from transformers import Trainer
+
+    class ResumableTrainer(Trainer):
+        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+            model = model if model is not None else self.model
+            if hasattr(model, "peft_config"):  # adapter checkpoints use PEFT's own names
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            dtype = next(model.parameters()).dtype
+            restored = type(model).from_pretrained(resume_from_checkpoint, dtype=dtype, local_files_only=True)
+            model.load_state_dict(restored.state_dict(), strict=True)
+            return None
+
+    return ResumableTrainer
+
+
 def finetune(cfg: FinetuneConfig) -> Path:
     """Train and write the run directory ``cfg.out`` (model/, manifest.json, train_log.jsonl)."""
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     from smfa.bench import Bench
     from smfa.data import encode_items, make_collator, reference_items
@@ -140,7 +163,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
     dataset = encode_items(reference_items(rows), bench=bench, family=family, processor=processor, progress=cfg.progress)
     stage.mkdir(parents=True, exist_ok=True)
     args = training_arguments(cfg, stage / "checkpoints", steps=cfg.steps, save_steps=cfg.save_steps)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=make_collator(family, processor))
+    trainer = resumable_trainer_class()(model=model, args=args, train_dataset=dataset,
+                                        data_collator=make_collator(family, processor))
     resume = cfg.resume and any((stage / "checkpoints").glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
 

@@ -67,6 +67,19 @@ class MethodConfig:
     retain_weight: float = 1.0  # weight of the retain term where the method has one
     max_steps: int = 0  # >0 caps the number of optimiser steps
 
+    def __post_init__(self) -> None:
+        """Reject bad values before any training starts (a bad k found after training wastes the run)."""
+        import math
+
+        checks = {"lr": self.lr > 0, "epochs": self.epochs > 0, "batch_size": self.batch_size > 0,
+                  "lora_r": self.lora_r > 0, "lora_alpha": self.lora_alpha > 0,
+                  "lora_dropout": 0 <= self.lora_dropout < 1, "max_steps": self.max_steps >= 0,
+                  "retain_weight": math.isfinite(self.retain_weight) and self.retain_weight >= 0}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"{type(self).__name__}: invalid {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "
+                              "(lr/epochs/batch_size/lora_r/lora_alpha > 0, 0 ≤ dropout < 1, retain_weight ≥ 0)")
+
 
 @dataclass
 class UnlearnData:

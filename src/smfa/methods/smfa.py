@@ -34,6 +34,19 @@ class SMFAConfig(MethodConfig):
     k_text: float = 10.0  # k of the text-view MFA in dual mode (authors: image 5, text 10)
     anchor_epochs: float = 20.0  # RA epochs over D_r^few (few examples: more passes than the MFA)
 
+    def __post_init__(self) -> None:
+        import math
+
+        super().__post_init__()
+        for name in ("k", "k_text"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"SMFA {name} must be a finite number >= 0, got {value!r} (k = 0 masks every conflicting entry)")
+        if self.mode not in ("none", "conflict", "magnitude", "both"):
+            raise ConfigError(f"SMFA mode must be none, conflict, magnitude or both, got {self.mode!r}")
+        if self.anchor_epochs <= 0:
+            raise ConfigError(f"SMFA anchor_epochs must be > 0, got {self.anchor_epochs!r}")
+
 
 def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str) -> torch.nn.Module:
     """The memory forgetting adapter: cross-entropy on refusal-labelled forget rows ∪ the retain anchor."""

@@ -1,0 +1,31 @@
+"""The visual-only setting (MMUnlearner's reformulation): forget who is in the photo, keep what is known by
+name — measured on the micro bench."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_visual_target_forgets_photo_keeps_name(micro_bench_dir: Path, micro_vanilla: Path, micro_vanilla_metrics,
+                                                tmp_path: Path) -> None:
+    from smfa.eval.schema import load_metrics
+    from smfa.unlearn import UnlearnConfig, unlearn
+
+    out = tmp_path / "smfa-visual"
+    unlearn(UnlearnConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), out=str(out), method="smfa",
+                          forget="10", target="visual", eval_limit=40, progress=False))
+    m = load_metrics(out / "eval")
+    assert m.target == "visual"
+    assert "forget_text/text_memory" in m.sets and "forget/text_memory" not in m.sets
+    before_img = micro_vanilla_metrics.sets["forget/image_memory"].leak_rate
+    before_txt = micro_vanilla_metrics.sets["forget/text_memory"].leak_rate
+    after_img = m.sets["forget/image_memory"].leak_rate
+    after_txt = m.sets["forget_text/text_memory"].leak_rate
+    assert after_img <= before_img - 0.4, (before_img, after_img)
+    assert after_txt >= 0.8 * before_txt, (before_txt, after_txt)  # name-only knowledge of the same people kept
+    report = (out / "eval" / "report.md").read_text()
+    assert "visual" in report
