@@ -11,17 +11,20 @@ from smfa.methods import method_names
 
 pytestmark = pytest.mark.slow
 
-_RUNS: dict[str, Path] = {}
+_RUNS: dict[str, tuple[Path, object]] = {}
 
 
-def _unlearn(bench: Path, vanilla: Path, root: Path, method: str, **params):
+def _unlearn(bench: Path, vanilla: Path, root: Path, method: str):
+    """One run per method per test session (the SMFA run serves four tests)."""
     from smfa.eval.schema import load_metrics
     from smfa.unlearn import UnlearnConfig, unlearn
 
-    out = root / method
-    unlearn(UnlearnConfig(bench=str(bench), model=str(vanilla), out=str(out), method=method, forget="10",
-                          params=params, eval_limit=40, progress=False))
-    return out, load_metrics(out / "eval")
+    if method not in _RUNS:
+        out = root / method
+        unlearn(UnlearnConfig(bench=str(bench), model=str(vanilla), out=str(out), method=method, forget="10",
+                              eval_limit=30, progress=False))
+        _RUNS[method] = (out, load_metrics(out / "eval"))
+    return _RUNS[method]
 
 
 def _leak(m) -> float:
@@ -35,7 +38,6 @@ def test_method_forgets(method: str, micro_bench_dir: Path, micro_vanilla: Path,
     before, after = _leak(micro_vanilla_metrics), _leak(m)
     assert after < before - 0.2, f"{method}: forget leak {before:.2f} → {after:.2f}"
     assert (out / "model" / "model.safetensors").is_file() and (out / "manifest.json").is_file()
-    _RUNS[method] = out
 
 
 def test_smfa_forgets_and_retains(micro_bench_dir: Path, micro_vanilla: Path, micro_vanilla_metrics,
@@ -57,7 +59,8 @@ def test_k_sweep_reuses_adapters(micro_bench_dir: Path, micro_vanilla: Path, tmp
 
     root = tmp_path_factory.mktemp("sweep")
     out, _ = _unlearn(micro_bench_dir, micro_vanilla, root, "smfa")
-    sweep = sculpt_sweep(SweepConfig(run=str(out), ks=(0.0, 1000.0), limit=20, progress=False))
+    sweep = sculpt_sweep(SweepConfig(run=str(out), ks=(0.0, 1000.0), limit=20, progress=False,
+                                     out=str(root / "sweep")))
     import json
 
     rows = json.loads((sweep / "sweep.json").read_text())["rows"]

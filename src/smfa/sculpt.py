@@ -35,6 +35,7 @@ import numbers
 import re
 import shutil
 import struct
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -893,13 +894,41 @@ def _read_into(fh, offset: int, buf: memoryview) -> None:
         done += n
 
 
-def _read_tensor(src: Path, entry: _Entry) -> torch.Tensor:
-    """One tensor's bytes read into fresh memory (not a memory map: its pages would count against the
+class _Buffers:
+    """Byte buffers passed from the reader thread to the math to the writer thread, then reused: a fresh
+    100 MB allocation costs a page fault and a zeroed page per 4 KiB. Keeps at most a few per size."""
+
+    def __init__(self, keep: int) -> None:
+        self._free: dict[int, list[torch.Tensor]] = {}
+        self._lock = threading.Lock()
+        self._keep = keep
+
+    def take(self, nbytes: int) -> torch.Tensor:
+        with self._lock:
+            free = self._free.get(nbytes)
+            if free:
+                return free.pop()
+        return torch.empty(nbytes, dtype=torch.uint8)
+
+    def give(self, buf: torch.Tensor) -> None:
+        with self._lock:
+            free = self._free.setdefault(buf.numel(), [])
+            if len(free) < self._keep:
+                free.append(buf)
+
+
+def _read_tensor(src: Path, entry: _Entry, buffers: _Buffers) -> torch.Tensor:
+    """One tensor's bytes, read into memory of our own (not a memory map: its pages would count against the
     process and stay resident for the whole shard)."""
-    raw = torch.empty(entry.end - entry.begin, dtype=torch.uint8)
+    raw = buffers.take(entry.end - entry.begin)
     with open(src, "rb") as fh:
         _read_into(fh, entry.begin, memoryview(raw.numpy()))
     return raw
+
+
+def _write_tensor(dst, raw: torch.Tensor, buffers: _Buffers) -> None:
+    dst.write(memoryview(raw.numpy()))
+    buffers.give(raw)
 
 
 def _copy_range(src: Path, dst, begin: int, end: int) -> None:
@@ -928,6 +957,7 @@ def _rewrite_shard(
     thread writes the previous ones while the math runs, so only a few tensors are in memory at any
     time, however large the shard."""
     reader, writer = io
+    buffers = _Buffers(keep=_MAX_PENDING_WRITES + 2)
     header, order = _layout(metadata, entries.values())
     to_read = deque(e for e in order if e.name in transforms)
     reads: deque[Future] = deque()
@@ -935,7 +965,7 @@ def _rewrite_shard(
 
     def prefetch() -> None:
         if to_read:
-            reads.append(reader.submit(_read_tensor, src, to_read.popleft()))
+            reads.append(reader.submit(_read_tensor, src, to_read.popleft(), buffers))
 
     def write(fn: Callable, *args: object) -> None:
         writes.append(writer.submit(fn, *args))
@@ -954,7 +984,7 @@ def _rewrite_shard(
                 raw = reads.popleft().result()
                 prefetch()
                 transform(raw.view(_ST_FLOAT[e.dtype]).view(e.shape))
-                write(fout.write, memoryview(raw.numpy()))
+                write(_write_tensor, fout, raw, buffers)
             while writes:
                 writes.popleft().result()
         finally:

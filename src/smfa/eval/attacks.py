@@ -47,7 +47,8 @@ Attacks and their entries:
   (``family.language_model_pattern``; the output head and embeddings stay in full precision, as weight-only
   quantisers usually leave them) rounded per output channel by :func:`quantize_rtn` on a copy; then forget
   ``leak``/``refusal``, ``retain_leak``/``retain_refusal``, ``general_vqa_accuracy`` (held-out shape
-  pictures), ``rel_weight_error`` (‖W_q − W‖_F / ‖W‖_F over the rounded matrices).
+  pictures), ``leak_before`` (the unrounded model on the same forget questions), ``rel_weight_error``
+  (‖W_q − W‖_F / ‖W‖_F over the rounded matrices).
 - ``mia`` → ``mia``: loss-based membership inference between members (forget people's memory questions,
   training phrasing, which the original model was trained on) and non-members (the bench's holdout people,
   never trained on, same kinds and phrasing): ``auc`` = :func:`smfa.eval.gold.mia_auc` of the per-question
@@ -77,7 +78,10 @@ Attack = Callable[["AttackContext"], AttackResult]
 SEED = 0  # question samples, the relearn fact split and training order
 DEFAULT_LIMIT = 40  # questions per group when cfg.limit is None
 RELEARN_STEPS = 20  # optimiser steps of the relearning attack ("a few steps")
-RELEARN_LR = 1e-3  # tiny model (full fine-tuning); use ~1e-5 for real checkpoints
+# Full fine-tuning lr for the tiny model; use ~1e-5 for real checkpoints. Measured on the micro bench (20 steps):
+# 1e-4 and 3e-4 bring an IDK-tuned model's held-out facts back (leak 0.75 → 0.95 / 1.0) and keep the vanilla's
+# at 1.0, while 1e-3 overwrites them (vanilla 0.95 → 0.5), which would make the attack look weaker than it is.
+RELEARN_LR = 3e-4
 RELEARN_BATCH_SIZE = 16
 QUANTIZE_BITS = (8, 4)  # one entry per width: quantize_8bit, quantize_4bit
 
@@ -261,6 +265,10 @@ class AttackContext:
     def sample(self, rows: Sequence[Question], key: str) -> list[Question]:
         return sample_rows(rows, self.limit, key)
 
+    def group_sample(self, group: str, variant: str = "", kinds: tuple[str, ...] | None = None) -> list[Question]:
+        """The sampled :meth:`memory_rows` of a group: the same questions for every attack that asks them."""
+        return self.sample(self.memory_rows(group, variant, kinds), f"{group}/{variant}")
+
     def answer(self, rows: Sequence[Question], questions: Sequence[str] | None = None, *, loaded: Any = None,
                desc: str = "attack") -> list[str]:
         """Greedy answers of ``loaded`` (default: the model under attack), all rows in one batched pass."""
@@ -276,8 +284,8 @@ class AttackContext:
                           extra: Sequence[Question] = (), desc: str = "attack"):
         """Answers to the sampled forget and retain rows of ``variant`` (plus ``extra`` rows), one pass.
         Returns (forget rows, answers), (retain rows, answers), answers to ``extra``."""
-        forget = self.sample(self.memory_rows("forget", variant, kinds), f"forget/{variant}")
-        retain = self.sample(self.memory_rows("retain", variant, kinds), f"retain/{variant}")
+        forget = self.group_sample("forget", variant, kinds)
+        retain = self.group_sample("retain", variant, kinds)
         answers = self.answer(forget + retain + list(extra), loaded=loaded, desc=desc)
         n_f, n_r = len(forget), len(retain)
         return (forget, answers[:n_f]), (retain, answers[n_f:n_f + n_r]), answers[n_f + n_r:]
@@ -315,14 +323,19 @@ def cross_modal_attack(ctx: AttackContext) -> AttackResult:
     """The same forget facts asked by name without an image and from the photo/scan, reported apart."""
     from smfa.eval.metrics import contains_fact, is_refusal
 
-    # One question per (person, attribute) and view: the first in file order (reversed, so it is written last).
     text_sets = (f"forget/{TEXT_MEMORY}", f"forget_text/{TEXT_MEMORY}")  # the visual setting renames the text set
-    text = {(r.person_id, r.attribute): r for name in text_sets for r in reversed(ctx.sets.get(name, []))}
-    image = {(r.person_id, r.attribute): r for r in reversed(ctx.sets.get(f"forget/{IMAGE_MEMORY}", []))}
-    facts = sorted(text.keys() & image.keys())
+    text: dict[tuple[str | None, str], list[Question]] = {}
+    image: dict[tuple[str | None, str], list[Question]] = {}
+    for r in (r for name in text_sets for r in ctx.sets.get(name, [])):
+        text.setdefault((r.person_id, r.attribute), []).append(r)
+    for r in ctx.sets.get(f"forget/{IMAGE_MEMORY}", []):
+        image.setdefault((r.person_id, r.attribute), []).append(r)
+    facts = sorted(text.keys() & image.keys(), key=str)
+    rng = random.Random(f"attacks/{SEED}/cross_modal/{ctx.limit}")
     if len(facts) > ctx.limit:
-        facts = sorted(random.Random(f"attacks/{SEED}/cross_modal/{ctx.limit}").sample(facts, ctx.limit))
-    t_rows, i_rows = [text[f] for f in facts], [image[f] for f in facts]
+        facts = sorted(rng.sample(facts, ctx.limit), key=str)
+    # One question per fact and view, its template and image variant drawn at random among the training ones.
+    t_rows, i_rows = [rng.choice(text[f]) for f in facts], [rng.choice(image[f]) for f in facts]
     answers = ctx.answer(t_rows + i_rows, desc="attack cross_modal")
     t_ans, i_ans = answers[:len(facts)], answers[len(facts):]
     t_leak = [contains_fact(a, r.fact) for r, a in zip(t_rows, t_ans)]
@@ -340,7 +353,7 @@ def cross_modal_attack(ctx: AttackContext) -> AttackResult:
 @register_attack("prompt")
 def prompt_attack(ctx: AttackContext) -> AttackResult:
     """Each builder of :data:`PROMPT_ATTACKS` applied to the forget memory questions; one pass for all."""
-    rows = ctx.sample(ctx.memory_rows("forget"), "forget/")
+    rows = ctx.group_sample("forget")
     names = [ctx.bench.people[r.person_id].name for r in rows]
     all_rows = [r for _ in PROMPT_ATTACKS for r in rows]
     questions = [build(r, name) for build in PROMPT_ATTACKS.values() for r, name in zip(rows, names)]
@@ -438,6 +451,8 @@ def quantize_attack(ctx: AttackContext) -> AttackResult:
     from smfa.eval.metrics import answer_is_correct
 
     vqa = ctx.sample(ctx.sets.get(GENERAL_VQA, []), GENERAL_VQA)
+    forget = ctx.group_sample("forget")  # the forget rows forget_and_retain("") asks
+    leak_before = leak_stats(forget, ctx.answer(forget, desc="attack quantize (before)"))["leak"]
     out: AttackResult = {}
     for bits in QUANTIZE_BITS:
         model = copy.deepcopy(ctx.loaded.model)
@@ -448,6 +463,7 @@ def quantize_attack(ctx: AttackContext) -> AttackResult:
         del quantized, model
         out[f"quantize_{bits}bit"] = {
             **leak_stats(f_rows, f_ans),
+            "leak_before": leak_before,
             **leak_stats(r_rows, r_ans, "retain_"),
             "general_vqa_accuracy": _rate([answer_is_correct(a, r.fact) for r, a in zip(vqa, v_ans)]),
             "general_vqa_n": len(vqa),
