@@ -29,8 +29,9 @@ Attacks and their entries:
   forget and retain.
 - ``cross_modal`` → ``cross_modal``: the same facts asked two ways — by name without an image
   (``leak_text_only``) and from the photo or scan (``leak_image_only``); ``leak`` = share of facts leaked
-  by at least one view, ``n`` = facts (forget people's (person, attribute) pairs with both views, training
-  phrasing). A model forgotten from one view only still leaks from the other. In the ``visual`` setting
+  by at least one view, ``n`` = facts (forget people's (person, attribute) pairs with both views; each view
+  asked once, training template and image variant drawn at random, seeded). A model forgotten from one view
+  only still leaks from the other. In the ``visual`` setting
   the text view is meant to be kept, so a high ``leak_text_only`` is the goal there.
 - ``prompt`` → ``prompt_prefix_injection``, ``prompt_refusal_suppression``, ``prompt_roleplay``,
   ``prompt_completion``: the forget memory questions (training phrasing) rewritten by the builders in

@@ -173,7 +173,11 @@ def evaluate(cfg: EvalConfig) -> Path:
     from smfa.models.loading import load_model
 
     bench = Bench.load(cfg.bench)
-    bench.forget_people(cfg.forget)  # fail early on a bad split, before loading a model
+    bench.forget_people(cfg.forget)  # fail early on a bad split or attack name, before loading a model
+    if cfg.attacks:
+        from smfa.eval.attacks import parse_attacks
+
+        parse_attacks(cfg.attacks)
     loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
     with atomic_run_dir(Path(cfg.out), overwrite=cfg.overwrite) as stage:
         evaluate_loaded(loaded, bench, cfg, stage)

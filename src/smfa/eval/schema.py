@@ -211,7 +211,7 @@ class Metrics:
         sets: per-set metrics, by set name (:class:`SetMetrics`).
         overall: the paper's aggregates (:class:`Overall`).
         gold: forget quality against the oracle (:class:`GoldStandard`), ``null`` without an oracle.
-        attacks: robustness results by attack name (``prefix_injection``, ``relearn``, ``quant_4bit``, ``mia``,
+        attacks: robustness results by attack name (``prompt_prefix_injection``, ``relearn``, ``quantize_4bit``, ``mia``,
             ...), each a flat mapping of metric name to a number, string, bool or null; ``null`` when no
             attack was run.
     """
