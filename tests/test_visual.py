@@ -17,7 +17,8 @@ def test_visual_target_forgets_photo_keeps_name(micro_bench_dir: Path, micro_van
 
     out = tmp_path / "smfa-visual"
     unlearn(UnlearnConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), out=str(out), method="smfa",
-                          forget="10", target="visual", eval_limit=40, progress=False))
+                          forget="10", target="visual", params={"epochs": 15}, eval_limit=40,
+                          progress=False))
     m = load_metrics(out / "eval")
     assert m.target == "visual"
     assert "forget_text/text_memory" in m.sets and "forget/text_memory" not in m.sets

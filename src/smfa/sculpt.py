@@ -23,7 +23,11 @@ Three layers, one kernel:
   memory) and :func:`sculpt_checkpoint` (a saved checkpoint, shard by shard and tensor by tensor, out of
   core). Both produce a :class:`SculptReport`.
 
-All of them run the block kernel ``_mask_block``, so the pure functions and the merges agree exactly.
+All of them run one block kernel (``_sculpt_rows`` → ``_mask_block``): the pure functions and the merges do
+the same float32 arithmetic, except that the merges take ρ from the low-rank factors (float64).
+
+Performance (Llama-2-7B shapes, rank 16, 2 CPU cores): the merge costs ~0.3 CPU-s per 4096×11008 matrix —
+40 % the two rank-16 matmuls, the rest ~15 element-wise passes over cache-sized blocks — and holds < 1 GB.
 """
 
 from __future__ import annotations

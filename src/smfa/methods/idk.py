@@ -15,6 +15,8 @@ from smfa.methods.smfa import train_mfa
 class IDKConfig(MethodConfig):
     """Same hyper-parameters as SMFA's MFA, so that IDK = SMFA with mode ``none``."""
 
+    anchor_repeat: int = 1  # D_r^few repeated this many times in the training data (as SMFA's MFA)
+
 
 @register_method
 class IDK(Method):

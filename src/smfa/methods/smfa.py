@@ -33,6 +33,7 @@ class SMFAConfig(MethodConfig):
     dual: bool = False  # two MFAs (image view, text view) sculpted with k and k_text, averaged
     k_text: float = 10.0  # k of the text-view MFA in dual mode (authors: image 5, text 10)
     anchor_epochs: float = 20.0  # RA epochs over D_r^few (few examples: more passes than the MFA)
+    anchor_repeat: int = 1  # D_r^few repeated this many times in the MFA's data (balances a large forget set)
 
     def __post_init__(self) -> None:
         import math
@@ -52,7 +53,10 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
     """The memory forgetting adapter: cross-entropy on refusal-labelled forget rows ∪ the retain anchor."""
     from smfa.data import refusal_items, reference_items
 
-    items = refusal_items(forget_rows, seed=ctx.seed) + reference_items(ctx.data.anchor_rows)
+    repeat = int(getattr(hp, "anchor_repeat", 1))
+    if repeat < 1:
+        raise ConfigError(f"anchor_repeat must be >= 1, got {repeat}")
+    items = refusal_items(forget_rows, seed=ctx.seed) + reference_items(ctx.data.anchor_rows) * repeat
     model = prepare_trainable(ctx, hp, ctx.fresh_model())
     return train_sft(ctx, model, hp, ctx.encode(items, desc=f"encoding {tag}"), tag=tag)
 
