@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from smfa.errors import ConfigError
+from smfa.rundir import write_jsonl_atomic
 
 _METHODS: dict[str, type[Method]] = {}
 
@@ -221,6 +222,7 @@ def train_unlearner(
                           loss_fn=loss_fn, grad_mask=grad_mask)
     trainer.train()
     _cleanup(ctx.work_dir / f"checkpoints-{tag}")
+    write_jsonl_atomic(ctx.work_dir / "train_logs" / f"{tag}.jsonl", trainer.state.log_history)
     return model
 
 
@@ -240,6 +242,9 @@ def train_sft(ctx: UnlearnContext, model: torch.nn.Module, hp: MethodConfig, dat
                       data_collator=make_collator(ctx.vanilla.family, ctx.vanilla.processor))
     trainer.train()
     _cleanup(ctx.work_dir / f"checkpoints-{tag}")
+    # Kept in the run: e.g. whether the retaining anchor moved at all (SPEC's pitfall: a vanilla that already
+    # fits the anchor gives an anchor update unrelated to the forget update).
+    write_jsonl_atomic(ctx.work_dir / "train_logs" / f"{tag}.jsonl", trainer.state.log_history)
     return model
 
 
