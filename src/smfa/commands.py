@@ -194,7 +194,8 @@ def _sculpt(args: argparse.Namespace) -> int:
         print(f"sculpted checkpoint written to {out} (out of core)")
         return 0
     over = {"run": args.run, "ks": _floats(args.k) if args.k else None, "mode": args.mode, "out": args.out,
-            "limit": args.limit, "judge": args.judge, "overwrite": args.overwrite}
+            "limit": args.limit, "judge": args.judge, "overwrite": args.overwrite,
+            "core_sets": False if args.all_sets else None}
     out = sculpt_sweep(resolve_config(SweepConfig, None, over))
     print(f"k sweep written to {out} (sweep.md, k_sweep.png)")
     return 0
@@ -215,6 +216,8 @@ def _add_sculpt(sub: Any) -> None:
                    "checkpoint on disk, shard by shard (out of core), writing a new checkpoint here")
     p.add_argument("--limit", type=int, help="questions per evaluation set (default 200)")
     p.add_argument("--judge", choices=["offline", "openai"])
+    p.add_argument("--all-sets", dest="all_sets", action="store_true",
+                   help="evaluate every set at every k (default: train-phrasing sets + general VQA, the curve's points)")
     p.add_argument("--overwrite", action="store_true", default=None)
     p.set_defaults(func=_sculpt)
 

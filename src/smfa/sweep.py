@@ -21,6 +21,8 @@ class SweepConfig:
     mode: str = "both"
     out: str | None = None  # default RUN/sweep-MODE (a new directory)
     limit: int | None = 200  # questions per evaluation set
+    core_sets: bool = True  # evaluate the train-phrasing sets + general VQA only (the trade-off curve's points);
+    # False: every set (paraphrase, unseen photos) at every k
     judge: str = "offline"
     overwrite: bool = False
     progress: bool = True
@@ -115,7 +117,8 @@ def sculpt_sweep(cfg: SweepConfig) -> Path:
             write_sculpt_report(report, cell / "sculpt")
             loaded = LoadedModel(model=model, processor=vanilla.processor, family=vanilla.family, source=f"{run} k={k:g}")
             ecfg = EvalConfig(bench=ucfg["bench"], model=f"{run} (k={k:g}, mode={cfg.mode})", forget=str(ucfg["forget"]),
-                              target=ucfg.get("target", "all"), limit=cfg.limit, judge=cfg.judge, progress=cfg.progress)
+                              target=ucfg.get("target", "all"), limit=cfg.limit, judge=cfg.judge, progress=cfg.progress,
+                              core_sets=cfg.core_sets)
             metrics = evaluate_loaded(loaded, bench, ecfg, cell, extra={"k": k, "mode": cfg.mode}, images=images)
             rows.append(sweep_row(float(k), metrics))
         write_json_atomic(stage / "sweep.json", {"mode": cfg.mode, "run": str(run), "rows": rows})

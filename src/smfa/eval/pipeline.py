@@ -32,6 +32,7 @@ class EvalConfig:
     oracle: str | None = None  # oracle run: forget quality = KS p-value of forget losses vs the oracle's
     vanilla: str | None = None  # vanilla run: its forget quality as the reference point
     attacks: str | None = None  # "all" or a comma list (smfa.eval.attacks)
+    core_sets: bool = False  # only the train-phrasing sets + general VQA (what a k trade-off curve needs)
     batch_size: int = 64
     max_new_tokens: int = 24
     trust_remote_code: bool = False
@@ -135,6 +136,8 @@ def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, ext
     t0 = time.perf_counter()
     forget = str(cfg.forget)
     sets = bench.eval_sets(forget, target=cfg.target, limit=cfg.limit)
+    if cfg.core_sets:  # drop the paraphrase / unseen-image variants
+        sets = {name: rows for name, rows in sets.items() if name.count("/") <= 1}
     if cfg.questions:
         sets["user"] = load_user_questions(cfg.questions, bench)
     forget_people = bench.forget_people(forget)
