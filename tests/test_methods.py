@@ -94,3 +94,19 @@ def test_out_of_core_merge_matches_in_memory(micro_bench_dir: Path, micro_vanill
     assert len(shared) == len(a)
     worst = max(float((a[n].float() - b[n].float()).abs().max()) for n in shared)
     assert worst < 1e-5, worst
+
+
+def test_smfa_dual_variant(micro_bench_dir: Path, micro_vanilla: Path, micro_vanilla_metrics, tmp_path: Path) -> None:
+    """--dual: an image-view MFA and a text-view MFA, each sculpted against the same RA with its own k, averaged."""
+    import json
+
+    from smfa.eval.schema import load_metrics
+    from smfa.unlearn import UnlearnConfig, unlearn
+
+    out = tmp_path / "dual"
+    unlearn(UnlearnConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), out=str(out), method="smfa", forget="10",
+                          params={"dual": True, "epochs": 15}, eval_limit=30, progress=False))
+    report = json.loads((out / "sculpt" / "sculpt_report.json").read_text())
+    assert [v["k"] for v in report["views"]] == [10.0, 10.0]  # image view k, text view k_text (both 10 by default here)
+    assert (out / "adapters" / "forget_text" / "adapter_model.safetensors").is_file()
+    assert _leak(load_metrics(out / "eval")) < _leak(micro_vanilla_metrics) - 0.2
