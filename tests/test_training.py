@@ -96,3 +96,27 @@ def test_unfinished_run_needs_resume_or_overwrite(micro_bench_dir: Path, tmp_pat
     (tmp_path / ".x.partial").mkdir()
     rc = main(["finetune", "--bench", str(micro_bench_dir), "--out", str(tmp_path / "x"), "--steps", "1"])
     assert rc == 2
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_writes_the_same_artefacts(micro_bench_dir: Path, tmp_path: Path) -> None:
+    """2 CPU processes (gloo) finish and write what a single process writes. Launched with
+    ``torch.distributed.run`` — the launcher `accelerate launch` uses on GPUs; accelerate's own multi-CPU
+    launcher needs MPI (mpirun), which this machine does not have."""
+    import socket
+
+    single = finetune(_short(micro_bench_dir, tmp_path / "single", steps=4, save_steps=0))
+    out = tmp_path / "ddp"
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "smfa.cli", "finetune", "--bench", str(micro_bench_dir), "--out", str(out), "--steps", "4", "--batch-size", "8",
+           "--save-steps", "0"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    names = lambda run: sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())  # noqa: E731
+    assert names(out) == names(single)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["effective_batch_size"] == 16

@@ -171,24 +171,25 @@ def finetune(cfg: FinetuneConfig) -> Path:
     summary = trainable_summary(model)
     if cfg.lora:
         model = model.merge_and_unload()
-    model.save_pretrained(stage / "model", safe_serialization=True)
-    processor.save_pretrained(stage / "model")
-    write_jsonl_atomic(stage / "train_log.jsonl", trainer.state.log_history)
-    world = int(getattr(trainer.args, "world_size", 1))
-    write_manifest(
-        stage,
-        "finetune",
-        asdict(cfg),
-        seed=cfg.seed,
-        bench={"path": str(bench.root), "checksum": bench.checksum, "preset": bench.meta.get("preset")},
-        data={"rows": len(rows), "people": cfg.people, "forget_left_out": cfg.forget if cfg.people == "retain" else None},
-        family=family.name,
-        trainable={k: v for k, v in summary.items() if k != "trainable_tensors"},
-        trainable_modules=sorted({n.rsplit(".", 1)[0] for n in summary["trainable_tensors"]})[:2000],
-        effective_batch_size=cfg.batch_size * cfg.grad_accum * world,
-        final_loss=_last_loss(trainer.state.log_history),
-    )
-    if trainer.is_world_process_zero():
+    if trainer.is_world_process_zero():  # one writer under DDP/FSDP (every rank holds the same weights)
+        model.save_pretrained(stage / "model", safe_serialization=True)
+        processor.save_pretrained(stage / "model")
+        write_jsonl_atomic(stage / "train_log.jsonl", trainer.state.log_history)
+        world = int(getattr(trainer.args, "world_size", 1))
+        write_manifest(
+            stage,
+            "finetune",
+            asdict(cfg),
+            seed=cfg.seed,
+            bench={"path": str(bench.root), "checksum": bench.checksum, "preset": bench.meta.get("preset")},
+            data={"rows": len(rows), "people": cfg.people, "forget_left_out": cfg.forget if cfg.people == "retain" else None},
+            family=family.name,
+            trainable={k: v for k, v in summary.items() if k != "trainable_tensors"},
+            trainable_modules=sorted({n.rsplit(".", 1)[0] for n in summary["trainable_tensors"]})[:2000],
+            effective_batch_size=cfg.batch_size * cfg.grad_accum * world,
+            world_size=world,
+            final_loss=_last_loss(trainer.state.log_history),
+        )
         shutil.rmtree(stage / "checkpoints", ignore_errors=True)
         if out.exists():
             shutil.rmtree(out)
