@@ -276,8 +276,11 @@ class _TrainView:
 
 def prepare_trainable(ctx: UnlearnContext, hp: MethodConfig, model: torch.nn.Module) -> torch.nn.Module:
     """LoRA on the language model, or full fine-tuning of the language model (vision tower frozen)."""
+    from transformers import set_seed
+
     from smfa.training import apply_lora
 
+    set_seed(ctx.seed)  # LoRA's A matrices are drawn here: seed them, not whatever state earlier work left
     family = ctx.vanilla.family
     if hp.lora:
         return apply_lora(model, family, hp.lora_r, hp.lora_alpha, hp.lora_dropout)
