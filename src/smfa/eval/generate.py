@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from smfa.bench.schema import Question
 from smfa.data import ImageCache, make_collator
+from smfa.losses import answer_nll
 
 
 def _batches(n: int, size: int) -> list[range]:
@@ -91,11 +92,5 @@ def answer_losses(
         enc = [family.encode(processor, rows[i].question, images.get(rows[i]), targets[i]) for i in idx]
         batch = _to(collate(enc), model)
         labels = batch.pop("labels")
-        logits = model(**batch).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        tgt = labels[:, 1:]
-        mask = tgt != -100
-        tok = logp.gather(-1, tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        nll = -(tok * mask).sum(1) / mask.sum(1).clamp_min(1)
-        losses.extend(nll.tolist())
+        losses.extend(answer_nll(model(**batch).logits, labels, reduction="none").tolist())
     return losses
