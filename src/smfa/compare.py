@@ -27,6 +27,7 @@ class CompareConfig:
     seed: int = 0
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method hyper-parameter overrides
     include_reference: bool = True  # also evaluate the vanilla (and the oracle) as reference rows
+    allow_existing: bool = False  # write into an existing directory that is not a comparison (the demo's)
     progress: bool = True
 
 
@@ -56,7 +57,7 @@ def compare(cfg: CompareConfig) -> Path:
     for name in cfg.methods:
         get_method(name)  # unknown names fail before any work
     out = Path(cfg.out).expanduser().resolve()
-    if out.exists() and not (out / "cells").is_dir():
+    if out.exists() and not (out / "cells").is_dir() and not cfg.allow_existing:
         check_output_dir(out, overwrite=False)  # an unrelated existing directory: refuse
     cells = out / "cells"
     cells.mkdir(parents=True, exist_ok=True)

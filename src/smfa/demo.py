@@ -56,7 +56,7 @@ def run_demo(cfg: DemoConfig) -> Path:
           f"{_eta(time.perf_counter() - t0, ['vanilla-eval', *DEMO_METHODS], True)}", flush=True)
     print(f"[3/4] unlearning forget {cfg.forget} % with {', '.join(DEMO_METHODS)} and evaluating", flush=True)
     compare(CompareConfig(bench=str(bench_dir), model=str(vanilla), out=str(out), methods=DEMO_METHODS,
-                          forget=(cfg.forget,), eval_limit=cfg.eval_limit, seed=cfg.seed))
+                          forget=(cfg.forget,), eval_limit=cfg.eval_limit, seed=cfg.seed, allow_existing=True))
     print("[4/4] report", flush=True)
     _print_summary(out, cfg.forget)
     print(f"\nreport: {out / 'report.md'}  (plots in {out / ('forget_' + cfg.forget)})  "
