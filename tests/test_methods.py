@@ -123,3 +123,30 @@ def test_smfa_dual_variant(micro_bench_dir: Path, micro_vanilla: Path, micro_van
     moved = [n for n in merged if "q_proj" in n and not torch.equal(merged[n], vanilla[n])]
     assert moved, "the dual merge left every adapted weight unchanged"
     assert load_metrics(out / "eval").sets["forget/image_memory"].n > 0
+
+
+def test_compare_reuses_smfa_mfa_for_idk(micro_bench_dir: Path, micro_vanilla: Path, tmp_path: Path) -> None:
+    """IDK tuning is SMFA's MFA unsculpted: in one comparison it is trained once, and the IDK model equals
+    the one a standalone IDK run trains (its wall time still counts the MFA's training)."""
+    from safetensors.torch import load_file
+
+    from smfa.compare import CompareConfig, compare
+    from smfa.rundir import read_manifest
+    from smfa.unlearn import UnlearnConfig, unlearn
+
+    params = {"max_steps": 3}
+    out = compare(CompareConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), out=str(tmp_path / "cmp"),
+                                methods=("smfa", "idk"), forget=("10",), eval_limit=2, include_reference=False,
+                                params={"smfa": params, "idk": params}, progress=False))
+    shared = list((out / "cells" / ".shared").glob("mfa-*"))
+    assert len(shared) == 1 and (shared[0] / "train.json").is_file()
+    idk_manifest = read_manifest(out / "cells" / "idk-f10")
+    assert read_manifest(out / "cells" / "smfa-f10")["reused_adapter_train_s"] == 0
+    assert idk_manifest["reused_adapter_train_s"] > 0
+    assert idk_manifest["wall_time_s"] >= idk_manifest["reused_adapter_train_s"]
+    alone = unlearn(UnlearnConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), out=str(tmp_path / "idk"),
+                                  method="idk", forget="10", params=params, evaluate=False, progress=False))
+    a = load_file(str(alone / "model" / "model.safetensors"))
+    b = load_file(str(out / "cells" / "idk-f10" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-6

@@ -22,9 +22,13 @@ def cache_dir() -> Path:
 
 
 def training_key(bench_checksum: str, cfg) -> str:
-    """A digest of everything that decides the trained weights (not paths, not progress/overwrite flags)."""
+    """A digest of everything that decides the trained weights (not paths, not progress/overwrite flags),
+    including the built-in tiny model's architecture and initialisation, so a change there retrains."""
+    from smfa.models.tiny import TinyModelConfig
+
     fields = {k: v for k, v in asdict(cfg).items() if k not in ("bench", "out", "overwrite", "resume", "progress")}
-    blob = json.dumps({"bench": bench_checksum, "config": fields}, sort_keys=True)
+    arch = asdict(TinyModelConfig()) if getattr(cfg, "model", "tiny") == "tiny" else None
+    blob = json.dumps({"bench": bench_checksum, "config": fields, "tiny_model": arch}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -81,7 +81,8 @@ def compare(cfg: CompareConfig) -> Path:
                 unlearn(UnlearnConfig(bench=cfg.bench, model=cfg.model, out=str(cell), method=name, forget=forget,
                                       target=cfg.target, seed=cfg.seed, params=dict(cfg.params.get(name, {})),
                                       eval_limit=cfg.eval_limit, judge=cfg.judge, oracle=cfg.oracle,
-                                      overwrite=cell.exists(), progress=cfg.progress))
+                                      overwrite=cell.exists(), progress=cfg.progress,
+                                      shared_dir=str(cells / ".shared")))
             runs.append(cell / "eval")
             labels.append(name)
             walls.append(read_manifest(cell).get("wall_time_s"))

@@ -41,6 +41,7 @@ class UnlearnConfig:
     trust_remote_code: bool = False
     overwrite: bool = False
     progress: bool = True
+    shared_dir: str | None = None  # reuse/store adapters shared across runs (smfa compare: SMFA's MFA = IDK)
 
 
 def select_data(bench: Any, forget: str, target: str, anchor_size: int | None, seed: int, with_preserve: bool = False):
@@ -88,15 +89,18 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     vanilla = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
     with atomic_run_dir(Path(cfg.out), overwrite=cfg.overwrite) as stage:
         ctx = UnlearnContext(bench=bench, vanilla=vanilla, data=data, target=cfg.target, seed=cfg.seed,
-                             work_dir=stage, progress=cfg.progress)
+                             work_dir=stage, progress=cfg.progress,
+                             shared_dir=Path(cfg.shared_dir) if cfg.shared_dir else None)
         t0 = time.perf_counter()
         model = method.run(ctx, hp)
-        wall = time.perf_counter() - t0
+        # A reused adapter's training time counts, so wall times compare what each method costs alone.
+        wall = time.perf_counter() - t0 + ctx.reused_train_s
         model.save_pretrained(stage / "model", safe_serialization=True)
         vanilla.processor.save_pretrained(stage / "model")
         write_manifest(
             stage, "unlearn", asdict(cfg),
             method=cfg.method, hyperparameters=asdict(hp), seed=cfg.seed, wall_time_s=round(wall, 2),
+            reused_adapter_train_s=round(ctx.reused_train_s, 2),
             bench={"path": str(bench.root), "checksum": bench.checksum},
             data={"forget_rows": len(data.forget_rows), "anchor_rows": len(data.anchor_rows),
                   "preserve_rows": len(data.preserve_rows), "target": cfg.target, "forget": str(cfg.forget)},

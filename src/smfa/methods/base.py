@@ -101,6 +101,8 @@ class UnlearnContext:
     seed: int
     work_dir: Path  # staging run directory (adapters and intermediate files go here)
     progress: bool = True
+    shared_dir: Path | None = None  # adapters reusable across runs of one comparison (SMFA's MFA = IDK's)
+    reused_train_s: float = 0.0  # training seconds saved by reusing a shared adapter (added to wall time)
 
     def fresh_model(self) -> torch.nn.Module:
         """A trainable copy of the vanilla model (the vanilla stays intact for reference/merging)."""

@@ -49,16 +49,52 @@ class SMFAConfig(MethodConfig):
             raise ConfigError(f"SMFA anchor_epochs must be > 0, got {self.anchor_epochs!r}")
 
 
+def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
+    """A digest of everything that decides the MFA's weights: the vanilla, the data, the seed and the
+    hyper-parameters every method has (not SMFA's sculpting ones), so IDK and SMFA share one MFA."""
+    import hashlib
+    import json
+    from dataclasses import asdict, fields
+
+    common = {f.name: asdict(hp)[f.name] for f in fields(MethodConfig)}
+    blob = {"vanilla": str(ctx.vanilla.source), "forget": [r.id for r in forget_rows],
+            "anchor": [r.id for r in ctx.data.anchor_rows], "seed": ctx.seed, "target": ctx.target,
+            "anchor_repeat": int(getattr(hp, "anchor_repeat", 1)), "hp": common}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str) -> torch.nn.Module:
-    """The memory forgetting adapter: cross-entropy on refusal-labelled forget rows ∪ the retain anchor."""
+    """The memory forgetting adapter: cross-entropy on refusal-labelled forget rows ∪ the retain anchor.
+
+    With ``ctx.shared_dir`` (``smfa compare``), an MFA trained by an earlier run with the same key is
+    loaded instead of retrained (IDK tuning is SMFA's MFA unsculpted), and a new one is stored there."""
+    import json
+    import shutil
+    import time
+
     from smfa.data import refusal_items, reference_items
 
     repeat = int(getattr(hp, "anchor_repeat", 1))
     if repeat < 1:
         raise ConfigError(f"anchor_repeat must be >= 1, got {repeat}")
+    shared = Path(ctx.shared_dir) / f"mfa-{mfa_key(ctx, hp, forget_rows)}" if ctx.shared_dir and hp.lora else None
+    if shared is not None and (shared / "train.json").is_file():
+        from peft import PeftModel
+
+        ctx.reused_train_s += float(json.loads((shared / "train.json").read_text())["train_s"])
+        return PeftModel.from_pretrained(ctx.fresh_model(), shared, is_trainable=False)
     items = refusal_items(forget_rows, seed=ctx.seed) + reference_items(ctx.data.anchor_rows) * repeat
+    t0 = time.perf_counter()
     model = prepare_trainable(ctx, hp, ctx.fresh_model())
-    return train_sft(ctx, model, hp, ctx.encode(items, desc=f"encoding {tag}"), tag=tag)
+    model = train_sft(ctx, model, hp, ctx.encode(items, desc=f"encoding {tag}"), tag=tag)
+    if shared is not None:  # written to a temporary name and renamed: never a half-written adapter
+        tmp = shared.with_name(shared.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        (tmp / "train.json").write_text(json.dumps({"train_s": round(time.perf_counter() - t0, 2), "tag": tag}))
+        shutil.rmtree(shared, ignore_errors=True)
+        tmp.rename(shared)
+    return model
 
 
 def train_anchor(ctx: UnlearnContext, hp: SMFAConfig) -> torch.nn.Module:
