@@ -27,8 +27,8 @@ class DemoConfig:
 
 
 def _eta(done_s: float, remaining_steps: list[str], vanilla_cached: bool) -> str:
-    # Rough shares measured on 2 CPU cores: each method ~40 s, each evaluation ~30 s.
-    per = {"smfa": 70.0, "idk": 55.0, "ga_diff": 55.0, "vanilla-eval": 30.0}
+    # Measured on 2 idle CPU cores (warm demo 164 s), each including its evaluation; IDK reuses SMFA's MFA.
+    per = {"smfa": 60.0, "idk": 25.0, "ga_diff": 50.0, "vanilla-eval": 25.0}
     left = sum(per.get(s, 60.0) for s in remaining_steps)
     return f"[{done_s:5.0f}s elapsed, ~{left / 60:.1f} min left{'' if vanilla_cached else ' after training'}]"
 
