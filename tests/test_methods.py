@@ -13,11 +13,9 @@ pytestmark = pytest.mark.slow
 
 _RUNS: dict[str, tuple[Path, object]] = {}
 # The micro bench forgets 5 people (~110 rows) where the tiny bench forgets 18 (~400): every method gets
-# 3× its shipped epochs so that it takes about as many optimiser steps as the shipped tiny defaults
-# (measured: GA Difference at its shipped 5 epochs moved the micro leak only 0.99 → 0.93).
-# GA's shipped 2 epochs sit below its cliff (tiny: leak 97 → 79 %; micro: 0.99 → 0.88 in one clean CI run,
-# 0.2 needed), so on micro it gets the same 15 as the rest: the test checks that the GA loss forgets.
-MICRO_PARAMS = {name: {"epochs": 15} for name in ("smfa", "idk", "ties", "ga_diff", "kl_min", "npo", "mmunlearner", "ga")}
+# 15 epochs so that it takes about as many optimiser steps as the shipped tiny defaults (measured: GA
+# Difference at its shipped 5 epochs moved the micro leak only 0.99 → 0.93, GA at 2 epochs 0.99 → 0.88).
+MICRO_PARAMS = {name: {"epochs": 15} for name in method_names()}
 
 
 def _unlearn(bench: Path, vanilla: Path, root: Path, method: str):

@@ -56,7 +56,8 @@ def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
     import json
     from dataclasses import asdict, fields
 
-    common = {f.name: asdict(hp)[f.name] for f in fields(MethodConfig)}
+    values = asdict(hp)
+    common = {f.name: values[f.name] for f in fields(MethodConfig)}
     blob = {"vanilla": str(ctx.vanilla.source), "forget": [r.id for r in forget_rows],
             "anchor": [r.id for r in ctx.data.anchor_rows], "seed": ctx.seed, "target": ctx.target,
             "anchor_repeat": int(getattr(hp, "anchor_repeat", 1)), "hp": common}
@@ -69,10 +70,10 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
     With ``ctx.shared_dir`` (``smfa compare``), an MFA trained by an earlier run with the same key is
     loaded instead of retrained (IDK tuning is SMFA's MFA unsculpted), and a new one is stored there."""
     import json
-    import shutil
     import time
 
     from smfa.data import refusal_items, reference_items
+    from smfa.rundir import atomic_run_dir, write_json_atomic
 
     repeat = int(getattr(hp, "anchor_repeat", 1))
     if repeat < 1:
@@ -87,13 +88,10 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
     t0 = time.perf_counter()
     model = prepare_trainable(ctx, hp, ctx.fresh_model())
     model = train_sft(ctx, model, hp, ctx.encode(items, desc=f"encoding {tag}"), tag=tag)
-    if shared is not None:  # written to a temporary name and renamed: never a half-written adapter
-        tmp = shared.with_name(shared.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        (tmp / "train.json").write_text(json.dumps({"train_s": round(time.perf_counter() - t0, 2), "tag": tag}))
-        shutil.rmtree(shared, ignore_errors=True)
-        tmp.rename(shared)
+    if shared is not None:  # staged and renamed at the end: never a half-written adapter
+        with atomic_run_dir(shared, overwrite=True) as stage:
+            model.save_pretrained(stage)
+            write_json_atomic(stage / "train.json", {"train_s": round(time.perf_counter() - t0, 2), "tag": tag})
     return model
 
 
