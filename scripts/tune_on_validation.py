@@ -10,7 +10,12 @@ Selection rule (all from the validation evaluation):
 A weighted mean of the two (the first version of this script) picked candidates that refuse almost everyone
 (retain memory 16 % of the vanilla's scored 0.83): a privacy target first, then the least damage.
 
-Usage: python scripts/tune_on_validation.py --bench B --model VANILLA --out DIR [--methods ...]
+``--target visual`` (MMUnlearner's setting: forget the photo link only) searches the visual-setting grids with
+leak = forget leak by photo and keep = mean(forget people's name memory, retain memory, understanding,
+general VQA, meaningful; ratios to the vanilla's, capped at 1); the chosen values are shipped as
+``src/smfa/configs/methods/visual/<method>.yaml`` (layered over the ``all`` defaults when --target visual).
+
+Usage: python scripts/tune_on_validation.py --bench B --model VANILLA --out DIR [--methods ...] [--target visual]
 """
 
 from __future__ import annotations
@@ -39,18 +44,30 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "ties": {"density": [0.5, 0.8], "forget_weight": [1.0, 2.0]},
 }
 
+# The visual setting (photo link only): the shipped `all` MFA refuses retain people's photos too (retain
+# image memory 96 -> 36 % on the test split) while its photo leak (1 %) is far below the target, so the grid
+# weakens the MFA (epochs) and weighs the anchor (which there also holds the forget people's name questions)
+# more; k is re-sculpted per run. Other methods' visual grids: their `all` grids.
+GRIDS_VISUAL: dict[str, dict[str, list[Any]]] = {
+    "smfa": {"anchor_repeat": [8, 24], "epochs": [2, 5], "k": [1.0, 5.0, 20.0]},
+    # IDK tuning = SMFA's MFA unsculpted: its candidates are the SMFA grid's MFAs merged with mode none
+    # (no retraining; `smfa compare` shares the MFA the same way).
+    "idk": {"anchor_repeat": [8, 24], "epochs": [2, 5]},
+}
 
 LEAK_TARGET = 0.10
 
 
-def leak_keep(o: Any, v: Any) -> tuple[float, float]:
-    def ratio(a: float | None, b: float | None) -> float:
-        return 0.0 if a is None or not b else min(1.0, a / b)
+def _ratio(a: float | None, b: float | None) -> float:
+    return 0.0 if a is None or not b else min(1.0, a / b)
 
-    leak = ((o.forget_leak_image or 0.0) + (o.forget_leak_text or 0.0)) / 2
-    keep = (ratio(o.retain_memory, v.retain_memory) + ratio(o.image_understanding, v.image_understanding)
-            + ratio(o.general_vqa, v.general_vqa) + ratio(o.meaningful, v.meaningful)) / 4
-    return leak, keep
+
+def leak_keep(o: Any, v: Any, target: str = "all") -> tuple[float, float]:
+    parts = [_ratio(o.retain_memory, v.retain_memory), _ratio(o.image_understanding, v.image_understanding),
+             _ratio(o.general_vqa, v.general_vqa), _ratio(o.meaningful, v.meaningful)]
+    if target == "visual":  # the forget people's name questions must stay answered
+        return o.forget_leak_image or 0.0, (sum(parts) + _ratio(o.forget_text_memory, v.forget_text_memory)) / 5
+    return ((o.forget_leak_image or 0.0) + (o.forget_leak_text or 0.0)) / 2, sum(parts) / 4
 
 
 def rank_key(row: dict[str, Any]) -> tuple[int, float]:
@@ -60,8 +77,8 @@ def rank_key(row: dict[str, Any]) -> tuple[int, float]:
     return (1, row["leak"] - 1e-3 * row["keep"])
 
 
-def _row(params: dict[str, Any], o: Any, v: Any) -> dict[str, Any]:
-    leak, keep = leak_keep(o, v)
+def _row(params: dict[str, Any], o: Any, v: Any, target: str = "all") -> dict[str, Any]:
+    leak, keep = leak_keep(o, v, target)
     return {"params": params, "leak": leak, "keep": keep, "overall": o.__dict__}
 
 
@@ -72,7 +89,9 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--methods", default=",".join(GRIDS))
     p.add_argument("--eval-limit", type=int, default=60)
+    p.add_argument("--target", choices=["all", "visual"], default="all")
     args = p.parse_args()
+    grids = GRIDS_VISUAL if args.target == "visual" else GRIDS
 
     from smfa.eval.pipeline import EvalConfig, evaluate
     from smfa.eval.schema import load_metrics
@@ -84,25 +103,39 @@ def main() -> None:
     ref = out / "vanilla-val"
     if not (ref / "metrics.json").is_file():
         evaluate(EvalConfig(bench=args.bench, model=args.model, out=str(ref), forget="val", limit=args.eval_limit,
-                            overwrite=True, progress=False))
+                            target=args.target, overwrite=True, progress=False))
     v = load_metrics(ref).overall
     results: dict[str, list[dict[str, Any]]] = {}
-    for method in args.methods.split(","):
-        grid = GRIDS[method]
+    methods = args.methods.split(",") if args.methods != ",".join(GRIDS) else list(grids)
+    for method in methods:
+        grid = grids.get(method, GRIDS[method])
         rows: list[dict[str, Any]] = []
         if method == "smfa":
-            for repeat in grid["anchor_repeat"]:
-                run = out / f"smfa-anchor_repeat={repeat}"
+            mfa_keys = [key for key in grid if key != "k"]
+            for values in itertools.product(*(grid[key] for key in mfa_keys)):
+                mfa_params = dict(zip(mfa_keys, values))
+                run = out / ("smfa-" + "-".join(f"{key}={value}" for key, value in mfa_params.items()))
                 if not (run / "eval" / "metrics.json").is_file():
                     unlearn(UnlearnConfig(bench=args.bench, model=args.model, out=str(run), method="smfa", forget="val",
-                                          params={"anchor_repeat": repeat}, eval_limit=args.eval_limit,
+                                          target=args.target, params=mfa_params, eval_limit=args.eval_limit,
                                           overwrite=True, progress=False))
                 sweep = run / "sweep-both"
                 if not all((sweep / f"k={k:g}" / "metrics.json").is_file() for k in grid["k"]):
                     sweep = sculpt_sweep(SweepConfig(run=str(run), ks=tuple(grid["k"]), limit=args.eval_limit,
                                                      overwrite=True, progress=False))
                 for k in grid["k"]:
-                    rows.append(_row({"anchor_repeat": repeat, "k": k}, load_metrics(sweep / f"k={k:g}").overall, v))
+                    rows.append(_row({**mfa_params, "k": k}, load_metrics(sweep / f"k={k:g}").overall, v, args.target))
+        elif method == "idk" and args.target == "visual":
+            for values in itertools.product(*(grid[key] for key in grid)):
+                mfa_params = dict(zip(grid, values))
+                run = out / ("smfa-" + "-".join(f"{key}={value}" for key, value in mfa_params.items()))
+                if not (run / "eval" / "metrics.json").is_file():
+                    raise SystemExit(f"IDK's visual candidates are SMFA's MFAs: run --methods smfa first ({run} missing)")
+                sweep = run / "sweep-none"
+                if not (sweep / "k=0" / "metrics.json").is_file():
+                    sweep = sculpt_sweep(SweepConfig(run=str(run), ks=(0.0,), mode="none", limit=args.eval_limit,
+                                                     overwrite=True, progress=False))
+                rows.append(_row(mfa_params, load_metrics(sweep / "k=0").overall, v, args.target))
         else:
             keys = list(grid)
             for values in itertools.product(*(grid[k] for k in keys)):
@@ -111,21 +144,30 @@ def main() -> None:
                 run = out / f"{method}-{tag}"
                 if not (run / "eval" / "metrics.json").is_file():
                     unlearn(UnlearnConfig(bench=args.bench, model=args.model, out=str(run), method=method,
-                                          forget="val", params=params, eval_limit=args.eval_limit, overwrite=True,
-                                          progress=False))
-                rows.append(_row(params, load_metrics(run / "eval").overall, v))
+                                          forget="val", target=args.target, params=params, eval_limit=args.eval_limit,
+                                          overwrite=True, progress=False))
+                rows.append(_row(params, load_metrics(run / "eval").overall, v, args.target))
         rows.sort(key=rank_key)
         results[method] = rows
         print(f"{method}: best {rows[0]['params']} leak {rows[0]['leak']:.3f} keep {rows[0]['keep']:.3f}", flush=True)
         (out / "tuning.json").write_text(json.dumps(results, indent=2))
-    lines = ["# Hyper-parameter search on the validation forget split", "",
-             "Produced by `scripts/tune_on_validation.py` on the tiny bench (seed 0): every candidate unlearns "
-             "`--forget val` (people disjoint from the test forget sets) and is scored on validation people "
-             "only. leak = mean(leak photo, leak name); keep = mean(retain memory, understanding, general VQA, "
-             "meaningful as ratios to the vanilla's, capped at 1). Chosen (first row of each table): the best keep "
+    if args.target == "visual":
+        title, rule = ("# Hyper-parameter search on the validation forget split: visual-only setting",
+                       "leak = leak photo; keep = mean(the forget people's name memory, retain memory, "
+                       "understanding, general VQA, meaningful as ratios to the vanilla's, capped at 1)")
+        name_col = "name memory kept"
+    else:
+        title, rule = ("# Hyper-parameter search on the validation forget split",
+                       "leak = mean(leak photo, leak name); keep = mean(retain memory, understanding, general VQA, "
+                       "meaningful as ratios to the vanilla's, capped at 1)")
+        name_col = "leak name"
+    lines = [title, "",
+             f"Produced by `scripts/tune_on_validation.py --target {args.target}` on the tiny bench (seed 0): every "
+             "candidate unlearns `--forget val` (people disjoint from the test forget sets) and is scored on "
+             f"validation people only. {rule}. Chosen (first row of each table): the best keep "
              f"among candidates with leak ≤ {100 * LEAK_TARGET:.0f} %, else the lowest leak.", ""]
     for method, rows in results.items():
-        lines += [f"## {method}", "", "| params | leak | keep | leak photo | leak name | retain mem | understanding | gen. VQA | meaningful |",
+        lines += [f"## {method}", "", f"| params | leak | keep | leak photo | {name_col} | retain mem | understanding | gen. VQA | meaningful |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             o = r["overall"]

@@ -13,7 +13,7 @@ def test_demo_writes_report_with_three_methods(tmp_path: Path, monkeypatch, caps
     from smfa.demo import DemoConfig, run_demo
 
     monkeypatch.setenv("SMFA_CACHE_DIR", str(tmp_path / "cache"))
-    out = run_demo(DemoConfig(out=str(tmp_path / "demo"), steps=10, eval_limit=3))
+    out = run_demo(DemoConfig(out=str(tmp_path / "demo"), steps=10, method_steps=3, eval_limit=3))
     report = (out / "report.md").read_text()
     for method in ("smfa", "idk", "ga_diff", "vanilla"):
         assert f"| {method} |" in report

@@ -110,16 +110,17 @@ def test_smfa_dual_variant(micro_bench_dir: Path, micro_vanilla: Path, micro_van
 
     out = tmp_path / "dual"
     unlearn(UnlearnConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), out=str(out), method="smfa", forget="10",
-                          params={"dual": True, "epochs": 15}, eval_limit=30, progress=False))
+                          params={"dual": True, "epochs": 5}, eval_limit=10, progress=False))
     report = json.loads((out / "sculpt" / "sculpt_report.json").read_text())
     from smfa.methods import get_method
 
     shipped = get_method("smfa").config()
     assert [v["k"] for v in report["views"]] == [shipped.k, shipped.k_text]  # image view k, text view k_text
     assert (out / "adapters" / "forget_text" / "adapter_model.safetensors").is_file()
-    # Each view's sculpted update is halved by the average; measured on the micro bench this removes the
-    # forgetting (leak 0.97 vs the vanilla's 0.94 in one run): the dual variant needs a larger k or more
-    # epochs here. What is checked is that the merge used both views (the weights moved).
+    # Each view's sculpted update is halved by the average; measured on the micro bench (15 epochs) this
+    # removes the forgetting (leak 0.97 vs the vanilla's 0.94 in one run): the dual variant needs a larger k
+    # or more epochs here. So the run is a short one (5 epochs) and what is checked is that the merge used
+    # both views (the weights moved).
     from safetensors.torch import load_file
 
     merged = load_file(str(out / "model" / "model.safetensors"))

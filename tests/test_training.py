@@ -69,10 +69,10 @@ def test_lora_finetune_moves_only_language_model(micro_bench_dir: Path, tmp_path
 
 @pytest.mark.slow
 def test_killed_training_resumes_to_the_same_weights(micro_bench_dir: Path, tmp_path: Path) -> None:
-    reference = finetune(_short(micro_bench_dir, tmp_path / "ref", steps=80, save_steps=10))
+    reference = finetune(_short(micro_bench_dir, tmp_path / "ref", steps=40, save_steps=10))
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "smfa.cli", "finetune", "--bench", str(micro_bench_dir), "--out", str(out),
-           "--steps", "80", "--batch-size", "8", "--save-steps", "10"]
+           "--steps", "40", "--batch-size", "8", "--save-steps", "10"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TQDM_DISABLE": "1"})
     stage = tmp_path / ".killed.partial" / "checkpoints"
     deadline = time.time() + 300

@@ -23,7 +23,11 @@ class DemoConfig:
     forget: str = "10"
     eval_limit: int = 100  # questions per evaluation set
     steps: int = 3000  # vanilla training steps (cached after the first demo)
+    method_steps: int | None = None  # cap each method's optimiser steps (None: the tuned defaults)
     overwrite: bool = False
+
+
+QUICK = {"steps": 200, "method_steps": 10, "eval_limit": 10}  # --quick: a smoke run of every stage (~1 min cold)
 
 
 def _eta(done_s: float, remaining_steps: list[str], vanilla_cached: bool) -> str:
@@ -55,8 +59,10 @@ def run_demo(cfg: DemoConfig) -> Path:
     print(f"      {'reused cached' if cached else 'trained'} vanilla: {vanilla}  "
           f"{_eta(time.perf_counter() - t0, ['vanilla-eval', *DEMO_METHODS], True)}", flush=True)
     print(f"[3/4] unlearning forget {cfg.forget} % with {', '.join(DEMO_METHODS)} and evaluating", flush=True)
+    params = {m: {"max_steps": cfg.method_steps} for m in DEMO_METHODS} if cfg.method_steps else {}
     compare(CompareConfig(bench=str(bench_dir), model=str(vanilla), out=str(out), methods=DEMO_METHODS,
-                          forget=(cfg.forget,), eval_limit=cfg.eval_limit, seed=cfg.seed, allow_existing=True))
+                          forget=(cfg.forget,), eval_limit=cfg.eval_limit, seed=cfg.seed, params=params,
+                          allow_existing=True))
     print("[4/4] report", flush=True)
     _print_summary(out, cfg.forget)
     print(f"\nreport: {out / 'report.md'}  (plots in {out / ('forget_' + cfg.forget)})  "
@@ -83,7 +89,9 @@ def _print_summary(out: Path, forget: str) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    cfg = DemoConfig(out=args.out, seed=args.seed, overwrite=args.overwrite)
+    cfg = DemoConfig(out=args.out, seed=args.seed, overwrite=args.overwrite, **(QUICK if args.quick else {}))
+    if args.quick:
+        print("--quick: a smoke run of every stage with a barely trained vanilla; its numbers mean nothing", flush=True)
     if args.eval_limit:
         cfg.eval_limit = args.eval_limit
     run_demo(cfg)
@@ -102,4 +110,6 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-limit", type=int, dest="eval_limit", help="questions per evaluation set (default 100)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo directory")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 200 vanilla steps, 10 steps per method, 10 questions per set (about a minute)")
     p.set_defaults(func=_demo)

@@ -122,15 +122,19 @@ class Method:
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
     description: ClassVar[str] = ""
 
-    def default_config_path(self) -> Path:
-        return Path(__file__).resolve().parent.parent / "configs" / "methods" / f"{self.name}.yaml"
+    def default_config_path(self, target: str = "all") -> Path:
+        """The shipped tiny-preset defaults: ``configs/methods/NAME.yaml``; for ``target="visual"`` the
+        visual-setting values tuned on validation, ``configs/methods/visual/NAME.yaml`` (layered over the first)."""
+        root = Path(__file__).resolve().parent.parent / "configs" / "methods"
+        return root / f"{self.name}.yaml" if target == "all" else root / target / f"{self.name}.yaml"
 
-    def config(self, yaml_path: str | None = None, overrides: dict[str, Any] | None = None) -> MethodConfig:
-        """Dataclass defaults ← shipped tiny-preset YAML ← user YAML ← overrides."""
+    def config(self, yaml_path: str | None = None, overrides: dict[str, Any] | None = None,
+               target: str = "all") -> MethodConfig:
+        """Dataclass defaults ← shipped tiny-preset YAML (← its visual-setting layer) ← user YAML ← overrides."""
         from smfa.config import resolve_config
 
-        shipped = self.default_config_path()
-        return resolve_config(self.config_cls, [shipped if shipped.is_file() else None, yaml_path], overrides)
+        shipped = [self.default_config_path()] + ([self.default_config_path(target)] if target != "all" else [])
+        return resolve_config(self.config_cls, [p for p in shipped if p.is_file()] + [yaml_path], overrides)
 
     def run(self, ctx: UnlearnContext, hp: MethodConfig) -> torch.nn.Module:
         raise NotImplementedError

@@ -1,0 +1,44 @@
+"""Shipped method defaults: every method resolves for both settings, and the visual-setting layer
+(``configs/methods/visual/NAME.yaml``) applies only with ``--target visual``, under the user's own values."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import yaml
+
+from smfa.methods import get_method, method_names
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_every_method_resolves_in_both_settings(method: str) -> None:
+    m = get_method(method)
+    all_cfg, visual_cfg = m.config(), m.config(target="visual")
+    layer = m.default_config_path("visual")
+    changed = {k for k, v in asdict(visual_cfg).items() if asdict(all_cfg)[k] != v}
+    expected = set(yaml.safe_load(layer.read_text())) if layer.is_file() else set()
+    assert changed <= expected  # only the keys the visual layer sets differ
+
+
+def test_visual_layer_sets_smfa_k_and_user_values_win(tmp_path: Path) -> None:
+    smfa = get_method("smfa")
+    layer = yaml.safe_load(smfa.default_config_path("visual").read_text())
+    base = yaml.safe_load(smfa.default_config_path().read_text())
+    assert layer["k"] != base["k"]  # tuned separately (docs/tuning.md)
+    assert smfa.config().k == base["k"]
+    assert smfa.config(target="visual").k == layer["k"]
+    assert smfa.config(target="visual").epochs == base["epochs"]  # the rest comes from smfa.yaml
+    user = tmp_path / "mine.yaml"
+    user.write_text("k: 7.5\n")
+    assert smfa.config(str(user), target="visual").k == 7.5
+    assert smfa.config(str(user), {"k": 2.0}, target="visual").k == 2.0
+
+
+def test_idk_and_smfa_share_the_mfa_in_both_settings() -> None:
+    """`smfa compare` trains SMFA's MFA once for SMFA and IDK only if their MFA hyper-parameters agree."""
+    keys = ("lr", "epochs", "batch_size", "lora_r", "lora_alpha", "lora_dropout", "anchor_repeat")
+    for target in ("all", "visual"):
+        s, i = asdict(get_method("smfa").config(target=target)), asdict(get_method("idk").config(target=target))
+        assert {k: s[k] for k in keys} == {k: i[k] for k in keys}, target
