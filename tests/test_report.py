@@ -107,6 +107,13 @@ def test_default_labels_are_distinct(tmp_path):
     assert default_labels([tmp_path / "a" / "eval", tmp_path / "b" / "eval", tmp_path / "c"]) == ["a/eval", "b/eval", "c"]
 
 
+def test_compare_markdown_relabels_kept_columns_when_every_run_is_visual():
+    md = compare_markdown([_fake_metrics(0.1, 0.8, target="visual")] * 2, ["A", "B"])
+    header = md.splitlines()[4]
+    assert "Forget T-Mem (kept) ↑" in header and "Forget name answers (kept) ↑" in header
+    assert "Forget T-Mem ↓" not in header and "Forget leak text ↓" not in header
+
+
 def test_compare_markdown_notes_the_visual_setting():
     md = compare_markdown([_fake_metrics(0.1, 0.8), _fake_metrics(0.1, 0.8, target="visual")], ["A", "B"])
     assert "| B | visual |" in md

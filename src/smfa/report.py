@@ -84,6 +84,9 @@ MAIN_COLUMNS: tuple[_Column, ...] = (
     _Column("Forget leak text ↓", lambda o: o.forget_leak_text),
 )
 
+# In a table of visual-setting runs only, the forget people's name-only questions are knowledge to keep.
+VISUAL_HEADERS = {"Forget T-Mem ↓": "Forget T-Mem (kept) ↑", "Forget leak text ↓": "Forget name answers (kept) ↑"}
+
 _OVERALL_ROWS: tuple[tuple[str, str, str], ...] = (
     # (Overall field, label, better)
     ("forget_understanding", "Forget image understanding (I-Und)", "↑"),
@@ -240,6 +243,8 @@ def compare_markdown(metrics: Sequence[Metrics], labels: Sequence[str], wall_tim
     has_gold = any(m.gold is not None for m in metrics)
     has_time = wall_times is not None and any(t is not None for t in wall_times)
     header = ["Method", "Setting", *(c.header for c in MAIN_COLUMNS)]
+    if metrics and all(m.target == "visual" for m in metrics):  # name-only questions are kept there
+        header = [VISUAL_HEADERS.get(h, h) for h in header]
     header += ["Forget quality ↑"] if has_gold else []
     header += ["Wall time"] if has_time else []
     rows = []
