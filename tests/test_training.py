@@ -120,3 +120,53 @@ def test_two_process_ddp_on_cpu_writes_the_same_artefacts(micro_bench_dir: Path,
     assert names(out) == names(single)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and manifest["effective_batch_size"] == 16
+
+
+# ---- --sampler length_buckets -----------------------------------------------------------------------
+def test_length_bucket_order_is_a_seeded_permutation_of_similar_length_batches_in_random_order() -> None:
+    import random
+
+    from smfa.training import length_bucket_order
+
+    rng = random.Random(0)
+    lengths = [rng.choice([20, 21, 30, 31, 40, 45]) for _ in range(1000)]
+    a = length_bucket_order(lengths, batch_size=8, seed=0, epoch=0, window=10)
+    assert sorted(a) == list(range(1000))  # every example once
+    assert a == length_bucket_order(lengths, 8, seed=0, epoch=0, window=10)  # deterministic
+    assert a != length_bucket_order(lengths, 8, seed=0, epoch=1, window=10)  # a new order every epoch
+    assert a != length_bucket_order(lengths, 8, seed=1, epoch=0, window=10)
+    batches = [a[i:i + 8] for i in range(0, 1000, 8)]
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    plain = list(range(1000))
+    rng.shuffle(plain)
+    plain_spread = sum(max(lengths[i] for i in plain[j:j + 8]) - min(lengths[i] for i in plain[j:j + 8])
+                       for j in range(0, 1000, 8)) / len(batches)
+    assert spread < 0.25 * plain_spread, (spread, plain_spread)  # less padding per batch
+    # batches are not served longest-first (HF group_by_length's bursts): the batch lengths are not sorted
+    means = [sum(lengths[i] for i in b) / len(b) for b in batches]
+    assert means != sorted(means) and means != sorted(means, reverse=True)
+    ups = sum(1 for x, y in zip(means, means[1:]) if y > x)
+    assert 0.3 < ups / (len(means) - 1) < 0.7
+
+
+def test_length_bucket_order_rejects_bad_sizes() -> None:
+    from smfa.errors import ConfigError
+    from smfa.training import length_bucket_order
+
+    with pytest.raises(ConfigError, match="batch_size"):
+        length_bucket_order([3, 4], batch_size=0, seed=0, epoch=0)
+
+
+def test_finetune_with_length_buckets_records_the_sampler(micro_bench_dir: Path, tmp_path: Path) -> None:
+    from smfa.errors import ConfigError
+
+    run = finetune(_short(micro_bench_dir, tmp_path / "buckets", sampler="length_buckets", save_steps=0))
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["config"]["sampler"] == "length_buckets"
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert any("loss" in h for h in log)
+    plain = finetune(_short(micro_bench_dir, tmp_path / "random", save_steps=0))
+    wb, wp = _weights(run), _weights(plain)
+    assert any(not torch.equal(wb[k], wp[k]) for k in wb)  # the bucket order was used (same seed otherwise)
+    with pytest.raises(ConfigError, match="--sampler"):
+        finetune(_short(micro_bench_dir, tmp_path / "bad", sampler="sorted"))

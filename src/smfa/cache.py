@@ -27,6 +27,8 @@ def training_key(bench_checksum: str, cfg) -> str:
     from smfa.models.tiny import TinyModelConfig
 
     fields = {k: v for k, v in asdict(cfg).items() if k not in ("bench", "out", "overwrite", "resume", "progress")}
+    if fields.get("sampler") == "random":  # the default: keep the keys of models cached before the option existed
+        fields.pop("sampler")
     arch = asdict(TinyModelConfig()) if cfg.model == "tiny" else None
     blob = json.dumps({"bench": bench_checksum, "config": fields, "tiny_model": arch}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
