@@ -77,6 +77,11 @@ def rank_key(row: dict[str, Any]) -> tuple[int, float]:
     return (1, row["leak"] - 1e-3 * row["keep"])
 
 
+def _smfa_run(out: Path, mfa_params: dict[str, Any]) -> Path:
+    """The SMFA validation run of one MFA setting (IDK's visual candidates read the same runs)."""
+    return out / ("smfa-" + "-".join(f"{key}={value}" for key, value in mfa_params.items()))
+
+
 def _row(params: dict[str, Any], o: Any, v: Any, target: str = "all") -> dict[str, Any]:
     leak, keep = leak_keep(o, v, target)
     return {"params": params, "leak": leak, "keep": keep, "overall": o.__dict__}
@@ -87,7 +92,7 @@ def main() -> None:
     p.add_argument("--bench", required=True)
     p.add_argument("--model", required=True, help="vanilla run")
     p.add_argument("--out", required=True)
-    p.add_argument("--methods", default=",".join(GRIDS))
+    p.add_argument("--methods", help="comma-separated (default: every method of the target's grids)")
     p.add_argument("--eval-limit", type=int, default=60)
     p.add_argument("--target", choices=["all", "visual"], default="all")
     args = p.parse_args()
@@ -106,7 +111,7 @@ def main() -> None:
                             target=args.target, overwrite=True, progress=False))
     v = load_metrics(ref).overall
     results: dict[str, list[dict[str, Any]]] = {}
-    methods = args.methods.split(",") if args.methods != ",".join(GRIDS) else list(grids)
+    methods = args.methods.split(",") if args.methods else list(grids)
     for method in methods:
         grid = grids.get(method, GRIDS[method])
         rows: list[dict[str, Any]] = []
@@ -114,7 +119,7 @@ def main() -> None:
             mfa_keys = [key for key in grid if key != "k"]
             for values in itertools.product(*(grid[key] for key in mfa_keys)):
                 mfa_params = dict(zip(mfa_keys, values))
-                run = out / ("smfa-" + "-".join(f"{key}={value}" for key, value in mfa_params.items()))
+                run = _smfa_run(out, mfa_params)
                 if not (run / "eval" / "metrics.json").is_file():
                     unlearn(UnlearnConfig(bench=args.bench, model=args.model, out=str(run), method="smfa", forget="val",
                                           target=args.target, params=mfa_params, eval_limit=args.eval_limit,
@@ -128,7 +133,7 @@ def main() -> None:
         elif method == "idk" and args.target == "visual":
             for values in itertools.product(*(grid[key] for key in grid)):
                 mfa_params = dict(zip(grid, values))
-                run = out / ("smfa-" + "-".join(f"{key}={value}" for key, value in mfa_params.items()))
+                run = _smfa_run(out, mfa_params)
                 if not (run / "eval" / "metrics.json").is_file():
                     raise SystemExit(f"IDK's visual candidates are SMFA's MFAs: run --methods smfa first ({run} missing)")
                 sweep = run / "sweep-none"

@@ -164,9 +164,9 @@ def resumable_trainer_class(sampler: str = "random"):
             return None
 
         def _get_train_sampler(self, train_dataset=None):
-            dataset = train_dataset if train_dataset is not None else self.train_dataset
             if sampler != "length_buckets":
                 return super()._get_train_sampler(train_dataset)
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
             lengths = [len(example["input_ids"]) for example in dataset]
             return LengthBucketSampler(lengths, self.args.train_batch_size, self.args.seed)
 
