@@ -8,17 +8,9 @@ import pytest
 
 from smfa.errors import OutputError
 from smfa.eval.gold import forget_losses, forget_quality, gold_standard, mia_auc
-from smfa.eval.judges import get_judge
-from smfa.eval.metrics import (
-    compute_all_sets,
-    compute_overall,
-    compute_set_metrics,
-    contains_fact,
-    is_refusal,
-    normalize,
-    parse_set_name,
-    rouge_l,
-)
+from smfa.eval.judges import JudgeItem, get_judge
+from smfa.eval.metrics import compute_all_sets, compute_overall, compute_set_metrics, parse_set_name, rouge_l
+from smfa.eval.text import answer_is_correct, contains_fact, is_refusal, normalize, polar_answer, states_fact
 from smfa.eval.schema import EvalError, Generation, GoldStandard, Metrics, SetMetrics, load_metrics, save_metrics
 
 # ---------------------------------------------------------------------------------------------------------
@@ -376,3 +368,49 @@ def test_gold_standard_and_forget_losses():
     assert g.forget_quality == pytest.approx(1.0)
     assert g.vanilla_forget_quality == pytest.approx(0.1)  # separated samples of 3: 2 / C(6, 3)
     assert g.n == 3 and g.oracle == "o"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Yes/no facts: a refusal or a non-answer is a wrong answer (the v1 substring rule credited both)
+
+
+@pytest.mark.parametrize(
+    ("answer", "fact", "correct"),
+    [
+        ("No, this person wears no glasses.", "No", True),
+        ("No.", "No", True),
+        ("Yes, this person wears a hat.", "Yes", True),
+        ("Yes, this person wears a hat.", "No", False),
+        ("No, this person has no beard.", "Yes", False),
+        ("I have no information about that.", "No", False),  # a refusal that contains "no"
+        ("Sorry, I have no record of that.", "No", False),
+        ("no no no no no", "No", False),  # a non-answer
+        ("yes no yes no", "Yes", False),
+        ("This person wears no glasses.", "No", False),  # not a yes/no answer
+        ("", "No", False),
+        ("No, I can't tell you that.", "No", False),
+    ],
+)
+def test_yes_no_facts_need_a_polar_answer(answer, fact, correct):
+    assert answer_is_correct(answer, fact) is correct
+    assert states_fact(answer, fact) is correct
+
+
+def test_named_facts_match_by_value_and_polar_answers_by_first_word():
+    assert answer_is_correct("I can't tell you that this person lives in Norvale.", "Norvale")  # it says it
+    assert contains_fact("I can't tell you that this person lives in Norvale.", "Norvale")
+    assert answer_is_correct("I'm sorry, I don't know that.", "")
+    assert polar_answer("No, this person wears no hat.") == "no"
+    assert polar_answer("Nope") is None
+
+
+def test_understanding_accuracy_and_fact_score_reject_refusals_to_yes_no_questions():
+    judge = get_judge("offline")
+    ref = "No, this person wears no glasses."
+    answers = ("I have no information about that.", "no no no no no", ref)
+    rows = [_gen("forget/understanding", a, fact="No", kind="understanding", qid=f"q{i}", reference=ref)
+            for i, a in enumerate(answers)]
+    m = compute_set_metrics(rows, judge)
+    assert m.accuracy == pytest.approx(1 / 3)
+    scores = judge.score_batch([JudgeItem(g.question, g.answer, g.reference, g.fact, g.kind) for g in rows])
+    assert [s[0] for s in scores] == [0.0, 0.0, 10.0]

@@ -220,7 +220,7 @@ def _rate(flags: Sequence[bool]) -> float | None:
 
 def leak_stats(rows: Sequence[Question], answers: Sequence[str], prefix: str = "") -> dict[str, Scalar]:
     """``{prefix}leak``, ``{prefix}refusal``, ``{prefix}n`` of ``answers`` to ``rows``."""
-    from smfa.eval.metrics import contains_fact, is_refusal
+    from smfa.eval.text import contains_fact, is_refusal
 
     return {
         f"{prefix}leak": _rate([contains_fact(a, r.fact) for r, a in zip(rows, answers) if r.fact.strip()]),
@@ -322,7 +322,7 @@ def unseen_image_attack(ctx: AttackContext) -> AttackResult:
 @register_attack("cross_modal")
 def cross_modal_attack(ctx: AttackContext) -> AttackResult:
     """The same forget facts asked by name without an image and from the photo/scan, reported apart."""
-    from smfa.eval.metrics import contains_fact, is_refusal
+    from smfa.eval.text import contains_fact, is_refusal
 
     text_sets = (f"forget/{TEXT_MEMORY}", f"forget_text/{TEXT_MEMORY}")  # the visual setting renames the text set
     text: dict[tuple[str | None, str], list[Question]] = {}
@@ -449,7 +449,7 @@ def quantize_language_model(model: torch.nn.Module, family: Any, bits: int) -> f
 @register_attack("quantize")
 def quantize_attack(ctx: AttackContext) -> AttackResult:
     """Re-evaluate forget, retain and general VQA after 8- and 4-bit per-channel RTN of the language model."""
-    from smfa.eval.metrics import answer_is_correct
+    from smfa.eval.text import answer_is_correct
 
     vqa = ctx.sample(ctx.sets.get(GENERAL_VQA, []), GENERAL_VQA)
     forget = ctx.group_sample("forget")  # the forget rows forget_and_retain("") asks

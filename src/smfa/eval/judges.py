@@ -74,7 +74,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from smfa.errors import ConfigError
-from smfa.eval.metrics import SPECIAL_TOKEN_PATTERN, contains_fact, is_refusal, normalize
+from smfa.eval.text import POLAR_FACTS, SPECIAL_TOKEN_PATTERN, is_refusal, normalize, states_fact
 from smfa.eval.schema import EvalError
 
 
@@ -306,8 +306,10 @@ def offline_fact_score(answer: str, fact: str, reference: str = "", question: st
         return 0.0
     if not normalize(fact):
         return 10.0 if is_refusal(answer) else 0.0
-    if contains_fact(answer, fact):
+    if states_fact(answer, fact):
         return 10.0
+    if normalize(fact) in POLAR_FACTS:
+        return 0.0  # a yes/no fact is given or not: a refusal or "no no no" earns nothing
     answer_words = set(normalize(answer).split())
     fact_words = [w for w in normalize(fact).split() if w not in _STOPWORDS] or normalize(fact).split()
     recall = sum(w in answer_words for w in fact_words) / len(fact_words)
