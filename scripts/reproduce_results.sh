@@ -11,7 +11,7 @@ export TQDM_DISABLE=1
 # 1. every method's hyper-parameters on the validation forget split (never the test sets): docs/tuning.md
 python "$(dirname "$0")/tune_on_validation.py" --bench "$W/bench" --model "$W/vanilla" --out "$W/tuning"
 # 2. every method at forget 10 % with the oracle (resumable; add 5,15 for the other ratios)
-smfa compare --bench "$W/bench" --model "$W/vanilla" --oracle "$W/oracle" --forget 10 --out "$W/compare-all" --eval-limit 100
+smfa compare --bench "$W/bench" --model "$W/vanilla" --oracle "10=$W/oracle" --forget 10 --out "$W/compare-all" --eval-limit 100
 # 3. SMFA ablation (mask modes) at forget 10, re-sculpted from the compare run's adapters
 for mode in none conflict magnitude both; do
   [ -f "$W/compare-all/cells/smfa-f10/sweep-$mode/sweep.json" ] || smfa sculpt "$W/compare-all/cells/smfa-f10" --mode "$mode" --k "$(python -c 'import yaml,importlib.resources as r;print(yaml.safe_load((r.files("smfa")/"configs/methods/smfa.yaml").read_text())["k"])')" --limit 100

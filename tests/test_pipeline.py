@@ -60,7 +60,7 @@ def test_oracle_never_saw_forget_people(micro_bench_dir: Path, micro_vanilla: Pa
     from conftest import MICRO_LR, MICRO_STEPS
 
     oracle, _ = cached_finetune(micro_bench_dir, FinetuneConfig(steps=MICRO_STEPS // 2, lr=MICRO_LR, people="retain",
-                                                                forget="15", progress=False), label="oracle")
+                                                                forget="10", progress=False), label="oracle")
     out = tmp_path / "oracle-eval"
     evaluate(EvalConfig(bench=str(micro_bench_dir), model=str(oracle), out=str(out), forget="10", limit=40,
                         progress=False))

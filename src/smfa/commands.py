@@ -248,7 +248,8 @@ def _add_compare(sub: Any) -> None:
     )
     p.add_argument("--bench", help="bench directory")
     p.add_argument("--model", help="vanilla run")
-    p.add_argument("--oracle", help="oracle run (retain-only) for forget quality")
+    p.add_argument("--oracle", help="oracles for forget quality, one per ratio: 'F=RUN,F=RUN' (each trained with "
+                   "--people retain --forget F), or 'train' to train them here with the vanilla's recipe")
     p.add_argument("--forget", help="comma list of forget splits (default 5,10,15)")
     p.add_argument("--methods", help="comma list (default smfa,idk,ga_diff,kl_min,npo,mmunlearner,ties,ga)")
     p.add_argument("--target", choices=["all", "visual"])

@@ -21,7 +21,9 @@ class CompareConfig:
     methods: tuple[str, ...] = ("smfa", "idk", "ga_diff", "kl_min", "npo", "mmunlearner", "ties", "ga")
     forget: tuple[str, ...] = ("5", "10", "15")
     target: str = "all"
-    oracle: str | None = None  # oracle run: adds forget quality (KS p-value)
+    # Oracles for forget quality (KS p-value), one per ratio: "F=RUN,F=RUN", one RUN (valid for the one ratio
+    # it left out), or "train" (trained here on retain only with the vanilla's recipe, one per ratio).
+    oracle: str | None = None
     eval_limit: int | None = 200
     judge: str = "offline"
     seed: int = 0
@@ -35,14 +37,46 @@ def _cell_done(path: Path) -> bool:
     return (path / "manifest.json").is_file() and (path / "eval" / "metrics.json").is_file()
 
 
-def _reference_eval(cfg: CompareConfig, source: str, label: str, forget: str, cells: Path) -> Path:
+def parse_oracles(spec: str | None, forgets: tuple[str, ...]) -> dict[str, str | None]:
+    """``--oracle`` → {forget ratio: oracle run or "train" or None}. A ratio missing from an "F=RUN" list has
+    no oracle (no forget quality in its table)."""
+    if not spec:
+        return {f: None for f in forgets}
+    if spec == "train" or "=" not in spec:
+        return {f: spec for f in forgets}
+    out: dict[str, str | None] = {f: None for f in forgets}
+    for item in spec.split(","):
+        ratio, sep, run = (x.strip() for x in item.partition("="))
+        if not sep or not run or ratio not in forgets:
+            raise ConfigError(f"--oracle item {item!r}: expected F=RUN with F one of the compared ratios ({', '.join(forgets)})")
+        out[ratio] = run
+    return out
+
+
+def _train_oracle(cfg: CompareConfig, forget: str, out: Path) -> str:
+    """A retain-only model for ``forget`` with the vanilla's own recipe (its manifest), trained once into ``out``."""
+    from dataclasses import fields, replace
+
+    from smfa.training import FinetuneConfig, finetune
+
+    run = out / "oracles" / f"oracle-f{forget}"
+    if not (run / "manifest.json").is_file():
+        recipe = read_manifest(Path(cfg.model)).get("config") or {}
+        known = {f.name for f in fields(FinetuneConfig)}
+        base = FinetuneConfig(**{k: v for k, v in recipe.items() if k in known})
+        finetune(replace(base, bench=cfg.bench, out=str(run), people="retain", forget=forget, overwrite=True,
+                         resume=True, progress=cfg.progress))
+    return str(run)
+
+
+def _reference_eval(cfg: CompareConfig, source: str, label: str, forget: str, cells: Path, oracle: str | None) -> Path:
     from smfa.eval.pipeline import EvalConfig, evaluate
 
     out = cells / f"{label}-f{forget}"
     if not (out / "metrics.json").is_file():
         evaluate(EvalConfig(bench=cfg.bench, model=source, out=str(out), forget=forget, target=cfg.target,
-                            limit=cfg.eval_limit, judge=cfg.judge, oracle=cfg.oracle if label != "oracle" else None,
-                            vanilla=cfg.model if cfg.oracle and label != "oracle" else None,
+                            limit=cfg.eval_limit, judge=cfg.judge, oracle=oracle if label != "oracle" else None,
+                            vanilla=cfg.model if oracle and label != "oracle" else None,
                             progress=cfg.progress, overwrite=True))
     return out
 
@@ -56,6 +90,14 @@ def compare(cfg: CompareConfig) -> Path:
         raise ConfigError("--methods and --forget need at least one value each")
     for name in cfg.methods:
         get_method(name)  # unknown names fail before any work
+    oracles = parse_oracles(cfg.oracle, tuple(cfg.forget))
+    from smfa.bench import Bench
+    from smfa.eval.pipeline import check_oracle
+
+    bench = Bench.load(cfg.bench, verify_images=False)
+    for forget, run in oracles.items():  # a wrong oracle fails before any training
+        if run and run != "train":
+            check_oracle(run, bench, forget)
     out = Path(cfg.out).expanduser().resolve()
     if out.exists() and not (out / "cells").is_dir() and not cfg.allow_existing:
         check_output_dir(out, overwrite=False)  # an unrelated existing directory: refuse
@@ -64,15 +106,16 @@ def compare(cfg: CompareConfig) -> Path:
     tables: dict[str, Any] = {}
     t_all = time.perf_counter()
     for forget in cfg.forget:
+        oracle = _train_oracle(cfg, forget, out) if oracles[forget] == "train" else oracles[forget]
         runs: list[Path] = []
         labels: list[str] = []
         walls: list[float | None] = []
         if cfg.include_reference:
-            runs.append(_reference_eval(cfg, cfg.model, "vanilla", forget, cells))
+            runs.append(_reference_eval(cfg, cfg.model, "vanilla", forget, cells, oracle))
             labels.append("vanilla")
             walls.append(None)
-            if cfg.oracle:
-                runs.append(_reference_eval(cfg, cfg.oracle, "oracle", forget, cells))
+            if oracle:
+                runs.append(_reference_eval(cfg, oracle, "oracle", forget, cells, oracle))
                 labels.append("oracle")
                 walls.append(None)
         for name in cfg.methods:
@@ -80,7 +123,7 @@ def compare(cfg: CompareConfig) -> Path:
             if not _cell_done(cell):
                 unlearn(UnlearnConfig(bench=cfg.bench, model=cfg.model, out=str(cell), method=name, forget=forget,
                                       target=cfg.target, seed=cfg.seed, params=dict(cfg.params.get(name, {})),
-                                      eval_limit=cfg.eval_limit, judge=cfg.judge, oracle=cfg.oracle,
+                                      eval_limit=cfg.eval_limit, judge=cfg.judge, oracle=oracle,
                                       overwrite=cell.exists(), progress=cfg.progress,
                                       shared_dir=str(cells / ".shared")))
             runs.append(cell / "eval")

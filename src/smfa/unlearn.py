@@ -86,6 +86,10 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     bench = Bench.load(cfg.bench)
     data = select_data(bench, str(cfg.forget), cfg.target, cfg.anchor_size, cfg.seed,
                        with_preserve=getattr(method, "needs_preserve", False))
+    if cfg.oracle and cfg.evaluate:
+        from smfa.eval.pipeline import check_oracle
+
+        check_oracle(cfg.oracle, bench, str(cfg.forget))  # before any training
     vanilla = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
     with atomic_run_dir(Path(cfg.out), overwrite=cfg.overwrite) as stage:
         ctx = UnlearnContext(bench=bench, vanilla=vanilla, data=data, target=cfg.target, seed=cfg.seed,

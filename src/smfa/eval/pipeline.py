@@ -116,6 +116,40 @@ def _forget_memory_sets(sets: dict[str, list[Question]], target: str) -> tuple[s
     return tuple(f"forget/{k}" for k in kinds if f"forget/{k}" in sets)
 
 
+def oracle_left_out(oracle: str | Path, bench: Any) -> set[str]:
+    """The known people an oracle run never saw, read from its ``manifest.json`` (``smfa finetune --people
+    retain --forget F`` records F); an oracle without that record, or trained on another bench, is refused."""
+    from smfa.rundir import read_manifest
+
+    path = Path(oracle)
+    hint = f"train one with: smfa finetune --bench {bench.root} --people retain --forget F --out ORACLE"
+    if not (path / "manifest.json").is_file():
+        raise ConfigError(f"oracle {path} has no manifest.json saying which people it left out; {hint}")
+    manifest = read_manifest(path)
+    data = manifest.get("data") or {}
+    if manifest.get("stage") != "finetune" or data.get("people") != "retain" or not data.get("forget_left_out"):
+        raise ConfigError(f"oracle {path} is not a retain-only finetune run (its manifest records no left-out "
+                          f"forget split); {hint}")
+    checksum = (manifest.get("bench") or {}).get("checksum")
+    if checksum != bench.checksum:
+        raise ConfigError(f"oracle {path} was trained on another bench (checksum {str(checksum)[:12]}, this bench "
+                          f"{bench.checksum[:12]}); {hint}")
+    return bench.forget_people(str(data["forget_left_out"]))
+
+
+def check_oracle(oracle: str | Path, bench: Any, forget: str) -> None:
+    """Refuse an oracle that saw any evaluated forget person or left out an evaluated retain person: it is
+    the "never saw them" floor only for the forget split it left out."""
+    left_out = oracle_left_out(oracle, bench)
+    seen = bench.forget_people(forget) - left_out
+    missing = left_out & bench.retain_people(forget)
+    if seen or missing:
+        what = (f"saw {len(seen)} of the {len(bench.forget_people(forget))} forget-{forget} people" if seen
+                else f"never saw {len(missing)} retain people of forget {forget}")
+        raise ConfigError(f"oracle {oracle} {what} (it left out {len(left_out)} people); use an oracle trained "
+                          f"with --people retain --forget {forget}")
+
+
 def reference_losses(source: str, bench: Any, rows: list[Question], cfg: EvalConfig) -> list[float]:
     from smfa.eval.generate import answer_losses
     from smfa.models.loading import load_model
@@ -148,6 +182,7 @@ def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, ext
     overall = compute_overall(set_metrics, cfg.target)
     gold = None
     if cfg.oracle:
+        check_oracle(cfg.oracle, bench, forget)
         loss_rows = [r for name in loss_sets for r in sets[name]]
         mine = [g.loss for g in gens if g.set in loss_sets]
         oracle = reference_losses(cfg.oracle, bench, loss_rows, cfg)
@@ -176,7 +211,9 @@ def evaluate(cfg: EvalConfig) -> Path:
     from smfa.models.loading import load_model
 
     bench = Bench.load(cfg.bench)
-    bench.forget_people(cfg.forget)  # fail early on a bad split or attack name, before loading a model
+    bench.forget_people(cfg.forget)  # fail early on a bad split, oracle or attack name, before loading a model
+    if cfg.oracle:
+        check_oracle(cfg.oracle, bench, str(cfg.forget))
     if cfg.attacks:
         from smfa.eval.attacks import parse_attacks
 
