@@ -127,7 +127,7 @@ def test_killed_checkpoint_merge_leaves_no_complete_output(tmp_path: Path, monke
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    import smfa.sculpt as sculpt
+    import smfa.sculpt.merge as sculpt
 
     cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
                       num_key_value_heads=2)

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-import smfa.sculpt as sculpt_module
+import smfa.sculpt.merge as sculpt_merge
 from smfa.errors import ModelError, OutputError, SculptError
 from smfa.sculpt import (
     REPORT_JSON,
@@ -461,7 +461,7 @@ def test_checkpoint_errors_and_atomicity(tmp_path: Path, llama_setup, bf16_check
         sculpt_checkpoint(src, forget, anchor, existing, 1.0, progress=False)
 
     calls = {"n": 0}
-    real = sculpt_module._merge_weight
+    real = sculpt_merge._merge_weight
 
     def dies_on_third(*args, **kwargs):
         calls["n"] += 1
@@ -469,7 +469,7 @@ def test_checkpoint_errors_and_atomicity(tmp_path: Path, llama_setup, bf16_check
             raise KeyboardInterrupt  # a run killed half-way
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sculpt_module, "_merge_weight", dies_on_third)
+    monkeypatch.setattr(sculpt_merge, "_merge_weight", dies_on_third)
     before = digests(src)
     with pytest.raises(KeyboardInterrupt):
         sculpt_checkpoint(src, forget, anchor, tmp_path / "killed", 1.0, progress=False)
