@@ -487,3 +487,69 @@ def test_truncated_shard_is_reported(tmp_path: Path, llama_setup, bf16_checkpoin
     shard.write_bytes(shard.read_bytes()[:-10])
     with pytest.raises(ModelError, match=shard.name):
         sculpt_checkpoint(src, forget, anchor, tmp_path / "out", 1.0, progress=False)
+
+
+# ---- `smfa sculpt RUN --merge-to DIR` --------------------------------------------------------------------
+def fake_smfa_run(root: Path, llama_setup, hyperparameters: dict) -> Path:
+    """An unlearn run as `smfa unlearn --method smfa` leaves it, without the training: manifest + adapters."""
+    import shutil
+
+    from smfa.rundir import write_manifest
+
+    base, forget, anchor, _ = llama_setup
+    vanilla = root / "vanilla"
+    base.save_pretrained(vanilla)
+    run = root / "run"
+    shutil.copytree(forget, run / "adapters" / "forget")
+    shutil.copytree(anchor, run / "adapters" / "anchor")
+    write_manifest(run, "unlearn", {"model": str(vanilla)}, method="smfa", hyperparameters=hyperparameters)
+    return run
+
+
+def test_merge_to_uses_the_runs_k_and_mode_unless_given(tmp_path: Path, llama_setup, capsys) -> None:
+    """Bug: --merge-to sculpted with k 5, mode both whatever the run had used."""
+    from smfa.cli import main
+
+    base, forget, anchor, _ = llama_setup
+    run = fake_smfa_run(tmp_path, llama_setup, {"k": 0.5, "mode": "conflict", "dual": False})
+    assert main(["sculpt", str(run), "--merge-to", str(tmp_path / "merged")]) == 0
+    config = json.loads((tmp_path / "merged" / "manifest.json").read_text())["config"]
+    assert (config["k"], config["mode"]) == (0.5, "conflict")
+    expected = copy.deepcopy(base)
+    merge_sculpted_into(expected, forget, anchor, 0.5, "conflict", progress=False)
+    got = load_file(tmp_path / "merged" / "model.safetensors")
+    for name, w in expected.state_dict().items():
+        assert torch.equal(got[name], w), name
+
+    assert main(["sculpt", str(run), "--merge-to", str(tmp_path / "given"), "--k", "3", "--mode", "magnitude"]) == 0
+    config = json.loads((tmp_path / "given" / "manifest.json").read_text())["config"]
+    assert (config["k"], config["mode"]) == (3.0, "magnitude")
+
+    ties_like = fake_smfa_run(tmp_path / "ties", llama_setup, {"density": 0.8})  # a run that records no k
+    assert main(["sculpt", str(ties_like), "--merge-to", str(tmp_path / "none")]) == 2
+    assert "give --k and --mode" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
+def test_merge_to_writes_everything_before_the_rename(tmp_path: Path, llama_setup, monkeypatch) -> None:
+    """Bug: merge_to_checkpoint wrote a report into the output after sculpt_checkpoint had renamed it into place."""
+    import os
+
+    from smfa.sweep import merge_to_checkpoint
+
+    run = fake_smfa_run(tmp_path, llama_setup, {"k": 1.0, "mode": "both"})
+    out = tmp_path / "merged"
+    staged: dict[str, set[str]] = {}
+    real_replace = os.replace
+
+    def spy(src, dst, *args, **kwargs):  # the atomic rename of a whole directory: what it holds then
+        if Path(src).is_dir():
+            staged[str(dst)] = {str(p.relative_to(src)) for p in Path(src).rglob("*")}
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", spy)
+    merge_to_checkpoint(run, 1.0, "both", out)
+    assert staged.keys() == {str(out.resolve())}
+    assert {str(p.relative_to(out)) for p in out.rglob("*")} == staged[str(out.resolve())]
+    assert json.loads((out / "manifest.json").read_text())["source_run"] == str(run)
+    assert {REPORT_JSON, REPORT_MD} <= staged[str(out.resolve())]

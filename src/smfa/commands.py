@@ -188,12 +188,12 @@ def _sculpt(args: argparse.Namespace) -> int:
     from smfa.sweep import SweepConfig, merge_to_checkpoint, sculpt_sweep
 
     if args.merge_to:
-        ks = _floats(args.k) if args.k else (5.0,)
+        ks = _floats(args.k) if args.k else (None,)  # None: the run's own k (and mode), from its manifest
         if len(ks) != 1:
             from smfa.errors import ConfigError
 
             raise ConfigError("--merge-to writes one checkpoint: give exactly one --k")
-        out = merge_to_checkpoint(args.run, ks[0], args.mode or "both", args.merge_to, bool(args.overwrite))
+        out = merge_to_checkpoint(args.run, ks[0], args.mode, args.merge_to, bool(args.overwrite))
         print(f"sculpted checkpoint written to {out} (out of core)")
         return 0
     over = {"run": args.run, "ks": _floats(args.k) if args.k else None, "mode": args.mode, "out": args.out,
@@ -216,7 +216,8 @@ def _add_sculpt(sub: Any) -> None:
     p.add_argument("--mode", choices=["none", "conflict", "magnitude", "both"], help="mask (default both)")
     p.add_argument("--out", help="output directory (default RUN/sweep-MODE)")
     p.add_argument("--merge-to", dest="merge_to", help="instead of a sweep: sculpt with one --k into the vanilla "
-                   "checkpoint on disk, shard by shard (out of core), writing a new checkpoint here")
+                   "checkpoint on disk, shard by shard (out of core), writing a new checkpoint here; "
+                   "--k and --mode default to the run's own")
     p.add_argument("--limit", type=int, help="questions per evaluation set (default 200)")
     p.add_argument("--judge", choices=["offline", "openai"])
     p.add_argument("--all-sets", dest="all_sets", action="store_true",

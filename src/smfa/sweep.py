@@ -58,25 +58,44 @@ def _markdown(rows: list[dict[str, Any]], mode: str, run: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def merge_to_checkpoint(run: str | Path, k: float, mode: str, out: str | Path, overwrite: bool = False) -> Path:
-    """Sculpt an SMFA run's adapters with one k into its vanilla *checkpoint on disk*, out of core (shard by
-    shard, about one weight matrix in memory): how a 7B model is unlearned on a 24 GB machine."""
+def _adapter_run(run: Path) -> dict[str, Any]:
+    """The manifest of an unlearn run that kept its adapters (SMFA, TIES); a ConfigError for any other run."""
+    from smfa.methods.smfa import ANCHOR_ADAPTER, FORGET_ADAPTER, adapters_dir
+
+    manifest = read_manifest(run)
+    if manifest.get("stage") != "unlearn" or not (adapters_dir(run) / ANCHOR_ADAPTER).is_dir():
+        raise ConfigError(f"{run} is not an SMFA/TIES unlearn run with saved adapters (adapters/{FORGET_ADAPTER}, adapters/{ANCHOR_ADAPTER})")
+    return manifest
+
+
+def merge_to_checkpoint(run: str | Path, k: float | None, mode: str | None, out: str | Path, overwrite: bool = False) -> Path:
+    """Sculpt an SMFA run's adapters into its vanilla *checkpoint on disk*, out of core (shard by shard,
+    about one weight matrix in memory): how a 7B model is unlearned on a 24 GB machine.
+
+    ``k`` and ``mode`` default to the run's own (its manifest's hyper-parameters), so the checkpoint equals
+    the run's merged model; the dual variant's ``k_text`` is always the run's."""
     from smfa.methods.smfa import ANCHOR_ADAPTER, FORGET_ADAPTER, FORGET_TEXT_ADAPTER, adapters_dir
     from smfa.models.loading import model_dir_of
-    from smfa.sculpt import sculpt_checkpoint, write_sculpt_report
+    from smfa.sculpt import sculpt_checkpoint
 
     run = Path(run)
-    manifest = read_manifest(run)
+    manifest = _adapter_run(run)
     hp = manifest.get("hyperparameters", {})
+    if k is None:
+        k = hp.get("k")
+    if mode is None:
+        mode = hp.get("mode")
+    if k is None or mode is None:
+        raise ConfigError(f"{run} records no SMFA k and mode (method {manifest.get('method')!r}): give --k and --mode")
     dual = bool(hp.get("dual")) and (adapters_dir(run) / FORGET_TEXT_ADAPTER).is_dir()
     src = model_dir_of(manifest["config"]["model"])
     if src is None:
         raise ConfigError(f"the vanilla model {manifest['config']['model']} of {run} is not a local directory")
-    report = sculpt_checkpoint(src, adapters_dir(run) / FORGET_ADAPTER, adapters_dir(run) / ANCHOR_ADAPTER, out, float(k),
-                               mode, overwrite=overwrite,
-                               forget_adapter_dir2=adapters_dir(run) / FORGET_TEXT_ADAPTER if dual else None,
-                               k2=float(hp.get("k_text", 10.0)) if dual else None)
-    write_sculpt_report(report, Path(out) / "sculpt")
+    sculpt_checkpoint(src, adapters_dir(run) / FORGET_ADAPTER, adapters_dir(run) / ANCHOR_ADAPTER, out, float(k), mode,
+                      overwrite=overwrite,
+                      forget_adapter_dir2=adapters_dir(run) / FORGET_TEXT_ADAPTER if dual else None,
+                      k2=float(hp.get("k_text", 10.0)) if dual else None,
+                      manifest_extra={"source_run": str(run)})
     return Path(out)
 
 
@@ -89,9 +108,7 @@ def sculpt_sweep(cfg: SweepConfig) -> Path:
     from smfa.sculpt import merge_sculpted_into, write_sculpt_report
 
     run = Path(cfg.run)
-    manifest = read_manifest(run)
-    if manifest.get("stage") != "unlearn" or not (adapters_dir(run) / ANCHOR_ADAPTER).is_dir():
-        raise ConfigError(f"{run} is not an SMFA/TIES unlearn run with saved adapters (adapters/{FORGET_ADAPTER}, adapters/{ANCHOR_ADAPTER})")
+    manifest = _adapter_run(run)
     if not cfg.ks:
         raise ConfigError("--k needs at least one value")
     ucfg = manifest["config"]

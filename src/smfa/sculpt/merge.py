@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -179,6 +180,7 @@ def sculpt_checkpoint(
     forget_adapter_dir2: str | Path | None = None,
     k2: float | None = None,
     eps: float = EPS,
+    manifest_extra: Mapping[str, Any] | None = None,
 ) -> SculptReport:
     """Sculpt and merge into a saved HF checkpoint, out of core: ``out_dir = src_dir + ΔW'_f``.
 
@@ -189,7 +191,8 @@ def sculpt_checkpoint(
     weight matrix plus small blocks, whatever the model or shard size. Adapter modules are matched to
     checkpoint tensors by :func:`resolve_targets`, so an adapter trained on the transformers LLaVA layout
     merges into a legacy one. The output appears atomically (a killed run leaves no ``out_dir``) and holds
-    ``sculpt_report.json``/``.md`` and ``manifest.json``.
+    ``sculpt_report.json``/``.md`` and ``manifest.json`` (with ``manifest_extra``'s keys added): everything
+    is written before the rename, nothing after.
     """
     started = time.perf_counter()
     src = Path(src_dir).expanduser().resolve()
@@ -238,5 +241,6 @@ def sculpt_checkpoint(
             config={"src_dir": src, "forget_adapter_dir": forget_adapter_dir, "anchor_adapter_dir": anchor_adapter_dir,
                     "forget_adapter_dir2": forget_adapter_dir2, "k": k, "k2": k2, "mode": mode, "eps": eps},
             adapter_digests={str(a.path): file_digest(a.path / ADAPTER_WEIGHTS) for a in adapters},
+            **dict(manifest_extra or {}),
         )
     return report
