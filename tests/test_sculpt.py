@@ -410,9 +410,12 @@ def test_checkpoint_equals_in_memory_merge_and_leaves_source_alone(tmp_path: Pat
     assert got.dtype == torch.bfloat16
     for name, w in got.state_dict().items():
         assert torch.equal(w, expected.state_dict()[name]), name
-    assert report.views[0].modules == ref_report.views[0].modules or mode == "both"
-    for m, s in report.views[0].modules.items():
-        assert s.share_masked == pytest.approx(ref_report.views[0].modules[m].share_masked)
+    # One kernel on the same bf16 weights and factors: every module's stats (shares, ρ, norms, cosine) agree
+    # exactly, in every mode.
+    assert report.views[0].modules == ref_report.views[0].modules
+    assert report.views[0].modules.keys() == set(report.targets)
+    masked = report.views[0].totals().share_masked
+    assert (masked > 0.05) if mode == "both" else (masked == 0)  # measured: mode both, k 1 masks 23 %
 
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer_config.json",
