@@ -42,3 +42,41 @@ def test_idk_and_smfa_share_the_mfa_in_both_settings() -> None:
     for target in ("all", "visual"):
         s, i = asdict(get_method("smfa").config(target=target)), asdict(get_method("idk").config(target=target))
         assert {k: s[k] for k in keys} == {k: i[k] for k in keys}, target
+
+
+def test_ties_trains_the_same_adapters_as_smfa_in_both_settings() -> None:
+    """TIES vs SMFA compares merge rules only if both merge the same MFA and RA."""
+    from dataclasses import fields
+
+    from smfa.methods.smfa import AdapterPairConfig
+
+    keys = [f.name for f in fields(AdapterPairConfig)]
+    assert "anchor_repeat" in keys and "anchor_epochs" in keys
+    for target in ("all", "visual"):
+        s, t = asdict(get_method("smfa").config(target=target)), asdict(get_method("ties").config(target=target))
+        assert {k: s[k] for k in keys} == {k: t[k] for k in keys}, target
+
+
+@pytest.mark.parametrize("field,value", [("k", 5.0), ("mode", "both"), ("dual", True), ("k_text", 10.0)])
+def test_ties_refuses_smfa_sculpting_fields(field: str, value: object) -> None:
+    """TIESConfig used to inherit SMFAConfig: it took k, mode, dual and k_text and silently ignored them."""
+    from smfa.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"unknown TIESConfig field\(s\) {field};"):
+        get_method("ties").config(overrides={field: value})
+
+
+@pytest.mark.parametrize("bad", [{"density": 5.0}, {"density": 0.0}, {"majority_sign_method": "bogus"},
+                                 {"forget_weight": float("nan")}, {"anchor_repeat": 0}])
+def test_bad_ties_values_fail_before_any_training(bad: dict) -> None:
+    """density=5.0 was accepted; majority_sign_method='bogus' failed only after both adapters were trained."""
+    from smfa.errors import ConfigError
+    from smfa.unlearn import UnlearnConfig, unlearn
+
+    (name,) = bad
+    with pytest.raises(ConfigError, match=name):
+        get_method("ties").config(overrides=bad)
+    # unlearn checks the hyper-parameters first: before the (here missing) bench or model is even opened.
+    with pytest.raises(ConfigError, match=name):
+        unlearn(UnlearnConfig(bench="/nonexistent/bench", model="/nonexistent/model", out="/nonexistent/out",
+                              method="ties", params=bad, progress=False))

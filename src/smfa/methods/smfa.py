@@ -27,13 +27,27 @@ ANCHOR_ADAPTER = "anchor"  # adapters/anchor: the RA
 
 
 @dataclass
-class SMFAConfig(MethodConfig):
+class AdapterPairConfig(MethodConfig):
+    """How the two adapters are trained: the MFA (the ``MethodConfig`` fields + ``anchor_repeat``) and the RA.
+    SMFA and TIES train the same pair and differ only in how they merge it."""
+
+    anchor_epochs: float = 20.0  # RA epochs over D_r^few (few examples: more passes than the MFA)
+    anchor_repeat: int = 1  # D_r^few repeated this many times in the MFA's data (balances a large forget set)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.anchor_epochs > 0:
+            raise ConfigError(f"{type(self).__name__}: anchor_epochs must be > 0, got {self.anchor_epochs!r}")
+        if self.anchor_repeat < 1:
+            raise ConfigError(f"{type(self).__name__}: anchor_repeat must be >= 1, got {self.anchor_repeat!r}")
+
+
+@dataclass
+class SMFAConfig(AdapterPairConfig):
     k: float = 5.0  # sculpt strength: larger k ⇒ fewer entries masked ⇒ stronger forgetting; k = 0 masks every conflict
     mode: str = "both"  # none (= IDK tuning) | conflict | magnitude | both
     dual: bool = False  # two MFAs (image view, text view) sculpted with k and k_text, averaged
     k_text: float = 10.0  # k of the text-view MFA in dual mode (authors: image 5, text 10)
-    anchor_epochs: float = 20.0  # RA epochs over D_r^few (few examples: more passes than the MFA)
-    anchor_repeat: int = 1  # D_r^few repeated this many times in the MFA's data (balances a large forget set)
 
     def __post_init__(self) -> None:
         import math
@@ -45,8 +59,6 @@ class SMFAConfig(MethodConfig):
                 raise ConfigError(f"SMFA {name} must be a finite number >= 0, got {value!r} (k = 0 masks every conflicting entry)")
         if self.mode not in ("none", "conflict", "magnitude", "both"):
             raise ConfigError(f"SMFA mode must be none, conflict, magnitude or both, got {self.mode!r}")
-        if self.anchor_epochs <= 0:
-            raise ConfigError(f"SMFA anchor_epochs must be > 0, got {self.anchor_epochs!r}")
 
 
 def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
@@ -95,7 +107,7 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
     return model
 
 
-def train_anchor(ctx: UnlearnContext, hp: SMFAConfig) -> torch.nn.Module:
+def train_anchor(ctx: UnlearnContext, hp: AdapterPairConfig) -> torch.nn.Module:
     from dataclasses import replace
 
     from smfa.data import reference_items

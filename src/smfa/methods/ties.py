@@ -4,20 +4,38 @@ deltas, module by module: ``W = W_o + TIES(ΔW_f, ΔW_a)``."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
+from smfa.errors import ConfigError
 from smfa.methods.base import Method, UnlearnContext, register_method
-from smfa.methods.smfa import ANCHOR_ADAPTER, FORGET_ADAPTER, SMFAConfig, adapters_dir, train_anchor, train_mfa
+from smfa.methods.smfa import ANCHOR_ADAPTER, FORGET_ADAPTER, AdapterPairConfig, adapters_dir, train_anchor, train_mfa
+
+MAJORITY_SIGN_METHODS = ("total", "frequency")  # PEFT's choices for the sign election
 
 
 @dataclass
-class TIESConfig(SMFAConfig):
+class TIESConfig(AdapterPairConfig):
+    """The MFA and RA are trained exactly as SMFA's (same fields, same shipped values), so a TIES-vs-SMFA
+    comparison isolates the merge rule; SMFA's sculpting fields (k, mode, dual, k_text) are not accepted."""
+
     density: float = 0.5  # share of each task vector's largest-magnitude entries kept before the sign election
     forget_weight: float = 1.0  # weight of the MFA task vector
     anchor_weight: float = 1.0  # weight of the RA task vector
     majority_sign_method: str = "total"  # PEFT: "total" (sum of values) or "frequency" (count of signs)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.density <= 1:
+            raise ConfigError(f"TIES density is the share of entries kept, in (0, 1]; got {self.density!r}")
+        for name in ("forget_weight", "anchor_weight"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"TIES {name} must be a finite number, got {getattr(self, name)!r}")
+        if self.majority_sign_method not in MAJORITY_SIGN_METHODS:
+            raise ConfigError(f"TIES majority_sign_method must be one of {', '.join(MAJORITY_SIGN_METHODS)}; "
+                              f"got {self.majority_sign_method!r}")
 
 
 def ties_delta(delta_forget: torch.Tensor, delta_anchor: torch.Tensor, hp: TIESConfig) -> torch.Tensor:
