@@ -58,6 +58,17 @@ GRIDS_VISUAL: dict[str, dict[str, list[Any]]] = {
 LEAK_TARGET = 0.10
 
 
+def grid_for(method: str, target: str = "all") -> dict[str, list[Any]]:
+    """The search grid of ``method``: its visual-setting grid with ``--target visual`` if it has one, else
+    its ``all`` grid. A method without a grid is an error naming the methods that have one."""
+    if target == "visual" and method in GRIDS_VISUAL:
+        return GRIDS_VISUAL[method]
+    if method in GRIDS:
+        return GRIDS[method]
+    raise SystemExit(f"no search grid for method {method!r}; methods with one: {', '.join(sorted(GRIDS))} "
+                     "(add it to GRIDS in scripts/tune_on_validation.py)")
+
+
 def _ratio(a: float | None, b: float | None) -> float:
     return 0.0 if a is None or not b else min(1.0, a / b)
 
@@ -96,7 +107,8 @@ def main() -> None:
     p.add_argument("--eval-limit", type=int, default=60)
     p.add_argument("--target", choices=["all", "visual"], default="all")
     args = p.parse_args()
-    grids = GRIDS_VISUAL if args.target == "visual" else GRIDS
+    methods = args.methods.split(",") if args.methods else list(GRIDS_VISUAL if args.target == "visual" else GRIDS)
+    method_grids = {method: grid_for(method, args.target) for method in methods}  # before any evaluation
 
     from smfa.eval.pipeline import EvalConfig, evaluate
     from smfa.eval.schema import load_metrics
@@ -111,9 +123,7 @@ def main() -> None:
                             target=args.target, overwrite=True, progress=False))
     v = load_metrics(ref).overall
     results: dict[str, list[dict[str, Any]]] = {}
-    methods = args.methods.split(",") if args.methods else list(grids)
-    for method in methods:
-        grid = grids.get(method, GRIDS[method])
+    for method, grid in method_grids.items():
         rows: list[dict[str, Any]] = []
         if method == "smfa":
             mfa_keys = [key for key in grid if key != "k"]

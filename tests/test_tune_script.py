@@ -1,0 +1,43 @@
+"""scripts/tune_on_validation.py: every method's search grid is found (or refused with a clear message)
+before any evaluation starts."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from smfa.methods import method_names
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "tune_on_validation.py"
+
+
+@pytest.fixture(scope="module")
+def tune():
+    spec = importlib.util.spec_from_file_location("tune_on_validation", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_method_has_a_grid_in_both_settings(tune) -> None:
+    for method in method_names():
+        assert tune.grid_for(method, "all") == tune.GRIDS[method]
+        expected = tune.GRIDS_VISUAL.get(method, tune.GRIDS[method])  # visual grid where there is one
+        assert tune.grid_for(method, "visual") == expected
+
+
+def test_a_method_without_a_grid_is_refused(tune) -> None:
+    """Bug: ``grids.get(method, GRIDS[method])`` raised a bare KeyError for any method missing from GRIDS."""
+    with pytest.raises(SystemExit, match="no search grid for method 'bogus'; methods with one: .*smfa"):
+        tune.grid_for("bogus", "visual")
+
+
+def test_the_script_refuses_it_before_evaluating(tune, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["tune", "--bench", str(tmp_path / "no-bench"), "--model", str(tmp_path / "no-model"),
+                                      "--out", str(tmp_path / "out"), "--methods", "smfa,bogus"])
+    with pytest.raises(SystemExit, match="no search grid for method 'bogus'"):
+        tune.main()
+    assert not (tmp_path / "out").exists()  # refused before the vanilla's evaluation
