@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from smfa.errors import ConfigError
+from smfa.errors import ConfigError, SmfaError
 from smfa.losses import (
     IGNORE_INDEX,
     accumulate_fisher,
@@ -60,16 +60,31 @@ def test_answer_nll_per_sequence_and_empty_sequences():
     assert answer_nll(logits2, labels2).item() == pytest.approx(1.5 * LN2)
 
 
+def test_shape_errors_are_programming_errors_with_a_traceback():
+    """Bug: a wrong tensor shape raised ConfigError, which the CLI prints as a one-line "your input is wrong"
+    (exit 2) and so hides the traceback of what is a bug in the calling code."""
+    logits, labels = forget_example()
+    calls = [lambda: answer_nll(logits[0], labels), lambda: answer_nll(logits, labels[:, :2]),
+             lambda: kl_retain(logits, logits[:, :2], labels), lambda: npo_loss(torch.zeros(2), torch.zeros(3), 0.1),
+             lambda: saliency_mask({"a": torch.ones(2)}, {"a": torch.ones(3)})]
+    for call in calls:
+        with pytest.raises(ValueError) as info:
+            call()
+        assert not isinstance(info.value, SmfaError)
+    with pytest.raises(ConfigError, match="beta"):  # a recipe's hyper-parameter stays a one-line user error
+        npo_loss(torch.zeros(2), torch.zeros(2), 0.0)
+
+
 def test_answer_nll_rejects_a_batch_without_answer_tokens_and_bad_arguments():
     logits, labels = forget_example()
-    with pytest.raises(ConfigError, match="no answer tokens"):
+    with pytest.raises(ValueError, match="no answer tokens"):
         answer_nll(logits, torch.full_like(labels, IGNORE_INDEX))
     assert answer_nll(logits, torch.full_like(labels, IGNORE_INDEX), reduction="sum").item() == 0.0
-    with pytest.raises(ConfigError, match="reduction"):
+    with pytest.raises(ValueError, match="reduction"):
         answer_nll(logits, labels, reduction="avg")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="labels must be"):
+    with pytest.raises(ValueError, match="labels must be"):
         answer_nll(logits, labels[:, :2])
-    with pytest.raises(ConfigError, match="batch, seq_len, vocab"):
+    with pytest.raises(ValueError, match="batch, seq_len, vocab"):
         answer_nll(logits[0], labels)
 
 
@@ -110,7 +125,7 @@ def test_ga_diff_loss_combines_forget_ascent_and_retain_descent():
     retain_labels = torch.tensor([[IGNORE_INDEX, 1, 1]])
     value = ga_diff_loss(forget_logits, forget_labels, retain_logits, retain_labels, retain_weight=2.0)
     assert value.item() == pytest.approx(-1.5 * LN2 + 2 * LN2)
-    with pytest.raises(ConfigError, match="retain_weight"):
+    with pytest.raises(ValueError, match="retain_weight"):
         ga_diff_loss(forget_logits, forget_labels, retain_logits, retain_labels, retain_weight=-1.0)
 
 
@@ -152,7 +167,7 @@ def test_kl_retain_sends_no_gradient_to_the_reference():
     kl_retain(current, reference, labels).backward()
     assert reference.grad is None
     assert current.grad is not None and current.grad[0, 2].abs().sum() == 0  # non-answer position
-    with pytest.raises(ConfigError, match="same batch"):
+    with pytest.raises(ValueError, match="same batch"):
         kl_retain(current, reference[:, :2], labels)
 
 
@@ -216,7 +231,7 @@ def test_npo_rejects_bad_beta(beta):
 
 
 def test_npo_rejects_mismatched_shapes():
-    with pytest.raises(ConfigError, match=r"\[batch\]"):
+    with pytest.raises(ValueError, match=r"\[batch\]"):
         npo_loss(torch.zeros(2), torch.zeros(3), 0.1)
 
 
@@ -241,9 +256,9 @@ def test_accumulate_fisher_adds_scaled_squared_gradients_in_place():
 def test_accumulate_fisher_rejects_shape_mismatch_and_negative_scale():
     layer = torch.nn.Linear(2, 1)
     layer.weight.grad = torch.ones(1, 2)
-    with pytest.raises(ConfigError, match="own dict"):
+    with pytest.raises(ValueError, match="own dict"):
         accumulate_fisher({"weight": torch.zeros(3)}, layer.named_parameters())
-    with pytest.raises(ConfigError, match="scale"):
+    with pytest.raises(ValueError, match="scale"):
         accumulate_fisher({}, layer.named_parameters(), scale=-1.0)
 
 
@@ -263,11 +278,11 @@ def test_saliency_mask_and_share_on_small_dicts():
 
 def test_saliency_mask_errors():
     forget = {"a": torch.ones(2)}
-    with pytest.raises(ConfigError, match="different parameters"):
+    with pytest.raises(ValueError, match="different parameters"):
         saliency_mask(forget, {"b": torch.ones(2)})
-    with pytest.raises(ConfigError, match="shapes differ"):
+    with pytest.raises(ValueError, match="shapes differ"):
         saliency_mask(forget, {"a": torch.ones(3)})
     with pytest.raises(ConfigError, match="threshold"):
         saliency_mask(forget, {"a": torch.ones(2)}, threshold=0.0)
-    with pytest.raises(ConfigError, match="empty"):
+    with pytest.raises(ValueError, match="empty"):
         mask_share({})

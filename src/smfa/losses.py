@@ -11,6 +11,10 @@ Conventions shared by every function here:
 - Reference-model outputs are constants: they are detached here, so no gradient reaches the reference.
 
 Formulas follow SPEC.md, "Baselines" table (GA, GA Difference, KL Minimisation, NPO, MMUnlearner).
+
+Errors: a wrong shape, reduction or batch is a bug in the caller, so it raises ``ValueError`` (with a
+traceback); only the hyper-parameters a recipe sets and no config checks first (NPO's ``beta``,
+MMUnlearner's ``threshold``) raise :class:`ConfigError`, the one-line user error.
 """
 
 from __future__ import annotations
@@ -32,18 +36,18 @@ Reduction = Literal["mean", "sum", "none"]
 
 def _check_logits_labels(logits: Tensor, labels: Tensor, what: str = "logits") -> None:
     if logits.dim() != 3:
-        raise ConfigError(f"{what} must be [batch, seq_len, vocab]; got shape {tuple(logits.shape)}")
+        raise ValueError(f"{what} must be [batch, seq_len, vocab]; got shape {tuple(logits.shape)}")
     if labels.dim() != 2 or labels.shape != logits.shape[:2]:
-        raise ConfigError(
+        raise ValueError(
             f"labels must be [batch, seq_len] matching {what} {tuple(logits.shape[:2])}; got {tuple(labels.shape)}"
         )
     if labels.shape[1] < 2:
-        raise ConfigError(f"sequences must have at least 2 positions to predict a next token; got {labels.shape[1]}")
+        raise ValueError(f"sequences must have at least 2 positions to predict a next token; got {labels.shape[1]}")
 
 
 def _check_weight(name: str, value: float) -> None:
     if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name} must be a finite number >= 0; got {value!r}")
+        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
 
 
 def answer_mask(labels: Tensor) -> Tensor:
@@ -72,7 +76,7 @@ def answer_nll(logits: Tensor, labels: Tensor, reduction: Reduction = "mean") ->
     ``NLL = -(1/N) Σ_{b,t: label ≠ -100} log p_θ(y_{b,t+1} | x_{b,≤t})``, N = number of answer tokens.
 
     - ``"mean"``: the token-level mean over the whole batch (what HF's loss gives). A batch with no
-      answer token at all raises :class:`ConfigError` (its mean is undefined; it means every answer
+      answer token at all raises ``ValueError`` (its mean is undefined; it means every answer
       was truncated away or masked).
     - ``"sum"``: the sum over all answer tokens (0 for a batch without answer tokens).
     - ``"none"``: per-sequence mean ``[B]``. A sequence without answer tokens gets 0 (it carries no
@@ -86,7 +90,7 @@ def answer_nll(logits: Tensor, labels: Tensor, reduction: Reduction = "mean") ->
     if reduction == "mean":
         count = int(mask.sum())
         if count == 0:
-            raise ConfigError(
+            raise ValueError(
                 "the batch has no answer tokens (every label is -100): check the answer-only label masking, "
                 "or raise max_length so answers are not truncated away"
             )
@@ -94,7 +98,7 @@ def answer_nll(logits: Tensor, labels: Tensor, reduction: Reduction = "mean") ->
     if reduction == "none":
         counts = mask.sum(dim=-1)
         return nll.sum(dim=-1) / counts.clamp(min=1)
-    raise ConfigError(f"reduction must be 'mean', 'sum' or 'none'; got {reduction!r}")
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none'; got {reduction!r}")
 
 
 def sequence_logprob(logits: Tensor, labels: Tensor) -> Tensor:
@@ -134,14 +138,14 @@ def kl_retain(current_logits: Tensor, reference_logits: Tensor, labels: Tensor) 
     vanilla model had it. ``reference_logits`` is detached."""
     _check_logits_labels(current_logits, labels, "current_logits")
     if reference_logits.shape != current_logits.shape:
-        raise ConfigError(
+        raise ValueError(
             f"reference_logits {tuple(reference_logits.shape)} must match current_logits "
             f"{tuple(current_logits.shape)}: run both models on the same batch"
         )
     mask = answer_mask(labels)
     count = int(mask.sum())
     if count == 0:
-        raise ConfigError(
+        raise ValueError(
             "the retain batch has no answer tokens (every label is -100): check the answer-only label masking, "
             "or raise max_length so answers are not truncated away"
         )
@@ -181,12 +185,12 @@ def npo_loss(logprob_current: Tensor, logprob_reference: Tensor, beta: float) ->
     if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
         raise ConfigError(f"NPO beta must be a finite number > 0 (SPEC uses 0.1–0.4); got {beta!r}")
     if logprob_current.dim() != 1 or logprob_current.shape != logprob_reference.shape:
-        raise ConfigError(
+        raise ValueError(
             "logprob_current and logprob_reference must both be [batch] (one log-likelihood per sequence); "
             f"got {tuple(logprob_current.shape)} and {tuple(logprob_reference.shape)}"
         )
     if logprob_current.numel() == 0:
-        raise ConfigError("npo_loss got an empty batch")
+        raise ValueError("npo_loss got an empty batch")
     log_ratio = logprob_current.float() - logprob_reference.detach().float()
     return (-(2.0 / beta) * F.logsigmoid(-beta * log_ratio)).mean()
 
@@ -210,7 +214,7 @@ def accumulate_fisher(
             fisher[name] = squared
             continue
         if fisher[name].shape != squared.shape:
-            raise ConfigError(
+            raise ValueError(
                 f"Fisher entry {name!r} has shape {tuple(fisher[name].shape)} but the gradient has "
                 f"{tuple(squared.shape)}: accumulate each model into its own dict"
             )
@@ -231,10 +235,10 @@ def saliency_mask(
     if not math.isfinite(threshold) or threshold <= 0:
         raise ConfigError(f"saliency threshold must be a finite number > 0 (MMUnlearner uses 1.0); got {threshold!r}")
     if not math.isfinite(eps) or eps <= 0:
-        raise ConfigError(f"eps must be a finite number > 0; got {eps!r}")
+        raise ValueError(f"eps must be a finite number > 0; got {eps!r}")
     missing = sorted(set(fisher_forget) ^ set(fisher_preserve))
     if missing:
-        raise ConfigError(
+        raise ValueError(
             f"forget and preserve Fisher dicts name different parameters ({missing[:5]}"
             f"{' ...' if len(missing) > 5 else ''}): compute both on the same trainable parameters"
         )
@@ -242,7 +246,7 @@ def saliency_mask(
     for name, forget in fisher_forget.items():
         preserve = fisher_preserve[name]
         if forget.shape != preserve.shape:
-            raise ConfigError(
+            raise ValueError(
                 f"Fisher shapes differ for {name!r}: forget {tuple(forget.shape)} vs preserve {tuple(preserve.shape)}"
             )
         ratio = forget.float() / (preserve.float().to(forget.device) + eps)
@@ -254,5 +258,5 @@ def mask_share(mask: Mapping[str, Tensor]) -> float:
     """Share of masked entries over all entries of all parameters in ``mask`` (0.0–1.0)."""
     total = sum(m.numel() for m in mask.values())
     if total == 0:
-        raise ConfigError("the mask is empty (no parameters): compute the Fisher on at least one trainable parameter")
+        raise ValueError("the mask is empty (no parameters): compute the Fisher on at least one trainable parameter")
     return sum(int(m.sum()) for m in mask.values()) / total
