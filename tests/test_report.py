@@ -68,6 +68,21 @@ def test_write_eval_report_has_sets_overall_gold_and_attacks(tmp_path):
     assert "| `relearn` | 0.4 | 20 |" in text
 
 
+def test_the_oracle_test_is_named_for_what_it_is(tmp_path, two_runs):
+    """Bug: a KS test on per-question answer NLL was labelled TOFU's forget quality (a test on truth ratios)."""
+    import smfa.eval.gold as gold
+
+    m = _fake_metrics(0.05, 0.8, gold=GoldStandard(0.35, 1e-6, 40, "runs/oracle"))
+    text = write_eval_report(m, tmp_path).read_text()
+    assert "Kolmogorov-Smirnov test between this model's and the oracle's per-question answer NLL" in text
+    assert "| model | forget NLL KS p | n |" in text
+    assert text.lower().count("forget quality") == text.count("Not TOFU's forget quality") == 1
+    md = compare_runs(list(two_runs), ["Vanilla", "SMFA"], tmp_path / "cmp")["markdown"].read_text()
+    assert "Forget NLL KS p ↑" in md.splitlines()[4] and "forget quality" not in md.lower()
+    for doc in (gold.__doc__, gold.forget_quality.__doc__, GoldStandard.__doc__):
+        assert "answer NLL" in doc and "TOFU's forget quality:" not in doc and "as TOFU measures it" not in doc
+
+
 def test_eval_report_labels_the_visual_setting(tmp_path):
     text = write_eval_report(_fake_metrics(0.05, 0.8, target="visual"), tmp_path).read_text()
     assert "setting: **visual**" in text
@@ -83,7 +98,7 @@ def test_compare_runs_writes_markdown_and_pngs(two_runs, tmp_path):
     header = md.splitlines()[4]
     for column in ("Forget I-Und ↑", "Forget I-Mem ↓", "Forget T-Mem ↓", "Retain I-Und ↑", "Retain I-Mem ↑",
                    "Retain T-Mem ↑", "Overall I-Und ↑", "Overall Memory ↑", "Meaningful ↑", "General VQA ↑",
-                   "Forget leak image ↓", "Forget leak text ↓", "Forget quality ↑", "Wall time"):
+                   "Forget leak image ↓", "Forget leak text ↓", "Forget NLL KS p ↑", "Wall time"):
         assert column in header
     smfa_row = next(line for line in md.splitlines() if line.startswith("| SMFA |"))
     assert smfa_row.startswith("| SMFA | all | 75.0 | 5.0 | 15.0 | 80.0 | 90.0 | 85.0 | 77.5 | 77.5 |")

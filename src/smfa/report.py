@@ -2,7 +2,7 @@
 table (``compare.md``) with method bars and a forgetting/understanding trade-off plot, and the k-sweep plot.
 
 Accuracies, rates and memory are shown in % (Overall Memory in percentage points), Fact and Meaningful on
-their 0-10 scale, forget quality as a p-value. ``–`` marks a value whose sets were not evaluated. Plots
+their 0-10 scale, the forget-answer NLL KS test as a p-value. ``–`` marks a value whose sets were not evaluated. Plots
 are written with matplotlib's Agg canvas (no display needed); every file is written atomically.
 """
 
@@ -162,11 +162,12 @@ def eval_report_markdown(metrics: Metrics) -> str:
             "",
             "## Gold standard (oracle trained on retain only)",
             "",
-            "Forget quality: KS-test p-value between this model's and the oracle's per-question losses on the "
-            "forget questions (higher = closer to never having seen the forget people).",
+            "Forget NLL KS p: p-value of a two-sample Kolmogorov-Smirnov test between this model's and the oracle's "
+            "per-question answer NLL on the forget questions (higher = closer to never having seen the forget "
+            "people). Not TOFU's forget quality, which runs the test on truth ratios.",
             "",
             _table(
-                ["model", "forget quality", "n"],
+                ["model", "forget NLL KS p", "n"],
                 [["this model", _pvalue(g.forget_quality), str(g.n)]]
                 + ([["vanilla", _pvalue(g.vanilla_forget_quality), str(g.n)]] if g.vanilla_forget_quality is not None else []),
             ),
@@ -245,7 +246,7 @@ def compare_markdown(metrics: Sequence[Metrics], labels: Sequence[str], wall_tim
     header = ["Method", "Setting", *(c.header for c in MAIN_COLUMNS)]
     if metrics and all(m.target == "visual" for m in metrics):  # name-only questions are kept there
         header = [VISUAL_HEADERS.get(h, h) for h in header]
-    header += ["Forget quality ↑"] if has_gold else []
+    header += ["Forget NLL KS p ↑"] if has_gold else []
     header += ["Wall time"] if has_time else []
     rows = []
     for i, (m, label) in enumerate(zip(metrics, labels)):
@@ -261,8 +262,8 @@ def compare_markdown(metrics: Sequence[Metrics], labels: Sequence[str], wall_tim
         "# Method comparison",
         "",
         f"Forget split: {', '.join(forgets)}. Judge: {', '.join(judges)}. Values in % (Overall Memory in percentage "
-        "points = retain memory − forget memory), Meaningful on 0-10, forget quality is a KS-test p-value against "
-        "the oracle. ↑ higher is better, ↓ lower is better.",
+        "points = retain memory − forget memory), Meaningful on 0-10, Forget NLL KS p is the p-value of a KS test "
+        "between the model's and the oracle's per-question answer NLL on the forget questions. ↑ higher is better, ↓ lower is better.",
         "",
         _table(header, rows),
     ]

@@ -1,9 +1,11 @@
 """Gold standard and membership inference from per-question answer losses.
 
-* :func:`forget_quality` — TOFU's forget quality: the p-value of a two-sample Kolmogorov-Smirnov test
-  between the unlearned model's and the oracle's (trained on retain only) per-question losses on the
-  forget questions. High p (near 1): the two loss distributions cannot be told apart, i.e. the model
-  behaves as if it never saw the forget people; low p: it still differs (usually: still remembers).
+* :func:`forget_quality` — a KS test on answer NLL: the p-value of a two-sample Kolmogorov-Smirnov test
+  between the unlearned model's and the oracle's (trained on retain only) per-question answer NLL (mean
+  per-token loss of the reference answer) on the forget questions. High p (near 1): the two NLL
+  distributions cannot be told apart, i.e. the model behaves as if it never saw the forget people; low p:
+  it still differs (usually: still remembers). TOFU's and OpenUnlearning's "forget quality" runs the same
+  test on the truth-ratio distribution (paraphrased vs perturbed answers), so the numbers do not compare.
 * :func:`mia_auc` — loss-based membership inference: the AUC of "lower loss ⇒ member" for separating
   members (e.g. forget people, who were trained on) from non-members (people never trained on). 0.5 =
   indistinguishable (the ideal after unlearning), 1.0 = members have the lowest losses (remembered).
@@ -36,7 +38,8 @@ def _losses(values: Iterable[float | None], what: str) -> list[float]:
 
 
 def forget_quality(unlearned_losses: Sequence[float], oracle_losses: Sequence[float]) -> float:
-    """KS-test p-value between the unlearned model's and the oracle's per-question answer losses."""
+    """KS-test p-value between the unlearned model's and the oracle's per-question answer NLL (not TOFU's
+    truth-ratio forget quality; see the module docstring)."""
     a = _losses(unlearned_losses, "unlearned_losses")
     b = _losses(oracle_losses, "oracle_losses")
     return float(ks_2samp(a, b).pvalue)
@@ -76,7 +79,7 @@ def gold_standard(
     oracle: str = "",
     sets: Sequence[str] = (),
 ) -> GoldStandard:
-    """Forget quality of the unlearned model (and of the vanilla, if its losses are given) against the oracle."""
+    """The answer-NLL KS test of the unlearned model (and of the vanilla, if its losses are given) against the oracle."""
     return GoldStandard(
         forget_quality=forget_quality(unlearned_losses, oracle_losses),
         vanilla_forget_quality=None if vanilla_losses is None else forget_quality(vanilla_losses, oracle_losses),

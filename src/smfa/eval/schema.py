@@ -65,7 +65,7 @@ class Generation:
             a refusal (unanswerable questions).
         person_id: the person asked about; ``null`` for general VQA.
         is_forget_person: whether the person is in the forget split.
-        loss: mean per-token NLL of the reference answer under the model (KS forget quality, MIA); ``null``
+        loss: mean per-token NLL of the reference answer under the model (the forget-NLL KS test, MIA); ``null``
             when not computed.
     """
 
@@ -175,12 +175,13 @@ class Overall:
 
 @dataclass
 class GoldStandard:
-    """Closeness to the oracle (trained on retain only, never saw the forget people), as TOFU measures it
-    (``metrics.json["gold"]``).
+    """Closeness to the oracle (trained on retain only, never saw the forget people) as a KS test on
+    per-question answer NLL (``metrics.json["gold"]``). The key keeps TOFU's name, ``forget_quality``, but
+    TOFU's test runs on truth ratios, not on answer NLL: the numbers do not compare.
 
     Keys:
         forget_quality: p-value of the two-sample Kolmogorov-Smirnov test between the unlearned model's and
-            the oracle's per-question answer losses on the forget questions; high (near 1) = the loss
+            the oracle's per-question answer NLL on the forget questions; high (near 1) = the loss
             distributions are indistinguishable, i.e. the model looks like it never saw the forget people.
         vanilla_forget_quality: the same test for the vanilla (before unlearning) model, as the baseline the
             unlearning should improve on; ``null`` when the vanilla losses were not given.
@@ -210,7 +211,7 @@ class Metrics:
             never contains credentials).
         sets: per-set metrics, by set name (:class:`SetMetrics`).
         overall: the paper's aggregates (:class:`Overall`).
-        gold: forget quality against the oracle (:class:`GoldStandard`), ``null`` without an oracle.
+        gold: the answer-NLL KS test against the oracle (:class:`GoldStandard`), ``null`` without an oracle.
         attacks: robustness results by attack name (``prompt_prefix_injection``, ``relearn``, ``quantize_4bit``, ``mia``,
             ...), each a flat mapping of metric name to a number, string, bool or null; ``null`` when no
             attack was run.
