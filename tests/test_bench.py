@@ -131,7 +131,9 @@ def test_understanding_labels_come_from_the_renderer(bench: Bench) -> None:
         assert q.fact == ({"yes": "Yes", "no": "No"}.get(value, value))
     for q in bench.select(kinds=(UNDERSTANDING,), domain="fundus"):
         record = bench.people[q.person_id].fundus
-        expected = vocab.number_word(int(record["lesion_count"])) if q.attribute == "lesion_count" else record[q.attribute]
+        n = int(record["lesion_count"])
+        count = f"{vocab.number_word(n)} lesion{'s' * (n != 1)}"  # the count names its noun
+        expected = count if q.attribute == "lesion_count" else record[q.attribute]
         assert q.fact == expected
 
 
@@ -150,10 +152,58 @@ def test_every_template_is_used(bench: Bench) -> None:
     for (kind, domain, attribute), t in TEMPLATES.items():
         if attribute == "eye_colour":
             continue  # not asked at 32 px
-        assert len(t.train) >= 2 and len(t.paraphrase) >= 2
+        assert len(t.train) >= 12 and len(t.paraphrase) >= 6, (kind, domain, attribute)
         for phrasing, pool in ((TRAIN_PHRASING, t.train), (PARAPHRASE, t.paraphrase)):
             for i in range(len(pool)):
                 assert used[(kind, domain, attribute, phrasing, i)] > 0, (kind, domain, attribute, phrasing, i)
+
+
+def _words(text: str) -> set[str]:
+    from smfa.eval.text import normalize
+
+    return set(normalize(text.replace("{", " ").replace("}", " ")).split())
+
+
+def _frame(phrasing: str) -> str:
+    """A phrasing without its wrapper ("Quick question. {q}" → q)."""
+    from smfa.bench.phrasings import HELDOUT_WRAPPERS, TRAIN_WRAPPERS
+
+    prefixes = sorted((w.split("{q}")[0] for w in TRAIN_WRAPPERS + HELDOUT_WRAPPERS), key=len, reverse=True)
+    return next(phrasing[len(p):] for p in prefixes if phrasing.startswith(p))
+
+
+def test_heldout_phrasings_are_new_sentences_made_of_trained_words(bench: Bench) -> None:
+    """A held-out phrasing is never a training phrasing of its attribute, and every word in it occurs in the
+    training questions: a model that knows the person can answer it, one that memorised a template cannot."""
+    trained_words = set().union(*(_words(q.question) | _words(q.answer) for q in bench.training_rows()))
+    for key, t in TEMPLATES.items():
+        assert not set(t.paraphrase) & set(t.train), key
+        assert not {_frame(p) for p in t.paraphrase} & {_frame(p) for p in t.train}, key
+    asked = [q for q in bench.questions if q.phrasing == PARAPHRASE and q.person_id not in bench.holdout_people()]
+    unknown = sorted(set().union(*(_words(q.question) for q in asked)) - trained_words)
+    assert not unknown, f"held-out phrasings use words never trained on: {unknown}"
+
+
+def test_one_fact_is_trained_under_several_phrasings(bench: Bench) -> None:
+    rows = bench.training_rows()
+    per_fact = Counter((q.person_id, q.attribute) for q in rows if q.kind == TEXT_MEMORY)
+    assert min(per_fact.values()) == 4  # text_phrasings
+    phrasings = {}
+    for q in rows:
+        if q.kind == TEXT_MEMORY:
+            phrasings.setdefault((q.person_id, q.attribute), set()).add(q.question)
+    assert min(len(v) for v in phrasings.values()) == 4  # all different
+
+
+def test_the_tokenizer_never_collapses_an_input(tiny_bench_dir: Path) -> None:
+    from smfa.models.tiny import build_tokenizer, tiny_corpus
+
+    tok = build_tokenizer(tiny_corpus(Bench.load(tiny_bench_dir, verify_images=False)))
+    for text in ("Where does Zyxqwort Plimbersnatch live?", "Ça coûte 12€ — naïve café 😀", "ASSISTANT: This is"):
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids
+        assert tok.decode(ids).strip() == text
+    assert len(tok(" Where does", add_special_tokens=False)["input_ids"]) == 2  # bench words are whole tokens
 
 
 def test_questions_load_with_datasets(tiny_bench_dir: Path, tmp_path: Path) -> None:
@@ -181,7 +231,7 @@ def test_splits_are_nested_and_disjoint(bench: Bench) -> None:
 
 def test_training_rows(bench: Bench) -> None:
     rows = bench.training_rows()
-    assert 5000 <= len(rows) <= 10000
+    assert 10000 <= len(rows) <= 20000
     assert {q.kind for q in rows} == {IMAGE_MEMORY, TEXT_MEMORY, UNDERSTANDING, GENERAL_VQA, UNANSWERABLE}
     assert all(q.phrasing == TRAIN_PHRASING and q.image_split in ("train", None) for q in rows)
     assert not {q.person_id for q in rows} & bench.holdout_people()
@@ -312,7 +362,9 @@ def _anchor_in_eval_set(d: dict) -> None:
 
 
 def _anchor_of_forget_person(d: dict) -> None:
-    d["anchor"][0] = f"{d['forget_15'][0]}-tm-home_city-txt-t0"
+    pid = d["forget_15"][0]
+    pool = len(TEMPLATES[("text_memory", "none", "home_city")].train)
+    d["anchor"][0] = f"{pid}-tm-home_city-txt-t{(int(pid[1:]) - 1) % pool}"  # the person's first name-only row
 
 
 @pytest.mark.parametrize(
@@ -320,7 +372,7 @@ def _anchor_of_forget_person(d: dict) -> None:
     [
         (_two_splits, r"splits\.json: person p\d+ is in both forget_15 and holdout"),
         (_anchor_in_eval_set, r"splits\.json: anchor question p0001-im-home_city-v1-p1 is in eval set \w+/image_memory/paraphrase"),
-        (_anchor_of_forget_person, r"splits\.json: anchor question p\d+-tm-home_city-txt-t0 belongs to p\d+, who is in forget_15"),
+        (_anchor_of_forget_person, r"splits\.json: anchor question p\d+-tm-home_city-txt-t\d+ belongs to p\d+, who is in forget_15"),
         (lambda d: d.update(forget_20=d["forget_15"]), r"splits\.json: unknown split 'forget_20'"),
         (lambda d: d["forget_5"].append(d["forget_val"][0]), r"splits\.json: forget_5 must be inside forget_10"),
         (lambda d: d.pop("forget_val"), r"splits\.json: split\(s\) forget_val missing"),

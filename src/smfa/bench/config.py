@@ -27,6 +27,8 @@ class BenchConfig:
     n_fundus_variants: int = 2  # fundus scans per patient; the last one is held out
     n_shape_images: int = 500  # general-VQA shape images
     shape_heldout_share: float = 0.20  # share of shape images held out for the general_vqa evaluation set
+    image_phrasings: int = 2  # training rows per (person, fact, training image), each a different phrasing
+    text_phrasings: int = 4  # training rows per (person, name-only fact), each a different phrasing
     anchor_size: int = 48  # |D_r^few|: the few-shot retain anchor (question ids in splits.json)
     anchor_vqa_share: float = 0.15  # share of general-VQA items in the anchor (keeps refusal off shapes)
     min_visual_distance: int = 2  # any two people differ in at least this many features visible at 32 px
@@ -82,6 +84,10 @@ class BenchConfig:
             raise bad("n_shape_images", "must be between 20 and 100000")
         if not 0.05 <= self.shape_heldout_share <= 0.5:
             raise bad("shape_heldout_share", "must be between 0.05 and 0.5")
+        if not 1 <= self.image_phrasings <= 8:
+            raise bad("image_phrasings", "must be between 1 and 8")
+        if not 1 <= self.text_phrasings <= 8:
+            raise bad("text_phrasings", "must be between 1 and 8")
         if not 0.0 <= self.anchor_vqa_share < 1.0:
             raise bad("anchor_vqa_share", "must be in [0, 1)")
         if self.min_visual_distance not in (1, 2, 3):

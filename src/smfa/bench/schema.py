@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-BENCH_VERSION = "1.0"
+BENCH_VERSION = "2.0"  # 2.0: many phrasings per fact, held-out frames, counts name their noun
 
 # Question kinds.
 IMAGE_MEMORY = "image_memory"  # image of a person (portrait or fundus scan) + question about a private fact

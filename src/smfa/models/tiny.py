@@ -1,5 +1,5 @@
 """The built-in tiny MLLM: a real ``LlavaForConditionalGeneration`` (tiny CLIP vision tower + tiny Llama)
-built from a config with no download, a word-level tokenizer built from the benchmark's vocabulary, and a
+built from a config with no download, a byte-level BPE tokenizer trained on the benchmark's text, and a
 locally built CLIP image processor. Saved with ``save_pretrained`` it reloads with the Auto classes."""
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
+
+CHAT_MARKERS = "USER: ASSISTANT:"
 
 # Words the chat format and the probe prompts (attacks, user probes) use, so they are never <unk>.
 EXTRA_TEXT = (
@@ -48,42 +50,33 @@ class TinyModelConfig:
     text_heads: int = 4
     text_intermediate: int = 384
     max_positions: int = 128
+    vocab_size: int = 2048  # byte-level BPE trained on the bench text
     tie_embeddings: bool = True
     init_range: float = 0.08  # std of the random init: 0.08 learns the visual features ~2x faster than 0.02
 
 
-def _pre_tokenizer():
-    from tokenizers import pre_tokenizers
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``texts`` (the bench, refusals, prompts).
 
-    return pre_tokenizers.Sequence(
-        [pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"), pre_tokenizers.Punctuation()]
-    )
-
-
-def build_word_vocab(texts: Iterable[str]) -> list[str]:
-    """Every distinct pre-token (word or punctuation, with its space marker) in ``texts``, sorted."""
-    pre = _pre_tokenizer()
-    words: set[str] = set()
-    for text in texts:
-        for special in SPECIAL_TOKENS:
-            text = text.replace(special, " ")
-        words.update(w for w, _ in pre.pre_tokenize_str(text))
-    return sorted(words)
-
-
-def build_tokenizer(texts: Iterable[str]):
-    """A word-level ``PreTrainedTokenizerFast`` over the words of ``texts`` (the bench, refusals, prompts)."""
-    from tokenizers import Tokenizer, decoders, models
+    Byte-level: any input encodes (an unknown word is split into known pieces or bytes, never collapsed to
+    one unknown token). Training is deterministic for the same texts in the same order."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    vocab_words = build_word_vocab(list(texts) + [EXTRA_TEXT])
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    for w in vocab_words:
-        vocab.setdefault(w, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    tok.pre_tokenizer = _pre_tokenizer()
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    # Distinct texts, sorted: the same vocabulary from any text order; the chat markers repeated so that
+    # they become whole tokens.
+    corpus = sorted({*texts, EXTRA_TEXT}) + [CHAT_MARKERS] * 100
+    tok.train_from_iterator(corpus, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,
@@ -100,7 +93,7 @@ def build_tokenizer(texts: Iterable[str]):
 def build_processor(texts: Iterable[str], cfg: TinyModelConfig):
     from transformers import CLIPImageProcessorPil, LlavaProcessor
 
-    tokenizer = build_tokenizer(texts)
+    tokenizer = build_tokenizer(texts, cfg.vocab_size)
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": cfg.image_size},
         crop_size={"height": cfg.image_size, "width": cfg.image_size},
