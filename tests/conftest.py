@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+from smfa.pretrained import RECIPES
 
 
 @pytest.fixture(scope="session")
@@ -21,9 +24,13 @@ def tiny_bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # A smaller bench than the tiny preset (60 people) so that the vanilla model trains in a few minutes on 2
 # cores; the trained model is cached under $SMFA_CACHE_DIR (CI: a fresh directory per clone) keyed by the
 # bench checksum and config, so local re-runs skip the training.
-MICRO = dict(n_people=60, n_shape_images=160, anchor_size=24)
-MICRO_STEPS = 1200
-MICRO_LR = 2e-3
+# The micro vanilla ships in tests/fixtures/pretrained (scripts/train_shipped_vanilla.py micro-seed0): the same
+# weights on every machine, so test floors do not depend on how this CPU rounds.
+os.environ["SMFA_PRETRAINED_PATH"] = str(Path(__file__).parent / "fixtures" / "pretrained")
+_MICRO = RECIPES["micro-seed0"]
+MICRO = {k: v for k, v in _MICRO["bench"].items() if k not in ("preset", "seed")}
+MICRO_STEPS = _MICRO["finetune"]["steps"]
+MICRO_LR = _MICRO["finetune"]["lr"]
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +48,7 @@ def micro_vanilla(micro_bench_dir: Path) -> Path:
     from smfa.cache import cached_finetune
     from smfa.training import FinetuneConfig
 
-    run, _ = cached_finetune(micro_bench_dir, FinetuneConfig(steps=MICRO_STEPS, lr=MICRO_LR, save_steps=400, progress=False))
+    run, _ = cached_finetune(micro_bench_dir, FinetuneConfig(**_MICRO["finetune"], progress=False))
     return run
 
 

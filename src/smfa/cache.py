@@ -26,7 +26,7 @@ def training_key(bench_checksum: str, cfg) -> str:
     including the built-in tiny model's architecture and initialisation, so a change there retrains."""
     from smfa.models.tiny import TinyModelConfig
 
-    fields = {k: v for k, v in asdict(cfg).items() if k not in ("bench", "out", "overwrite", "resume", "progress")}
+    fields = {k: v for k, v in asdict(cfg).items() if k not in ("bench", "out", "overwrite", "resume", "progress", "pretrained")}
     if fields.get("sampler") == "random":  # the default: keep the keys of models cached before the option existed
         fields.pop("sampler")
     arch = asdict(TinyModelConfig()) if cfg.model == "tiny" else None

@@ -25,7 +25,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
     names = ["bench", "model", "out", "people", "forget", "lora", "lora_r", "lora_alpha", "steps", "batch_size",
              "grad_accum", "lr", "sampler", "seed", "save_steps", "gradient_checkpointing", "bf16", "trust_remote_code",
-             "overwrite", "resume"]
+             "overwrite", "resume", "pretrained"]
     cfg = resolve_config(FinetuneConfig, args.config, _overrides(args, names))
     out = finetune(cfg)
     print(f"model written to {out}")
@@ -55,6 +55,8 @@ def _add_finetune(sub: Any) -> None:
                    help="random batches (default), or batches of similar length in random order: 1.45x faster "
                         "on the tiny bench, general VQA 70 -> 64 %% (benchmarks/README.md)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
+                   help="train the tiny vanilla even when a shipped one fits this bench and recipe")
     p.add_argument("--save-steps", type=int, dest="save_steps", help="checkpoint every N steps (resume points)")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None, dest="gradient_checkpointing")
     p.add_argument("--bf16", action="store_true", default=None)

@@ -37,6 +37,7 @@ class FinetuneConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     sampler: str = "random"  # random | length_buckets (similar lengths per batch, batches in random order; faster)
+    pretrained: bool = True  # tiny vanilla: use a shipped model trained on this bench with this recipe (smfa.pretrained)
     seed: int = 0
     save_steps: int = 500  # checkpoint interval (resume point)
     gradient_checkpointing: bool = False
@@ -198,6 +199,16 @@ def finetune(cfg: FinetuneConfig) -> Path:
     check_output_dir(out, cfg.overwrite)
 
     bench = Bench.load(cfg.bench)
+    if cfg.model == "tiny" and cfg.people == "all" and not cfg.resume:
+        from smfa.pretrained import find_pretrained, install_pretrained
+
+        shipped, why = find_pretrained(bench, cfg) if cfg.pretrained else (None, "--no-pretrained")
+        if shipped is not None:
+            if cfg.progress:
+                print(f"using the {why}: no training needed (--no-pretrained trains it)", flush=True)
+            return install_pretrained(shipped, bench, cfg, out)
+        if cfg.progress:
+            print(f"training the tiny vanilla: {why}", flush=True)
     rows = bench.training_rows(people=cfg.people, forget=cfg.forget if cfg.people == "retain" else None)
     set_seed(cfg.seed)
     if cfg.model == "tiny":

@@ -1,0 +1,140 @@
+"""Shipped pretrained vanillas: the tiny model already trained on a known bench, so that the demo and the
+tests start from weights that are identical on every machine instead of training them (minutes, and
+floating-point results that differ between CPUs).
+
+A shipped model is a directory with ``model/`` (``save_pretrained`` output) and ``pretrained.json``: the
+bench's *content checksum* (people, questions, splits, config and version — not the PNG bytes, which
+depend on the image library's compressor), the recipe key (:func:`smfa.cache.training_key` of the
+finetune config, tiny architecture included), the recipe itself and the package versions it was trained
+with. ``smfa finetune --model tiny`` (and everything built on it: the demo, the test fixtures) uses a
+shipped model when both keys match and says so; otherwise it says why and trains.
+
+Searched: the package's own ``smfa/pretrained/`` and every directory in ``$SMFA_PRETRAINED_PATH``
+(``os.pathsep``-separated; the test suite adds its fixtures this way). ``scripts/train_shipped_vanilla.py``
+retrains them from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+PRETRAINED_JSON = "pretrained.json"
+
+# The shipped models: the bench they were trained on (preset + overrides) and the finetune recipe
+# (FinetuneConfig overrides). ``tiny-seed0`` ships in the package (the demo's vanilla); ``micro-seed0`` in
+# tests/fixtures/pretrained (the test suite's vanilla, a 60-person bench).
+RECIPES: dict[str, dict[str, Any]] = {
+    "tiny-seed0": {"bench": {"preset": "tiny", "seed": 0}, "finetune": {}},
+    "micro-seed0": {
+        "bench": {"preset": "tiny", "seed": 0, "n_people": 60, "n_shape_images": 160, "anchor_size": 24},
+        "finetune": {"steps": 1200, "lr": 2e-3, "save_steps": 400},
+    },
+}
+CONTENT_FILES = ("people.jsonl", "questions.jsonl", "splits.json")
+
+
+def content_checksum(bench: Any) -> str:
+    """sha256 of what a model learns from a bench: its rows, splits, generator config and version."""
+    h = hashlib.sha256()
+    for name in CONTENT_FILES:
+        data = (Path(bench.root) / name).read_bytes()
+        h.update(f"{name}\0{len(data)}\0".encode())
+        h.update(data)
+    meta = {"version": bench.meta.get("version"), "config": bench.meta.get("config")}
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def recipe_key(bench: Any, cfg: Any) -> str:
+    from smfa.cache import training_key
+
+    return training_key(content_checksum(bench), cfg)
+
+
+def search_path() -> list[Path]:
+    dirs = [Path(__file__).parent / "pretrained"]
+    dirs += [Path(p) for p in os.environ.get("SMFA_PRETRAINED_PATH", "").split(os.pathsep) if p]
+    return dirs
+
+
+def shipped_models() -> list[tuple[Path, dict[str, Any]]]:
+    """(directory, pretrained.json) of every shipped model on the search path."""
+    found = []
+    for base in search_path():
+        if not base.is_dir():
+            continue
+        for sub in sorted(base.iterdir()):
+            meta_path = sub / PRETRAINED_JSON
+            if meta_path.is_file() and (sub / "model" / "config.json").is_file():
+                found.append((sub, json.loads(meta_path.read_text(encoding="utf-8"))))
+    return found
+
+
+def find_pretrained(bench: Any, cfg: Any) -> tuple[Path | None, str]:
+    """The shipped model for (bench, finetune config), or ``None`` and one line saying why none fits."""
+    if cfg.model != "tiny" or cfg.people != "all" or cfg.lora:
+        return None, "shipped models are tiny vanillas (--model tiny --people all, no LoRA)"
+    models = shipped_models()
+    if not models:
+        return None, "no shipped tiny vanilla is installed"
+    content = content_checksum(bench)
+    same_bench = [(d, m) for d, m in models if m.get("bench_content") == content]
+    if not same_bench:
+        names = ", ".join(f"{d.name} ({m.get('bench', {}).get('preset')} seed {m.get('bench', {}).get('seed')})"
+                          for d, m in models)
+        return None, f"no shipped vanilla was trained on this bench (content {content[:12]}); shipped: {names}"
+    key = recipe_key(bench, cfg)
+    for d, m in same_bench:
+        if m.get("recipe_key") == key:
+            return d, f"shipped vanilla {d.name} (trained on this bench with this recipe)"
+    d, m = same_bench[0]
+    differs = sorted(k for k, v in (m.get("recipe") or {}).items() if k in asdict(cfg) and asdict(cfg)[k] != v
+                     and k not in ("bench", "out", "overwrite", "resume", "progress", "pretrained"))
+    why = f"its recipe differs in {', '.join(differs)}" if differs else "its model architecture or recipe differs"
+    return None, f"shipped vanilla {d.name} fits this bench but {why}"
+
+
+def install_pretrained(src: Path, bench: Any, cfg: Any, out: Path) -> Path:
+    """Copy a shipped model into the run directory ``out`` (written atomically) with a finetune manifest
+    that records where the weights came from."""
+    from smfa.rundir import atomic_run_dir, write_manifest
+
+    meta = json.loads((src / PRETRAINED_JSON).read_text(encoding="utf-8"))
+    with atomic_run_dir(out, overwrite=cfg.overwrite) as stage:
+        shutil.copytree(src / "model", stage / "model")
+        write_manifest(
+            stage, "finetune", asdict(cfg), seed=cfg.seed,
+            bench={"path": str(bench.root), "checksum": bench.checksum, "preset": bench.meta.get("preset")},
+            data={"rows": meta.get("rows"), "people": "all", "forget_left_out": None},
+            pretrained={"source": str(src), "name": src.name, "trained_with": meta.get("versions"),
+                        "recipe_key": meta.get("recipe_key")},
+            final_loss=meta.get("final_loss"),
+        )
+    return out
+
+
+def write_pretrained(run: Path, bench: Any, cfg: Any, dest: Path) -> Path:
+    """Package the finetune run ``run`` (trained on ``bench`` with ``cfg``) as a shipped model in ``dest``."""
+    from smfa.rundir import atomic_run_dir, read_manifest, write_json_atomic
+
+    manifest = read_manifest(run)
+    with atomic_run_dir(dest, overwrite=True) as stage:
+        shutil.copytree(Path(run) / "model", stage / "model")
+        write_json_atomic(stage / PRETRAINED_JSON, {
+            "bench_content": content_checksum(bench),
+            "bench": {"preset": bench.meta.get("preset"), "seed": bench.meta.get("seed"),
+                      "version": bench.meta.get("version"), "checksum": bench.checksum},
+            "recipe_key": recipe_key(bench, cfg),
+            "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("bench", "out", "overwrite", "resume", "progress", "pretrained")},
+            "rows": (manifest.get("data") or {}).get("rows"),
+            "final_loss": manifest.get("final_loss"),
+            "versions": manifest.get("versions"),
+            "retrain": "python scripts/train_shipped_vanilla.py",
+        })
+    return dest
