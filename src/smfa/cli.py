@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 
@@ -21,13 +20,6 @@ _COMMAND_MODULES = (
 )
 
 
-def _module_exists(name: str) -> bool:
-    parent = name.rpartition(".")[0]
-    if parent and not _module_exists(parent):
-        return False
-    return importlib.util.find_spec(name) is not None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smfa",
@@ -37,8 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"smfa {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
-        if not _module_exists(name):
-            continue  # the command's module is not part of this build
         importlib.import_module(name).register(sub)
     return parser
 

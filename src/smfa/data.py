@@ -66,9 +66,8 @@ class ImageCache:
 class EncodedDataset(Dataset):
     """Pre-encoded examples (token ids, answer-only labels, image tensors) for the HF ``Trainer``."""
 
-    def __init__(self, examples: list[dict[str, torch.Tensor]], tags: list[str] | None = None):
+    def __init__(self, examples: list[dict[str, torch.Tensor]]):
         self.examples = examples
-        self.tags = tags or [""] * len(examples)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -91,7 +90,7 @@ def encode_items(
     examples = []
     for item in tqdm(items, desc=desc, disable=not progress, leave=False):
         examples.append(family.encode(processor, item.row.question, images.get(item.row), item.answer))
-    return EncodedDataset(examples, [item.row.kind for item in items])
+    return EncodedDataset(examples)
 
 
 @dataclass

@@ -101,23 +101,17 @@ def check_output_dir(out: Path, overwrite: bool) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_run_dir(out: Path, overwrite: bool = False, keep_tmp: Path | None = None) -> Iterator[Path]:
+def atomic_run_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside ``out``; on success rename it to ``out``.
 
-    On an exception the temporary directory is removed and ``out`` is untouched. ``keep_tmp`` lets a
-    resumable stage pass a fixed staging directory (kept on failure so ``--resume`` can pick it up).
+    On an exception the temporary directory is removed and ``out`` is untouched.
     """
     out = check_output_dir(out, overwrite)
-    if keep_tmp is not None:
-        tmp = Path(keep_tmp)
-        tmp.mkdir(parents=True, exist_ok=True)
-    else:
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:
         yield tmp
     except BaseException:
-        if keep_tmp is None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out.exists():
         # Move the old directory aside first so there is never a moment with no complete output.

@@ -17,7 +17,7 @@ from typing import Any
 
 from smfa.bench.schema import IMAGE_MEMORY, MEMORY_KINDS, TARGETS, TEXT_MEMORY
 from smfa.errors import ConfigError
-from smfa.rundir import atomic_run_dir, read_manifest, write_manifest
+from smfa.rundir import atomic_run_dir, write_manifest
 
 
 @dataclass
@@ -64,14 +64,6 @@ def select_data(bench: Any, forget: str, target: str, anchor_size: int | None, s
             forgotten = bench.forget_people(forget)
             preserve = [r for r in preserve if r.person_id not in forgotten]
     return UnlearnData(forget_rows=forget_rows, anchor_rows=anchor, preserve_rows=preserve)
-
-
-def vanilla_source(run_or_model: str) -> str:
-    """Accept an unlearning run too (it records its vanilla), so ``smfa sculpt RUN`` finds the base model."""
-    path = Path(run_or_model)
-    if (path / "manifest.json").is_file() and read_manifest(path).get("stage") == "unlearn":
-        return str(read_manifest(path)["config"]["model"])
-    return run_or_model
 
 
 def unlearn(cfg: UnlearnConfig) -> Path:

@@ -50,7 +50,7 @@ def _import_all() -> None:
     import smfa.methods as pkg
 
     for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name not in ("base", "cli"):
+        if info.name != "base":
             importlib.import_module(f"smfa.methods.{info.name}")
 
 

@@ -27,10 +27,6 @@ def register_family(cls: type[FamilyAdapter]) -> type[FamilyAdapter]:
     return cls
 
 
-def family_names() -> list[str]:
-    return sorted(_FAMILIES)
-
-
 def supported_model_types() -> list[str]:
     return sorted({t for cls in _FAMILIES.values() for t in cls.model_types})
 
