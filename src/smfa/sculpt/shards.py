@@ -209,9 +209,9 @@ def rewrite_shard(
     io: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
 ) -> None:
     """Write ``src`` to ``dst`` tensor by tensor: tensors in ``transforms`` (of a dtype in
-    :data:`FLOAT_DTYPES`) are read, changed in place and written; the others are copied byte for byte. A reader thread fetches the next tensor and a writer
-    thread writes the previous ones while the math runs, so only a few tensors are in memory at any
-    time, however large the shard."""
+    :data:`FLOAT_DTYPES`) are read, changed in place and written; the others are copied byte for byte. A
+    reader thread fetches the next tensor and a writer thread writes the previous ones while the math runs,
+    so only a few tensors are in memory at any time, however large the shard."""
     reader, writer = io
     buffers = _Buffers(keep=_MAX_PENDING_WRITES + 2)
     header, order = _layout(metadata, entries.values())
