@@ -16,9 +16,10 @@ a huge k masks nothing.
 One module per job, in pipeline order:
 
 - :mod:`~smfa.sculpt.mask` — pure functions on tensors: :func:`sculpt_delta`, :func:`sculpt_mask`,
-  :func:`mask_stats`, :func:`sculpt_dual`, and the block kernel every sculpt runs;
+  :func:`mask_stats`, :func:`sculpt_dual`, :func:`aggregate_stats`, and the block kernel every sculpt runs
+  on dense tensors or LoRA factors (:class:`LowRankDelta`);
 - :mod:`~smfa.sculpt.adapters` — LoRA adapters read one module at a time from the files PEFT saves:
-  :class:`LoraAdapter`, :class:`LowRankDelta`, :func:`dense_deltas`, :func:`paired_dense_deltas`;
+  :class:`LoraAdapter`, :func:`dense_deltas`, :func:`paired_dense_deltas`;
 - :mod:`~smfa.sculpt.targets` — adapter modules → the weight tensors they update: :func:`resolve_targets`;
 - :mod:`~smfa.sculpt.merge` — the merges that never hold more than one module's dense update:
   :func:`merge_sculpted_into` (a model in memory) and :func:`sculpt_checkpoint` (a saved checkpoint, out
