@@ -79,7 +79,6 @@ def _merge_weight(
     return [stats_from_totals(t, weight.numel(), *args) for t, args in zip(totals.cpu().tolist(), stats_args)]
 
 
-
 # ---- shared set-up of both merges -----------------------------------------------------------------
 def _open_views(
     forget_adapter_dir: str | Path,
@@ -127,7 +126,6 @@ def _merge_module(report: SculptReport, views: list[tuple[LoraAdapter, float]], 
         view.modules[module] = s
 
 
-
 # ---- merge into a model in memory ------------------------------------------------------------------
 def merge_sculpted_into(
     model: torch.nn.Module,
@@ -164,7 +162,6 @@ def merge_sculpted_into(
             _merge_module(report, views, anchor, module, w, w, workers)
     report.seconds = time.perf_counter() - started
     return report
-
 
 
 # ---- out-of-core merge of a saved checkpoint -------------------------------------------------------
