@@ -33,7 +33,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "tiny-seed0": {"bench": {"preset": "tiny", "seed": 0}, "finetune": {}},
     "micro-seed0": {
         "bench": {"preset": "tiny", "seed": 0, "n_people": 60, "n_shape_images": 160, "anchor_size": 24},
-        "finetune": {"steps": 1200, "lr": 2e-3, "save_steps": 400},
+        "finetune": {"steps": 2000, "lr": 2e-3, "save_steps": 500},
     },
 }
 CONTENT_FILES = ("people.jsonl", "questions.jsonl", "splits.json")

@@ -1,0 +1,77 @@
+"""Shipped pretrained vanillas: used when bench content and recipe match (and said so), refused with the
+reason otherwise; the installed run is a normal finetune run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from smfa.bench import Bench
+from smfa.pretrained import content_checksum, find_pretrained, write_pretrained
+from smfa.rundir import read_manifest, write_manifest
+from smfa.training import FinetuneConfig, finetune
+
+
+@pytest.fixture()
+def shipped(micro_bench_dir: Path, tmp_path: Path, monkeypatch) -> tuple[Path, FinetuneConfig]:
+    """An untrained tiny model packaged as a shipped vanilla for the micro bench (no training needed to test
+    the mechanism), alone on the search path."""
+    from smfa.models.tiny import build_tiny
+
+    bench = Bench.load(micro_bench_dir, verify_images=False)
+    cfg = FinetuneConfig(steps=7, lr=1e-3)
+    run = tmp_path / "run"
+    model, processor = build_tiny(bench)
+    model.save_pretrained(run / "model")
+    processor.save_pretrained(run / "model")
+    write_manifest(run, "finetune", cfg, data={"rows": 1}, final_loss=0.5)
+    write_pretrained(run, bench, cfg, tmp_path / "ship" / "micro-test")
+    monkeypatch.setattr("smfa.pretrained.search_path", lambda: [tmp_path / "ship"])
+    return tmp_path / "ship" / "micro-test", cfg
+
+
+def test_a_matching_bench_and_recipe_use_the_shipped_weights(micro_bench_dir: Path, shipped, tmp_path: Path, capsys) -> None:
+    src, cfg = shipped
+    out = finetune(replace(cfg, bench=str(micro_bench_dir), out=str(tmp_path / "vanilla")))
+    assert "using the shipped vanilla micro-test" in capsys.readouterr().out
+    assert (out / "model" / "model.safetensors").read_bytes() == (src / "model" / "model.safetensors").read_bytes()
+    manifest = read_manifest(out)
+    assert manifest["pretrained"]["name"] == "micro-test" and manifest["data"]["people"] == "all"
+    assert not list(tmp_path.glob(".vanilla.partial*"))
+
+
+def test_any_difference_says_why_and_trains(micro_bench_dir: Path, shipped, tiny_bench_dir: Path) -> None:
+    _, cfg = shipped
+    bench = Bench.load(micro_bench_dir, verify_images=False)
+    found, why = find_pretrained(bench, replace(cfg, steps=8))
+    assert found is None and "recipe differs in steps" in why
+    found, why = find_pretrained(Bench.load(tiny_bench_dir, verify_images=False), cfg)
+    assert found is None and "no shipped vanilla was trained on this bench" in why
+    found, why = find_pretrained(bench, replace(cfg, people="retain"))
+    assert found is None and "tiny vanillas" in why
+    assert find_pretrained(bench, cfg)[0] is not None
+
+
+def test_content_checksum_ignores_png_bytes_but_not_rows(micro_bench_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = Path(shutil.copytree(micro_bench_dir, tmp_path / "b"))
+    before = content_checksum(Bench.load(copy, verify_images=False))
+    png = next((copy / "images" / "portraits").glob("*.png"))
+    png.write_bytes(png.read_bytes() + b"\0")  # re-encoded images: same content
+    assert content_checksum(Bench.load(copy, verify_images=False)) == before
+    rows = (copy / "questions.jsonl").read_text().splitlines()
+    rows[0] = json.dumps({**json.loads(rows[0]), "answer": "This is Someone Else."})
+    (copy / "questions.jsonl").write_text("\n".join(rows) + "\n")
+    assert content_checksum(Bench.load(copy, verify_images=False)) != before
+
+
+def test_the_shipped_tiny_vanilla_is_small_and_describes_itself() -> None:
+    ship = Path(__file__).parents[1] / "src" / "smfa" / "pretrained" / "tiny-seed0"
+    meta = json.loads((ship / "pretrained.json").read_text())
+    assert meta["bench"] == {**meta["bench"], "preset": "tiny", "seed": 0, "version": "2.0"}
+    assert meta["retrain"] and meta["recipe_key"] and meta["versions"]["torch"]
+    assert sum(p.stat().st_size for p in ship.rglob("*") if p.is_file()) <= 10_000_000
