@@ -64,7 +64,7 @@ def test_content_checksum_ignores_png_bytes_but_not_rows(micro_bench_dir: Path, 
     png.write_bytes(png.read_bytes() + b"\0")  # re-encoded images: same content
     assert content_checksum(Bench.load(copy, verify_images=False)) == before
     rows = (copy / "questions.jsonl").read_text().splitlines()
-    rows[0] = json.dumps({**json.loads(rows[0]), "answer": "This is Someone Else."})
+    rows[0] = json.dumps({**json.loads(rows[0]), "question": "Who is this, please?"})
     (copy / "questions.jsonl").write_text("\n".join(rows) + "\n")
     assert content_checksum(Bench.load(copy, verify_images=False)) != before
 
@@ -75,3 +75,14 @@ def test_the_shipped_tiny_vanilla_is_small_and_describes_itself() -> None:
     assert meta["bench"] == {**meta["bench"], "preset": "tiny", "seed": 0, "version": "2.0"}
     assert meta["retrain"] and meta["recipe_key"] and meta["versions"]["torch"]
     assert sum(p.stat().st_size for p in ship.rglob("*") if p.is_file()) <= 10_000_000
+
+
+def test_the_cache_installs_the_shipped_vanilla_instead_of_training(micro_bench_dir: Path, shipped, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    from smfa.cache import cached_finetune
+
+    monkeypatch.setenv("SMFA_CACHE_DIR", str(tmp_path / "cache"))
+    src, cfg = shipped
+    run, cached = cached_finetune(micro_bench_dir, replace(cfg, progress=False))  # resume=True inside: still shipped
+    assert not cached and read_manifest(run)["pretrained"]["name"] == "micro-test"
+    assert cached_finetune(micro_bench_dir, replace(cfg, progress=False)) == (run, True)

@@ -199,7 +199,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
     check_output_dir(out, cfg.overwrite)
 
     bench = Bench.load(cfg.bench)
-    if cfg.model == "tiny" and cfg.people == "all" and not cfg.resume:
+    resuming = cfg.resume and any((stage / "checkpoints").glob("checkpoint-*"))
+    if cfg.model == "tiny" and cfg.people == "all" and not resuming:
         from smfa.pretrained import find_pretrained, install_pretrained
 
         shipped, why = find_pretrained(bench, cfg) if cfg.pretrained else (None, "--no-pretrained")
