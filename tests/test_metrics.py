@@ -235,9 +235,18 @@ def test_compute_overall_all_setting():
     assert o.forget_leak_paraphrase == pytest.approx((10 * 0.3 + 30 * 0.5) / 40)
     assert o.forget_leak_unseen_image == pytest.approx(0.25)
     assert o.retain_refusal_rate == pytest.approx((30 * 0.1 + 30 * 0.3 + 30 * 0.0) / 90)
-    # Meaningful is weighted by set size over every set.
-    total = 10 + 10 + 10 + 30 + 30 + 30 + 10 + 30 + 10 + 20
-    assert o.meaningful == pytest.approx((20 * 9.0 + 150 * 8.0 + 20 * 4.0) / total)
+    # Meaningful is weighted by set size over the training-phrasing sets and general VQA (not the variants).
+    total = 10 + 10 + 10 + 30 + 30 + 30 + 20
+    assert o.meaningful == pytest.approx((20 * 9.0 + 100 * 8.0 + 20 * 4.0) / total)
+
+
+def test_overall_meaningful_ignores_probes_and_held_out_variants():
+    """Overall.meaningful is documented as a train-phrasing aggregate: user probes and paraphrase /
+    unseen-image sets (however garbled) do not move it."""
+    base = compute_overall(_sets(), "all").meaningful
+    noisy = {**_sets(), "user": _sm(50, 0.0, meaningful=0.0),
+             "retain/image_memory/paraphrase": _sm(40, 0.5, leak=0.5, meaningful=0.0)}
+    assert compute_overall(noisy, "all").meaningful == pytest.approx(base)
 
 
 def test_compute_overall_visual_setting_keeps_text_memory():

@@ -33,7 +33,7 @@ def test_eval_outputs_schema_and_user_questions(micro_bench_dir: Path, micro_van
 
     probes = tmp_path / "probes.jsonl"
     probes.write_text(json.dumps({"id": "u1", "question": "What is the name of this person?",
-                                  "answer": "unknown", "image": None}) + "\n")
+                                  "answer": "unknown", "fact": "unknown", "image": None}) + "\n")
     out = tmp_path / "eval"
     rc = main(["eval", "--bench", str(micro_bench_dir), "--model", str(micro_vanilla), "--out", str(out),
                "--limit", "5", "--questions", str(probes)])

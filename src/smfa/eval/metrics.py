@@ -153,6 +153,8 @@ def compute_overall(sets: Mapping[str, SetMetrics], target: str = "all") -> Over
     memory_kinds = (IMAGE_MEMORY, TEXT_MEMORY) if target == "all" else (IMAGE_MEMORY,)
     paraphrase = [f"forget/{k}/paraphrase" for k in memory_kinds if f"forget/{k}/paraphrase" in sets]
     retain = [n for n in sets if parse_set_name(n)[0] == "retain"]
+    # Meaningful as documented: the training-phrasing sets and general VQA, not user probes or the variants.
+    trained = [n for n in sets if n == GENERAL_VQA or (n.count("/") == 1 and parse_set_name(n)[0] != "user")]
     return Overall(
         forget_understanding=f_und,
         retain_understanding=r_und,
@@ -164,7 +166,7 @@ def compute_overall(sets: Mapping[str, SetMetrics], target: str = "all") -> Over
         forget_memory=forget_memory,
         retain_memory=retain_memory,
         memory=None if forget_memory is None or retain_memory is None else retain_memory - forget_memory,
-        meaningful=_weighted(sets, list(sets), "meaningful_score"),
+        meaningful=_weighted(sets, trained, "meaningful_score"),
         general_vqa=_field(sets, GENERAL_VQA, acc),
         forget_leak_image=_field(sets, f"forget/{IMAGE_MEMORY}", "leak_rate"),
         forget_leak_text=_first(sets, text_names, "leak_rate"),

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from smfa.bench.schema import KINDS, Question
+from smfa.bench.schema import KINDS, UNANSWERABLE, Question
 from smfa.errors import ConfigError
 from smfa.rundir import atomic_run_dir, write_jsonl_atomic, write_manifest
 
@@ -41,8 +41,14 @@ class EvalConfig:
 
 
 def load_user_questions(path: str | Path, bench: Any) -> list[Question]:
-    """Probe questions in the bench's row format; ``id``/``kind``/``question``/``answer`` required,
-    ``image`` optional (relative to the bench, or absolute)."""
+    """Probe questions in the bench's row format: ``id``, ``question``, ``answer`` and ``fact`` required,
+    ``kind`` (default image_memory with an image, else text_memory) and ``image`` (relative to the bench, or
+    absolute) optional.
+
+    ``fact`` is the key value inside the answer that accuracy and leak matching look for ("Norvale" in
+    "This person lives in Norvale."); it must occur in the answer. There is no sensible default: the whole
+    answer sentence as the fact would make "Norvale." count as neither correct nor a leak. Only
+    ``unanswerable`` probes may leave it out (their correct answer is a refusal, fact ``""``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--questions file {path} does not exist")
@@ -60,13 +66,21 @@ def load_user_questions(path: str | Path, bench: Any) -> list[Question]:
         kind = raw.get("kind", "image_memory" if raw.get("image") else "text_memory")
         if kind not in KINDS:
             raise ConfigError(f"{path}, line {n}: unknown kind {kind!r} (one of {', '.join(KINDS)})")
+        fact = raw.get("fact", "" if kind == UNANSWERABLE else None)
+        if not isinstance(fact, str) or (kind != UNANSWERABLE and not fact.strip()):
+            raise ConfigError(f"{path}, line {n}: probe {raw['id']} needs a non-empty string 'fact', the key value "
+                              "inside its answer that leak matching looks for (e.g. \"Norvale\" in \"This person "
+                              "lives in Norvale.\")")
+        if fact not in raw["answer"]:
+            raise ConfigError(f"{path}, line {n}: probe {raw['id']}: fact {fact!r} does not occur in the answer "
+                              f"{raw['answer']!r}")
         image = raw.get("image")
         if image is not None and not (Path(image).is_file() or (bench.root / image).is_file()):
             raise ConfigError(f"{path}, line {n}: image {image} not found (absolute, or relative to the bench)")
         rows.append(Question(
             id=raw["id"], kind=kind, domain=raw.get("domain", "portrait" if image else "none"),
             attribute=raw.get("attribute", "user"), question=raw["question"], answer=raw["answer"],
-            fact=raw.get("fact", raw["answer"]), person_id=raw.get("person_id"), image=image,
+            fact=fact, person_id=raw.get("person_id"), image=image,
             image_split="heldout" if image else None, phrasing="paraphrase",
         ))
     if not rows:

@@ -141,7 +141,9 @@ class Overall:
         forget_memory: ``all``: mean(forget I-Mem, forget T-Mem); ``visual``: forget I-Mem only.
         retain_memory: mean(retain I-Mem, retain T-Mem).
         memory: retain_memory - forget_memory (Overall Memory, higher is better; in [-1, 1]).
-        meaningful: mean Meaningful Score over all evaluated sets, weighted by set size (0-10).
+        meaningful: mean Meaningful Score over the training-phrasing sets (``<group>/<kind>``) and
+            ``general_vqa``, weighted by set size (0-10); user probes and the paraphrase / unseen-image
+            variants are left out, so the value does not depend on which variants were evaluated.
         general_vqa: accuracy on ``general_vqa`` (general image understanding, higher is better).
         forget_leak_image: leak rate on ``forget/image_memory`` (asked with the photo).
         forget_leak_text: leak rate on the forget people's name-only questions (``forget/text_memory``,
