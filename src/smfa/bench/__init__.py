@@ -4,7 +4,8 @@
 reads and validates it and hands out training rows, the forget set, the retain anchor and eval sets.
 """
 
-from smfa.bench.build import bench_checksum, build_bench
+from smfa.bench.build import build_bench
+from smfa.bench.layout import bench_checksum
 from smfa.bench.config import PRESETS, BenchConfig, preset_config
 from smfa.bench.load import Bench
 from smfa.bench.schema import Person, Question

@@ -15,7 +15,6 @@ The same config and seed give byte-identical files, whatever the number of rende
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
 from collections import Counter
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 
 from smfa.bench import profiles
 from smfa.bench.config import BenchConfig
+from smfa.bench.layout import BENCH_JSON, PEOPLE_JSONL, QUESTIONS_JSONL, SPLITS_JSON, bench_checksum
 from smfa.bench.fundus import fundus_layout, fundus_views, render_fundus
 from smfa.bench.portraits import portrait_views, render_portrait
 from smfa.bench.questions import (
@@ -44,28 +44,6 @@ from smfa.bench.schema import BENCH_VERSION, KINDS, PARAPHRASE, TRAIN_PHRASING, 
 from smfa.bench.shapes import ShapeScene, make_shape_scenes, render_shapes
 from smfa.bench.splits import SPLIT_NAMES, make_anchor, make_person_splits
 from smfa.rundir import atomic_run_dir, write_json_atomic, write_jsonl_atomic, write_manifest
-
-BENCH_JSON = "bench.json"
-PEOPLE_JSONL = "people.jsonl"
-QUESTIONS_JSONL = "questions.jsonl"
-SPLITS_JSON = "splits.json"
-NOT_CHECKSUMMED = frozenset({BENCH_JSON, "manifest.json"})
-
-
-def bench_checksum(root: Path) -> str:
-    """sha256 over every file's relative path, size and bytes, in sorted path order (bench.json and
-    manifest.json excluded: the first holds the checksum, the second the build time)."""
-    root = Path(root)
-    h = hashlib.sha256()
-    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    for rel in files:
-        if rel in NOT_CHECKSUMMED:
-            continue
-        data = (root / rel).read_bytes()
-        h.update(f"{rel}\0{len(data)}\0".encode())
-        h.update(data)
-    return h.hexdigest()
-
 
 # --- rendering jobs: plain, picklable tuples so a process pool gives identical bytes ----------------
 

@@ -17,19 +17,14 @@ Row sets (all lists of :class:`Question`, in file order):
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import re
-import types
-import typing
 from pathlib import Path
-from typing import Any
 
-from smfa.bench.build import BENCH_JSON, PEOPLE_JSONL, QUESTIONS_JSONL, SPLITS_JSON, bench_checksum
+from smfa.bench.layout import BENCH_JSON, SPLITS_JSON, bench_checksum
 from smfa.bench.schema import (
-    BENCH_VERSION,
     DOMAINS,
+    FORGET_GROUP,
     FORGET_SPLITS,
     GENERAL_VQA,
     HELDOUT_IMAGE,
@@ -37,66 +32,20 @@ from smfa.bench.schema import (
     MEMORY_KINDS,
     PARAPHRASE,
     PERSON_KINDS,
-    TARGETS,
     TEXT_MEMORY,
     TRAIN_IMAGE,
     TRAIN_PHRASING,
+    TRAINING_PEOPLE,
     Person,
     Question,
     eval_set_name,
+    eval_variant,
+    text_memory_group,
 )
-from smfa.bench.splits import SPLIT_NAMES
+from smfa.bench.validate import read_bench, rebuild_hint
 from smfa.errors import BenchError, ConfigError
 
-ROLES = ("known", "holdout")
-FORGET_SPLIT_NAMES = tuple(f"forget_{k}" for k in FORGET_SPLITS)
-PERSON_SPLITS = FORGET_SPLIT_NAMES + ("holdout",)  # the anchor lists question ids, the others person ids
-EXCLUSIVE_SPLITS = ("forget_15", "forget_val", "holdout")  # no person may be in two of these
 _WORD = re.compile(r"\w+|[^\w\s]")
-
-
-# --- row type checking, derived from the dataclasses so it never drifts from schema.py -------------
-
-
-def _checker(hint: Any):
-    """A fast ``value -> bool`` type check for a dataclass field annotation (str, int, dict[str, str], X | None)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
-    if all(isinstance(a, type) and typing.get_origin(a) is None for a in args):
-        plain = tuple(args)
-        if int in plain:  # bool is an int subclass; a JSON true is not a valid index
-            return lambda v: isinstance(v, plain) and type(v) is not bool
-        return lambda v: isinstance(v, plain)
-    parts = []
-    for a in args:
-        if typing.get_origin(a) is dict:
-            key_t, val_t = typing.get_args(a)
-            parts.append(lambda v, k=key_t, t=val_t: isinstance(v, dict) and all(isinstance(x, k) and isinstance(y, t) for x, y in v.items()))
-        elif a is Any:
-            parts.append(lambda v: True)
-        else:
-            parts.append(lambda v, a=a: isinstance(v, a))
-    return lambda v: any(p(v) for p in parts)
-
-
-def _describe(hint: Any) -> str:
-    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
-
-
-def _field_checks(cls: type) -> dict[str, tuple[Any, Any, bool]]:
-    """field -> (checker, hint, required)."""
-    import dataclasses
-
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for f in dataclasses.fields(cls):
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        out[f.name] = (_checker(hints[f.name]), hints[f.name], required)
-    return out
-
-
-_QUESTION_FIELDS = _field_checks(Question)
-_PERSON_FIELDS = _field_checks(Person)
 
 
 class Bench:
@@ -122,15 +71,7 @@ class Bench:
         root = Path(root).expanduser()
         if not root.is_dir():
             raise BenchError(f"bench directory {root} does not exist; build one with `smfa bench build --preset tiny --out {root}`")
-        meta = _read_meta(root)
-        hint = _rebuild_hint(root, meta)
-        people = _read_people(root / PEOPLE_JSONL, hint)
-        questions = _read_questions(root / QUESTIONS_JSONL, people, hint)
-        splits = _read_splits(root / SPLITS_JSON, hint)
-        _check_splits(root / SPLITS_JSON, splits, people, questions, hint)
-        if verify_images:
-            _check_images_exist(root, questions, hint)
-        return cls(root, meta, people, questions, splits)
+        return cls(root, *read_bench(root, verify_images))
 
     # --- people ------------------------------------------------------------------------------
 
@@ -174,7 +115,7 @@ class Bench:
     def training_rows(self, people: str = "all", forget: str | int | None = None) -> list[Question]:
         """Vanilla training data (``people="all"``) or the oracle's (``people="retain"``, needs ``forget``):
         train phrasing, training images, known people, all kinds incl. general VQA and unanswerable."""
-        if people not in ("all", "retain"):
+        if people not in TRAINING_PEOPLE:
             raise ConfigError(f"training_rows(people={people!r}): choose 'all' (vanilla) or 'retain' (oracle)")
         if people == "retain" and forget is None:
             raise ConfigError("training_rows(people='retain') needs forget= one of 5, 10, 15, val: whose rows to drop")
@@ -251,11 +192,10 @@ class Bench:
         ``forget/text_memory[...]`` — they are questions the model should still answer, i.e. retain.
         ``limit`` keeps at most that many rows per set (a deterministic subsample, file order kept).
         """
-        if target not in TARGETS:
-            raise ConfigError(f"unknown unlearning target {target!r}; choose one of {', '.join(TARGETS)}")
+        text_memory_group(target)  # an unknown setting fails before any work
         if limit is not None and limit < 1:
             raise ConfigError(f"eval set limit must be >= 1 (got {limit})")
-        groups = {"forget": self.forget_people(forget), "retain": self.retain_people(forget)}
+        groups = {FORGET_GROUP: self.forget_people(forget), "retain": self.retain_people(forget)}
         sets: dict[str, list[Question]] = {}
         for group, who in groups.items():
             for kind in PERSON_KINDS:
@@ -264,14 +204,12 @@ class Bench:
                         continue
                     rows = [
                         q for q in self.questions
-                        if q.person_id in who and q.kind == kind and _variant_of(q) == variant and q.id not in self._anchor
+                        if q.person_id in who and q.kind == kind and eval_variant(q) == variant and q.id not in self._anchor
                     ]
-                    name = eval_set_name(group, kind, variant)
-                    if target == "visual" and group == "forget" and kind == TEXT_MEMORY:
-                        name = eval_set_name("forget_text", kind, variant)
-                    sets[name] = rows
+                    kept = group == FORGET_GROUP and kind == TEXT_MEMORY  # named by the setting rule
+                    sets[eval_set_name(text_memory_group(target) if kept else group, kind, variant)] = rows
         sets["general_vqa"] = [
-            q for q in self.questions if q.kind == GENERAL_VQA and _variant_of(q) == "unseen_image" and q.id not in self._anchor
+            q for q in self.questions if q.kind == GENERAL_VQA and eval_variant(q) == "unseen_image" and q.id not in self._anchor
         ]
         if limit is not None:
             sets = {name: _subsample(rows, limit, name) for name, rows in sets.items()}
@@ -293,9 +231,9 @@ class Bench:
             with Image.open(path) as img:
                 return img.convert("RGB")
         except FileNotFoundError as exc:
-            raise BenchError(f"image {path} of question {q.id} is missing; {_rebuild_hint(self.root, self.meta)}") from exc
+            raise BenchError(f"image {path} of question {q.id} is missing; {rebuild_hint(self.root, self.meta)}") from exc
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise BenchError(f"image {path} of question {q.id} cannot be decoded ({exc}); {_rebuild_hint(self.root, self.meta)}") from exc
+            raise BenchError(f"image {path} of question {q.id} cannot be decoded ({exc}); {rebuild_hint(self.root, self.meta)}") from exc
 
     def vocabulary(self) -> list[str]:
         """Every distinct word and punctuation mark (split like a whitespace + punctuation pre-tokenizer)
@@ -319,19 +257,11 @@ class Bench:
         if actual != self.checksum:
             raise BenchError(
                 f"{self.root}: files changed since the build (checksum {actual[:12]}… != {self.checksum[:12]}… in {BENCH_JSON}); "
-                f"{_rebuild_hint(self.root, self.meta)}"
+                f"{rebuild_hint(self.root, self.meta)}"
             )
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def _variant_of(q: Question) -> str | None:
-    """Which eval-set variant a row belongs to: "" (train phrasing, training image or text),
-    "paraphrase" (paraphrase, training image or text), "unseen_image" (train phrasing, held-out image)."""
-    if q.phrasing == TRAIN_PHRASING:
-        return "unseen_image" if q.image_split == HELDOUT_IMAGE else ""
-    return "paraphrase" if q.image_split != HELDOUT_IMAGE else None
 
 
 def _subsample(rows: list[Question], limit: int, name: str) -> list[Question]:
@@ -345,205 +275,3 @@ def _check_choice(what: str, given: tuple[str, ...], allowed: tuple[str, ...]) -
     bad = [g for g in given if g not in allowed]
     if bad:
         raise ConfigError(f"unknown {what} {', '.join(map(repr, bad))}; choose from {', '.join(allowed)}")
-
-
-def _rebuild_hint(root: Path, meta: dict | None) -> str:
-    meta = meta or {}
-    preset, seed = meta.get("preset", "tiny"), meta.get("seed", 0)
-    return f"rebuild it with `smfa bench build --preset {preset} --seed {seed} --out {root} --overwrite`"
-
-
-def _read_json(path: Path, what: str, hint: str) -> Any:
-    if not path.is_file():
-        raise BenchError(f"{path} is missing: {path.parent} is not a complete bench directory; {hint}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BenchError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg}); {hint}") from exc
-    except UnicodeDecodeError as exc:
-        raise BenchError(f"{path}: not UTF-8 text ({what}); {hint}") from exc
-
-
-def _read_meta(root: Path) -> dict:
-    hint = _rebuild_hint(root, None)
-    meta = _read_json(root / BENCH_JSON, "bench metadata", hint)
-    if not isinstance(meta, dict):
-        raise BenchError(f"{root / BENCH_JSON}: expected a JSON object, found {type(meta).__name__}; {hint}")
-    hint = _rebuild_hint(root, meta)
-    version = meta.get("version")
-    if version != BENCH_VERSION:
-        raise BenchError(f"{root / BENCH_JSON}: bench version {version!r}, but this smfa reads version {BENCH_VERSION!r}; {hint}")
-    for key, typ in (("seed", int), ("preset", str), ("config", dict), ("counts", dict), ("checksum", str)):
-        if not isinstance(meta.get(key), typ):
-            raise BenchError(f"{root / BENCH_JSON}: field {key!r} is missing or not a {typ.__name__}; {hint}")
-    return meta
-
-
-def _jsonl_rows(path: Path, hint: str):
-    """Yield (line number, dict) for each non-empty line."""
-    if not path.is_file():
-        raise BenchError(f"{path} is missing: {path.parent} is not a complete bench directory; {hint}")
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BenchError(f"{path}: line {n}: not valid JSON ({exc.msg}); fix or remove the line, or {hint}") from exc
-            if not isinstance(row, dict):
-                raise BenchError(f"{path}: line {n}: expected a JSON object, found {type(row).__name__}; {hint}")
-            yield n, row
-
-
-def _check_fields(path: Path, n: int, row: dict, fields: dict[str, tuple[Any, Any, bool]], hint: str) -> None:
-    for name, (ok, typ, required) in fields.items():
-        if name not in row:
-            if required:
-                raise BenchError(f"{path}: line {n}: field {name!r} is missing; {hint}")
-            continue
-        if not ok(row[name]):
-            raise BenchError(f"{path}: line {n}: field {name!r} should be {_describe(typ)}, found {row[name]!r}; {hint}")
-    if not row.keys() <= fields.keys():
-        extra = sorted(set(row) - set(fields))
-        raise BenchError(f"{path}: line {n}: unknown field(s) {', '.join(extra)}; {hint}")
-
-
-def _read_people(path: Path, hint: str) -> dict[str, Person]:
-    people: dict[str, Person] = {}
-    names: dict[str, str] = {}
-    for n, row in _jsonl_rows(path, hint):
-        _check_fields(path, n, row, _PERSON_FIELDS, hint)
-        pid = row["person_id"]
-        if pid in people:
-            raise BenchError(f"{path}: line {n}: person id {pid} appears twice; {hint}")
-        if row["name"] in names:
-            raise BenchError(
-                f"{path}: line {n}: name {row['name']!r} of {pid} is also the name of {names[row['name']]}; names must be unique; {hint}"
-            )
-        if row.get("role", "known") not in ROLES:
-            raise BenchError(f"{path}: line {n}: role {row['role']!r} of {pid} is unknown; expected one of {', '.join(ROLES)}; {hint}")
-        names[row["name"]] = pid
-        people[pid] = Person(**row)
-    if not people:
-        raise BenchError(f"{path} holds no people; {hint}")
-    return people
-
-
-def _read_questions(path: Path, people: dict[str, Person], hint: str) -> list[Question]:
-    rows: list[Question] = []
-    seen: set[str] = set()
-    for n, row in _jsonl_rows(path, hint):
-        _check_fields(path, n, row, _QUESTION_FIELDS, hint)
-        qid, kind = row["id"], row["kind"]
-        where = f"{path}: line {n} (question {qid})"
-        if qid in seen:
-            raise BenchError(f"{where}: the id appears twice; {hint}")
-        seen.add(qid)
-        if kind not in KINDS:
-            raise BenchError(f"{where}: unknown kind {kind!r}; expected one of {', '.join(KINDS)}; {hint}")
-        if row["domain"] not in DOMAINS:
-            raise BenchError(f"{where}: unknown domain {row['domain']!r}; expected one of {', '.join(DOMAINS)}; {hint}")
-        if row.get("phrasing", TRAIN_PHRASING) not in (TRAIN_PHRASING, PARAPHRASE):
-            raise BenchError(f"{where}: unknown phrasing {row['phrasing']!r}; expected {TRAIN_PHRASING} or {PARAPHRASE}; {hint}")
-        pid = row.get("person_id")
-        if kind == GENERAL_VQA:
-            if pid is not None:
-                raise BenchError(f"{where}: a general_vqa question must not name a person (person_id {pid!r}); {hint}")
-        elif pid not in people:
-            raise BenchError(f"{where}: person {pid!r} is not in {PEOPLE_JSONL}; {hint}")
-        image, split = row.get("image"), row.get("image_split")
-        if (image is None) != (split is None):
-            raise BenchError(f"{where}: image and image_split must both be set or both be null; {hint}")
-        if split not in (TRAIN_IMAGE, HELDOUT_IMAGE, None):
-            raise BenchError(f"{where}: unknown image_split {split!r}; expected {TRAIN_IMAGE}, {HELDOUT_IMAGE} or null; {hint}")
-        if image is not None and (image.startswith(("/", "\\")) or ".." in image.replace("\\", "/").split("/")):
-            raise BenchError(f"{where}: image path {image!r} must be relative to the bench directory; {hint}")
-        if row["fact"] and row["fact"] not in row["answer"]:
-            raise BenchError(f"{where}: fact {row['fact']!r} does not occur in the answer {row['answer']!r}; {hint}")
-        rows.append(Question(**row))
-    if not rows:
-        raise BenchError(f"{path} holds no questions; {hint}")
-    return rows
-
-
-def _read_splits(path: Path, hint: str) -> dict[str, list[str]]:
-    data = _read_json(path, "splits", hint)
-    if not isinstance(data, dict):
-        raise BenchError(f"{path}: expected a JSON object of split name -> id list, found {type(data).__name__}; {hint}")
-    for name, ids in data.items():
-        if name not in SPLIT_NAMES:
-            raise BenchError(f"{path}: unknown split {name!r}; the splits are {', '.join(SPLIT_NAMES)}; remove it or {hint}")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise BenchError(f"{path}: split {name!r} must be a list of id strings; {hint}")
-        if len(set(ids)) != len(ids):
-            dup = next(i for i in ids if ids.count(i) > 1)
-            raise BenchError(f"{path}: split {name!r} lists {dup} twice; {hint}")
-    missing = [s for s in SPLIT_NAMES if s not in data]
-    if missing:
-        raise BenchError(f"{path}: split(s) {', '.join(missing)} missing; {hint}")
-    return {name: data[name] for name in SPLIT_NAMES}
-
-
-def _check_splits(path: Path, splits: dict[str, list[str]], people: dict[str, Person], questions: list[Question], hint: str) -> None:
-    for name in PERSON_SPLITS:
-        for pid in splits[name]:
-            if pid not in people:
-                raise BenchError(f"{path}: split {name} lists {pid}, who is not in {PEOPLE_JSONL}; {hint}")
-    owner: dict[str, str] = {}
-    for name in EXCLUSIVE_SPLITS:
-        for pid in splits[name]:
-            if pid in owner:
-                raise BenchError(
-                    f"{path}: person {pid} is in both {owner[pid]} and {name}; "
-                    f"a person may be in only one of {', '.join(EXCLUSIVE_SPLITS)}; {hint}"
-                )
-            owner[pid] = name
-    for small, big in (("forget_5", "forget_10"), ("forget_10", "forget_15")):
-        outside = sorted(set(splits[small]) - set(splits[big]))
-        if outside:
-            raise BenchError(f"{path}: {small} must be inside {big} (nested forget sets), but {', '.join(outside[:5])} is not; {hint}")
-    for name in FORGET_SPLIT_NAMES:
-        for pid in splits[name]:
-            if people[pid].role != "known":
-                raise BenchError(
-                    f"{path}: split {name} lists {pid}, whose role is {people[pid].role!r}; only known people can be forgotten; {hint}"
-                )
-    for pid in splits["holdout"]:
-        if people[pid].role != "holdout":
-            raise BenchError(f"{path}: split holdout lists {pid}, whose role in {PEOPLE_JSONL} is {people[pid].role!r}; {hint}")
-    by_id = {q.id: q for q in questions}
-    for qid in splits["anchor"]:
-        q = by_id.get(qid)
-        if q is None:
-            raise BenchError(f"{path}: anchor question {qid} is not in {QUESTIONS_JSONL}; {hint}")
-        variant = _variant_of(q)
-        if variant != "":
-            if q.kind == GENERAL_VQA:
-                where = "general_vqa (a held-out shape picture)"
-            else:
-                group = "forget" if q.person_id in set(splits["forget_15"]) else "retain"
-                where = eval_set_name(group, q.kind, variant or "unseen_image")
-            raise BenchError(
-                f"{path}: anchor question {qid} is in eval set {where}; "
-                f"the anchor may hold only training rows (train phrasing, training images); {hint}"
-            )
-        if q.person_id is not None and q.person_id in owner:
-            raise BenchError(
-                f"{path}: anchor question {qid} belongs to {q.person_id}, who is in {owner[q.person_id]}; "
-                f"the anchor may hold only retain people's rows; {hint}"
-            )
-        if q.kind not in PERSON_KINDS + (GENERAL_VQA,):
-            raise BenchError(
-                f"{path}: anchor question {qid} is of kind {q.kind}; the anchor holds {', '.join(PERSON_KINDS)} and {GENERAL_VQA} rows; {hint}"
-            )
-
-
-def _check_images_exist(root: Path, questions: list[Question], hint: str) -> None:
-    checked: set[str] = set()
-    for q in questions:
-        if q.image is None or q.image in checked:
-            continue
-        if not os.path.isfile(root / q.image):
-            raise BenchError(f"{root / q.image} is missing (image of question {q.id} in {QUESTIONS_JSONL}); {hint}")
-        checked.add(q.image)

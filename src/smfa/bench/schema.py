@@ -8,7 +8,9 @@ A bench directory holds ``people.jsonl`` (one :class:`Person` per line), ``quest
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
+
+from smfa.errors import ConfigError
 
 BENCH_VERSION = "2.0"  # 2.0: many phrasings per fact, held-out frames, counts name their noun
 
@@ -37,11 +39,28 @@ HELDOUT_IMAGE = "heldout"
 # validation forget set (same size as forget_10) used only for hyper-parameter search.
 FORGET_SPLITS = ("5", "10", "15", "val")
 
-Target = Literal["all", "visual"]
-TARGETS = ("all", "visual")
+# Whose rows a fine-tune trains on: everyone known (the vanilla) or the retain people only (the oracle).
+TRAINING_PEOPLE = ("all", "retain")
 
-# Eval-set variants.
-EVAL_VARIANTS = ("", "paraphrase", "unseen_image")
+# Unlearning settings (``--target``): what is forgotten about the forget people.
+TARGETS = ("all", "visual")
+FORGET_GROUP = "forget"  # eval-set group of the forget people
+KEPT_TEXT_GROUP = "forget_text"  # visual setting: the forget people's name-only questions, kept
+
+
+def forgotten_kinds(target: str) -> tuple[str, ...]:
+    """The setting rule: the memory kinds forgotten in setting ``target``. ``all``: image and text memory
+    (everything about the forget people); ``visual`` (MMUnlearner's setting): image memory only, so the
+    forget people's name-only (text memory) questions are knowledge to keep (see :func:`text_memory_group`)."""
+    if target not in TARGETS:
+        raise ConfigError(f"unknown unlearning setting {target!r}; use one of {', '.join(TARGETS)}")
+    return MEMORY_KINDS if target == "all" else (IMAGE_MEMORY,)
+
+
+def text_memory_group(target: str) -> str:
+    """Where the forget people's name-only questions go: eval-set group ``forget`` when the setting forgets
+    text memory, else ``forget_text`` (kept knowledge, scored like retain; in training, anchor rows)."""
+    return FORGET_GROUP if TEXT_MEMORY in forgotten_kinds(target) else KEPT_TEXT_GROUP
 
 
 @dataclass(frozen=True)
@@ -85,3 +104,12 @@ class Question:
 def eval_set_name(group: str, kind: str, variant: str = "") -> str:
     """``forget/image_memory``, ``retain/text_memory/paraphrase``, ``forget/understanding/unseen_image``."""
     return f"{group}/{kind}" + (f"/{variant}" if variant else "")
+
+
+def eval_variant(q: Question) -> str | None:
+    """Which eval-set variant a row belongs to: "" (train phrasing, training image or text),
+    "paraphrase" (paraphrase, training image or text), "unseen_image" (train phrasing, held-out image);
+    ``None`` for a paraphrase on a held-out image (in no set)."""
+    if q.phrasing == TRAIN_PHRASING:
+        return "unseen_image" if q.image_split == HELDOUT_IMAGE else ""
+    return "paraphrase" if q.image_split != HELDOUT_IMAGE else None
