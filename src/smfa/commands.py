@@ -6,7 +6,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from smfa.bench.schema import FORGET_SPLITS, TARGETS, TRAINING_PEOPLE
 from smfa.config import resolve_config
+from smfa.eval.judges import available_judges
+from smfa.sculpt.mask import MODES
+from smfa.training import SAMPLERS
 
 
 def _bool_pair(p: argparse.ArgumentParser, name: str, help_on: str, help_off: str) -> None:
@@ -42,8 +46,8 @@ def _add_finetune(sub: Any) -> None:
     p.add_argument("--bench", help="bench directory (smfa bench build)")
     p.add_argument("--model", help="'tiny' (built-in, no download) or a HF model directory / hub id (default tiny)")
     p.add_argument("--out", help="run directory to write")
-    p.add_argument("--people", choices=["all", "retain"], help="all = vanilla (default); retain = oracle")
-    p.add_argument("--forget", choices=["5", "10", "15", "val"], help="forget split the oracle leaves out (default 15)")
+    p.add_argument("--people", choices=TRAINING_PEOPLE, help="all = vanilla (default); retain = oracle")
+    p.add_argument("--forget", choices=FORGET_SPLITS, help="forget split the oracle leaves out (default 15)")
     _bool_pair(p, "lora", "LoRA on the language model", "full fine-tuning (default)")
     p.add_argument("--lora-r", type=int, dest="lora_r")
     p.add_argument("--lora-alpha", type=int, dest="lora_alpha")
@@ -51,7 +55,7 @@ def _add_finetune(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, dest="batch_size", help="per-device batch size (default 32)")
     p.add_argument("--grad-accum", type=int, dest="grad_accum")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3 for the tiny model)")
-    p.add_argument("--sampler", choices=["random", "length_buckets"],
+    p.add_argument("--sampler", choices=SAMPLERS,
                    help="random batches (default), or batches of similar length in random order: 1.45x faster "
                         "on the tiny bench, general VQA 70 -> 64 %% (benchmarks/README.md)")
     p.add_argument("--seed", type=int)
@@ -114,10 +118,10 @@ def _add_unlearn(sub: Any) -> None:
     p.add_argument("--bench", help="bench directory")
     p.add_argument("--model", help="vanilla run directory (smfa finetune) or model directory")
     p.add_argument("--out", help="run directory to write")
-    p.add_argument("--forget", choices=["5", "10", "15", "val"], help="forget split (default 10; val = tuning only)")
-    p.add_argument("--target", choices=["all", "visual"], help="all: forget photo and name knowledge (default); visual: forget the photo link only")
+    p.add_argument("--forget", choices=FORGET_SPLITS, help="forget split (default 10; val = tuning only)")
+    p.add_argument("--target", choices=TARGETS, help="all: forget photo and name knowledge (default); visual: forget the photo link only")
     p.add_argument("--k", type=float, help="SMFA sculpt strength (larger k = stronger forgetting)")
-    p.add_argument("--mode", choices=["none", "conflict", "magnitude", "both"], help="SMFA mask (default both)")
+    p.add_argument("--mode", choices=MODES, help="SMFA mask (default both)")
     p.add_argument("--dual", action="store_true", default=None, help="SMFA: image-view + text-view MFAs, averaged")
     p.add_argument("--lr", type=float)
     p.add_argument("--epochs", type=float)
@@ -128,7 +132,7 @@ def _add_unlearn(sub: Any) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--no-eval", dest="evaluate", action="store_false", default=True, help="skip the evaluation")
     p.add_argument("--eval-limit", type=int, dest="eval_limit", help="at most N questions per evaluation set (default 200)")
-    p.add_argument("--judge", choices=["offline", "openai"])
+    p.add_argument("--judge", choices=available_judges())
     p.add_argument("--oracle", help="oracle run (retain-only) for the forget-quality KS test")
     p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")
@@ -159,11 +163,11 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--bench", help="bench directory")
     p.add_argument("--model", help="run directory (finetune/unlearn), model directory or hub id")
     p.add_argument("--out", help="evaluation directory to write")
-    p.add_argument("--forget", choices=["5", "10", "15", "val"], help="forget split (default 10)")
-    p.add_argument("--target", choices=["all", "visual"], help="all (default) or visual: forget people's text memory counts as retain")
+    p.add_argument("--forget", choices=FORGET_SPLITS, help="forget split (default 10)")
+    p.add_argument("--target", choices=TARGETS, help="all (default) or visual: forget people's text memory counts as retain")
     p.add_argument("--limit", type=int, help="at most N questions per set")
     p.add_argument("--questions", help="extra probe questions, JSONL in the bench row format (image optional)")
-    p.add_argument("--judge", choices=["offline", "openai"], help="offline (default, deterministic) or an OpenAI-compatible endpoint")
+    p.add_argument("--judge", choices=available_judges(), help="offline (default, deterministic) or an OpenAI-compatible endpoint")
     p.add_argument("--judge-base-url", dest="judge_base_url", help="judge endpoint (else $SMFA_JUDGE_BASE_URL); key only from $SMFA_JUDGE_API_KEY")
     p.add_argument("--judge-model", dest="judge_model", help="judge model (else $SMFA_JUDGE_MODEL)")
     p.add_argument("--oracle", help="oracle run (retain-only): adds forget quality (KS test p-value)")
@@ -215,13 +219,13 @@ def _add_sculpt(sub: Any) -> None:
     )
     p.add_argument("run", help="an SMFA unlearn run directory")
     p.add_argument("--k", help="comma-separated k values (default 0,0.5,1,2,5,10,20)")
-    p.add_argument("--mode", choices=["none", "conflict", "magnitude", "both"], help="mask (default both)")
+    p.add_argument("--mode", choices=MODES, help="mask (default both)")
     p.add_argument("--out", help="output directory (default RUN/sweep-MODE)")
     p.add_argument("--merge-to", dest="merge_to", help="instead of a sweep: sculpt with one --k into the vanilla "
                    "checkpoint on disk, shard by shard (out of core), writing a new checkpoint here; "
                    "--k and --mode default to the run's own")
     p.add_argument("--limit", type=int, help="questions per evaluation set (default 200)")
-    p.add_argument("--judge", choices=["offline", "openai"])
+    p.add_argument("--judge", choices=available_judges())
     p.add_argument("--all-sets", dest="all_sets", action="store_true",
                    help="evaluate every set at every k (default: train-phrasing sets + general VQA, the curve's points)")
     p.add_argument("--overwrite", action="store_true", default=None)
@@ -255,10 +259,10 @@ def _add_compare(sub: Any) -> None:
                    "--people retain --forget F), or 'train' to train them here with the vanilla's recipe")
     p.add_argument("--forget", help="comma list of forget splits (default 5,10,15)")
     p.add_argument("--methods", help="comma list (default smfa,idk,ga_diff,kl_min,npo,mmunlearner,ties,ga)")
-    p.add_argument("--target", choices=["all", "visual"])
+    p.add_argument("--target", choices=TARGETS)
     p.add_argument("--out", help="comparison directory")
     p.add_argument("--eval-limit", type=int, dest="eval_limit")
-    p.add_argument("--judge", choices=["offline", "openai"])
+    p.add_argument("--judge", choices=available_judges())
     p.add_argument("--seed", type=int)
     p.add_argument("--config", help="YAML recipe with CompareConfig fields (per-method params: {method: {k: v}})")
     p.set_defaults(func=_compare)

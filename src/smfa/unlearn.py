@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smfa.bench.schema import IMAGE_MEMORY, MEMORY_KINDS, TARGETS, TEXT_MEMORY
+from smfa.bench.schema import TEXT_MEMORY, forgotten_kinds
 from smfa.errors import ConfigError
 from smfa.rundir import atomic_run_dir, write_manifest
 
@@ -47,20 +47,18 @@ class UnlearnConfig:
 def select_data(bench: Any, forget: str, target: str, anchor_size: int | None, seed: int, with_preserve: bool = False):
     from smfa.methods.base import UnlearnData
 
-    if target not in TARGETS:
-        raise ConfigError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
-    kinds = MEMORY_KINDS if target == "all" else (IMAGE_MEMORY,)
+    kinds = forgotten_kinds(target)
     forget_rows = bench.forget_rows(forget, kinds=kinds)
     if not forget_rows:
         raise ConfigError(f"the forget set for --forget {forget} --target {target} is empty: nothing to unlearn")
     anchor = list(bench.anchor_rows(anchor_size, seed=seed))
-    if target == "visual":
+    if TEXT_MEMORY not in kinds:  # kept knowledge: the forget people's name-only questions anchor retention
         anchor += bench.forget_rows(forget, kinds=(TEXT_MEMORY,))
     preserve: list[Any] = []
     if with_preserve:
         known = bench.forget_people(forget) | bench.retain_people(forget)
         preserve = bench.select(people=known, kinds=(TEXT_MEMORY,), phrasing="train") + list(bench.anchor_rows(anchor_size, seed=seed))
-        if target == "all":
+        if TEXT_MEMORY in kinds:
             forgotten = bench.forget_people(forget)
             preserve = [r for r in preserve if r.person_id not in forgotten]
     return UnlearnData(forget_rows=forget_rows, anchor_rows=anchor, preserve_rows=preserve)

@@ -69,7 +69,15 @@ from typing import Any
 
 import torch
 
-from smfa.bench.schema import GENERAL_VQA, IMAGE_MEMORY, MEMORY_KINDS, TEXT_MEMORY, Question
+from smfa.bench.schema import (
+    GENERAL_VQA,
+    IMAGE_MEMORY,
+    MEMORY_KINDS,
+    TEXT_MEMORY,
+    Question,
+    forgotten_kinds,
+    text_memory_group,
+)
 from smfa.errors import BenchError, ConfigError
 
 Scalar = float | int | str | bool | None
@@ -252,7 +260,7 @@ class AttackContext:
         limit = DEFAULT_LIMIT if cfg.limit is None else cfg.limit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"--limit must be a positive integer for attacks, got {cfg.limit!r}")
-        kinds = MEMORY_KINDS if cfg.target == "all" else (IMAGE_MEMORY,)
+        kinds = forgotten_kinds(cfg.target)
         sets = bench.eval_sets(str(cfg.forget), target=cfg.target)
         return cls(loaded, bench, cfg, sets, kinds, limit, ImageCache(bench))
 
@@ -324,10 +332,10 @@ def cross_modal_attack(ctx: AttackContext) -> AttackResult:
     """The same forget facts asked by name without an image and from the photo/scan, reported apart."""
     from smfa.eval.text import contains_fact, is_refusal
 
-    text_sets = (f"forget/{TEXT_MEMORY}", f"forget_text/{TEXT_MEMORY}")  # the visual setting renames the text set
+    text_set = f"{text_memory_group(ctx.cfg.target)}/{TEXT_MEMORY}"
     text: dict[tuple[str | None, str], list[Question]] = {}
     image: dict[tuple[str | None, str], list[Question]] = {}
-    for r in (r for name in text_sets for r in ctx.sets.get(name, [])):
+    for r in ctx.sets.get(text_set, []):
         text.setdefault((r.person_id, r.attribute), []).append(r)
     for r in ctx.sets.get(f"forget/{IMAGE_MEMORY}", []):
         image.setdefault((r.person_id, r.attribute), []).append(r)

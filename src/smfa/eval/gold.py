@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 
 from scipy.stats import ks_2samp, rankdata
 
-from smfa.bench.schema import IMAGE_MEMORY, MEMORY_KINDS
+from smfa.bench.schema import forgotten_kinds
 from smfa.eval.schema import EvalError, Generation, GoldStandard
 
 __all__ = ["GoldStandard", "forget_losses", "forget_quality", "gold_standard", "mia_auc"]
@@ -61,7 +61,7 @@ def forget_losses(generations: Iterable[Generation], target: str = "all") -> tup
     """Question ids and losses of the forget memory questions (training phrasing) that carry a loss:
     image and text memory in the ``all`` setting, image memory only in ``visual``. Sorted by question id,
     so two models' lists line up."""
-    kinds = MEMORY_KINDS if target == "all" else (IMAGE_MEMORY,)
+    kinds = forgotten_kinds(target)
     rows = sorted(
         (g.question_id, g.loss)
         for g in generations

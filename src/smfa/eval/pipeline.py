@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from smfa.bench.schema import KINDS, UNANSWERABLE, Question
+from smfa.bench.schema import KINDS, UNANSWERABLE, Question, forgotten_kinds
 from smfa.errors import ConfigError
 from smfa.rundir import atomic_run_dir, write_jsonl_atomic, write_manifest
 
@@ -126,8 +126,7 @@ def generate_sets(loaded: Any, bench: Any, sets: dict[str, list[Question]], forg
 
 
 def _forget_memory_sets(sets: dict[str, list[Question]], target: str) -> tuple[str, ...]:
-    kinds = ("image_memory", "text_memory") if target == "all" else ("image_memory",)
-    return tuple(f"forget/{k}" for k in kinds if f"forget/{k}" in sets)
+    return tuple(f"forget/{k}" for k in forgotten_kinds(target) if f"forget/{k}" in sets)
 
 
 def oracle_left_out(oracle: str | Path, bench: Any) -> set[str]:

@@ -36,6 +36,7 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from smfa.bench.schema import TARGETS
 from smfa.errors import OutputError, SmfaError
 from smfa.rundir import write_json_atomic
 
@@ -249,7 +250,7 @@ class Metrics:
                 "re-run `smfa evaluate` with this version"
             )
         metrics = _from_dict(cls, data, source, "")
-        if metrics.target not in ("all", "visual"):
+        if metrics.target not in TARGETS:
             raise OutputError(f"{source}: key 'target' must be 'all' or 'visual', got {metrics.target!r}")
         for name, values in (metrics.attacks or {}).items():
             for key, value in values.items():

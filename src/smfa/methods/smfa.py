@@ -19,6 +19,7 @@ import torch
 
 from smfa.bench.schema import IMAGE_MEMORY, TEXT_MEMORY
 from smfa.errors import ConfigError
+from smfa.sculpt.mask import MODES
 from smfa.methods.base import Method, MethodConfig, UnlearnContext, prepare_trainable, register_method, train_sft
 
 FORGET_ADAPTER = "forget"  # adapters/forget: the MFA (image view in dual mode)
@@ -57,8 +58,8 @@ class SMFAConfig(AdapterPairConfig):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"SMFA {name} must be a finite number >= 0, got {value!r} (k = 0 masks every conflicting entry)")
-        if self.mode not in ("none", "conflict", "magnitude", "both"):
-            raise ConfigError(f"SMFA mode must be none, conflict, magnitude or both, got {self.mode!r}")
+        if self.mode not in MODES:
+            raise ConfigError(f"SMFA mode must be one of {', '.join(MODES)}, got {self.mode!r}")
 
 
 def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
