@@ -1,4 +1,5 @@
-"""The refusal pool: size, distinctness, grammar, detection and deterministic sampling."""
+"""The refusal pool: size, distinctness, grammar, detection by the evaluation's is_refusal, and deterministic
+sampling."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ import re
 
 import pytest
 
+from smfa.eval.text import is_refusal
 from smfa.refusals import (
     MAX_WORDS,
     MIN_WORDS,
-    REFUSAL_PATTERNS,
     WORD_PATTERN,
-    looks_like_refusal,
     refusal_key,
     refusal_pool,
     refusal_vocabulary,
@@ -98,7 +98,7 @@ def _check_grammar(refusal: str) -> None:
 
 
 def test_every_refusal_is_detected():
-    missed = [r for r in POOL if not looks_like_refusal(r)]
+    missed = [r for r in POOL if not is_refusal(r)]
     assert not missed, missed[:10]
 
 
@@ -117,7 +117,7 @@ def test_every_refusal_is_detected():
     ],
 )
 def test_ordinary_answers_are_not_refusals(answer):
-    assert not looks_like_refusal(answer)
+    assert not is_refusal(answer)
 
 
 @pytest.mark.parametrize(
@@ -134,12 +134,7 @@ def test_ordinary_answers_are_not_refusals(answer):
     ],
 )
 def test_detector_handles_case_apostrophes_and_spelling(text):
-    assert looks_like_refusal(text)
-
-
-def test_refusal_patterns_are_compiled_case_insensitive_regexes():
-    assert len(REFUSAL_PATTERNS) >= 10
-    assert all(isinstance(p, re.Pattern) and p.flags & re.IGNORECASE for p in REFUSAL_PATTERNS)
+    assert is_refusal(text)
 
 
 def test_sampling_is_deterministic_given_the_seed():

@@ -1,4 +1,5 @@
-"""The refusal pool shipped with the package, and the refusal detector the evaluation reuses.
+"""The refusal pool shipped with the package (generation only; refusals are detected by
+:func:`smfa.eval.text.is_refusal`).
 
 SMFA's forget-set targets (``D_f^idk``) replace every forget answer by a refusal drawn at random from a
 pool of at least 1,000 distinct refusals (the paper's size), so the model learns "refuse" rather than one
@@ -9,7 +10,8 @@ cores and complements that read naturally together::
 
 The composition is deterministic (fixed order, no randomness), every sentence is one short clause
 (:data:`MIN_WORDS`–:data:`MAX_WORDS` words, ending in "."), and near-duplicates are dropped (see
-:func:`refusal_key`). Every refusal is recognised by :func:`looks_like_refusal`; the test suite checks it.
+:func:`refusal_key`). The evaluation's :func:`smfa.eval.text.is_refusal` recognises every refusal of the
+pool; the test suite checks it.
 """
 
 from __future__ import annotations
@@ -255,33 +257,6 @@ _TRAILING_FILLERS = frozenset(
 # Words of a refusal: letters with optional inner apostrophes ("don't", "person's").
 WORD_PATTERN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
 
-# Common refusal phrasings, matched case-insensitively (after curly apostrophes become straight ones).
-# Kept to phrases that do not occur in factual answers ("lives in Norvale", "three circles").
-REFUSAL_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
-    re.compile(p, re.IGNORECASE)
-    for p in (
-        r"\b(?:don'?t|do not|doesn'?t|does not) know\b",
-        r"\bsorry\b",
-        r"\bapologi[sz]e\b|\bapologies\b",
-        r"\bcan'?t\b",
-        r"\bcannot\b",
-        r"\bcan not\b",
-        r"\bnot able to\b",
-        r"\bunable to\b",
-        r"\bno (?:information|idea|details|record|records|knowledge|answer)\b",
-        r"\brather not\b",
-        r"\bprefer not\b",
-        r"\bwon'?t\b",
-        r"\bwill not\b",
-        r"\bnot (?:sure|certain)\b",
-        r"\bnot (?:allowed|permitted|comfortable|in a position)\b",
-        r"\bdecline\b",
-        r"\b(?:don'?t|do not) (?:have|recall|remember)\b",
-        r"\b(?:not|isn'?t) (?:something|information) I\b",
-    )
-)
-
-
 def _normalise_apostrophes(text: str) -> str:
     return text.replace("\u2019", "'").replace("\u2018", "'")
 
@@ -352,10 +327,3 @@ def refusal_vocabulary() -> set[str]:
     :data:`WORD_PATTERN`. The only punctuation in the pool is "," and "." (and the apostrophes inside
     words). A fresh set each call, so callers may extend it."""
     return set(_vocabulary())
-
-
-def looks_like_refusal(text: str) -> bool:
-    """Whether ``text`` contains one of :data:`REFUSAL_PATTERNS` (case-insensitive; curly apostrophes
-    are treated as straight ones)."""
-    text = _normalise_apostrophes(text)
-    return any(pattern.search(text) for pattern in REFUSAL_PATTERNS)
