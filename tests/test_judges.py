@@ -1,5 +1,6 @@
-"""Judges: the offline rubric on hand-made answers, the registry, score parsing, and the OpenAI-compatible
-client against a small local HTTP server (happy path, retry, unreachable, malformed, key never leaked)."""
+"""Judges: the offline rubric on hand-made answers, the registry, score parsing, the word list, and the
+OpenAI-compatible judge (the openai client) against a small local HTTP server (happy path, retry,
+unreachable, malformed, key never leaked, keyless local server)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from smfa.eval.judges import (
     JudgeError,
     JudgeItem,
     OfflineJudge,
+    bench_lexicon,
     get_judge,
     is_degenerate,
     load_prompt,
@@ -193,7 +195,8 @@ class _Server:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
+                headers = {k.lower(): v for k, v in self.headers.items()}  # HTTP header names are case-blind
+                outer.requests.append({"path": self.path, "headers": headers, "body": json.loads(body)})
                 step = outer.script.pop(0) if len(outer.script) > 1 else outer.script[0]
                 if step[0] == "sleep":
                     time.sleep(step[1])
@@ -249,12 +252,12 @@ def _assert_no_secret(exc):
 
 def test_openai_judge_happy_path_sends_prompt_model_and_key():
     with _Server([(200, _reply('{"score": 8}'))]) as server:
-        judge = get_judge("openai", base_url=server.url, backoff=0)
+        judge = get_judge("openai", base_url=server.url)
         assert judge.score(Q, "Norvale.", REF, FACT, "image_memory") == (8.0, 8.0)
         assert judge.score_batch([JudgeItem(Q, "a", REF, FACT, "image_memory")] * 3) == [(8.0, 8.0)] * 3
     first = server.requests[0]
     assert first["path"] == "/v1/chat/completions"
-    assert first["headers"]["Authorization"] == f"Bearer {SECRET}"
+    assert first["headers"]["authorization"] == f"Bearer {SECRET}"
     assert first["body"]["model"] == "judge-model" and first["body"]["temperature"] == 0
     prompt = first["body"]["messages"][0]["content"]
     assert "Norvale." in prompt and REF in prompt and "$answer" not in prompt
@@ -263,14 +266,14 @@ def test_openai_judge_happy_path_sends_prompt_model_and_key():
 
 def test_openai_judge_retries_a_500_then_succeeds():
     with _Server([(500, {"error": "overloaded"}), (200, _reply("7/10"))]) as server:
-        judge = get_judge("openai", base_url=server.url, backoff=0.01, concurrency=1)
+        judge = get_judge("openai", base_url=server.url, concurrency=1)
         assert judge.score(Q, "x", REF, FACT, "image_memory") == (7.0, 7.0)
     assert len(server.requests) == 3  # 500, then 200 for fact, 200 for meaningful
 
 
 def test_openai_judge_gives_up_after_tries_on_persistent_429():
     with _Server([(429, {"error": "rate limited"})]) as server:
-        judge = get_judge("openai", base_url=server.url, backoff=0.01, tries=3)
+        judge = get_judge("openai", base_url=server.url, tries=3)
         with pytest.raises(JudgeError, match=r"failed after 3 tries: HTTP 429"):
             judge.score(Q, "x", REF, FACT, "image_memory")
     assert len(server.requests) == 3
@@ -280,7 +283,7 @@ def test_openai_judge_unreachable_port_gives_a_clear_error_without_the_key():
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    judge = get_judge("openai", base_url=f"http://127.0.0.1:{port}/v1", backoff=0.01, tries=3)
+    judge = get_judge("openai", base_url=f"http://127.0.0.1:{port}/v1", tries=3)
     with pytest.raises(JudgeError) as info:
         judge.score(Q, "x", REF, FACT, "image_memory")
     message = str(info.value)
@@ -292,7 +295,7 @@ def test_openai_judge_unreachable_port_gives_a_clear_error_without_the_key():
 
 def test_openai_judge_times_out_and_retries():
     with _Server([("sleep", 1.0, 200, _reply("5"))]) as server:
-        judge = get_judge("openai", base_url=server.url, backoff=0, tries=2, timeout=0.2)
+        judge = get_judge("openai", base_url=server.url, tries=2, timeout=0.2)
         with pytest.raises(JudgeError, match=r"unreachable after 2 tries: timed out after 0.2 s"):
             judge.score(Q, "x", REF, FACT, "image_memory")
     assert len(server.requests) == 2
@@ -310,7 +313,7 @@ def test_openai_judge_times_out_and_retries():
 )
 def test_openai_judge_malformed_or_refused_replies_fail_at_once_without_the_key(status, body, message):
     with _Server([(status, body)]) as server:
-        judge = get_judge("openai", base_url=server.url, backoff=0)
+        judge = get_judge("openai", base_url=server.url)
         with pytest.raises(JudgeError, match=message) as info:
             judge.score(Q, "x", REF, FACT, "image_memory")
     assert len(server.requests) == 1  # not retried
@@ -333,3 +336,28 @@ def test_openai_judge_configuration_errors(monkeypatch, tmp_path):
     (tmp_path / "meaningful.txt").write_text("Grade $answer")
     with pytest.raises(ConfigError, match=r"unknown template variables \['secret'\]"):
         get_judge("openai", model="m", prompts_dir=tmp_path)
+
+
+def test_openai_judge_without_a_key_sends_no_authorization(monkeypatch):
+    monkeypatch.delenv("SMFA_JUDGE_API_KEY")
+    with _Server([(200, _reply("6"))]) as server:
+        judge = get_judge("openai", base_url=server.url + "/chat/completions")  # a full endpoint URL works too
+        assert judge.score(Q, "x", REF, FACT, "image_memory") == (6.0, 6.0)
+    assert server.requests[0]["path"] == "/v1/chat/completions"
+    assert "authorization" not in server.requests[0]["headers"]
+
+
+def test_openai_judge_errors_are_one_line():
+    with _Server([(400, {"error": "bad\nrequest\nbody"})]) as server:
+        judge = get_judge("openai", base_url=server.url)
+        with pytest.raises(JudgeError, match="HTTP 400") as info:
+            judge.score(Q, "x", REF, FACT, "image_memory")
+    assert "\n" not in str(info.value)
+
+
+def test_english_word_list_is_package_data_without_duplicates():
+    from importlib import resources
+
+    words = resources.files("smfa.eval.judges").joinpath("english_words.txt").read_text(encoding="utf-8").split()
+    assert len(words) > 1000 and len(words) == len(set(words)) and words == sorted(words)
+    assert set(words) <= bench_lexicon()

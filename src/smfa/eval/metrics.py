@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from smfa.bench.schema import GENERAL_VQA, IMAGE_MEMORY, MEMORY_KINDS, TARGETS, TEXT_MEMORY, UNDERSTANDING
+from smfa.eval.judges.base import Judge, JudgeItem
 from smfa.eval.schema import EvalError, Generation, Overall, SetMetrics
 from smfa.eval.text import SPECIAL_TOKEN_PATTERN, answer_is_correct, contains_fact, is_refusal
-
-if TYPE_CHECKING:
-    from smfa.eval.judges import Judge
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -59,8 +57,6 @@ def compute_set_metrics(generations: Sequence[Generation], judge: Judge) -> SetM
             f"compute_set_metrics got generations from {len(names)} sets ({', '.join(names[:4])}); "
             "group them first, e.g. with compute_all_sets"
         )
-    from smfa.eval.judges import JudgeItem
-
     items = [JudgeItem(g.question, g.answer, g.reference, g.fact, g.kind) for g in generations]
     scores = judge.score_batch(items)
     if len(scores) != len(items):
