@@ -25,3 +25,7 @@ class SculptError(SmfaError):
 
 class OutputError(SmfaError):
     """An output directory exists (without --overwrite) or cannot be written."""
+
+
+class EvalError(SmfaError):
+    """Evaluation inputs are inconsistent (mixed or empty sets, bad losses) or a judge failed."""

@@ -1,5 +1,6 @@
-"""Reports: one evaluation's ``report.md``, the comparison of several runs in the layout of the paper's main
-table (``compare.md``) with method bars and a forgetting/understanding trade-off plot, and the k-sweep plot.
+"""Reports: one evaluation's ``report.md``, and the comparison of several runs in the layout of the paper's main
+table (``compare.md``) with method bars and a forgetting/understanding trade-off plot (:mod:`smfa.plots`).
+Rows and columns come from the metric declarations (:mod:`smfa.eval.metrics`).
 
 Accuracies, rates and memory are shown in % (Overall Memory in percentage points), Fact and Meaningful on
 their 0-10 scale, the forget-answer NLL KS test as a p-value. ``–`` marks a value whose sets were not evaluated. Plots
@@ -8,24 +9,20 @@ are written with matplotlib's Agg canvas (no display needed); every file is writ
 
 from __future__ import annotations
 
-import io
-import math
-import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from smfa.errors import ConfigError
-from smfa.eval.schema import Metrics, Overall, load_metrics
+from smfa.eval.registry import Metric, metrics_of
+from smfa.eval.schema import Metrics, load_metrics
+from smfa.plots import k_direction, plot_k_sweep, plot_method_bars, plot_tradeoff
 from smfa.rundir import write_text_atomic
 
 REPORT_FILE = "report.md"
 COMPARE_FILE = "compare.md"
 BARS_FILE = "methods.png"
 TRADEOFF_FILE = "tradeoff.png"
-K_SWEEP_KEYS = ("forget_memory", "retain_memory", "understanding", "general_vqa")
 
 _SETTING_NOTE = {
     "all": "all: forget everything about the forget people, from their photo and by their name",
@@ -61,53 +58,19 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class _Column:
-    header: str
-    value: Callable[[Overall], float | None]
-    fmt: Callable[[float | None], str] = _pct
+def _fmt(metric: Metric, value: float | None) -> str:
+    """A metric's value as reports show it: rates in %, scores and losses with two decimals."""
+    if metric.kind == "count":
+        return "–" if value is None else str(value)
+    return _pct(value) if metric.kind == "rate" else _score(value)
 
 
-# The paper's main table (values in %), plus the leaks we report separately.
-MAIN_COLUMNS: tuple[_Column, ...] = (
-    _Column("Forget I-Und ↑", lambda o: o.forget_understanding),
-    _Column("Forget I-Mem ↓", lambda o: o.forget_image_memory),
-    _Column("Forget T-Mem ↓", lambda o: o.forget_text_memory),
-    _Column("Retain I-Und ↑", lambda o: o.retain_understanding),
-    _Column("Retain I-Mem ↑", lambda o: o.retain_image_memory),
-    _Column("Retain T-Mem ↑", lambda o: o.retain_text_memory),
-    _Column("Overall I-Und ↑", lambda o: o.image_understanding),
-    _Column("Overall Memory ↑", lambda o: o.memory),
-    _Column("Meaningful ↑", lambda o: o.meaningful, _score),
-    _Column("General VQA ↑", lambda o: o.general_vqa),
-    _Column("Forget leak image ↓", lambda o: o.forget_leak_image),
-    _Column("Forget leak text ↓", lambda o: o.forget_leak_text),
-)
-
-# In a table of visual-setting runs only, the forget people's name-only questions are knowledge to keep.
-VISUAL_HEADERS = {"Forget T-Mem ↓": "Forget T-Mem (kept) ↑", "Forget leak text ↓": "Forget name answers (kept) ↑"}
-
-_OVERALL_ROWS: tuple[tuple[str, str, str], ...] = (
-    # (Overall field, label, better)
-    ("forget_understanding", "Forget image understanding (I-Und)", "↑"),
-    ("retain_understanding", "Retain image understanding (I-Und)", "↑"),
-    ("image_understanding", "Overall image understanding", "↑"),
-    ("forget_image_memory", "Forget image memory (I-Mem)", "↓"),
-    ("forget_text_memory", "Forget text memory (T-Mem)", "↓"),
-    ("retain_image_memory", "Retain image memory (I-Mem)", "↑"),
-    ("retain_text_memory", "Retain text memory (T-Mem)", "↑"),
-    ("forget_memory", "Forget memory", "↓"),
-    ("retain_memory", "Retain memory", "↑"),
-    ("memory", "Overall memory (retain − forget)", "↑"),
-    ("meaningful", "Meaningful score (0-10)", "↑"),
-    ("general_vqa", "General VQA", "↑"),
-    ("forget_leak_image", "Forget leak, asked with the photo", "↓"),
-    ("forget_leak_text", "Forget leak, asked by name", "↓"),
-    ("forget_leak_paraphrase", "Forget leak, paraphrased questions", "↓"),
-    ("forget_leak_unseen_image", "Forget leak, unseen photos", "↓"),
-    ("retain_refusal_rate", "Refusal rate on retain sets", "↓"),
-    ("general_vqa_refusal_rate", "Refusal rate on general VQA", "↓"),
-)
+def _shown(metric: Metric, target: str) -> tuple[str, str, str]:
+    """(label, better, column header) of ``metric`` in setting ``target``."""
+    if target == "visual":
+        return (metric.visual_label or metric.label, metric.visual_better or metric.better,
+                metric.visual_column or metric.column)
+    return metric.label, metric.better, metric.column
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -131,31 +94,13 @@ def eval_report_markdown(metrics: Metrics) -> str:
         "",
     ]
     rows = []
-    for name, label, better in _OVERALL_ROWS:
-        value = getattr(o, name)
-        if name == "forget_text_memory" and metrics.target == "visual":
-            label, better = "Forget people's text memory (kept in this setting)", "↑"
-        if name == "forget_memory" and metrics.target == "visual":
-            label = "Forget memory (image only)"
-        rows.append([label, _score(value) if name == "meaningful" else _pct(value), better])
+    for m in metrics_of("overall"):
+        label, better, _ = _shown(m, metrics.target)
+        rows.append([label, _fmt(m, getattr(o, m.name)), better])
     lines += [_table(["metric", "value", "better"], rows), "", "## Per evaluation set", ""]
-    set_rows = [
-        [
-            f"`{name}`",
-            str(m.n),
-            _pct(m.rouge_l),
-            _score(m.fact_score),
-            _score(m.meaningful_score),
-            _pct(m.accuracy),
-            _pct(m.refusal_rate),
-            _pct(m.leak_rate),
-            _score(m.mean_loss),
-        ]
-        for name, m in metrics.sets.items()
-    ]
-    lines.append(
-        _table(["set", "n", "ROUGE-L %", "Fact", "Meaningful", "Accuracy %", "Refusal %", "Leak %", "Loss"], set_rows)
-    )
+    per_set = metrics_of("set")
+    set_rows = [[f"`{name}`", *(_fmt(m, getattr(values, m.name)) for m in per_set)] for name, values in metrics.sets.items()]
+    lines.append(_table(["set", *(m.label for m in per_set)], set_rows))
     if metrics.gold is not None:
         g = metrics.gold
         lines += [
@@ -243,14 +188,14 @@ def compare_markdown(metrics: Sequence[Metrics], labels: Sequence[str], wall_tim
     """The comparison table (paper layout) as markdown."""
     has_gold = any(m.gold is not None for m in metrics)
     has_time = wall_times is not None and any(t is not None for t in wall_times)
-    header = ["Method", "Setting", *(c.header for c in MAIN_COLUMNS)]
-    if metrics and all(m.target == "visual" for m in metrics):  # name-only questions are kept there
-        header = [VISUAL_HEADERS.get(h, h) for h in header]
+    columns = [m for m in metrics_of("overall") if m.column]
+    shown_as = "visual" if metrics and all(m.target == "visual" for m in metrics) else "all"  # kept name answers
+    header = ["Method", "Setting", *(_shown(c, shown_as)[2] for c in columns)]
     header += ["Forget NLL KS p ↑"] if has_gold else []
     header += ["Wall time"] if has_time else []
     rows = []
     for i, (m, label) in enumerate(zip(metrics, labels)):
-        row = [label, m.target, *(c.fmt(c.value(m.overall)) for c in MAIN_COLUMNS)]
+        row = [label, m.target, *(_fmt(c, getattr(m.overall, c.name)) for c in columns)]
         if has_gold:
             row.append(_pvalue(m.gold.forget_quality if m.gold else None))
         if has_time:
@@ -283,100 +228,6 @@ def compare_markdown(metrics: Sequence[Metrics], labels: Sequence[str], wall_tim
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _save_png(fig: Any, path: Path) -> Path:
-    """Render ``fig`` to PNG and write it via a temporary file + rename."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=130, bbox_inches="tight")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _nan(value: float | None, scale: float = 100.0) -> float:
-    return math.nan if value is None else scale * value
-
-
-_BAR_METRICS: tuple[tuple[str, Callable[[Overall], float | None], float], ...] = (
-    ("Overall I-Und ↑", lambda o: o.image_understanding, 100.0),
-    ("Forget memory ↓", lambda o: o.forget_memory, 100.0),
-    ("Retain memory ↑", lambda o: o.retain_memory, 100.0),
-    ("General VQA ↑", lambda o: o.general_vqa, 100.0),
-    ("Meaningful ↑ (×10)", lambda o: o.meaningful, 10.0),
-)
-
-
-def plot_method_bars(metrics: Sequence[Metrics], labels: Sequence[str], out_png: str | Path) -> Path:
-    """Grouped bars: a few key metrics (x) × runs (bars), in %."""
-    fig = _figure(max(7.0, 1.3 * len(_BAR_METRICS) + 0.35 * len(metrics) * len(_BAR_METRICS)), 4.2)
-    ax = fig.add_subplot()
-    n = len(metrics)
-    width = 0.8 / n
-    cmap = _colours(n)
-    for j, (m, label) in enumerate(zip(metrics, labels)):
-        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(_BAR_METRICS))]
-        ys = [_nan(get(m.overall), scale) for _, get, scale in _BAR_METRICS]
-        bars = ax.bar(xs, ys, width=width * 0.95, label=label, color=cmap[j])
-        if n <= 6:
-            ax.bar_label(bars, labels=["" if math.isnan(y) else f"{y:.0f}" for y in ys], fontsize=7, padding=1)
-    ax.set_xticks(range(len(_BAR_METRICS)), [name for name, _, _ in _BAR_METRICS])
-    ax.set_ylabel("value (%)")
-    ax.set_ylim(0, 110)
-    ax.set_title("Method comparison (↑ higher is better, ↓ lower is better)")
-    ax.legend(title="run", fontsize=8, ncols=min(n, 4), loc="upper center", bbox_to_anchor=(0.5, -0.1))
-    ax.grid(axis="y", alpha=0.3)
-    return _save_png(fig, Path(out_png))
-
-
-def _colours(n: int) -> list[Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if n <= 10 else "viridis"]
-    return [cmap(i if n <= 10 else i / max(1, n - 1)) for i in range(n)]
-
-
-def plot_tradeoff(metrics: Sequence[Metrics], labels: Sequence[str], out_png: str | Path) -> Path:
-    """Scatter: forget memory (x, lower is better) vs overall image understanding (y, higher is better),
-    one labelled point per run; the ideal corner is marked."""
-    fig = _figure(6.4, 4.8)
-    ax = fig.add_subplot()
-    plotted = 0
-    for m, label, colour in zip(metrics, labels, _colours(len(metrics))):
-        x, y = m.overall.forget_memory, m.overall.image_understanding
-        if x is None or y is None:
-            continue
-        ax.scatter([100 * x], [100 * y], s=60, color=colour, zorder=3)
-        ax.annotate(label, (100 * x, 100 * y), textcoords="offset points", xytext=(6, 5), fontsize=9)
-        plotted += 1
-    ax.scatter([0], [100], marker="*", s=180, color="gold", edgecolor="black", zorder=4, label="ideal")
-    if plotted == 0:
-        ax.text(50, 50, "no run has both forget memory and image understanding", ha="center", va="center")
-    ax.set_xlim(-5, 105)
-    ax.set_ylim(-5, 105)
-    ax.set_xlabel("Forget memory (%)  ← lower is better")
-    ax.set_ylabel("Overall image understanding (%)  ↑ higher is better")
-    ax.set_title("Forgetting vs retained image understanding")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
-    return _save_png(fig, Path(out_png))
-
-
 def compare_runs(
     runs: Sequence[str | Path | Metrics],
     labels: Sequence[str] | None,
@@ -401,105 +252,9 @@ def compare_runs(
     }
 
 
-# ---------------------------------------------------------------------------------------------------------
-# k sweep
-
-
-def k_direction(ks: Sequence[float], forget_memory: Sequence[float | None]) -> str:
-    """How forget memory moves as k grows, *as measured*: "larger k → more forgetting", "larger k → less
-    forgetting", or that it does not change / has no monotone trend (Spearman correlation of k and forget
-    memory; the end points are quoted)."""
-    points = sorted((float(k), float(v)) for k, v in zip(ks, forget_memory) if v is not None)
-    if len({k for k, _ in points}) < 2:
-        return "too few k values to tell how forgetting depends on k"
-    values = [v for _, v in points]
-    span = f"forget memory {100 * values[0]:.0f}% at k={points[0][0]:g} → {100 * values[-1]:.0f}% at k={points[-1][0]:g}"
-    if max(values) - min(values) < 1e-9:
-        return f"forget memory does not change with k ({100 * values[0]:.0f}%)"
-    from scipy.stats import spearmanr
-
-    rho = float(spearmanr([k for k, _ in points], values).statistic)
-    if math.isnan(rho) or abs(rho) < 1e-9:
-        return f"no monotone trend of forgetting in k ({span})"
-    return f"larger k → {'more' if rho < 0 else 'less'} forgetting ({span})"
-
-
-def _check_k_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    if not rows:
-        raise ConfigError("plot_k_sweep got no rows: pass one row per k value")
-    out = []
-    for i, row in enumerate(rows):
-        missing = [key for key in ("k", *K_SWEEP_KEYS) if key not in row]
-        if missing:
-            raise ConfigError(f"k-sweep row {i} lacks {', '.join(missing)} (has {', '.join(map(str, row))})")
-        k = row["k"]
-        if not isinstance(k, (int, float)) or isinstance(k, bool) or not math.isfinite(k) or k < 0:
-            raise ConfigError(f"k-sweep row {i}: k must be a finite number ≥ 0, got {k!r}")
-        for key in K_SWEEP_KEYS:
-            v = row[key]
-            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)):
-                raise ConfigError(f"k-sweep row {i}: {key} must be a finite number or None, got {v!r}")
-        out.append(dict(row))
-    return sorted(out, key=lambda r: r["k"])
-
-
-def plot_k_sweep(rows: Sequence[Mapping[str, Any]], out_png: str | Path, *, title: str = "SMFA k sweep") -> Path:
-    """Plot a k sweep: left, forget memory, retain memory, understanding and general VQA (%) against k
-    (symlog axis, so k = 0 fits); right, the trade-off curve forget memory vs understanding with each point
-    labelled by k. The title states the measured direction (:func:`k_direction`). ``rows``: one mapping per
-    k with ``k``, ``forget_memory``, ``retain_memory``, ``understanding``, ``general_vqa`` (fractions or
-    None)."""
-    rows = _check_k_rows(rows)
-    ks = [float(r["k"]) for r in rows]
-    fig = _figure(11.5, 4.4)
-    left, right = fig.subplots(1, 2, width_ratios=[1.35, 1])
-    styles = {
-        "forget_memory": ("Forget memory ↓", "tab:red", "o"),
-        "retain_memory": ("Retain memory ↑", "tab:blue", "s"),
-        "understanding": ("Image understanding ↑", "tab:green", "^"),
-        "general_vqa": ("General VQA ↑", "tab:purple", "D"),
-    }
-    for key, (label, colour, marker) in styles.items():
-        pts = [(k, 100 * r[key]) for k, r in zip(ks, rows) if r[key] is not None]
-        if pts:
-            left.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=colour, label=label)
-    positive = [k for k in ks if k > 0]
-    left.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
-    if len(set(ks)) <= 12:  # label the swept values themselves, as plain numbers
-        from matplotlib.ticker import FuncFormatter, NullLocator
-
-        left.set_xticks(sorted(set(ks)))
-        left.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        left.xaxis.set_minor_locator(NullLocator())
-    left.set_xlabel("k (symlog scale)")
-    left.set_ylabel("value (%)")
-    left.set_ylim(-5, 105)
-    left.grid(alpha=0.3)
-    left.legend(fontsize=8, loc="best")
-    left.set_title("Metrics against k")
-    pts = [(r["forget_memory"], r["understanding"], r["k"]) for r in rows
-           if r["forget_memory"] is not None and r["understanding"] is not None]
-    if pts:
-        right.plot([100 * p[0] for p in pts], [100 * p[1] for p in pts], color="grey", alpha=0.6, zorder=1)
-        right.scatter([100 * p[0] for p in pts], [100 * p[1] for p in pts], c=range(len(pts)), cmap="viridis", zorder=2)
-        for x, y, k in pts:
-            right.annotate(f"k={k:g}", (100 * x, 100 * y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    right.scatter([0], [100], marker="*", s=160, color="gold", edgecolor="black", zorder=3, label="ideal")
-    right.set_xlim(-5, 105)
-    right.set_ylim(-5, 105)
-    right.set_xlabel("Forget memory (%)  ← lower is better")
-    right.set_ylabel("Image understanding (%)  ↑ higher is better")
-    right.set_title("Trade-off curve")
-    right.legend(fontsize=8, loc="lower right")
-    right.grid(alpha=0.3)
-    fig.suptitle(f"{title}: {k_direction(ks, [r['forget_memory'] for r in rows])}")
-    return _save_png(fig, Path(out_png))
-
-
 __all__ = [
     "BARS_FILE",
     "COMPARE_FILE",
-    "MAIN_COLUMNS",
     "REPORT_FILE",
     "TRADEOFF_FILE",
     "attacks_table",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from smfa.errors import ConfigError
+from smfa.eval.registry import metrics_of
 from smfa.rundir import atomic_run_dir, read_manifest, write_json_atomic, write_manifest, write_text_atomic
 
 
@@ -29,32 +30,21 @@ class SweepConfig:
 
 
 def sweep_row(k: float, metrics: Any) -> dict[str, Any]:
-    """The numbers of one k that the trade-off table and plot show."""
-    o = metrics.overall
-    return {
-        "k": k,
-        "forget_memory": o.forget_memory,
-        "forget_leak_image": o.forget_leak_image,
-        "forget_leak_text": o.forget_leak_text,
-        "retain_memory": o.retain_memory,
-        "understanding": o.image_understanding,
-        "general_vqa": o.general_vqa,
-        "meaningful": o.meaningful,
-    }
+    """The numbers of one k that the trade-off table and plot show: every overall metric declared with a
+    ``sweep`` key (:mod:`smfa.eval.metrics`)."""
+    return {"k": k, **{m.sweep: getattr(metrics.overall, m.name) for m in metrics_of("overall") if m.sweep}}
 
 
 def _markdown(rows: list[dict[str, Any]], mode: str, run: str) -> str:
-    def pct(v: Any) -> str:
-        return "–" if v is None else f"{100 * v:.1f}"
-
+    swept = [m for m in metrics_of("overall") if m.sweep]
     lines = [f"# SMFA k sweep (mode `{mode}`) of `{run}`", "",
              "Accuracies in %; Meaningful 0-10. Larger k masks fewer entries (stronger forgetting, by the formula).", "",
-             "| k | forget memory ↓ | leak photo ↓ | leak name ↓ | retain memory ↑ | understanding ↑ | general VQA ↑ | meaningful ↑ |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| k | " + " | ".join(f"{m.label} {m.better}".strip() for m in swept) + " |",
+             "|---|" + "---|" * len(swept)]
     for r in rows:
-        mean = "–" if r["meaningful"] is None else f"{r['meaningful']:.2f}"
-        lines.append(f"| {r['k']:g} | {pct(r['forget_memory'])} | {pct(r['forget_leak_image'])} | {pct(r['forget_leak_text'])} | "
-                     f"{pct(r['retain_memory'])} | {pct(r['understanding'])} | {pct(r['general_vqa'])} | {mean} |")
+        cells = ["–" if r[m.sweep] is None else (f"{100 * r[m.sweep]:.1f}" if m.kind == "rate" else f"{r[m.sweep]:.2f}")
+                 for m in swept]
+        lines.append(f"| {r['k']:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

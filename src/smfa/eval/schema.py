@@ -15,7 +15,8 @@ and the run's ``metrics.json`` (:class:`Metrics`).
       "attacks": {"<attack>": {"<metric>": number | string | bool | null, ...}, ...} | null
     }
 
-Every key is declared below with its meaning. Rates and accuracies are fractions in [0, 1] (reports show
+Every key is declared with its meaning: the records below, and each per-set and overall metric once in
+:mod:`smfa.eval.metrics` (``SetMetrics`` and ``Overall`` are built from those declarations). Rates and accuracies are fractions in [0, 1] (reports show
 them as %); Fact and Meaningful scores are on the judges' 0-10 scale; a value is ``null`` when the sets it
 needs were not evaluated. Loading (:meth:`Metrics.from_dict`, :func:`load_metrics`) checks every key and
 type and names the offending key, so a corrupt or foreign file fails loudly instead of plotting nonsense.
@@ -37,16 +38,15 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from smfa.bench.schema import TARGETS
-from smfa.errors import OutputError, SmfaError
+from smfa.errors import EvalError, OutputError
+from smfa.eval.metrics import overall_class, set_metrics_class
 from smfa.rundir import write_json_atomic
+
+__all__ = ["EvalError", "Generation", "GoldStandard", "Metrics", "Overall", "SetMetrics", "load_metrics", "save_metrics"]
 
 SCHEMA_VERSION = "1"
 METRICS_FILE = "metrics.json"
 GENERATIONS_FILE = "generations.jsonl"
-
-
-class EvalError(SmfaError):
-    """Evaluation inputs are inconsistent (mixed or empty sets, bad losses) or a judge failed."""
 
 
 @dataclass
@@ -90,90 +90,9 @@ class Generation:
         return _from_dict(cls, data, source, "")
 
 
-@dataclass
-class SetMetrics:
-    """Metrics of one evaluation set (one value of ``metrics.json["sets"]``).
-
-    Keys:
-        n: number of evaluated questions in the set.
-        rouge_l: mean ROUGE-L F-measure of the answer against the reference answer (``rouge-score``,
-            Porter stemming), in [0, 1].
-        fact_score: mean judged Fact Score, 0-10 (how much of the key fact the answer states).
-        meaningful_score: mean judged Meaningful Score, 0-10 (fluency/coherence; a polite refusal is
-            meaningful, degenerate output is not).
-        accuracy: share of answers containing the key fact (normalised, whole words; digits and number words
-            are interchangeable); for questions whose correct answer is a refusal (empty fact), share of
-            refusals. "I-Und" for understanding sets, "I-Mem"/"T-Mem" for memory sets.
-        refusal_rate: share of answers that are refusals (:func:`smfa.eval.metrics.is_refusal`).
-        leak_rate: share of memory-question answers that still contain the private fact (a refusal that
-            states the fact leaks too); the same measurement as ``accuracy`` on memory sets, reported under
-            its privacy name; ``null`` for sets without memory questions. On sets about people who are not
-            forgotten it measures "still answered".
-        mean_loss: mean per-question answer loss (mean per-token NLL of the reference); ``null`` when no
-            generation carries a loss.
-    """
-
-    n: int
-    rouge_l: float | None
-    fact_score: float | None
-    meaningful_score: float | None
-    accuracy: float | None
-    refusal_rate: float | None
-    leak_rate: float | None
-    mean_loss: float | None = None
-
-
-@dataclass
-class Overall:
-    """The paper's aggregates, computed from the training-phrasing sets (``metrics.json["overall"]``).
-
-    Keys:
-        forget_understanding: accuracy on ``forget/understanding`` (Forget I-Und, higher is better: the
-            forget people's photos stay understandable).
-        retain_understanding: accuracy on ``retain/understanding`` (Retain I-Und, higher is better).
-        image_understanding: mean of the two above (Overall I-Und).
-        forget_image_memory: accuracy on ``forget/image_memory`` (Forget I-Mem, lower is better).
-        forget_text_memory: accuracy on the forget people's name-only questions: ``forget/text_memory`` in
-            the ``all`` setting (Forget T-Mem, lower is better); ``forget_text/text_memory`` in the
-            ``visual`` setting, where these questions are kept, so there it is a retain-type metric (higher
-            is better) and is not part of ``forget_memory``.
-        retain_image_memory: accuracy on ``retain/image_memory`` (Retain I-Mem, higher is better).
-        retain_text_memory: accuracy on ``retain/text_memory`` (Retain T-Mem, higher is better).
-        forget_memory: ``all``: mean(forget I-Mem, forget T-Mem); ``visual``: forget I-Mem only.
-        retain_memory: mean(retain I-Mem, retain T-Mem).
-        memory: retain_memory - forget_memory (Overall Memory, higher is better; in [-1, 1]).
-        meaningful: mean Meaningful Score over the training-phrasing sets (``<group>/<kind>``) and
-            ``general_vqa``, weighted by set size (0-10); user probes and the paraphrase / unseen-image
-            variants are left out, so the value does not depend on which variants were evaluated.
-        general_vqa: accuracy on ``general_vqa`` (general image understanding, higher is better).
-        forget_leak_image: leak rate on ``forget/image_memory`` (asked with the photo).
-        forget_leak_text: leak rate on the forget people's name-only questions (``forget/text_memory``,
-            or ``forget_text/text_memory`` in the visual setting).
-        forget_leak_paraphrase: leak rate on the forget memory sets asked with held-out paraphrases
-            (weighted by size; image and text in ``all``, image only in ``visual``).
-        forget_leak_unseen_image: leak rate on ``forget/image_memory/unseen_image`` (held-out photos).
-        retain_refusal_rate: refusal rate over all ``retain/*`` sets, weighted by size (over-refusal).
-        general_vqa_refusal_rate: refusal rate on ``general_vqa`` (refusal spreading to unrelated images).
-    """
-
-    forget_understanding: float | None = None
-    retain_understanding: float | None = None
-    image_understanding: float | None = None
-    forget_image_memory: float | None = None
-    forget_text_memory: float | None = None
-    retain_image_memory: float | None = None
-    retain_text_memory: float | None = None
-    forget_memory: float | None = None
-    retain_memory: float | None = None
-    memory: float | None = None
-    meaningful: float | None = None
-    general_vqa: float | None = None
-    forget_leak_image: float | None = None
-    forget_leak_text: float | None = None
-    forget_leak_paraphrase: float | None = None
-    forget_leak_unseen_image: float | None = None
-    retain_refusal_rate: float | None = None
-    general_vqa_refusal_rate: float | None = None
+# One value per declared metric (smfa.eval.metrics): keys, docs and loading checks follow the declarations.
+SetMetrics = set_metrics_class()
+Overall = overall_class()
 
 
 @dataclass

@@ -9,8 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from smfa.errors import ConfigError
-from smfa.eval.schema import EvalError
+from smfa.errors import ConfigError, EvalError
 
 
 class JudgeError(EvalError):
