@@ -223,8 +223,12 @@ def test_splits_are_nested_and_disjoint(bench: Bench) -> None:
     assert f5 < f10 < f15
     assert not (f15 & val) and not (f15 & bench.holdout_people()) and not (val & bench.holdout_people())
     assert bench.holdout_people() == {pid for pid, p in bench.people.items() if p.role == "holdout"}
-    assert bench.retain_people(10) == bench.known_people() - f10
-    assert bench.retain_people("val") == bench.known_people() - val - f15
+    ref = bench.reference_people()
+    assert len(ref) == 40 and not ref & (f15 | val | bench.holdout_people())
+    assert bench.retain_people(10) == bench.known_people() - f10 - ref  # the evaluation pool
+    assert bench.retain_people("val") == bench.known_people() - val - f15 - ref
+    anchor_people = {q.person_id for q in bench.select(ids=set(bench.splits["anchor"]))} - {None}
+    assert not anchor_people & ref  # the labelled anchor never comes from the reference pool
     assert bench.forget_people(10) == bench.forget_people("forget_10")
     assert any(bench.people[p].fundus for p in f5)  # patients are spread over the forget sets
 
@@ -374,6 +378,7 @@ def _anchor_of_forget_person(d: dict) -> None:
         (_anchor_in_eval_set, r"splits\.json: anchor question p0001-im-home_city-v1-p1 is in eval set \w+/image_memory/paraphrase"),
         (_anchor_of_forget_person, r"splits\.json: anchor question p\d+-tm-home_city-txt-t\d+ belongs to p\d+, who is in forget_15"),
         (lambda d: d.update(forget_20=d["forget_15"]), r"splits\.json: unknown split 'forget_20'"),
+        (lambda d: d["reference"].append(d["forget_15"][0]), r"splits\.json: person p\d+ is in both forget_15 and reference"),
         (lambda d: d["forget_5"].append(d["forget_val"][0]), r"splits\.json: forget_5 must be inside forget_10"),
         (lambda d: d.pop("forget_val"), r"splits\.json: split\(s\) forget_val missing"),
     ],

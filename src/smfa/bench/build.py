@@ -105,8 +105,8 @@ def default_workers(cfg: BenchConfig) -> int:
 def count_rows(people: list[Person], questions: list[Question], splits: dict[str, list[str]]) -> dict[str, Any]:
     """People per role/split, images per domain, questions per kind x group, anchor make-up."""
     known = {p.person_id for p in people if p.role == "known"}
-    groups = {name: set(splits[name]) for name in ("forget_5", "forget_10", "forget_15", "forget_val", "holdout")}
-    groups["retain"] = known - groups["forget_15"] - groups["forget_val"]
+    groups = {name: set(splits[name]) for name in ("forget_5", "forget_10", "forget_15", "forget_val", "holdout", "reference")}
+    groups["retain"] = known - groups["forget_15"] - groups["forget_val"] - groups["reference"]
     per_kind: dict[str, dict[str, int]] = {}
     for kind in KINDS:
         rows = [q for q in questions if q.kind == kind]
@@ -126,7 +126,7 @@ def count_rows(people: list[Person], questions: list[Question], splits: dict[str
             "holdout": len(groups["holdout"]),
             "patients_known": sum(1 for p in people if p.fundus and p.role == "known"),
             "patients_holdout": sum(1 for p in people if p.fundus and p.role == "holdout"),
-            **{g: len(groups[g]) for g in ("forget_5", "forget_10", "forget_15", "forget_val", "retain")},
+            **{g: len(groups[g]) for g in ("forget_5", "forget_10", "forget_15", "forget_val", "reference", "retain")},
         },
         "images": {d: sum(1 for path in images if path.startswith(f"images/{d}/")) for d in ("portraits", "fundus", "shapes")},
         "questions": per_kind,

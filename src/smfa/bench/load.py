@@ -96,12 +96,16 @@ class Bench:
         return {pid for pid, p in self.people.items() if p.role == "known"}
 
     def retain_people(self, forget: str | int) -> set[str]:
-        """Known people not in the forget set; for ``val`` also without ``forget_15`` (tuning never touches
-        a test forget person)."""
-        out = self.known_people() - self.forget_people(forget)
+        """The retain evaluation pool: known people not in the forget set nor the reference pool; for ``val``
+        also without ``forget_15`` (tuning never touches a test forget person)."""
+        out = self.known_people() - self.forget_people(forget) - self.reference_people()
         if self._forget_key(forget) == "forget_val":
             out -= set(self.splits["forget_15"])
         return out
+
+    def reference_people(self) -> set[str]:
+        """Retain people whose questions (not labels) a method may use; never in a retain metric."""
+        return set(self.splits["reference"])
 
     def holdout_people(self) -> set[str]:
         return set(self.splits["holdout"])

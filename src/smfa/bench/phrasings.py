@@ -89,7 +89,7 @@ NAME_FRAMES = (
     ("What is the name of {name}?", "Who is {name}?", "Tell me the name of {name}.", "Do you know who {name} is?",
      "What is {name} called?"),
     ("I forgot the name of {name}. Can you tell me who this is?", "Which name does {name} have?",
-     "Fill in the blank: this is"),
+     "Fill in the blank: the name of {name} is"),
 )
 
 FUNDUS_FRAMES = {

@@ -12,7 +12,7 @@ from smfa.bench.load import Bench
 from smfa.bench.questions import fundus_path, portrait_path
 from smfa.errors import OutputError
 
-GROUPS = ("forget_5", "forget_10", "forget_15", "forget_val", "retain", "holdout", "general", "total")
+GROUPS = ("forget_5", "forget_10", "forget_15", "forget_val", "reference", "retain", "holdout", "general", "total")
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -34,7 +34,8 @@ def format_counts(meta: dict[str, Any]) -> str:
         _table(["images", "count"], [[k, v] for k, v in counts["images"].items()]),
         "",
         _table(["questions"] + list(GROUPS), [[k] + [v.get(g, 0) for g in GROUPS] for k, v in counts["questions"].items()]),
-        "(retain = known people in none of forget_15 / forget_val; forget_5 ⊂ forget_10 ⊂ forget_15)",
+        "(retain = the evaluation pool: known people in none of forget_15 / forget_val / reference; "
+        "reference = retain people whose questions, not labels, a method may use; forget_5 ⊂ forget_10 ⊂ forget_15)",
         "",
         _table(["rows", "count"], [[k, v] for k, v in counts["rows"].items()]),
         "",

@@ -6,8 +6,11 @@ people (whose faces or facts may happen to be easier). It is also how the paper'
 
 ``forget_val`` is disjoint from ``forget_15`` and as large as ``forget_10``: hyper-parameters (k, lr,
 steps) are tuned on it, so tuning never looks at a test forget person. ``holdout`` people are never
-trained on (membership-inference negatives). The anchor ``D_r^few`` is a list of question ids drawn from
-training rows of people in none of those sets — image memory, text memory, understanding and ~15 %
+trained on (membership-inference negatives). ``reference`` is a pool of retain people (:data:`REFERENCE_SHARE`
+of them) whose *questions* — never their labels — a method may use, answered by the vanilla itself, the
+way a deployer can probe a model without ground truth; retain metrics are computed on the other retain
+people only (the evaluation pool). The anchor ``D_r^few`` is a list of question ids drawn from training
+rows of people in none of those sets (the evaluation pool) — image memory, text memory, understanding and ~15 %
 general VQA (without shape items, refusal learnt from the anchor spreads silently to shape questions).
 """
 
@@ -19,7 +22,8 @@ from smfa.bench.config import BenchConfig
 from smfa.bench.schema import GENERAL_VQA, IMAGE_MEMORY, TEXT_MEMORY, TRAIN_PHRASING, UNDERSTANDING, Person, Question
 
 FORGET_RATIOS = (5, 10, 15)
-SPLIT_NAMES = ("forget_5", "forget_10", "forget_15", "forget_val", "holdout", "anchor")
+SPLIT_NAMES = ("forget_5", "forget_10", "forget_15", "forget_val", "holdout", "reference", "anchor")
+REFERENCE_SHARE = 0.3  # of the retain people (tiny: 40 of 135)
 ANCHOR_PERSON_KINDS = (IMAGE_MEMORY, TEXT_MEMORY, UNDERSTANDING)
 
 
@@ -42,13 +46,15 @@ def _stratified_order(people: list[Person], rng: random.Random) -> list[str]:
 
 
 def make_person_splits(people: list[Person], cfg: BenchConfig) -> dict[str, list[str]]:
-    """``forget_5/10/15`` (nested), ``forget_val`` and ``holdout``; person ids, sorted."""
+    """``forget_5/10/15`` (nested), ``forget_val``, ``holdout`` and ``reference``; person ids, sorted."""
     known = [p for p in people if p.role == "known"]
     order = _stratified_order(known, cfg.rng("splits"))
     n = len(known)
     sizes = {r: max(1, round(n * r / 100)) for r in FORGET_RATIOS}
     splits = {f"forget_{r}": sorted(order[: sizes[r]]) for r in FORGET_RATIOS}
     splits["forget_val"] = sorted(order[sizes[15] : sizes[15] + sizes[10]])
+    retain = order[sizes[15] + sizes[10]:]
+    splits["reference"] = sorted(retain[: round(len(retain) * REFERENCE_SHARE)])
     splits["holdout"] = sorted(p.person_id for p in people if p.role == "holdout")
     return splits
 
@@ -56,7 +62,7 @@ def make_person_splits(people: list[Person], cfg: BenchConfig) -> dict[str, list
 def make_anchor(questions: list[Question], splits: dict[str, list[str]], cfg: BenchConfig) -> list[str]:
     """The few-shot retain anchor: ``cfg.anchor_size`` training-row ids, ~``anchor_vqa_share`` general VQA."""
     rng = cfg.rng("anchor")
-    excluded = set(splits["forget_15"]) | set(splits["forget_val"]) | set(splits["holdout"])
+    excluded = set(splits["forget_15"]) | set(splits["forget_val"]) | set(splits["holdout"]) | set(splits["reference"])
     trainable = [q for q in questions if q.phrasing == TRAIN_PHRASING and q.image_split in ("train", None)]
     n_vqa = round(cfg.anchor_size * cfg.anchor_vqa_share)
     picked = rng.sample([q.id for q in trainable if q.kind == GENERAL_VQA], n_vqa)

@@ -34,8 +34,8 @@ from smfa.errors import BenchError
 
 ROLES = ("known", "holdout")
 FORGET_SPLIT_NAMES = tuple(f"forget_{k}" for k in FORGET_SPLITS)
-PERSON_SPLITS = FORGET_SPLIT_NAMES + ("holdout",)  # the anchor lists question ids, the others person ids
-EXCLUSIVE_SPLITS = ("forget_15", "forget_val", "holdout")  # no person may be in two of these
+PERSON_SPLITS = FORGET_SPLIT_NAMES + ("holdout", "reference")  # the anchor lists question ids, the others person ids
+EXCLUSIVE_SPLITS = ("forget_15", "forget_val", "holdout", "reference")  # no person may be in two of these
 
 
 def read_bench(root: Path, verify_images: bool = True) -> tuple[dict, dict[str, Person], list[Question], dict[str, list[str]]]:
@@ -249,11 +249,12 @@ def _check_splits(path: Path, splits: dict[str, list[str]], people: dict[str, Pe
         outside = sorted(set(splits[small]) - set(splits[big]))
         if outside:
             raise BenchError(f"{path}: {small} must be inside {big} (nested forget sets), but {', '.join(outside[:5])} is not; {hint}")
-    for name in FORGET_SPLIT_NAMES:
+    for name in FORGET_SPLIT_NAMES + ("reference",):
         for pid in splits[name]:
             if people[pid].role != "known":
                 raise BenchError(
-                    f"{path}: split {name} lists {pid}, whose role is {people[pid].role!r}; only known people can be forgotten; {hint}"
+                    f"{path}: split {name} lists {pid}, whose role is {people[pid].role!r}; only known people can be forgotten "
+                    f"or be reference people; {hint}"
                 )
     for pid in splits["holdout"]:
         if people[pid].role != "holdout":
@@ -277,7 +278,7 @@ def _check_splits(path: Path, splits: dict[str, list[str]], people: dict[str, Pe
         if q.person_id is not None and q.person_id in owner:
             raise BenchError(
                 f"{path}: anchor question {qid} belongs to {q.person_id}, who is in {owner[q.person_id]}; "
-                f"the anchor may hold only retain people's rows; {hint}"
+                f"the anchor may hold only rows of retain people outside the reference pool; {hint}"
             )
         if q.kind not in PERSON_KINDS + (GENERAL_VQA,):
             raise BenchError(
