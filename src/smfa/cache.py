@@ -4,12 +4,11 @@ demo (or test session) skips the vanilla training. ``$SMFA_CACHE_DIR`` overrides
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
+from smfa.pretrained import training_key
 from smfa.rundir import read_manifest
 
 
@@ -19,19 +18,6 @@ def cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "smfa"
-
-
-def training_key(bench_checksum: str, cfg) -> str:
-    """A digest of everything that decides the trained weights (not paths, not progress/overwrite flags),
-    including the built-in tiny model's architecture and initialisation, so a change there retrains."""
-    from smfa.models.tiny import TinyModelConfig
-
-    fields = {k: v for k, v in asdict(cfg).items() if k not in ("bench", "out", "overwrite", "resume", "progress", "pretrained")}
-    if fields.get("sampler") == "random":  # the default: keep the keys of models cached before the option existed
-        fields.pop("sampler")
-    arch = asdict(TinyModelConfig()) if cfg.model == "tiny" else None
-    blob = json.dumps({"bench": bench_checksum, "config": fields, "tiny_model": arch}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def cached_finetune(bench_dir: str | Path, cfg, *, label: str = "vanilla") -> tuple[Path, bool]:

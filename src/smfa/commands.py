@@ -51,7 +51,7 @@ def _add_finetune(sub: Any) -> None:
     _bool_pair(p, "lora", "LoRA on the language model", "full fine-tuning (default)")
     p.add_argument("--lora-r", type=int, dest="lora_r")
     p.add_argument("--lora-alpha", type=int, dest="lora_alpha")
-    p.add_argument("--steps", type=int, help="optimiser steps (default 3000)")
+    p.add_argument("--steps", type=int, help="optimiser steps (default 6000)")
     p.add_argument("--batch-size", type=int, dest="batch_size", help="per-device batch size (default 32)")
     p.add_argument("--grad-accum", type=int, dest="grad_accum")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3 for the tiny model)")

@@ -5,7 +5,7 @@ floating-point results that differ between CPUs).
 A shipped model is a directory with ``model/`` (``save_pretrained`` output) and ``pretrained.json``: the
 bench's *content checksum* (people, questions, generator config and version — not the PNG bytes, which
 depend on the image library's compressor, nor the splits, which change nothing a vanilla trains on), the
-recipe key (:func:`smfa.cache.training_key` of the finetune config, tiny architecture included), the
+recipe key (:func:`training_key` of the finetune config, tiny architecture included), the
 recipe itself and the package versions it was trained with. ``smfa finetune --model tiny`` (and everything built on it: the demo, the test fixtures) uses a
 shipped model when both keys match and says so; otherwise it says why and trains.
 
@@ -53,9 +53,20 @@ def content_checksum(bench: Any) -> str:
     return h.hexdigest()
 
 
-def recipe_key(bench: Any, cfg: Any) -> str:
-    from smfa.cache import training_key
+def training_key(bench_checksum: str, cfg) -> str:
+    """A digest of everything that decides the trained weights (not paths, not progress/overwrite flags),
+    including the built-in tiny model's architecture and initialisation, so a change there retrains."""
+    from smfa.models.tiny import TinyModelConfig
 
+    fields = {k: v for k, v in asdict(cfg).items() if k not in ("bench", "out", "overwrite", "resume", "progress", "pretrained")}
+    if fields.get("sampler") == "random":  # the default: keep the keys of models cached before the option existed
+        fields.pop("sampler")
+    arch = asdict(TinyModelConfig()) if cfg.model == "tiny" else None
+    blob = json.dumps({"bench": bench_checksum, "config": fields, "tiny_model": arch}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def recipe_key(bench: Any, cfg: Any) -> str:
     return training_key(content_checksum(bench), cfg)
 
 

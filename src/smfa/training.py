@@ -30,7 +30,7 @@ class FinetuneConfig:
     lora_r: int = 16
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    steps: int = 3000  # optimiser steps (tiny: ~3,000 × 32 memorises ~200 profiles)
+    steps: int = 6000  # optimiser steps (tiny bench v2: 6,000 × 32 ≈ 12 epochs; docs/testbed.md)
     batch_size: int = 32  # per device
     grad_accum: int = 1
     lr: float = 1e-3  # tiny model from scratch; use ~2e-5 (full) / 1e-4 (LoRA) for real checkpoints
