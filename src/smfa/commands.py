@@ -11,6 +11,7 @@ from smfa.config import resolve_config
 from smfa.eval.judges import available_judges
 from smfa.sculpt.mask import MODES
 from smfa.training import SAMPLERS
+from smfa.unlearn import REFERENCE_BUDGETS
 
 
 def _bool_pair(p: argparse.ArgumentParser, name: str, help_on: str, help_off: str) -> None:
@@ -94,7 +95,7 @@ def _unlearn(args: argparse.Namespace) -> int:
     for name in ("k", "mode", "dual", "lr", "epochs", "lora"):
         if getattr(args, name, None) is not None:
             params[name] = getattr(args, name)
-    names = ["bench", "model", "out", "method", "forget", "target", "anchor_size", "seed", "method_config",
+    names = ["bench", "model", "out", "method", "forget", "target", "anchor_size", "reference", "seed", "method_config",
              "eval_limit", "judge", "oracle", "trust_remote_code", "overwrite"]
     over = _overrides(args, names)
     over["params"] = params
@@ -127,6 +128,9 @@ def _add_unlearn(sub: Any) -> None:
     p.add_argument("--epochs", type=float)
     _bool_pair(p, "lora", "LoRA on the language model", "full fine-tuning of the language model")
     p.add_argument("--anchor-size", type=int, dest="anchor_size", help="size of the few-shot retain anchor D_r^few")
+    p.add_argument("--reference", choices=REFERENCE_BUDGETS,
+                   help="data budget: none (default, the anchor only) or self (+ the reference pool's questions "
+                        "answered by the vanilla itself, for every method's retain term)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any method hyper-parameter (repeatable)")
     p.add_argument("--method-config", dest="method_config", help="YAML with the method's hyper-parameters")
     p.add_argument("--seed", type=int)
@@ -239,7 +243,7 @@ def _compare(args: argparse.Namespace) -> int:
     over = {"bench": args.bench, "model": args.model, "out": args.out, "oracle": args.oracle, "target": args.target,
             "methods": tuple(m.strip() for m in args.methods.split(",")) if args.methods else None,
             "forget": tuple(f.strip() for f in args.forget.split(",")) if args.forget else None,
-            "eval_limit": args.eval_limit, "judge": args.judge, "seed": args.seed}
+            "eval_limit": args.eval_limit, "judge": args.judge, "seed": args.seed, "reference": args.reference}
     out = compare(resolve_config(CompareConfig, args.config, over))
     print(f"comparison written to {out}/report.md")
     return 0
@@ -259,6 +263,7 @@ def _add_compare(sub: Any) -> None:
                    "--people retain --forget F), or 'train' to train them here with the vanilla's recipe")
     p.add_argument("--forget", help="comma list of forget splits (default 5,10,15)")
     p.add_argument("--methods", help="comma list (default smfa,idk,ga_diff,kl_min,npo,mmunlearner,ties,ga)")
+    p.add_argument("--reference", choices=REFERENCE_BUDGETS, help="data budget of every method (see smfa unlearn --help)")
     p.add_argument("--target", choices=TARGETS)
     p.add_argument("--out", help="comparison directory")
     p.add_argument("--eval-limit", type=int, dest="eval_limit")

@@ -24,6 +24,7 @@ class CompareConfig:
     # Oracles for forget quality (KS p-value), one per ratio: "F=RUN,F=RUN", one RUN (valid for the one ratio
     # it left out), or "train" (trained here on retain only with the vanilla's recipe, one per ratio).
     oracle: str | None = None
+    reference: str = "none"  # data budget of every method: none (anchor only) | self (+ self-labelled reference pool)
     eval_limit: int | None = 200
     judge: str = "offline"
     seed: int = 0
@@ -123,6 +124,7 @@ def compare(cfg: CompareConfig) -> Path:
             if not _cell_done(cell):
                 unlearn(UnlearnConfig(bench=cfg.bench, model=cfg.model, out=str(cell), method=name, forget=forget,
                                       target=cfg.target, seed=cfg.seed, params=dict(cfg.params.get(name, {})),
+                                      reference=cfg.reference,
                                       eval_limit=cfg.eval_limit, judge=cfg.judge, oracle=oracle,
                                       overwrite=cell.exists(), progress=cfg.progress,
                                       shared_dir=str(cells / ".shared")))

@@ -5,7 +5,10 @@ Data every method sees (same access for all, as SPEC.md's table says unless a me
   ``all`` setting, image memory only in the ``visual`` setting;
 - ``anchor_rows`` = D_r^few: the bench's few-shot retain anchor (subsampled to ``anchor_size``); in the
   ``visual`` setting the forget people's text-memory rows are added, because there they are knowledge to keep;
-- ``preserve_rows`` (MMUnlearner only): text-memory rows of all known people + the anchor.
+- ``preserve_rows`` (MMUnlearner only): text-memory rows of all known people + the anchor;
+- ``reference_rows`` (``--reference self``, every method with a retain term): the training-phrasing memory
+  questions of the bench's reference pool (retain people on whom no retain metric is computed), labelled by
+  the vanilla's own greedy answers — data a deployer has without labels.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class UnlearnConfig:
     forget: str = "10"  # forget split: 5 | 10 | 15 | val (val = hyper-parameter search only)
     target: str = "all"  # all (forget photo and name knowledge) | visual (forget the photo link only)
     anchor_size: int | None = None  # size of D_r^few (default: the bench's anchor set)
+    reference: str = "none"  # none | self: add the reference pool's questions answered by the vanilla (unlabelled data)
     seed: int = 0
     method_config: str | None = None  # YAML with the method's hyper-parameters
     params: dict[str, Any] = field(default_factory=dict)  # hyper-parameter overrides (k, lr, epochs, ...)
@@ -64,6 +68,25 @@ def select_data(bench: Any, forget: str, target: str, anchor_size: int | None, s
     return UnlearnData(forget_rows=forget_rows, anchor_rows=anchor, preserve_rows=preserve)
 
 
+REFERENCE_BUDGETS = ("none", "self")
+
+
+def self_labelled_reference(bench: Any, vanilla: Any, progress: bool = True) -> list[Any]:
+    """The reference pool's training-phrasing memory questions, each answer replaced by the vanilla's own
+    greedy answer (its fact: the answer itself, since no label is known)."""
+    from dataclasses import replace
+
+    from smfa.bench.schema import MEMORY_KINDS
+    from smfa.eval.generate import generate_answers
+
+    people = bench.reference_people()
+    rows = [q for q in bench.training_rows() if q.person_id in people and q.kind in MEMORY_KINDS]
+    if not rows:
+        raise ConfigError(f"--reference self: the bench {bench.root} has no reference-pool rows (bench v2 has 40 people)")
+    answers = generate_answers(vanilla, rows, bench, progress=progress, desc="labelling the reference pool")
+    return [replace(q, answer=a, fact=a) for q, a in zip(rows, answers) if a.strip()]
+
+
 def unlearn(cfg: UnlearnConfig) -> Path:
     """Run ``cfg.method`` and write RUN/{model/, manifest.json, eval/, adapters/ (SMFA), sculpt/ (SMFA)}."""
     from smfa.bench import Bench
@@ -80,7 +103,11 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         from smfa.eval.pipeline import check_oracle
 
         check_oracle(cfg.oracle, bench, str(cfg.forget))  # before any training
+    if cfg.reference not in REFERENCE_BUDGETS:
+        raise ConfigError(f"--reference must be one of {', '.join(REFERENCE_BUDGETS)}, got {cfg.reference!r}")
     vanilla = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    if cfg.reference == "self":
+        data.reference_rows = self_labelled_reference(bench, vanilla, progress=cfg.progress)
     with atomic_run_dir(Path(cfg.out), overwrite=cfg.overwrite) as stage:
         ctx = UnlearnContext(bench=bench, vanilla=vanilla, data=data, target=cfg.target, seed=cfg.seed,
                              work_dir=stage, progress=cfg.progress,
@@ -97,6 +124,8 @@ def unlearn(cfg: UnlearnConfig) -> Path:
             reused_adapter_train_s=round(ctx.reused_train_s, 2),
             bench={"path": str(bench.root), "checksum": bench.checksum},
             data={"forget_rows": len(data.forget_rows), "anchor_rows": len(data.anchor_rows),
+                  "reference_rows": len(data.reference_rows), "budget": "anchor + reference pool (self-labelled)"
+                  if data.reference_rows else "anchor only",
                   "preserve_rows": len(data.preserve_rows), "target": cfg.target, "forget": str(cfg.forget)},
             family=vanilla.family.name,
         )

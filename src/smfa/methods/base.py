@@ -84,12 +84,18 @@ class MethodConfig:
 
 @dataclass
 class UnlearnData:
-    """What a method may see: the forget set, the few-shot retain anchor, and (for methods that state
-    it, e.g. MMUnlearner) a preserve set; all as bench rows."""
+    """What a method may see: the forget set, the few-shot retain anchor, (for methods that state it, e.g.
+    MMUnlearner) a preserve set, and with the ``self`` reference budget the reference pool's questions
+    labelled by the vanilla's own answers; all as bench rows. ``retain_rows`` is what a retain term trains on."""
 
     forget_rows: list[Any]
     anchor_rows: list[Any]
     preserve_rows: list[Any] = field(default_factory=list)
+    reference_rows: list[Any] = field(default_factory=list)
+
+    @property
+    def retain_rows(self) -> list[Any]:
+        return list(self.anchor_rows) + list(self.reference_rows)
 
 
 @dataclass
@@ -309,10 +315,10 @@ def logits_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
 
 
 def retain_dataset(ctx: UnlearnContext):
-    """The encoded retain anchor (reference answers) for methods with a retain term."""
+    """The encoded retain data (anchor + any self-labelled reference rows) for methods with a retain term."""
     from smfa.data import reference_items
 
-    return ctx.encode(reference_items(ctx.data.anchor_rows), desc="encoding retain")
+    return ctx.encode(reference_items(ctx.data.retain_rows), desc="encoding retain")
 
 
 def forget_dataset(ctx: UnlearnContext):

@@ -34,13 +34,15 @@ class AdapterPairConfig(MethodConfig):
 
     anchor_epochs: float = 20.0  # RA epochs over D_r^few (few examples: more passes than the MFA)
     anchor_repeat: int = 1  # D_r^few repeated this many times in the MFA's data (balances a large forget set)
+    forget_repeat: int = 1  # refusal-labelled forget rows repeated (keeps their share when reference rows are added)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.anchor_epochs > 0:
             raise ConfigError(f"{type(self).__name__}: anchor_epochs must be > 0, got {self.anchor_epochs!r}")
-        if self.anchor_repeat < 1:
-            raise ConfigError(f"{type(self).__name__}: anchor_repeat must be >= 1, got {self.anchor_repeat!r}")
+        for name in ("anchor_repeat", "forget_repeat"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{type(self).__name__}: {name} must be an integer >= 1, got {getattr(self, name)!r}")
 
 
 @dataclass
@@ -74,6 +76,9 @@ def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
     blob = {"vanilla": str(ctx.vanilla.source), "forget": [r.id for r in forget_rows],
             "anchor": [r.id for r in ctx.data.anchor_rows], "seed": ctx.seed, "target": ctx.target,
             "anchor_repeat": int(getattr(hp, "anchor_repeat", 1)), "hp": common}
+    if ctx.data.reference_rows:  # older keys unchanged when there are none
+        blob["reference"] = [(r.id, r.answer) for r in ctx.data.reference_rows]
+        blob["forget_repeat"] = int(getattr(hp, "forget_repeat", 1))
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -97,7 +102,9 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
 
         ctx.reused_train_s += float(json.loads((shared / "train.json").read_text())["train_s"])
         return PeftModel.from_pretrained(ctx.fresh_model(), shared, is_trainable=False)
-    items = refusal_items(forget_rows, seed=ctx.seed) + reference_items(ctx.data.anchor_rows) * repeat
+    forget_repeat = int(getattr(hp, "forget_repeat", 1))
+    items = (refusal_items(forget_rows * forget_repeat, seed=ctx.seed) + reference_items(ctx.data.anchor_rows) * repeat
+             + reference_items(ctx.data.reference_rows))
     t0 = time.perf_counter()
     model = prepare_trainable(ctx, hp, ctx.fresh_model())
     model = train_sft(ctx, model, hp, ctx.encode(items, desc=f"encoding {tag}"), tag=tag)
@@ -115,7 +122,7 @@ def train_anchor(ctx: UnlearnContext, hp: AdapterPairConfig) -> torch.nn.Module:
 
     anchor_hp = replace(hp, epochs=hp.anchor_epochs)
     model = prepare_trainable(ctx, anchor_hp, ctx.fresh_model())
-    return train_sft(ctx, model, anchor_hp, ctx.encode(reference_items(ctx.data.anchor_rows), desc="encoding anchor"), tag="anchor")
+    return train_sft(ctx, model, anchor_hp, ctx.encode(reference_items(ctx.data.retain_rows), desc="encoding anchor"), tag="anchor")
 
 
 def adapters_dir(run_dir: Path) -> Path:

@@ -1,0 +1,47 @@
+"""The ``self`` reference budget: the reference pool's questions labelled by the vanilla's own answers, in
+every retain term, never in a retain metric."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smfa.bench import Bench
+
+
+@pytest.mark.slow
+def test_reference_rows_are_self_labelled_and_never_evaluated(micro_bench_dir: Path, micro_vanilla: Path) -> None:
+    from smfa.bench.schema import MEMORY_KINDS
+    from smfa.models.loading import load_model
+    from smfa.unlearn import self_labelled_reference
+
+    bench = Bench.load(micro_bench_dir)
+    ref = bench.reference_people()
+    assert ref and not ref & bench.retain_people("10")
+    rows = self_labelled_reference(bench, load_model(micro_vanilla), progress=False)
+    assert {r.person_id for r in rows} == ref and {r.kind for r in rows} <= set(MEMORY_KINDS)
+    truth = {q.id: q.answer for q in bench.questions}
+    same = sum(r.answer == truth[r.id] for r in rows) / len(rows)
+    assert same >= 0.7  # the vanilla's own answers: mostly, not necessarily, the training answers
+    assert all(r.fact == r.answer for r in rows)
+    for name, eval_rows in bench.eval_sets("10").items():
+        if name.startswith("retain"):
+            assert not {q.person_id for q in eval_rows} & ref, name
+
+
+def test_every_retain_term_sees_the_reference_rows() -> None:
+    from smfa.methods.base import UnlearnData
+
+    data = UnlearnData(forget_rows=["f"], anchor_rows=["a1", "a2"], reference_rows=["r1"])
+    assert data.retain_rows == ["a1", "a2", "r1"]
+    assert UnlearnData(forget_rows=["f"], anchor_rows=["a"]).retain_rows == ["a"]
+
+
+def test_an_unknown_budget_is_refused(tiny_bench_dir: Path, tmp_path: Path, capsys) -> None:
+    from smfa.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["unlearn", "--bench", str(tiny_bench_dir), "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o"),
+              "--reference", "labels"])
+    assert exc.value.code == 2 and "invalid choice: 'labels'" in capsys.readouterr().err
