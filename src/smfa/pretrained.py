@@ -3,11 +3,12 @@ tests start from weights that are identical on every machine instead of training
 floating-point results that differ between CPUs).
 
 A shipped model is a directory with ``model/`` (``save_pretrained`` output) and ``pretrained.json``: the
-bench's *content checksum* (people, questions, generator config and version — not the PNG bytes, which
-depend on the image library's compressor, nor the splits, which change nothing a vanilla trains on), the
-recipe key (:func:`training_key` of the finetune config, tiny architecture included), the
-recipe itself and the package versions it was trained with. ``smfa finetune --model tiny`` (and everything built on it: the demo, the test fixtures) uses a
-shipped model when both keys match and says so; otherwise it says why and trains.
+bench's *content checksum* (training rows, people, generator config and version — not the PNG bytes,
+which depend on the image library's compressor, nor evaluation rows or splits, which change nothing a
+vanilla trains on), the recipe key (:func:`training_key` of the finetune config, tiny architecture
+included), the recipe itself and the package versions it was trained with. ``smfa finetune --model tiny``
+(and everything built on it: the demo, the test fixtures) uses a shipped model when both keys match and
+says so; otherwise it says why and trains.
 
 Searched: the package's own ``smfa/pretrained/`` and every directory in ``$SMFA_PRETRAINED_PATH``
 (``os.pathsep``-separated; the test suite adds its fixtures this way). ``scripts/train_shipped_vanilla.py``
@@ -36,18 +37,14 @@ RECIPES: dict[str, dict[str, Any]] = {
         "finetune": {"steps": 2000, "lr": 2e-3, "save_steps": 500},
     },
 }
-# What a vanilla learns from: the rows and the people (roles decide who is trained on). The splits are left
-# out: forget/validation/reference splits and the anchor change nothing a vanilla is trained on.
-CONTENT_FILES = ("people.jsonl", "questions.jsonl")
-
-
 def content_checksum(bench: Any) -> str:
-    """sha256 of what a vanilla learns from a bench: its rows, people, generator config and version."""
+    """sha256 of what a vanilla learns from a bench: its training rows, its people, the generator config and
+    the bench version. Evaluation-only rows (held-out phrasings, unseen photos) and the splits are left out:
+    they change nothing a vanilla is trained on."""
     h = hashlib.sha256()
-    for name in CONTENT_FILES:
-        data = (Path(bench.root) / name).read_bytes()
-        h.update(f"{name}\0{len(data)}\0".encode())
-        h.update(data)
+    for q in bench.training_rows():
+        h.update(json.dumps(q.to_dict(), sort_keys=True).encode())
+    h.update((Path(bench.root) / "people.jsonl").read_bytes())
     meta = {"version": bench.meta.get("version"), "config": bench.meta.get("config")}
     h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()
@@ -151,3 +148,19 @@ def write_pretrained(run: Path, bench: Any, cfg: Any, dest: Path) -> Path:
             "retrain": "python scripts/train_shipped_vanilla.py",
         })
     return dest
+
+
+def package_run(run: Path, bench: Any, cfg: Any, dest: Path) -> Path:
+    """:func:`write_pretrained` after checking that ``run`` was trained on ``bench``'s training rows with
+    ``cfg``'s recipe (its manifest's config): packaging a model under the wrong keys is refused."""
+    from dataclasses import fields
+
+    from smfa.errors import ConfigError
+    from smfa.rundir import read_manifest
+
+    recorded = read_manifest(run).get("config") or {}
+    names = {f.name for f in fields(cfg)} - {"bench", "out", "overwrite", "resume", "progress", "pretrained"}
+    differs = sorted(n for n in names if n in recorded and recorded[n] != getattr(cfg, n))
+    if differs:
+        raise ConfigError(f"{run} was trained with another recipe ({', '.join(differs)}); retrain it")
+    return write_pretrained(run, bench, cfg, dest)
