@@ -55,7 +55,7 @@ def test_any_difference_says_why_and_trains(micro_bench_dir: Path, shipped, tiny
     assert find_pretrained(bench, cfg)[0] is not None
 
 
-def test_content_checksum_ignores_png_bytes_but_not_rows(micro_bench_dir: Path, tmp_path: Path) -> None:
+def test_content_checksum_ignores_png_bytes_and_eval_rows_but_not_training_rows(micro_bench_dir: Path, tmp_path: Path) -> None:
     import shutil
 
     copy = Path(shutil.copytree(micro_bench_dir, tmp_path / "b"))
@@ -63,10 +63,16 @@ def test_content_checksum_ignores_png_bytes_but_not_rows(micro_bench_dir: Path, 
     png = next((copy / "images" / "portraits").glob("*.png"))
     png.write_bytes(png.read_bytes() + b"\0")  # re-encoded images: same content
     assert content_checksum(Bench.load(copy, verify_images=False)) == before
+    trained = {q.id for q in Bench.load(copy, verify_images=False).training_rows()}
     rows = (copy / "questions.jsonl").read_text().splitlines()
-    rows[0] = json.dumps({**json.loads(rows[0]), "question": "Who is this, please?"})
+    held_out = next(i for i, r in enumerate(rows) if json.loads(r)["id"] not in trained)
+    rows[held_out] = json.dumps({**json.loads(rows[held_out]), "question": "Who is this, please?"})
     (copy / "questions.jsonl").write_text("\n".join(rows) + "\n")
-    assert content_checksum(Bench.load(copy, verify_images=False)) != before
+    assert content_checksum(Bench.load(copy, verify_images=False)) == before  # an evaluation row: not learnt
+    first = next(i for i, r in enumerate(rows) if json.loads(r)["id"] in trained)
+    rows[first] = json.dumps({**json.loads(rows[first]), "question": "Who is this, please?"})
+    (copy / "questions.jsonl").write_text("\n".join(rows) + "\n")
+    assert content_checksum(Bench.load(copy, verify_images=False)) != before  # a training row
 
 
 def test_the_shipped_tiny_vanilla_is_small_and_describes_itself() -> None:
