@@ -14,12 +14,14 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--workdir", default=os.environ.get("SMFA_BENCH_WORKDIR", "/tmp/smfa-benchmarks"),
                    help="where the bench and runs are written (default /tmp/smfa-benchmarks)")
-    p.add_argument("--steps", type=int, default=3000, help="vanilla training steps (cached after the first run)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="vanilla training steps (default: smfa finetune's, whose seed-0 vanilla ships with the package)")
     return p
 
 
-def tiny_setup(workdir: str, steps: int = 3000) -> tuple[Path, Path]:
-    """(bench dir, vanilla run) for the tiny preset, seed 0; the vanilla comes from the smfa cache."""
+def tiny_setup(workdir: str, steps: int | None = None) -> tuple[Path, Path]:
+    """(bench dir, vanilla run) for the tiny preset, seed 0; the vanilla is the shipped one (default steps)
+    or comes from the smfa cache."""
     from smfa.bench import build_bench, preset_config
     from smfa.cache import cached_finetune
     from smfa.training import FinetuneConfig
@@ -27,7 +29,7 @@ def tiny_setup(workdir: str, steps: int = 3000) -> tuple[Path, Path]:
     bench = Path(workdir) / "bench-tiny"
     if not (bench / "bench.json").is_file():
         build_bench(preset_config("tiny", seed=0), bench, overwrite=True, progress=False)
-    vanilla, _ = cached_finetune(bench, FinetuneConfig(steps=steps))
+    vanilla, _ = cached_finetune(bench, FinetuneConfig() if steps is None else FinetuneConfig(steps=steps))
     return bench, vanilla
 
 
