@@ -16,6 +16,15 @@ class IDKConfig(MethodConfig):
     """Same hyper-parameters as SMFA's MFA, so that IDK = SMFA with mode ``none``."""
 
     anchor_repeat: int = 1  # D_r^few repeated this many times in the training data (as SMFA's MFA)
+    forget_repeat: int = 1  # refusal-labelled forget rows repeated (as SMFA's MFA)
+
+    def __post_init__(self) -> None:
+        from smfa.errors import ConfigError
+
+        super().__post_init__()
+        for name in ("anchor_repeat", "forget_repeat"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"IDKConfig: {name} must be an integer >= 1, got {getattr(self, name)!r}")
 
 
 @register_method
