@@ -145,11 +145,33 @@ def write_manifest(run_dir: Path, stage: str, config: Any, **extra: Any) -> dict
     return manifest
 
 
+def read_json(path: Path, fail: Callable[[str], Exception]) -> Any:
+    """The JSON document in ``path``; a syntax or encoding error raises ``fail(message)``."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise fail(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from exc
+    except UnicodeDecodeError as exc:
+        raise fail(f"{path}: not UTF-8 text") from exc
+
+
+def iter_jsonl(path: Path, fail: Callable[[str], Exception]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-empty line of ``path``; a bad line raises ``fail(message)``."""
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise fail(f"{path}: line {n}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise fail(f"{path}: line {n}: expected a JSON object, found {type(row).__name__}")
+            yield n, row
+
+
 def read_manifest(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
         raise OutputError(f"{run_dir} has no {MANIFEST}: it is not a finished smfa run directory")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise OutputError(f"{path} is not valid JSON (line {exc.lineno}): the run directory is corrupt; re-run the stage") from exc
+    return read_json(path, lambda msg: OutputError(f"{msg}: the run directory is corrupt; re-run the stage"))

@@ -5,7 +5,6 @@ returns the validated rows; :class:`smfa.bench.load.Bench` serves them."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import types
 import typing
@@ -31,6 +30,7 @@ from smfa.bench.schema import (
 )
 from smfa.bench.splits import SPLIT_NAMES
 from smfa.errors import BenchError
+from smfa.rundir import iter_jsonl, read_json
 
 ROLES = ("known", "holdout")
 FORGET_SPLIT_NAMES = tuple(f"forget_{k}" for k in FORGET_SPLITS)
@@ -102,12 +102,7 @@ def rebuild_hint(root: Path, meta: dict | None) -> str:
 def _read_json(path: Path, what: str, hint: str) -> Any:
     if not path.is_file():
         raise BenchError(f"{path} is missing: {path.parent} is not a complete bench directory; {hint}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BenchError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg}); {hint}") from exc
-    except UnicodeDecodeError as exc:
-        raise BenchError(f"{path}: not UTF-8 text ({what}); {hint}") from exc
+    return read_json(path, lambda msg: BenchError(f"{msg} ({what}); {hint}"))
 
 
 def _read_meta(root: Path) -> dict:
@@ -129,17 +124,7 @@ def _jsonl_rows(path: Path, hint: str):
     """Yield (line number, dict) for each non-empty line."""
     if not path.is_file():
         raise BenchError(f"{path} is missing: {path.parent} is not a complete bench directory; {hint}")
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BenchError(f"{path}: line {n}: not valid JSON ({exc.msg}); fix or remove the line, or {hint}") from exc
-            if not isinstance(row, dict):
-                raise BenchError(f"{path}: line {n}: expected a JSON object, found {type(row).__name__}; {hint}")
-            yield n, row
+    yield from iter_jsonl(path, lambda msg: BenchError(f"{msg}; fix or remove the line, or {hint}"))
 
 
 def _check_fields(path: Path, n: int, row: dict, fields: dict[str, tuple[Any, Any, bool]], hint: str) -> None:

@@ -4,7 +4,6 @@ score them, aggregate, compare with the oracle, and write ``metrics.json``, ``ge
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 from smfa.bench.schema import KINDS, UNANSWERABLE, Question, forgotten_kinds
 from smfa.errors import ConfigError
-from smfa.rundir import atomic_run_dir, write_jsonl_atomic, write_manifest
+from smfa.rundir import atomic_run_dir, iter_jsonl, write_jsonl_atomic, write_manifest
 
 
 @dataclass
@@ -53,13 +52,7 @@ def load_user_questions(path: str | Path, bench: Any) -> list[Question]:
     if not path.is_file():
         raise ConfigError(f"--questions file {path} does not exist")
     rows: list[Question] = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}, line {n}: invalid JSON ({exc.msg})") from exc
+    for n, raw in iter_jsonl(path, ConfigError):
         missing = [k for k in ("id", "question", "answer") if not isinstance(raw.get(k), str)]
         if missing:
             raise ConfigError(f"{path}, line {n}: missing or non-string field(s) {', '.join(missing)}")

@@ -44,12 +44,13 @@ def get_method(name: str) -> Method:
 
 
 def _import_all() -> None:
+    """Import every module beside this one (each registers its method); read from the folder, so the
+    registry does not import its own package."""
     import importlib
     import pkgutil
+    from pathlib import Path
 
-    import smfa.methods as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if info.name != "base":
             importlib.import_module(f"smfa.methods.{info.name}")
 
