@@ -50,12 +50,21 @@ def content_checksum(bench: Any) -> str:
     return h.hexdigest()
 
 
+# FinetuneConfig fields that do not decide the trained weights (paths and flags).
+NOT_RECIPE = frozenset({"bench", "out", "overwrite", "resume", "progress", "pretrained"})
+
+
+def recipe_of(cfg: Any) -> dict[str, Any]:
+    """The fields of a finetune config that decide the trained weights."""
+    return {k: v for k, v in asdict(cfg).items() if k not in NOT_RECIPE}
+
+
 def training_key(bench_checksum: str, cfg) -> str:
     """A digest of everything that decides the trained weights (not paths, not progress/overwrite flags),
     including the built-in tiny model's architecture and initialisation, so a change there retrains."""
     from smfa.models.tiny import TinyModelConfig
 
-    fields = {k: v for k, v in asdict(cfg).items() if k not in ("bench", "out", "overwrite", "resume", "progress", "pretrained")}
+    fields = recipe_of(cfg)
     if fields.get("sampler") == "random":  # the default: keep the keys of models cached before the option existed
         fields.pop("sampler")
     arch = asdict(TinyModelConfig()) if cfg.model == "tiny" else None
@@ -104,8 +113,8 @@ def find_pretrained(bench: Any, cfg: Any) -> tuple[Path | None, str]:
         if m.get("recipe_key") == key:
             return d, f"shipped vanilla {d.name} (trained on this bench with this recipe)"
     d, m = same_bench[0]
-    differs = sorted(k for k, v in (m.get("recipe") or {}).items() if k in asdict(cfg) and asdict(cfg)[k] != v
-                     and k not in ("bench", "out", "overwrite", "resume", "progress", "pretrained"))
+    mine = recipe_of(cfg)
+    differs = sorted(k for k, v in (m.get("recipe") or {}).items() if k in mine and mine[k] != v)
     why = f"its recipe differs in {', '.join(differs)}" if differs else "its model architecture or recipe differs"
     return None, f"shipped vanilla {d.name} fits this bench but {why}"
 
@@ -141,7 +150,7 @@ def write_pretrained(run: Path, bench: Any, cfg: Any, dest: Path) -> Path:
             "bench": {"preset": bench.meta.get("preset"), "seed": bench.meta.get("seed"),
                       "version": bench.meta.get("version"), "checksum": bench.checksum},
             "recipe_key": recipe_key(bench, cfg),
-            "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("bench", "out", "overwrite", "resume", "progress", "pretrained")},
+            "recipe": recipe_of(cfg),
             "rows": (manifest.get("data") or {}).get("rows"),
             "final_loss": manifest.get("final_loss"),
             "versions": manifest.get("versions"),
@@ -159,7 +168,7 @@ def package_run(run: Path, bench: Any, cfg: Any, dest: Path) -> Path:
     from smfa.rundir import read_manifest
 
     recorded = read_manifest(run).get("config") or {}
-    names = {f.name for f in fields(cfg)} - {"bench", "out", "overwrite", "resume", "progress", "pretrained"}
+    names = {f.name for f in fields(cfg)} - NOT_RECIPE
     differs = sorted(n for n in names if n in recorded and recorded[n] != getattr(cfg, n))
     if differs:
         raise ConfigError(f"{run} was trained with another recipe ({', '.join(differs)}); retrain it")
