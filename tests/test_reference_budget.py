@@ -45,3 +45,22 @@ def test_an_unknown_budget_is_refused(tiny_bench_dir: Path, tmp_path: Path, caps
         main(["unlearn", "--bench", str(tiny_bench_dir), "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o"),
               "--reference", "labels"])
     assert exc.value.code == 2 and "invalid choice: 'labels'" in capsys.readouterr().err
+
+
+def test_the_full_budget_adds_understanding_and_training_vqa_never_an_evaluated_question(tiny_bench_dir: Path) -> None:
+    from smfa.bench.schema import GENERAL_VQA, MEMORY_KINDS, UNDERSTANDING
+    from smfa.unlearn import REFERENCE_VQA_ROWS, reference_questions
+
+    bench = Bench.load(tiny_bench_dir)
+    memory = reference_questions(bench, "self")
+    full = reference_questions(bench, "self-full")
+    assert {q.kind for q in memory} == set(MEMORY_KINDS)
+    assert {q.id for q in memory} < {q.id for q in full}
+    assert {q.kind for q in full} == set(MEMORY_KINDS) | {UNDERSTANDING, GENERAL_VQA}
+    people = {q.person_id for q in full if q.kind != GENERAL_VQA}
+    assert people == bench.reference_people()
+    assert 0 < sum(q.kind == GENERAL_VQA for q in full) <= REFERENCE_VQA_ROWS
+    assert [q.id for q in reference_questions(bench, "self-full")] == [q.id for q in full]  # seeded
+    evaluated = {q.id for rows in bench.eval_sets("10").values() for q in rows}
+    assert not evaluated & {q.id for q in full}
+    assert reference_questions(bench, "none") == []

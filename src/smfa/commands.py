@@ -129,8 +129,9 @@ def _add_unlearn(sub: Any) -> None:
     _bool_pair(p, "lora", "LoRA on the language model", "full fine-tuning of the language model")
     p.add_argument("--anchor-size", type=int, dest="anchor_size", help="size of the few-shot retain anchor D_r^few")
     p.add_argument("--reference", choices=REFERENCE_BUDGETS,
-                   help="data budget: none (default, the anchor only) or self (+ the reference pool's questions "
-                        "answered by the vanilla itself, for every method's retain term)")
+                   help="data budget: none (default, the anchor only), self (+ the reference pool's memory questions "
+                        "answered by the vanilla itself, for every method's retain term) or self-full (+ their "
+                        "understanding questions and general-VQA training pictures, answered likewise)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any method hyper-parameter (repeatable)")
     p.add_argument("--method-config", dest="method_config", help="YAML with the method's hyper-parameters")
     p.add_argument("--seed", type=int)

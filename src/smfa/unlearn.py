@@ -6,9 +6,10 @@ Data every method sees (same access for all, as SPEC.md's table says unless a me
 - ``anchor_rows`` = D_r^few: the bench's few-shot retain anchor (subsampled to ``anchor_size``); in the
   ``visual`` setting the forget people's text-memory rows are added, because there they are knowledge to keep;
 - ``preserve_rows`` (MMUnlearner only): text-memory rows of all known people + the anchor;
-- ``reference_rows`` (``--reference self``, every method with a retain term): the training-phrasing memory
-  questions of the bench's reference pool (retain people on whom no retain metric is computed), labelled by
-  the vanilla's own greedy answers — data a deployer has without labels.
+- ``reference_rows`` (``--reference self|self-full``, every method with a retain term): the training-phrasing
+  memory questions of the bench's reference pool (retain people on whom no retain metric is computed) —
+  ``self-full`` adds their understanding questions and general-VQA training pictures' questions —, labelled
+  by the vanilla's own greedy answers: data a deployer has without labels.
 """
 
 from __future__ import annotations
@@ -68,21 +69,43 @@ def select_data(bench: Any, forget: str, target: str, anchor_size: int | None, s
     return UnlearnData(forget_rows=forget_rows, anchor_rows=anchor, preserve_rows=preserve)
 
 
-REFERENCE_BUDGETS = ("none", "self")
+REFERENCE_BUDGETS = ("none", "self", "self-full")
+# ``self-full``: at most this many general-VQA training questions (seeded sample) join the reference rows.
+REFERENCE_VQA_ROWS = 500
 
 
-def self_labelled_reference(bench: Any, vanilla: Any, progress: bool = True) -> list[Any]:
-    """The reference pool's training-phrasing memory questions, each answer replaced by the vanilla's own
-    greedy answer (its fact: the answer itself, since no label is known)."""
+def reference_questions(bench: Any, budget: str, seed: int = 0) -> list[Any]:
+    """The unlabelled questions of a reference budget: ``self`` = the reference pool's training-phrasing
+    memory questions; ``self-full`` adds the pool's understanding questions and a seeded sample of the
+    general-VQA *training* pictures' questions (the evaluated VQA pictures are held out)."""
+    import random
+
+    from smfa.bench.schema import GENERAL_VQA, MEMORY_KINDS, UNDERSTANDING
+
+    if budget not in REFERENCE_BUDGETS:
+        raise ConfigError(f"--reference must be one of {', '.join(REFERENCE_BUDGETS)}, got {budget!r}")
+    if budget == "none":
+        return []
+    people = bench.reference_people()
+    kinds = set(MEMORY_KINDS) | ({UNDERSTANDING} if budget == "self-full" else set())
+    rows = [q for q in bench.training_rows() if q.person_id in people and q.kind in kinds]
+    if not rows:
+        raise ConfigError(f"--reference {budget}: the bench {bench.root} has no reference-pool rows (bench v2 has 40 people)")
+    if budget == "self-full":
+        vqa = [q for q in bench.training_rows() if q.kind == GENERAL_VQA]
+        rows += random.Random(f"reference-vqa/{seed}").sample(vqa, min(REFERENCE_VQA_ROWS, len(vqa)))
+    return rows
+
+
+def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed: int = 0,
+                            progress: bool = True) -> list[Any]:
+    """The budget's questions (``reference_questions``), each answer replaced by the vanilla's own greedy
+    answer (its fact: the answer itself, since no label is known); empty answers are dropped."""
     from dataclasses import replace
 
-    from smfa.bench.schema import MEMORY_KINDS
     from smfa.eval.generate import generate_answers
 
-    people = bench.reference_people()
-    rows = [q for q in bench.training_rows() if q.person_id in people and q.kind in MEMORY_KINDS]
-    if not rows:
-        raise ConfigError(f"--reference self: the bench {bench.root} has no reference-pool rows (bench v2 has 40 people)")
+    rows = reference_questions(bench, budget, seed=seed)
     answers = generate_answers(vanilla, rows, bench, progress=progress, desc="labelling the reference pool")
     return [replace(q, answer=a, fact=a) for q, a in zip(rows, answers) if a.strip()]
 
@@ -103,11 +126,10 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         from smfa.eval.pipeline import check_oracle
 
         check_oracle(cfg.oracle, bench, str(cfg.forget))  # before any training
-    if cfg.reference not in REFERENCE_BUDGETS:
-        raise ConfigError(f"--reference must be one of {', '.join(REFERENCE_BUDGETS)}, got {cfg.reference!r}")
+    reference_questions(bench, cfg.reference)  # an unknown budget or an empty pool fails before loading
     vanilla = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    if cfg.reference == "self":
-        data.reference_rows = self_labelled_reference(bench, vanilla, progress=cfg.progress)
+    if cfg.reference != "none":
+        data.reference_rows = self_labelled_reference(bench, vanilla, cfg.reference, seed=cfg.seed, progress=cfg.progress)
     with atomic_run_dir(Path(cfg.out), overwrite=cfg.overwrite) as stage:
         ctx = UnlearnContext(bench=bench, vanilla=vanilla, data=data, target=cfg.target, seed=cfg.seed,
                              work_dir=stage, progress=cfg.progress,
@@ -124,8 +146,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
             reused_adapter_train_s=round(ctx.reused_train_s, 2),
             bench={"path": str(bench.root), "checksum": bench.checksum},
             data={"forget_rows": len(data.forget_rows), "anchor_rows": len(data.anchor_rows),
-                  "reference_rows": len(data.reference_rows), "budget": "anchor + reference pool (self-labelled)"
-                  if data.reference_rows else "anchor only",
+                  "reference_rows": len(data.reference_rows), "budget": cfg.reference if data.reference_rows else "none",
                   "preserve_rows": len(data.preserve_rows), "target": cfg.target, "forget": str(cfg.forget)},
             family=vanilla.family.name,
         )
