@@ -176,3 +176,23 @@ def test_smfa_report_command(two_runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "has no metrics.json" in err and "smfa evaluate" in err
     assert not (tmp_path / "r2").exists()
+
+
+def test_runs_sharing_a_label_are_aggregated_as_mean_and_spread(tmp_path, capsys):
+    runs = []
+    for i, forget_mem in enumerate((0.1, 0.2, 0.3)):  # one run per "seed"
+        save_metrics(_fake_metrics(forget_mem, 0.8), tmp_path / f"smfa-s{i}")
+        runs.append(str(tmp_path / f"smfa-s{i}"))
+    save_metrics(_fake_metrics(0.95, 0.9), tmp_path / "vanilla")
+    out = tmp_path / "agg"
+    assert main(["report", *runs, str(tmp_path / "vanilla"), "--labels", "SMFA", "SMFA", "SMFA", "Vanilla",
+                 "--aggregate", "--out", str(out)]) == 0
+    md = (out / "compare.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| SMFA | 3 |"))
+    # Forget I-Mem: mean 20.0, sample standard deviation 10.0; Retain I-Mem identical in every run: ± 0.0.
+    assert "| 20.0 ± 10.0 |" in row and "| 90.0 ± 0.0 |" in row
+    assert "| Vanilla | 1 |" in md and "| 95.0 |" in md.split("| Vanilla | 1 |")[1].splitlines()[0]
+    assert "| SMFA #3 | all |" in md  # the per-run table below
+    # Without --aggregate a repeated label stays an error.
+    assert main(["report", *runs, "--labels", "A", "A", "B", "--out", str(tmp_path / "x")]) == 2
+    assert "distinct" in capsys.readouterr().err

@@ -165,7 +165,7 @@ def default_labels(paths: Sequence[str | Path]) -> list[str]:
 
 
 def _resolve_runs(
-    runs: Sequence[str | Path | Metrics], labels: Sequence[str] | None
+    runs: Sequence[str | Path | Metrics], labels: Sequence[str] | None, *, repeat_labels: bool = False
 ) -> tuple[list[Metrics], list[str]]:
     if not runs:
         raise ConfigError("no runs to compare: pass at least one evaluation run directory")
@@ -178,7 +178,7 @@ def _resolve_runs(
     labels = list(labels)
     if len(labels) != len(metrics):
         raise ConfigError(f"got {len(labels)} labels for {len(metrics)} runs; pass one label per run (or none)")
-    if len(set(labels)) != len(labels):
+    if len(set(labels)) != len(labels) and not repeat_labels:
         dup = next(label for label in labels if labels.count(label) > 1)
         raise ConfigError(f"label {dup!r} is used for two runs; labels must be distinct")
     return metrics, labels
@@ -228,23 +228,76 @@ def compare_markdown(metrics: Sequence[Metrics], labels: Sequence[str], wall_tim
     return "\n".join(lines).rstrip() + "\n"
 
 
+def mean_spread(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
+    """(mean, sample standard deviation or None for one value, n) over the values that exist."""
+    import statistics
+
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return None, None, 0
+    spread = statistics.stdev(present) if len(present) > 1 else None
+    return statistics.fmean(present), spread, len(present)
+
+
+def aggregate_markdown(metrics: Sequence[Metrics], labels: Sequence[str]) -> str:
+    """The comparison table with one row per distinct label: each column's mean ± sample standard
+    deviation over the runs carrying that label (e.g. one run per bench seed), and the number of runs."""
+    columns = [m for m in metrics_of("overall") if m.column]
+    shown_as = "visual" if metrics and all(m.target == "visual" for m in metrics) else "all"
+    groups: dict[str, list[Metrics]] = {}
+    for m, label in zip(metrics, labels):
+        groups.setdefault(label, []).append(m)
+    rows = []
+    for label, runs in groups.items():
+        row = [label, str(len(runs))]
+        for c in columns:
+            mean, spread, n = mean_spread([getattr(r.overall, c.name) for r in runs])
+            cell = _fmt(c, mean)
+            if spread is not None:
+                cell += f" ± {_fmt(c, spread)}"
+            row.append(cell + (f" (n={n})" if 0 < n < len(runs) else ""))
+        rows.append(row)
+    header = ["Method", "runs", *(_shown(c, shown_as)[2] for c in columns)]
+    return "\n".join([
+        "# Method comparison: mean ± standard deviation over runs with the same label",
+        "",
+        f"Forget split: {', '.join(sorted({m.forget for m in metrics}))}. Each cell: the mean over the label's runs "
+        "± their sample standard deviation (none for one run); units as in the per-run table below.",
+        "",
+        _table(header, rows),
+    ]) + "\n"
+
+
 def compare_runs(
     runs: Sequence[str | Path | Metrics],
     labels: Sequence[str] | None,
     out_dir: str | Path,
     *,
     wall_times: Sequence[float | None] | None = None,
+    aggregate: bool = False,
 ) -> dict[str, Path]:
     """Compare evaluation runs (directories with ``metrics.json``, or :class:`Metrics`): writes
     ``compare.md`` (the paper's main table), ``methods.png`` (grouped bars) and ``tradeoff.png`` (forget
     memory vs understanding) into ``out_dir``. ``labels`` default to the directory names; ``wall_times``
-    (seconds per run, e.g. of the unlearning stage) add a column."""
-    metrics, labels = _resolve_runs(runs, labels)
+    (seconds per run, e.g. of the unlearning stage) add a column. With ``aggregate``, runs sharing a label
+    (e.g. one per bench seed) are summarised as mean ± standard deviation above the per-run table, whose
+    rows are then labelled ``LABEL #i``."""
+    metrics, labels = _resolve_runs(runs, labels, repeat_labels=aggregate)
     if wall_times is not None and len(wall_times) != len(metrics):
         raise ConfigError(f"got {len(wall_times)} wall times for {len(metrics)} runs; pass one per run")
     out = Path(out_dir)
     md = out / COMPARE_FILE
-    write_text_atomic(md, compare_markdown(metrics, labels, wall_times))
+    if aggregate:
+        head = aggregate_markdown(metrics, labels)
+        seen: dict[str, int] = {}
+        numbered = []
+        for label in labels:
+            seen[label] = seen.get(label, 0) + 1
+            numbered.append(f"{label} #{seen[label]}")
+        labels = numbered
+        write_text_atomic(md, head + "\n## Every run\n\n" + compare_markdown(metrics, labels, wall_times))
+    else:
+        write_text_atomic(md, compare_markdown(metrics, labels, wall_times))
     return {
         "markdown": md,
         "bars": plot_method_bars(metrics, labels, out / BARS_FILE),
@@ -257,12 +310,14 @@ __all__ = [
     "COMPARE_FILE",
     "REPORT_FILE",
     "TRADEOFF_FILE",
+    "aggregate_markdown",
     "attacks_table",
     "compare_markdown",
     "compare_runs",
     "default_labels",
     "eval_report_markdown",
     "k_direction",
+    "mean_spread",
     "plot_k_sweep",
     "plot_method_bars",
     "plot_tradeoff",

@@ -19,6 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="evaluation run directories (with metrics.json)")
     parser.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
                         help="one label per run, in order (default: the directory names)")
+    parser.add_argument("--aggregate", action="store_true",
+                        help="runs that share a label (e.g. one per bench seed) are summarised as mean ± standard "
+                             "deviation above the per-run table")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory for the report")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.set_defaults(func=run_report)
@@ -30,8 +33,9 @@ def run_report(args: argparse.Namespace) -> int:
     metrics = [load_metrics(run) for run in args.runs]  # fail on a bad run before creating --out
     labels = args.labels if args.labels is not None else default_labels(args.runs)
     with atomic_run_dir(args.out, overwrite=args.overwrite) as tmp:
-        paths = compare_runs(metrics, labels, tmp)
-        write_manifest(tmp, "report", {"runs": [str(Path(r).resolve()) for r in args.runs], "labels": list(labels)})
+        paths = compare_runs(metrics, labels, tmp, aggregate=args.aggregate)
+        write_manifest(tmp, "report", {"runs": [str(Path(r).resolve()) for r in args.runs], "labels": list(labels),
+                                       "aggregate": args.aggregate})
     for path in paths.values():
         print(Path(args.out) / path.name)
     return 0
