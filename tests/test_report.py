@@ -93,7 +93,7 @@ def test_eval_report_labels_the_visual_setting(tmp_path):
 def test_compare_runs_writes_markdown_and_pngs(two_runs, tmp_path):
     out = tmp_path / "cmp"
     paths = compare_runs(list(two_runs), ["Vanilla", "SMFA"], out, wall_times=[None, 95.0])
-    assert {p.name for p in paths.values()} == {"compare.md", "methods.png", "tradeoff.png"}
+    assert {p.name for p in paths.values()} == {"compare.md", "methods.png", "tradeoff.png", "selectivity.png"}
     md = paths["markdown"].read_text()
     header = md.splitlines()[4]
     for column in ("Forget I-Und ↑", "Forget I-Mem ↓", "Forget T-Mem ↓", "Retain I-Und ↑", "Retain I-Mem ↑",
@@ -104,7 +104,7 @@ def test_compare_runs_writes_markdown_and_pngs(two_runs, tmp_path):
     assert smfa_row.startswith("| SMFA | all | 75.0 | 5.0 | 15.0 | 80.0 | 90.0 | 85.0 | 77.5 | 77.5 |")
     assert smfa_row.endswith("| 0.35 | 95 s |")
     assert "| Vanilla | all |" in md and "### SMFA" in md and "`quant_4bit`" in md
-    for key in ("bars", "tradeoff"):
+    for key in ("bars", "tradeoff", "selectivity"):
         data = paths[key].read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000
 
@@ -165,7 +165,7 @@ def test_plot_k_sweep_writes_a_titled_png(tmp_path):
 def test_smfa_report_command(two_runs, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", *map(str, two_runs), "--labels", "Vanilla", "SMFA", "--out", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == {"compare.md", "methods.png", "tradeoff.png", "manifest.json"}
+    assert {p.name for p in out.iterdir()} == {"compare.md", "methods.png", "tradeoff.png", "selectivity.png", "manifest.json"}
     assert "| SMFA | all |" in (out / "compare.md").read_text()
     # An existing --out needs --overwrite; a directory without metrics.json is a clear error.
     assert main(["report", *map(str, two_runs), "--out", str(out)]) == 2
@@ -196,3 +196,13 @@ def test_runs_sharing_a_label_are_aggregated_as_mean_and_spread(tmp_path, capsys
     # Without --aggregate a repeated label stays an error.
     assert main(["report", *runs, "--labels", "A", "A", "B", "--out", str(tmp_path / "x")]) == 2
     assert "distinct" in capsys.readouterr().err
+
+
+def test_selectivity_curves_join_variant_points_and_seeds_share_a_point():
+    from smfa.plots import selectivity_curves, selectivity_point
+
+    labels = ["smfa@k=5", "smfa@k=20", "idk", "smfa@k=5", "oracle"]
+    assert selectivity_curves(labels) == {"smfa": [0, 1, 3], "idk": [2], "oracle": [4]}
+    m = _fake_metrics(0.2, 0.8)  # leak photo 20 %, name 30 %; retain memory (90 + 85) / 2
+    leak, retain = selectivity_point(m)
+    assert leak == pytest.approx(25.0) and retain == pytest.approx(87.5)

@@ -138,7 +138,8 @@ def compare(cfg: CompareConfig) -> Path:
     for forget, paths in tables.items():
         summary += [f"## Forget {forget} %", "", Path(paths["markdown"]).read_text(encoding="utf-8"),
                     f"![methods](forget_{forget}/{Path(paths['bars']).name})",
-                    f"![trade-off](forget_{forget}/{Path(paths['tradeoff']).name})", ""]
+                    f"![trade-off](forget_{forget}/{Path(paths['tradeoff']).name})",
+                    f"![selectivity](forget_{forget}/{Path(paths['selectivity']).name})", ""]
     write_text_atomic(out / "report.md", "\n".join(summary))
     write_json_atomic(out / "tables.json", tables)
     write_manifest(out, "compare", asdict(cfg), wall_time_s=round(time.perf_counter() - t_all, 2))

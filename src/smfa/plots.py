@@ -1,4 +1,5 @@
-"""Plots: method bars and the forgetting/understanding trade-off of several runs, and the k-sweep curve.
+"""Plots: method bars, the forgetting/understanding trade-off and the selectivity trade-off (leak vs retain
+memory) of several runs, and the k-sweep curve.
 Written with matplotlib's Agg canvas (no display needed), each file atomically."""
 
 from __future__ import annotations
@@ -100,6 +101,70 @@ def plot_tradeoff(metrics: Sequence[Metrics], labels: Sequence[str], out_png: st
     ax.set_ylabel("Overall image understanding (%)  ↑ higher is better")
     ax.set_title("Forgetting vs retained image understanding")
     ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save_png(fig, Path(out_png))
+
+
+def selectivity_point(m: Metrics) -> tuple[float | None, float | None]:
+    """(forget leak, retain memory) of one run in %: leak = the mean of the photo and name leak rates that
+    exist (the visual setting has no name leak), retain memory = the overall retain memory."""
+    o = m.overall
+    leaks = [v for v in (o.forget_leak_image, o.forget_leak_text if m.target != "visual" else None) if v is not None]
+    leak = 100 * sum(leaks) / len(leaks) if leaks else None
+    return leak, None if o.retain_memory is None else 100 * o.retain_memory
+
+
+def selectivity_curves(labels: Sequence[str]) -> dict[str, list[int]]:
+    """Which runs form one curve: a label ``VARIANT@POINT`` (e.g. ``smfa@k=5``) joins VARIANT's curve in the
+    order given; any other label is a point of its own. Runs that share a whole label (one per bench seed)
+    are one point, averaged."""
+    curves: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        curves.setdefault(label.split("@", 1)[0], []).append(i)
+    return curves
+
+
+def plot_selectivity(metrics: Sequence[Metrics], labels: Sequence[str], out_png: str | Path, *,
+                     title: str = "Selectivity: forget leak vs retain memory") -> Path:
+    """Forget leak (x, lower is better) vs retain memory (y, higher is better): the selectivity trade-off.
+    One curve per variant (labels ``VARIANT@POINT``, see :func:`selectivity_curves`), points with error
+    bars (± standard deviation) where several runs share a label; upper left is better."""
+    import statistics
+
+    fig = _figure(6.4, 4.8)
+    ax = fig.add_subplot()
+    curves = selectivity_curves(labels)
+    plotted = 0
+    for (variant, members), colour in zip(curves.items(), _colours(len(curves))):
+        points: dict[str, list[tuple[float, float]]] = {}
+        for i in members:
+            x, y = selectivity_point(metrics[i])
+            if x is not None and y is not None:
+                points.setdefault(labels[i], []).append((x, y))
+        if not points:
+            continue
+        xs, ys, xerr, yerr = [], [], [], []
+        for pts in points.values():
+            xs.append(statistics.fmean(p[0] for p in pts))
+            ys.append(statistics.fmean(p[1] for p in pts))
+            xerr.append(statistics.stdev(p[0] for p in pts) if len(pts) > 1 else 0.0)
+            yerr.append(statistics.stdev(p[1] for p in pts) if len(pts) > 1 else 0.0)
+        ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="-o" if len(xs) > 1 else "o", color=colour, label=variant,
+                    capsize=3, markersize=6, zorder=3)
+        for label, x, y in zip(points, xs, ys):
+            point_name = label.split("@", 1)[1] if "@" in label else ""
+            if point_name:
+                ax.annotate(point_name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        plotted += 1
+    ax.scatter([0], [100], marker="*", s=180, color="gold", edgecolor="black", zorder=2, label="ideal")
+    if plotted == 0:
+        ax.text(50, 50, "no run has both a forget leak and retain memory", ha="center", va="center")
+    ax.set_xlim(-3, 103)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("Forget leak, mean of photo and name (%)  ← lower is better")
+    ax.set_ylabel("Retain memory (%)  ↑ higher is better")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     return _save_png(fig, Path(out_png))
 

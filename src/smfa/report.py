@@ -16,13 +16,14 @@ from typing import Any
 from smfa.errors import ConfigError
 from smfa.eval.registry import Metric, metrics_of
 from smfa.eval.schema import Metrics, load_metrics
-from smfa.plots import k_direction, plot_k_sweep, plot_method_bars, plot_tradeoff
+from smfa.plots import k_direction, plot_k_sweep, plot_method_bars, plot_selectivity, plot_tradeoff
 from smfa.rundir import write_text_atomic
 
 REPORT_FILE = "report.md"
 COMPARE_FILE = "compare.md"
 BARS_FILE = "methods.png"
 TRADEOFF_FILE = "tradeoff.png"
+SELECTIVITY_FILE = "selectivity.png"
 
 _SETTING_NOTE = {
     "all": "all: forget everything about the forget people, from their photo and by their name",
@@ -278,7 +279,8 @@ def compare_runs(
 ) -> dict[str, Path]:
     """Compare evaluation runs (directories with ``metrics.json``, or :class:`Metrics`): writes
     ``compare.md`` (the paper's main table), ``methods.png`` (grouped bars) and ``tradeoff.png`` (forget
-    memory vs understanding) into ``out_dir``. ``labels`` default to the directory names; ``wall_times``
+    memory vs understanding) and ``selectivity.png`` (forget leak vs retain memory; labels ``VARIANT@POINT``
+    draw one curve per variant) into ``out_dir``. ``labels`` default to the directory names; ``wall_times``
     (seconds per run, e.g. of the unlearning stage) add a column. With ``aggregate``, runs sharing a label
     (e.g. one per bench seed) are summarised as mean ± standard deviation above the per-run table, whose
     rows are then labelled ``LABEL #i``."""
@@ -287,6 +289,7 @@ def compare_runs(
         raise ConfigError(f"got {len(wall_times)} wall times for {len(metrics)} runs; pass one per run")
     out = Path(out_dir)
     md = out / COMPARE_FILE
+    grouping = list(labels)  # the selectivity plot averages runs that share a label
     if aggregate:
         head = aggregate_markdown(metrics, labels)
         seen: dict[str, int] = {}
@@ -302,6 +305,7 @@ def compare_runs(
         "markdown": md,
         "bars": plot_method_bars(metrics, labels, out / BARS_FILE),
         "tradeoff": plot_tradeoff(metrics, labels, out / TRADEOFF_FILE),
+        "selectivity": plot_selectivity(metrics, grouping, out / SELECTIVITY_FILE),
     }
 
 
@@ -309,6 +313,7 @@ __all__ = [
     "BARS_FILE",
     "COMPARE_FILE",
     "REPORT_FILE",
+    "SELECTIVITY_FILE",
     "TRADEOFF_FILE",
     "aggregate_markdown",
     "attacks_table",

@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report",
         help="compare evaluated runs: markdown table in the paper's layout, bars and a trade-off plot",
         description="Read metrics.json from each evaluation run directory and write compare.md (the paper's main "
-        "table), methods.png (grouped bars) and tradeoff.png (forget memory vs image understanding) into --out.",
+        "table), methods.png (grouped bars), tradeoff.png (forget memory vs image understanding) and selectivity.png "
+        "(forget leak vs retain memory; labels VARIANT@POINT draw one curve per variant) into --out.",
     )
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="evaluation run directories (with metrics.json)")
     parser.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
