@@ -18,10 +18,41 @@ from smfa.models.families import FamilyAdapter
 
 @dataclass(frozen=True)
 class TrainItem:
-    """A question to train on, with the answer to learn (the reference, or a refusal for ``D_f^idk``)."""
+    """A question to train on, with the answer to learn (the reference, or a refusal for ``D_f^idk``).
+    ``augment`` > 0 shows the row's image through the ``augment``-th random view (:func:`augment_image`)."""
 
     row: Question
     answer: str
+    augment: int = 0
+
+
+def augment_image(img: Any, rng: random.Random) -> Any:
+    """A mild random view of a photo, as a deployer can make from the photos a request names: shift
+    (±8 % of the side), scale (0.9-1.1), rotation (±8°) and brightness (0.8-1.2); the uncovered border is
+    filled with the photo's corner colour (its background)."""
+    from PIL import ImageEnhance
+
+    w, h = img.size
+    fill = img.getpixel((0, 0))
+    angle = rng.uniform(-8.0, 8.0)
+    scale = rng.uniform(0.9, 1.1)
+    dx, dy = rng.uniform(-0.08, 0.08) * w, rng.uniform(-0.08, 0.08) * h
+    out = img.rotate(angle, center=(w / 2, h / 2), translate=(dx, dy), fillcolor=fill)
+    if abs(scale - 1.0) > 1e-6:
+        sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+        resized = out.resize((sw, sh))
+        canvas = out.copy()
+        canvas.paste(fill, (0, 0, w, h))
+        canvas.paste(resized, ((w - sw) // 2, (h - sh) // 2))
+        out = canvas
+    return ImageEnhance.Brightness(out).enhance(rng.uniform(0.8, 1.2))
+
+
+def augmented_items(items: Sequence[TrainItem], copies: int) -> list[TrainItem]:
+    """``copies`` augmented views of every item that has an image (text-only items are not repeated)."""
+    from dataclasses import replace
+
+    return [replace(item, augment=k) for k in range(1, copies + 1) for item in items if item.row.image is not None]
 
 
 def reference_items(rows: Sequence[Question]) -> list[TrainItem]:
@@ -89,7 +120,10 @@ def encode_items(
     images = images or ImageCache(bench)
     examples = []
     for item in tqdm(items, desc=desc, disable=not progress, leave=False):
-        examples.append(family.encode(processor, item.row.question, images.get(item.row), item.answer))
+        image = images.get(item.row)
+        if item.augment and image is not None:  # the same view for the same (image, copy) in every run
+            image = augment_image(image, random.Random(f"augment/{item.row.image}/{item.augment}"))
+        examples.append(family.encode(processor, item.row.question, image, item.answer))
     return EncodedDataset(examples)
 
 

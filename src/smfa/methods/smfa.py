@@ -35,11 +35,14 @@ class AdapterPairConfig(MethodConfig):
     anchor_epochs: float = 20.0  # RA epochs over D_r^few (few examples: more passes than the MFA)
     anchor_repeat: int = 1  # D_r^few repeated this many times in the MFA's data (balances a large forget set)
     forget_repeat: int = 1  # refusal-labelled forget rows repeated (keeps their share when reference rows are added)
+    forget_augment: int = 0  # extra refusal copies of each forget photo row, seen through a random view (data.augment_image)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.anchor_epochs > 0:
             raise ConfigError(f"{type(self).__name__}: anchor_epochs must be > 0, got {self.anchor_epochs!r}")
+        if not isinstance(self.forget_augment, int) or self.forget_augment < 0:
+            raise ConfigError(f"{type(self).__name__}: forget_augment must be an integer >= 0, got {self.forget_augment!r}")
         for name in ("anchor_repeat", "forget_repeat"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{type(self).__name__}: {name} must be an integer >= 1, got {getattr(self, name)!r}")
@@ -79,6 +82,8 @@ def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
     if ctx.data.reference_rows:  # older keys unchanged when there are none
         blob["reference"] = [(r.id, r.answer) for r in ctx.data.reference_rows]
         blob["forget_repeat"] = int(getattr(hp, "forget_repeat", 1))
+    if int(getattr(hp, "forget_augment", 0)):
+        blob["forget_augment"] = int(hp.forget_augment)
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -90,7 +95,7 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
     import json
     import time
 
-    from smfa.data import refusal_items, reference_items
+    from smfa.data import augmented_items, refusal_items, reference_items
     from smfa.rundir import atomic_run_dir, write_json_atomic
 
     repeat = int(getattr(hp, "anchor_repeat", 1))
@@ -103,8 +108,9 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
         ctx.reused_train_s += float(json.loads((shared / "train.json").read_text())["train_s"])
         return PeftModel.from_pretrained(ctx.fresh_model(), shared, is_trainable=False)
     forget_repeat = int(getattr(hp, "forget_repeat", 1))
-    items = (refusal_items(forget_rows * forget_repeat, seed=ctx.seed) + reference_items(ctx.data.anchor_rows) * repeat
-             + reference_items(ctx.data.reference_rows))
+    refusals = refusal_items(forget_rows * forget_repeat, seed=ctx.seed)
+    refusals += augmented_items(refusal_items(forget_rows, seed=ctx.seed + 1), int(getattr(hp, "forget_augment", 0)))
+    items = refusals + reference_items(ctx.data.anchor_rows) * repeat + reference_items(ctx.data.reference_rows)
     t0 = time.perf_counter()
     model = prepare_trainable(ctx, hp, ctx.fresh_model())
     model = train_sft(ctx, model, hp, ctx.encode(items, desc=f"encoding {tag}"), tag=tag)
