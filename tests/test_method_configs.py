@@ -80,3 +80,16 @@ def test_bad_ties_values_fail_before_any_training(bad: dict) -> None:
     with pytest.raises(ConfigError, match=name):
         unlearn(UnlearnConfig(bench="/nonexistent/bench", model="/nonexistent/model", out="/nonexistent/out",
                               method="ties", params=bad, progress=False))
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_the_reference_layer_applies_only_with_a_reference_budget(method: str) -> None:
+    m = get_method(method)
+    layer = m.reference_config_path()
+    expected = set(yaml.safe_load(layer.read_text())) if layer.is_file() else set()
+    for target in ("all", "visual"):
+        plain, budget = asdict(m.config(target=target)), asdict(m.config(target=target, reference="self"))
+        assert {k for k, v in budget.items() if plain[k] != v} <= expected
+    if method in ("smfa", "idk"):  # the MFA they share is trained the same way under the budget
+        assert m.config(reference="self").forget_repeat == 2 and m.config().forget_repeat == 1
+    assert asdict(m.config(None, {"lr": 5e-4}, reference="self"))["lr"] == 5e-4  # the user's values win

@@ -118,7 +118,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     from smfa.models.loading import load_model
 
     method = get_method(cfg.method)
-    hp = method.config(cfg.method_config, cfg.params, target=cfg.target)
+    hp = method.config(cfg.method_config, cfg.params, target=cfg.target, reference=cfg.reference)
     bench = Bench.load(cfg.bench)
     data = select_data(bench, str(cfg.forget), cfg.target, cfg.anchor_size, cfg.seed,
                        with_preserve=getattr(method, "needs_preserve", False))

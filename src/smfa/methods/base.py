@@ -135,12 +135,19 @@ class Method:
         root = Path(__file__).resolve().parent.parent / "configs" / "methods"
         return root / f"{self.name}.yaml" if target == "all" else root / target / f"{self.name}.yaml"
 
+    def reference_config_path(self) -> Path:
+        """The values tuned on validation for a reference budget (``--reference self|self-full``):
+        ``configs/methods/reference/NAME.yaml``, layered over the setting's defaults."""
+        return Path(__file__).resolve().parent.parent / "configs" / "methods" / "reference" / f"{self.name}.yaml"
+
     def config(self, yaml_path: str | None = None, overrides: dict[str, Any] | None = None,
-               target: str = "all") -> MethodConfig:
-        """Dataclass defaults ← shipped tiny-preset YAML (← its visual-setting layer) ← user YAML ← overrides."""
+               target: str = "all", reference: str = "none") -> MethodConfig:
+        """Dataclass defaults ← shipped tiny-preset YAML (← its visual-setting layer ← its reference-budget
+        layer) ← user YAML ← overrides."""
         from smfa.config import resolve_config
 
         shipped = [self.default_config_path()] + ([self.default_config_path(target)] if target != "all" else [])
+        shipped += [self.reference_config_path()] if reference != "none" else []
         return resolve_config(self.config_cls, [p for p in shipped if p.is_file()] + [yaml_path], overrides)
 
     def run(self, ctx: UnlearnContext, hp: MethodConfig) -> torch.nn.Module:
