@@ -12,7 +12,8 @@ and the run's ``metrics.json`` (:class:`Metrics`).
       "sets": {"<set name>": SetMetrics, ...},
       "overall": Overall,
       "gold": GoldStandard | null,
-      "attacks": {"<attack>": {"<metric>": number | string | bool | null, ...}, ...} | null
+      "attacks": {"<attack>": {"<metric>": number | string | bool | null, ...}, ...} | null,
+      "requests": [RequestLeak, ...] | null   (deletion requests; absent in older files)
     }
 
 Every key is declared with its meaning: the records below, and each per-set and overall metric once in
@@ -23,7 +24,8 @@ type and names the offending key, so a corrupt or foreign file fails loudly inst
 
 Set names: ``<group>/<kind>[/<variant>]`` where group is ``forget`` (people in the forget split),
 ``retain`` (everyone else), ``forget_text`` (visual setting: the forget people's name-only questions, which
-that setting keeps), ``user`` (user probes); kind is a question kind of :mod:`smfa.bench.schema`; variant is
+that setting keeps), ``earlier<N>`` (the people of the N-th earlier deletion request of a chain), ``user``
+(user probes); kind is a question kind of :mod:`smfa.bench.schema`; variant is
 empty (training phrasing and training image variants), ``paraphrase`` (held-out question templates) or
 ``unseen_image`` (held-out image variants). The general-VQA set is named ``general_vqa``.
 """
