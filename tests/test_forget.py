@@ -17,8 +17,10 @@ from smfa.cli import main
 # p0058 are in forget_15 only.
 FIRST = ["p0004", "p0011", "p0029", "p0042"]
 SECOND = ["p0034", "p0038", "p0058"]
-# As test_methods.py: the micro bench forgets few rows, so 15 epochs give about the tiny defaults' step count.
-ARGS = ["--param", "epochs=15", "--eval-limit", "30"]
+# The micro bench forgets few rows: more epochs than the tiny defaults' 5 (test_methods.py uses 15); the second
+# request of the chain is shorter (it checks the chain, not how well request 2 is forgotten).
+ARGS = ["--param", "epochs=10", "--eval-limit", "30"]
+SECOND_ARGS = ["--param", "epochs=5", "--eval-limit", "30"]
 
 
 def _one_line_error(capsys, rc: int, *needles: str) -> None:
@@ -95,8 +97,8 @@ def test_forget_named_people(first_request: Path, micro_vanilla: Path) -> None:
     m = load_metrics(first_request / "eval")
     audit = json.loads((first_request / "audit.json").read_text())
     o, parent = m.overall, audit["retain"]["parent"]
-    # Measured (micro, 15 epochs, 2026-11-27): leak photo 0.00 / name 0.00 (vanilla ~0.95), retain memory
-    # 0.62 vs the parent's 0.97 on the same questions, understanding 0.73 vs 0.77, general VQA 0.37 vs 0.40.
+    # Measured (micro, 10 epochs, 2026-11-27): leak photo 0.13 / name 0.13 (vanilla ~0.95); retain memory 0.95
+    # vs the parent's 1.00 on the same questions, understanding 1.00 vs 1.00, general VQA 0.43 vs 0.47.
     assert o.forget_leak_image <= 0.25 and o.forget_leak_text <= 0.25, (o.forget_leak_image, o.forget_leak_text)
     assert o.retain_memory >= 0.5 * parent["retain_memory"], (o.retain_memory, parent)
     assert o.retain_understanding >= 0.8 * parent["retain_understanding"], (o.retain_understanding, parent)
@@ -147,7 +149,7 @@ def test_a_chain_of_two_requests_reports_the_earlier_peoples_leak(micro_bench_di
 
     out = tmp_path / "second"
     assert main(["forget", "--bench", str(micro_bench_dir), "--model", str(first_request), "--people",
-                 ",".join(SECOND), "--out", str(out), *ARGS]) == 0
+                 ",".join(SECOND), "--out", str(out), *SECOND_ARGS]) == 0
     manifest = read_manifest(out)
     assert manifest["parent"] == str(first_request.resolve())
     assert manifest["chain"] == [{"run": str(first_request.resolve()), "label": "request", "people": FIRST}]
@@ -156,9 +158,10 @@ def test_a_chain_of_two_requests_reports_the_earlier_peoples_leak(micro_bench_di
     first, second = m.requests
     assert (first.request, first.people, first.current) == (1, 4, False) and first.n > 0
     assert (second.request, second.people, second.current) == (2, 3, True)
-    # Measured: request 1's people stay forgotten (leak photo 0.00, name 0.00), request 2's leak 0.00 / 0.00.
-    assert first.leak_image <= 0.25 and first.leak_text <= 0.25, first
-    assert second.leak_image <= 0.25 and second.leak_text <= 0.25, second
+    # Measured: request 1's people after request 2 leak 0.10 / 0.10 (photo / name; 0.13 / 0.13 before it; the
+    # tiny bench shows it can also rise, docs/results.md), request 2's 0.03 / 0.03, the vanilla's ~0.95.
+    assert first.leak_image <= 0.4 and first.leak_text <= 0.4, first
+    assert second.leak_image <= 0.4 and second.leak_text <= 0.4, second
     gens = [json.loads(line) for line in (out / "eval" / "generations.jsonl").read_text().splitlines()]
     assert not {g["person_id"] for g in gens if g["set"].startswith("retain/")} & set(FIRST + SECOND)
     assert {g["person_id"] for g in gens if g["set"].startswith("earlier1/")} == set(FIRST)
