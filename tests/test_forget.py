@@ -72,6 +72,21 @@ def test_the_forget_group_decides_forget_retain_and_anchor(micro_bench_dir: Path
         bench.request_set([holdout])
 
 
+def test_methods_comparing_with_the_vanilla_use_the_chains_root() -> None:
+    from types import SimpleNamespace
+
+    from smfa.methods import get_method
+    from smfa.methods.base import UnlearnContext, UnlearnData
+
+    parent, root = SimpleNamespace(model="parent weights"), SimpleNamespace(model="root weights")
+    ctx = UnlearnContext(bench=None, vanilla=parent, data=UnlearnData([], []), target="all", seed=0, work_dir=Path("."))
+    assert ctx.reference_model == "parent weights"  # no chain: the vanilla is the root
+    ctx.reference = root
+    assert ctx.reference_model == "root weights"
+    assert [m for m in ("npo", "kl_min", "smfa", "ga_diff") if getattr(get_method(m), "uses_reference_model", False)] \
+        == ["npo", "kl_min"]
+
+
 def test_an_unknown_person_id_is_a_one_line_error(capsys, micro_bench_dir: Path, micro_vanilla: Path,
                                                   tmp_path: Path) -> None:
     rc = main(["forget", "--bench", str(micro_bench_dir), "--model", str(micro_vanilla), "--people", "p0011,p9999",
