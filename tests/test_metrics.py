@@ -292,9 +292,22 @@ def test_metrics_round_trip_through_json(tmp_path):
     path = save_metrics(m, tmp_path)
     data = json.loads(path.read_text())
     assert list(data)[0] == "schema_version" and data["schema_version"] == "1"
-    assert set(data) == {"schema_version", "target", "model", "forget", "judge", "sets", "overall", "gold", "attacks"}
+    assert set(data) == {"schema_version", "target", "model", "forget", "judge", "sets", "overall", "gold", "attacks",
+                         "requests"}
     assert load_metrics(tmp_path) == m
     assert Metrics.from_dict(m.to_dict()) == m
+    data.pop("requests")  # files written before deletion requests existed still load
+    assert Metrics.from_dict(data) == m
+
+
+def test_request_leaks_round_trip_through_json(tmp_path):
+    from smfa.eval.schema import RequestLeak
+
+    m = _metrics()
+    m.requests = [RequestLeak(request=1, people=9, current=False, leak_image=0.0, leak_text=0.05, leak_paraphrase=None,
+                              leak_unseen_image=0.1, n=40)]
+    save_metrics(m, tmp_path)
+    assert load_metrics(tmp_path).requests == m.requests
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,8 @@ from smfa.errors import SmfaError
 _COMMAND_MODULES = (
     "smfa.bench.cli",
     "smfa.commands",
+    "smfa.forget",
+    "smfa.audit",
     "smfa.eval.report_cli",
     "smfa.demo",
 )

@@ -95,7 +95,7 @@ def _unlearn(args: argparse.Namespace) -> int:
     for name in ("k", "mode", "dual", "lr", "epochs", "lora"):
         if getattr(args, name, None) is not None:
             params[name] = getattr(args, name)
-    names = ["bench", "model", "out", "method", "forget", "target", "anchor_size", "reference", "seed", "method_config",
+    names = ["bench", "model", "out", "method", "forget", "forget_people", "target", "anchor_size", "reference", "seed", "method_config",
              "eval_limit", "judge", "oracle", "trust_remote_code", "overwrite"]
     over = _overrides(args, names)
     over["params"] = params
@@ -120,6 +120,9 @@ def _add_unlearn(sub: Any) -> None:
     p.add_argument("--model", help="vanilla run directory (smfa finetune) or model directory")
     p.add_argument("--out", help="run directory to write")
     p.add_argument("--forget", choices=FORGET_SPLITS, help="forget split (default 10; val = tuning only)")
+    p.add_argument("--forget-people", dest="forget_people", metavar="IDS",
+                   help="forget these people instead of a split: comma list or a file with one person id per line "
+                        "(a deletion request; see also smfa forget)")
     p.add_argument("--target", choices=TARGETS, help="all: forget photo and name knowledge (default); visual: forget the photo link only")
     p.add_argument("--k", type=float, help="SMFA sculpt strength (larger k = stronger forgetting)")
     p.add_argument("--mode", choices=MODES, help="SMFA mask (default both)")
@@ -149,7 +152,7 @@ def _add_unlearn(sub: Any) -> None:
 def _eval(args: argparse.Namespace) -> int:
     from smfa.eval.pipeline import EvalConfig, evaluate
 
-    names = ["bench", "model", "out", "forget", "target", "limit", "judge", "judge_base_url", "judge_model",
+    names = ["bench", "model", "out", "forget", "forget_people", "target", "limit", "judge", "judge_base_url", "judge_model",
              "questions", "oracle", "vanilla", "attacks", "batch_size", "trust_remote_code", "overwrite"]
     cfg = resolve_config(EvalConfig, args.config, _overrides(args, names))
     out = evaluate(cfg)
@@ -169,6 +172,8 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--model", help="run directory (finetune/unlearn), model directory or hub id")
     p.add_argument("--out", help="evaluation directory to write")
     p.add_argument("--forget", choices=FORGET_SPLITS, help="forget split (default 10)")
+    p.add_argument("--forget-people", dest="forget_people", metavar="IDS",
+                   help="these people are the forget group instead of a split (comma list or a file, one id per line)")
     p.add_argument("--target", choices=TARGETS, help="all (default) or visual: forget people's text memory counts as retain")
     p.add_argument("--limit", type=int, help="at most N questions per set")
     p.add_argument("--questions", help="extra probe questions, JSONL in the bench row format (image optional)")

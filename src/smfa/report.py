@@ -122,6 +122,14 @@ def eval_report_markdown(metrics: Metrics) -> str:
             lines += ["", f"Oracle: `{g.oracle}`"]
     if metrics.attacks:
         lines += ["", "## Attacks", "", attacks_table(metrics.attacks)]
+    if metrics.requests:
+        pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
+        lines += ["", "## Deletion requests", "", "Leak (%) of each request's people, the chain's earlier requests "
+                  "first (sets `earlier<N>/...`), this run's last.", "",
+                  _table(["request", "people", "photo", "name", "paraphrase", "unseen photo", "n"],
+                         [[f"{r.request}{' (this run)' if r.current else ''}", str(r.people), pct(r.leak_image),
+                           pct(r.leak_text), pct(r.leak_paraphrase), pct(r.leak_unseen_image), str(r.n)]
+                          for r in metrics.requests])]
     return "\n".join(lines) + "\n"
 
 

@@ -1,10 +1,15 @@
 """The unlearn stage: vanilla run + method → unlearned model (+ its evaluation) in a new run directory.
 
+The forget group is a bench split (``forget``) or a deletion request naming people (``forget_people``), and
+``model`` may be an earlier unlearning run: the requests then form a chain (:mod:`smfa.forget`), recorded in
+the manifest, and every run writes its audit record (:mod:`smfa.audit`).
+
 Data every method sees (same access for all, as SPEC.md's table says unless a method states otherwise):
 - ``forget_rows`` = D_f: the forget people's training-phrasing memory rows — image and text memory in the
   ``all`` setting, image memory only in the ``visual`` setting;
-- ``anchor_rows`` = D_r^few: the bench's few-shot retain anchor (subsampled to ``anchor_size``); in the
-  ``visual`` setting the forget people's text-memory rows are added, because there they are knowledge to keep;
+- ``anchor_rows`` = D_r^few: the bench's few-shot retain anchor (subsampled to ``anchor_size``), without any
+  person forgotten now or by an earlier request (a request may name anchor people); in the ``visual`` setting
+  the forget people's text-memory rows are added, because there they are knowledge to keep;
 - ``preserve_rows`` (MMUnlearner only): text-memory rows of all known people + the anchor;
 - ``reference_rows`` (``--reference self|self-full``, every method with a retain term): the training-phrasing
   memory questions of the bench's reference pool (retain people on whom no retain metric is computed) —
@@ -19,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smfa.bench.forget_set import REQUEST_LABEL, ForgetSet
 from smfa.bench.schema import TEXT_MEMORY, forgotten_kinds
 from smfa.errors import ConfigError
 from smfa.rundir import atomic_run_dir, write_manifest
@@ -33,6 +39,7 @@ class UnlearnConfig:
     out: str = ""  # run directory to write
     method: str = "smfa"  # registered method name (smfa unlearn --help lists them)
     forget: str = "10"  # forget split: 5 | 10 | 15 | val (val = hyper-parameter search only)
+    forget_people: str | None = None  # a deletion request: person ids (comma list or a file, one per line) instead of forget
     target: str = "all"  # all (forget photo and name knowledge) | visual (forget the photo link only)
     anchor_size: int | None = None  # size of D_r^few (default: the bench's anchor set)
     reference: str = "none"  # none | self: add the reference pool's questions answered by the vanilla (unlabelled data)
@@ -47,25 +54,31 @@ class UnlearnConfig:
     overwrite: bool = False
     progress: bool = True
     shared_dir: str | None = None  # reuse/store adapters shared across runs (smfa compare: SMFA's MFA = IDK)
+    attacks: str | None = None  # attack suite on the unlearned model ("all" or a comma list); in the audit record
+    request_eval: bool = False  # evaluate only what a request's audit needs (EvalConfig.request_sets; smfa forget)
+    anchor_cache: bool = False  # reuse a retaining anchor trained on the same parent weights and data (smfa forget)
 
 
-def select_data(bench: Any, forget: str, target: str, anchor_size: int | None, seed: int, with_preserve: bool = False):
+def select_data(bench: Any, forget: str | ForgetSet, target: str, anchor_size: int | None, seed: int,
+                with_preserve: bool = False):
+    """The rows a method sees (module docstring); ``forget``: a split name or a resolved :class:`ForgetSet`."""
     from smfa.methods.base import UnlearnData
 
     kinds = forgotten_kinds(target)
-    forget_rows = bench.forget_rows(forget, kinds=kinds)
+    group = bench.forget_set(forget)
+    forget_rows = bench.forget_rows(group, kinds=kinds)
     if not forget_rows:
-        raise ConfigError(f"the forget set for --forget {forget} --target {target} is empty: nothing to unlearn")
-    anchor = list(bench.anchor_rows(anchor_size, seed=seed))
+        raise ConfigError(f"the forget set for --forget {group.label} --target {target} is empty: nothing to unlearn")
+    few = [r for r in bench.anchor_rows(anchor_size, seed=seed) if r.person_id not in group.forgotten]
+    anchor = list(few)
     if TEXT_MEMORY not in kinds:  # kept knowledge: the forget people's name-only questions anchor retention
-        anchor += bench.forget_rows(forget, kinds=(TEXT_MEMORY,))
+        anchor += bench.forget_rows(group, kinds=(TEXT_MEMORY,))
     preserve: list[Any] = []
     if with_preserve:
-        known = bench.forget_people(forget) | bench.retain_people(forget)
-        preserve = bench.select(people=known, kinds=(TEXT_MEMORY,), phrasing="train") + list(bench.anchor_rows(anchor_size, seed=seed))
+        known = bench.forget_people(group) | bench.retain_people(group)
+        preserve = bench.select(people=known, kinds=(TEXT_MEMORY,), phrasing="train") + few
         if TEXT_MEMORY in kinds:
-            forgotten = bench.forget_people(forget)
-            preserve = [r for r in preserve if r.person_id not in forgotten]
+            preserve = [r for r in preserve if r.person_id not in group.forgotten]
     return UnlearnData(forget_rows=forget_rows, anchor_rows=anchor, preserve_rows=preserve)
 
 
@@ -98,48 +111,74 @@ def reference_questions(bench: Any, budget: str, seed: int = 0) -> list[Any]:
 
 
 def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed: int = 0,
-                            progress: bool = True) -> list[Any]:
+                            progress: bool = True, forgotten: frozenset[str] = frozenset()) -> list[Any]:
     """The budget's questions (``reference_questions``), each answer replaced by the vanilla's own greedy
-    answer (its fact: the answer itself, since no label is known); empty answers are dropped."""
+    answer (its fact: the answer itself, since no label is known); empty answers are dropped, and so are the
+    questions about ``forgotten`` people (named by a deletion request)."""
     from dataclasses import replace
 
     from smfa.eval.generate import generate_answers
 
-    rows = reference_questions(bench, budget, seed=seed)
+    rows = [q for q in reference_questions(bench, budget, seed=seed) if q.person_id not in forgotten]
     answers = generate_answers(vanilla, rows, bench, progress=progress, desc="labelling the reference pool")
     return [replace(q, answer=a, fact=a) for q, a in zip(rows, answers) if a.strip()]
 
 
 def unlearn(cfg: UnlearnConfig) -> Path:
-    """Run ``cfg.method`` and write RUN/{model/, manifest.json, eval/, adapters/ (SMFA), sculpt/ (SMFA)}."""
+    """Run ``cfg.method`` and write RUN/{model/, manifest.json, audit.json, audit.md, eval/, adapters/ (SMFA),
+    sculpt/ (SMFA)}."""
+    from smfa.audit import weight_hashes
     from smfa.bench import Bench
+    from smfa.forget import chain_record, read_chain, resolve_forget
     from smfa.methods import get_method
     from smfa.methods.base import UnlearnContext
-    from smfa.models.loading import load_model
+    from smfa.models.loading import load_model, model_dir_of
 
+    t_start = time.perf_counter()
     method = get_method(cfg.method)
     hp = method.config(cfg.method_config, cfg.params, target=cfg.target, reference=cfg.reference)
     bench = Bench.load(cfg.bench)
-    data = select_data(bench, str(cfg.forget), cfg.target, cfg.anchor_size, cfg.seed,
+    chain = read_chain(cfg.model, bench)  # earlier requests when --model is an unlearning run
+    group = resolve_forget(bench, str(cfg.forget), cfg.forget_people, chain.earlier_people)
+    data = select_data(bench, group, cfg.target, cfg.anchor_size, cfg.seed,
                        with_preserve=getattr(method, "needs_preserve", False))
     if cfg.oracle and cfg.evaluate:
         from smfa.eval.pipeline import check_oracle
 
-        check_oracle(cfg.oracle, bench, str(cfg.forget))  # before any training
+        check_oracle(cfg.oracle, bench, group)  # before any training
     reference_questions(bench, cfg.reference)  # an unknown budget or an empty pool fails before loading
+    if cfg.attacks and cfg.evaluate:
+        from smfa.eval.attacks import parse_attacks
+
+        parse_attacks(cfg.attacks)
     vanilla = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    input_dir = model_dir_of(cfg.model)
+    input_hashes = weight_hashes(input_dir) if input_dir is not None else {}
+    # Methods that compare with the original model (NPO's reference, KL's target) use the chain's root, not
+    # the parent: the parent has already forgotten earlier requests' people.
+    reference = None
+    if chain.requests and getattr(method, "uses_reference_model", False):
+        reference = load_model(chain.root, trust_remote_code=cfg.trust_remote_code)
     if cfg.reference != "none":
-        data.reference_rows = self_labelled_reference(bench, vanilla, cfg.reference, seed=cfg.seed, progress=cfg.progress)
+        data.reference_rows = self_labelled_reference(bench, vanilla, cfg.reference, seed=cfg.seed,
+                                                      progress=cfg.progress, forgotten=group.forgotten)
+    anchor_cache = None
+    if cfg.anchor_cache:
+        from smfa.cache import cache_dir
+
+        anchor_cache = cache_dir() / "anchors"
     with atomic_run_dir(Path(cfg.out), overwrite=cfg.overwrite) as stage:
         ctx = UnlearnContext(bench=bench, vanilla=vanilla, data=data, target=cfg.target, seed=cfg.seed,
                              work_dir=stage, progress=cfg.progress,
-                             shared_dir=Path(cfg.shared_dir) if cfg.shared_dir else None)
+                             shared_dir=Path(cfg.shared_dir) if cfg.shared_dir else None,
+                             reference=reference, anchor_cache=anchor_cache, model_digest=_digest(input_hashes))
         t0 = time.perf_counter()
         model = method.run(ctx, hp)
         # A reused adapter's training time counts, so wall times compare what each method costs alone.
         wall = time.perf_counter() - t0 + ctx.reused_train_s
         model.save_pretrained(stage / "model", safe_serialization=True)
         vanilla.processor.save_pretrained(stage / "model")
+        requests = chain_record(chain, group, cfg.model, len(data.forget_rows))
         write_manifest(
             stage, "unlearn", asdict(cfg),
             method=cfg.method, hyperparameters=asdict(hp), seed=cfg.seed, wall_time_s=round(wall, 2),
@@ -147,16 +186,40 @@ def unlearn(cfg: UnlearnConfig) -> Path:
             bench={"path": str(bench.root), "checksum": bench.checksum},
             data={"forget_rows": len(data.forget_rows), "anchor_rows": len(data.anchor_rows),
                   "reference_rows": len(data.reference_rows), "budget": cfg.reference if data.reference_rows else "none",
-                  "preserve_rows": len(data.preserve_rows), "target": cfg.target, "forget": str(cfg.forget)},
-            family=vanilla.family.name,
+                  "preserve_rows": len(data.preserve_rows), "target": cfg.target, "forget": group.label},
+            family=vanilla.family.name, **requests,
+            reference_model=chain.root if reference is not None else None,
+            anchor_cache_hit=ctx.anchor_cache_hit,
         )
+        metrics = parent_retain = None
+        t_eval = time.perf_counter()
         if cfg.evaluate:
+            from smfa.audit import parent_retain_metrics
             from smfa.eval.pipeline import EvalConfig, evaluate_loaded
             from smfa.models.loading import LoadedModel
 
+            eval_cfg = EvalConfig(bench=cfg.bench, model=str(cfg.out), forget=str(cfg.forget),
+                                  forget_people=",".join(sorted(group.people)) if group.label == REQUEST_LABEL else None,
+                                  earlier=[sorted(p) for p in group.earlier], target=cfg.target, limit=cfg.eval_limit,
+                                  judge=cfg.judge, oracle=cfg.oracle, vanilla=cfg.model, attacks=cfg.attacks,
+                                  request_sets=cfg.request_eval, progress=cfg.progress)
             loaded = LoadedModel(model=model, processor=vanilla.processor, family=vanilla.family, source=str(cfg.out))
-            evaluate_loaded(loaded, bench, EvalConfig(bench=cfg.bench, model=str(cfg.out), forget=str(cfg.forget),
-                                                      target=cfg.target, limit=cfg.eval_limit, judge=cfg.judge,
-                                                      oracle=cfg.oracle, vanilla=cfg.model, progress=cfg.progress),
-                            stage / "eval", extra={"method": cfg.method, "unlearn_wall_time_s": round(wall, 2)})
+            metrics = evaluate_loaded(loaded, bench, eval_cfg, stage / "eval",
+                                      extra={"method": cfg.method, "unlearn_wall_time_s": round(wall, 2)})
+            parent_retain = parent_retain_metrics(vanilla, bench, eval_cfg, _digest(input_hashes))
+        from smfa.audit import write_audit
+
+        write_audit(stage, run=Path(cfg.out), cfg=cfg, hp=hp, group=group, data=data, bench=bench,
+                    requests=requests, input_dir=input_dir, input_hashes=input_hashes,
+                    output_hashes=weight_hashes(stage / "model"), metrics=metrics, parent_retain=parent_retain,
+                    reference_model=chain.root if reference is not None else None,
+                    anchor_cache_hit=ctx.anchor_cache_hit,
+                    wall={"unlearn": wall, "evaluation": time.perf_counter() - t_eval if cfg.evaluate else None,
+                          "total": time.perf_counter() - t_start})
     return Path(cfg.out)
+
+
+def _digest(hashes: dict[str, str]) -> str | None:
+    from smfa.audit import model_digest
+
+    return model_digest(hashes) if hashes else None

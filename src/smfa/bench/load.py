@@ -42,6 +42,7 @@ from smfa.bench.schema import (
     eval_variant,
     text_memory_group,
 )
+from smfa.bench.forget_set import ForgetSet, request_set
 from smfa.bench.validate import read_bench, rebuild_hint
 from smfa.errors import BenchError, ConfigError
 
@@ -84,24 +85,33 @@ class Bench:
             )
         return f"forget_{key}"
 
-    def forget_people(self, forget: str | int) -> set[str]:
-        """Person ids of ``forget_{forget}`` (``forget`` in 5, 10, 15, "val")."""
+    def forget_set(self, forget: str | int | ForgetSet) -> ForgetSet:
+        """The forget group: a split name (5, 10, 15, "val") resolved to its people, or a :class:`ForgetSet`
+        (a deletion request) as given. Every row set below takes either."""
+        if isinstance(forget, ForgetSet):
+            return forget
         key = self._forget_key(forget)
-        ids = set(self.splits[key])
+        ids = frozenset(self.splits[key])
         if not ids:
             raise BenchError(f"{self.root / SPLITS_JSON}: split {key} is empty; rebuild the bench with more people")
-        return ids
+        held = frozenset(self.splits["forget_15"]) if key == "forget_val" else frozenset()
+        return ForgetSet(label=key.removeprefix("forget_"), people=ids, held_out=held)
+
+    def forget_people(self, forget: str | int | ForgetSet) -> set[str]:
+        """Person ids forgotten by ``forget`` (a split 5, 10, 15, "val", or a :class:`ForgetSet`)."""
+        return set(self.forget_set(forget).people)
+
+    def request_set(self, ids: list[str], earlier: tuple[frozenset[str], ...] = ()) -> ForgetSet:
+        """The forget group of a deletion request naming ``ids`` (see :func:`smfa.bench.forget_set.request_set`)."""
+        return request_set(self.known_people(), self.holdout_people(), ids, earlier)
 
     def known_people(self) -> set[str]:
         return {pid for pid, p in self.people.items() if p.role == "known"}
 
-    def retain_people(self, forget: str | int) -> set[str]:
-        """The retain evaluation pool: known people not in the forget set nor the reference pool; for ``val``
-        also without ``forget_15`` (tuning never touches a test forget person)."""
-        out = self.known_people() - self.forget_people(forget) - self.reference_people()
-        if self._forget_key(forget) == "forget_val":
-            out -= set(self.splits["forget_15"])
-        return out
+    def retain_people(self, forget: str | int | ForgetSet) -> set[str]:
+        """The retain evaluation pool: known people not forgotten (now or by an earlier request) nor in the
+        reference pool; for ``val`` also without ``forget_15`` (tuning never touches a test forget person)."""
+        return self.known_people() - self.forget_set(forget).not_retain - self.reference_people()
 
     def reference_people(self) -> set[str]:
         """Retain people whose questions (not labels) a method may use; never in a retain metric."""
@@ -116,7 +126,7 @@ class Bench:
     def _is_training_row(q: Question) -> bool:
         return q.phrasing == TRAIN_PHRASING and q.image_split in (TRAIN_IMAGE, None)
 
-    def training_rows(self, people: str = "all", forget: str | int | None = None) -> list[Question]:
+    def training_rows(self, people: str = "all", forget: str | int | ForgetSet | None = None) -> list[Question]:
         """Vanilla training data (``people="all"``) or the oracle's (``people="retain"``, needs ``forget``):
         train phrasing, training images, known people, all kinds incl. general VQA and unanswerable."""
         if people not in TRAINING_PEOPLE:
@@ -176,14 +186,14 @@ class Bench:
         picked = {q.id for q in rng.sample(vqa, n_vqa)} | {q.id for q in rng.sample(person, size - n_vqa)}
         return [q for q in rows if q.id in picked]
 
-    def forget_rows(self, forget: str | int, kinds: tuple[str, ...] = MEMORY_KINDS) -> list[Question]:
+    def forget_rows(self, forget: str | int | ForgetSet, kinds: tuple[str, ...] = MEMORY_KINDS) -> list[Question]:
         """``D_f``: the forget people's training rows (train phrasing, training images) of ``kinds``."""
         kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
         _check_choice("kinds", kinds, KINDS)
         who = self.forget_people(forget)
         return [q for q in self.questions if q.person_id in who and q.kind in kinds and self._is_training_row(q)]
 
-    def eval_sets(self, forget: str | int, target: str = "all", limit: int | None = None) -> dict[str, list[Question]]:
+    def eval_sets(self, forget: str | int | ForgetSet, target: str = "all", limit: int | None = None) -> dict[str, list[Question]]:
         """Named evaluation sets for ``forget`` (see :func:`smfa.bench.schema.eval_set_name`).
 
         For group in forget/retain and kind in image_memory/text_memory/understanding:

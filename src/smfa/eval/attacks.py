@@ -165,14 +165,15 @@ class AttackContext:
     images: Any  # smfa.data.ImageCache
 
     @classmethod
-    def build(cls, loaded: Any, bench: Any, cfg: Any) -> AttackContext:
+    def build(cls, loaded: Any, bench: Any, cfg: Any, forget: Any = None) -> AttackContext:
+        """``forget``: the resolved forget group (a :class:`smfa.bench.forget_set.ForgetSet`); default ``cfg.forget``."""
         from smfa.data import ImageCache
 
         limit = DEFAULT_LIMIT if cfg.limit is None else cfg.limit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"--limit must be a positive integer for attacks, got {cfg.limit!r}")
         kinds = forgotten_kinds(cfg.target)
-        sets = bench.eval_sets(str(cfg.forget), target=cfg.target)
+        sets = bench.eval_sets(str(cfg.forget) if forget is None else forget, target=cfg.target)
         return cls(loaded, bench, cfg, sets, kinds, limit, ImageCache(bench))
 
     def memory_rows(self, group: str, variant: str = "", kinds: tuple[str, ...] | None = None) -> list[Question]:
@@ -423,11 +424,11 @@ def mia_attack(ctx: AttackContext) -> AttackResult:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def run_attacks(loaded: Any, bench: Any, cfg: Any) -> AttackResult:
+def run_attacks(loaded: Any, bench: Any, cfg: Any, forget: Any = None) -> AttackResult:
     """Run the attacks named by ``cfg.attacks`` ("all" or a comma list) on ``loaded`` (never modified);
     returns ``{entry: {metric: scalar}}`` for ``Metrics.attacks`` (entries and metrics: module docstring)."""
     names = parse_attacks(cfg.attacks)
-    ctx = AttackContext.build(loaded, bench, cfg)
+    ctx = AttackContext.build(loaded, bench, cfg, forget)
     if not ctx.memory_rows("forget"):
         raise BenchError(
             f"forget split {cfg.forget} of {bench.root} has no memory questions to attack; check --forget and --target"

@@ -5,11 +5,12 @@ score them, aggregate, compare with the oracle, and write ``metrics.json``, ``ge
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from smfa.bench.schema import KINDS, UNANSWERABLE, Question, forgotten_kinds
+from smfa.bench.forget_set import REQUEST_LABEL, ForgetSet
+from smfa.bench.schema import FORGET_GROUP, KINDS, MEMORY_KINDS, UNANSWERABLE, UNDERSTANDING, Question, forgotten_kinds
 from smfa.errors import ConfigError
 from smfa.rundir import atomic_run_dir, iter_jsonl, write_jsonl_atomic, write_manifest
 
@@ -22,6 +23,8 @@ class EvalConfig:
     model: str = ""  # run directory, model directory or hub id
     out: str = ""  # evaluation directory to write
     forget: str = "10"  # forget split whose people are the "forget" group
+    forget_people: str | None = None  # a deletion request's person ids (comma list or file): the forget group instead
+    earlier: list[list[str]] = field(default_factory=list)  # people of a chain's earlier requests: never retain, leak reported
     target: str = "all"  # all | visual (the forget people's text memory counts as retain)
     limit: int | None = None  # at most N questions per set (deterministic subsample); None = all
     judge: str = "offline"  # offline | openai
@@ -32,6 +35,7 @@ class EvalConfig:
     vanilla: str | None = None  # vanilla run: its forget quality as the reference point
     attacks: str | None = None  # "all" or a comma list (smfa.eval.attacks)
     core_sets: bool = False  # only the train-phrasing sets + general VQA (what a k trade-off curve needs)
+    request_sets: bool = False  # what a deletion request's audit needs: every forget memory set + train-phrasing sets
     batch_size: int = 64
     max_new_tokens: int = 24
     trust_remote_code: bool = False
@@ -143,17 +147,18 @@ def oracle_left_out(oracle: str | Path, bench: Any) -> set[str]:
     return bench.forget_people(str(data["forget_left_out"]))
 
 
-def check_oracle(oracle: str | Path, bench: Any, forget: str) -> None:
+def check_oracle(oracle: str | Path, bench: Any, forget: str | ForgetSet) -> None:
     """Refuse an oracle that saw any evaluated forget person or left out an evaluated retain person: it is
     the "never saw them" floor only for the forget split it left out."""
     left_out = oracle_left_out(oracle, bench)
-    seen = bench.forget_people(forget) - left_out
-    missing = left_out & bench.retain_people(forget)
+    group = bench.forget_set(forget)
+    seen = group.people - left_out
+    missing = left_out & bench.retain_people(group)
     if seen or missing:
-        what = (f"saw {len(seen)} of the {len(bench.forget_people(forget))} forget-{forget} people" if seen
-                else f"never saw {len(missing)} retain people of forget {forget}")
+        what = (f"saw {len(seen)} of the {len(group.people)} forget-{group.label} people" if seen
+                else f"never saw {len(missing)} retain people of forget {group.label}")
         raise ConfigError(f"oracle {oracle} {what} (it left out {len(left_out)} people); use an oracle trained "
-                          f"with --people retain --forget {forget}")
+                          f"with --people retain --forget {group.label}")
 
 
 def reference_losses(source: str, bench: Any, rows: list[Question], cfg: EvalConfig) -> list[float]:
@@ -162,6 +167,51 @@ def reference_losses(source: str, bench: Any, rows: list[Question], cfg: EvalCon
 
     other = load_model(source, trust_remote_code=cfg.trust_remote_code)
     return answer_losses(other, rows, bench, batch_size=cfg.batch_size, progress=cfg.progress)
+
+
+def eval_group(bench: Any, cfg: EvalConfig) -> ForgetSet:
+    """The forget group of an evaluation (:func:`smfa.forget.resolve_forget`)."""
+    from smfa.forget import resolve_forget
+
+    return resolve_forget(bench, str(cfg.forget), cfg.forget_people, tuple(frozenset(p) for p in cfg.earlier))
+
+
+def is_request_set(name: str) -> bool:
+    """The sets a deletion request's evaluation asks: every forget memory set (training phrasing, paraphrase,
+    unseen photo), forget understanding, and the training-phrasing retain sets and general VQA."""
+    return name.count("/") <= 1 or (name.startswith(f"{FORGET_GROUP}/") and UNDERSTANDING not in name)
+
+
+def earlier_sets(bench: Any, group: ForgetSet, target: str, limit: int | None) -> dict[str, list[Question]]:
+    """The forget memory sets of each earlier request's people, named ``earlier<N>/<kind>[/<variant>]``."""
+    out: dict[str, list[Question]] = {}
+    kinds = forgotten_kinds(target)
+    for n, people in enumerate(group.earlier, start=1):
+        sets = bench.eval_sets(ForgetSet(label=f"earlier{n}", people=people), target=target, limit=limit)
+        for name, rows in sets.items():
+            if name.startswith(f"{FORGET_GROUP}/") and name.split("/")[1] in kinds:
+                out[f"earlier{n}/" + name.split("/", 1)[1]] = rows
+    return out
+
+
+def request_leaks(set_metrics: dict[str, Any], group: ForgetSet, target: str) -> list[Any]:
+    """One :class:`smfa.eval.schema.RequestLeak` per request of the chain (earlier ones, then this one): the
+    ``forget_leak_*`` aggregates computed on that request's sets alone."""
+    from smfa.eval.metrics import compute_overall
+    from smfa.eval.schema import RequestLeak
+
+    prefixes = [f"earlier{n}" for n in range(1, len(group.earlier) + 1)] + [FORGET_GROUP]
+    sizes = [len(p) for p in group.earlier] + [len(group.people)]
+    rows = []
+    for n, (prefix, size) in enumerate(zip(prefixes, sizes), start=1):
+        view = {FORGET_GROUP + name[len(prefix):]: m for name, m in set_metrics.items() if name.startswith(prefix + "/")}
+        o = compute_overall(view, target)
+        rows.append(RequestLeak(
+            request=n, people=size, current=prefix == FORGET_GROUP, leak_image=o.forget_leak_image,
+            leak_text=o.forget_leak_text, leak_paraphrase=o.forget_leak_paraphrase,
+            leak_unseen_image=o.forget_leak_unseen_image,
+            n=sum(m.n for name, m in view.items() if name.split("/")[1] in MEMORY_KINDS)))
+    return rows
 
 
 def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, extra: dict[str, Any] | None = None,
@@ -174,13 +224,16 @@ def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, ext
     from smfa.report import write_eval_report
 
     t0 = time.perf_counter()
-    forget = str(cfg.forget)
+    forget = eval_group(bench, cfg)
     sets = bench.eval_sets(forget, target=cfg.target, limit=cfg.limit)
     if cfg.core_sets:  # drop the paraphrase / unseen-image variants
         sets = {name: rows for name, rows in sets.items() if name.count("/") <= 1}
+    if cfg.request_sets:
+        sets = {name: rows for name, rows in sets.items() if is_request_set(name)}
+    sets.update(earlier_sets(bench, forget, cfg.target, cfg.limit))
     if cfg.questions:
         sets["user"] = load_user_questions(cfg.questions, bench)
-    forget_people = bench.forget_people(forget)
+    forget_people = set(forget.forgotten)
     loss_sets = _forget_memory_sets(sets, cfg.target)
     gens = generate_sets(loaded, bench, sets, forget_people, cfg=cfg, loss_sets=loss_sets, images=images)
     judge = make_judge(cfg, bench)
@@ -198,9 +251,10 @@ def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, ext
     if cfg.attacks:
         from smfa.eval.attacks import run_attacks
 
-        attacks = run_attacks(loaded, bench, cfg)
-    metrics = Metrics(target=cfg.target, model=str(cfg.model), forget=forget, judge=judge.describe(),
-                      sets=set_metrics, overall=overall, gold=gold, attacks=attacks)
+        attacks = run_attacks(loaded, bench, cfg, forget)
+    requests = request_leaks(set_metrics, forget, cfg.target) if forget.label == REQUEST_LABEL or forget.earlier else None
+    metrics = Metrics(target=cfg.target, model=str(cfg.model), forget=forget.label, judge=judge.describe(),
+                      sets=set_metrics, overall=overall, gold=gold, attacks=attacks, requests=requests)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(out_dir / "generations.jsonl", [g.to_dict() for g in gens])
@@ -217,9 +271,9 @@ def evaluate(cfg: EvalConfig) -> Path:
     from smfa.models.loading import load_model
 
     bench = Bench.load(cfg.bench)
-    bench.forget_people(cfg.forget)  # fail early on a bad split, oracle or attack name, before loading a model
+    forget = eval_group(bench, cfg)  # fail early on a bad split or id, oracle or attack name, before loading a model
     if cfg.oracle:
-        check_oracle(cfg.oracle, bench, str(cfg.forget))
+        check_oracle(cfg.oracle, bench, forget)
     if cfg.attacks:
         from smfa.eval.attacks import parse_attacks
 

@@ -12,7 +12,8 @@ and the run's ``metrics.json`` (:class:`Metrics`).
       "sets": {"<set name>": SetMetrics, ...},
       "overall": Overall,
       "gold": GoldStandard | null,
-      "attacks": {"<attack>": {"<metric>": number | string | bool | null, ...}, ...} | null
+      "attacks": {"<attack>": {"<metric>": number | string | bool | null, ...}, ...} | null,
+      "requests": [RequestLeak, ...] | null   (deletion requests; absent in older files)
     }
 
 Every key is declared with its meaning: the records below, and each per-set and overall metric once in
@@ -23,7 +24,8 @@ type and names the offending key, so a corrupt or foreign file fails loudly inst
 
 Set names: ``<group>/<kind>[/<variant>]`` where group is ``forget`` (people in the forget split),
 ``retain`` (everyone else), ``forget_text`` (visual setting: the forget people's name-only questions, which
-that setting keeps), ``user`` (user probes); kind is a question kind of :mod:`smfa.bench.schema`; variant is
+that setting keeps), ``earlier<N>`` (the people of the N-th earlier deletion request of a chain), ``user``
+(user probes); kind is a question kind of :mod:`smfa.bench.schema`; variant is
 empty (training phrasing and training image variants), ``paraphrase`` (held-out question templates) or
 ``unseen_image`` (held-out image variants). The general-VQA set is named ``general_vqa``.
 """
@@ -42,7 +44,7 @@ from smfa.errors import EvalError, OutputError
 from smfa.eval.metrics import overall_class, set_metrics_class
 from smfa.rundir import write_json_atomic
 
-__all__ = ["EvalError", "Generation", "GoldStandard", "Metrics", "Overall", "SetMetrics", "load_metrics", "save_metrics"]
+__all__ = ["EvalError", "Generation", "GoldStandard", "Metrics", "Overall", "RequestLeak", "SetMetrics", "load_metrics", "save_metrics"]
 
 SCHEMA_VERSION = "1"
 METRICS_FILE = "metrics.json"
@@ -120,6 +122,35 @@ class GoldStandard:
 
 
 @dataclass
+class RequestLeak:
+    """The leak of one deletion request's people (``metrics.json["requests"]``, one per request of the chain,
+    oldest first, the evaluated run's own request last). The rates are :class:`Overall`'s ``forget_leak_*``
+    computed on that request's people only (sets ``earlier<N>/...`` for earlier requests, ``forget/...`` for
+    the run's own).
+
+    Keys:
+        request: position in the chain (1 = the first request answered from the vanilla).
+        people: number of people the request named.
+        current: whether this is the evaluated run's own request.
+        leak_image: leak rate of their memory questions asked with their photo (training phrasing).
+        leak_text: leak rate of their name-only memory questions (training phrasing); ``null`` when the
+            setting keeps name-only knowledge (``visual``).
+        leak_paraphrase: leak rate under held-out phrasings.
+        leak_unseen_image: leak rate on held-out photo variants.
+        n: number of memory questions behind the four rates.
+    """
+
+    request: int
+    people: int
+    current: bool
+    leak_image: float | None
+    leak_text: float | None
+    leak_paraphrase: float | None
+    leak_unseen_image: float | None
+    n: int
+
+
+@dataclass
 class Metrics:
     """The content of a run's ``metrics.json``.
 
@@ -128,7 +159,7 @@ class Metrics:
         target: the unlearning setting, ``all`` (forget everything about the forget people) or ``visual``
             (forget only the photo link; name-only questions are kept).
         model: the evaluated model (run directory, hub id or label).
-        forget: the forget split (``5``, ``10``, ``15`` or ``val``).
+        forget: the forget split (``5``, ``10``, ``15`` or ``val``), or ``request`` for named people.
         judge: the judge that produced Fact/Meaningful scores (:meth:`smfa.eval.judges.Judge.describe`;
             never contains credentials).
         sets: per-set metrics, by set name (:class:`SetMetrics`).
@@ -137,6 +168,8 @@ class Metrics:
         attacks: robustness results by attack name (``prompt_prefix_injection``, ``relearn``, ``quantize_4bit``, ``mia``,
             ...), each a flat mapping of metric name to a number, string, bool or null; ``null`` when no
             attack was run.
+        requests: the leak of every deletion request's people (:class:`RequestLeak`), for a run that
+            answered a request of named people or continues a chain of requests; ``null`` otherwise.
     """
 
     target: str
@@ -147,6 +180,7 @@ class Metrics:
     overall: Overall
     gold: GoldStandard | None = None
     attacks: dict[str, dict[str, Any]] | None = None
+    requests: list[RequestLeak] | None = None
     schema_version: str = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -110,6 +110,15 @@ class UnlearnContext:
     progress: bool = True
     shared_dir: Path | None = None  # adapters reusable across runs of one comparison (SMFA's MFA = IDK's)
     reused_train_s: float = 0.0  # training seconds saved by reusing a shared adapter (added to wall time)
+    reference: Any = None  # a chain's original vanilla (LoadedModel) for methods that compare with it; None: vanilla
+    anchor_cache: Path | None = None  # retaining anchors reusable across requests on the same weights (smfa forget)
+    model_digest: str | None = None  # sha256 over the vanilla's weight files (the anchor cache's key)
+    anchor_cache_hit: bool = False  # set when the retaining anchor came from anchor_cache
+
+    @property
+    def reference_model(self) -> torch.nn.Module:
+        """The model NPO/KL compare with: the chain's root when the vanilla is an earlier unlearning run."""
+        return (self.reference or self.vanilla).model
 
     def fresh_model(self) -> torch.nn.Module:
         """A trainable copy of the vanilla model (the vanilla stays intact for reference/merging)."""

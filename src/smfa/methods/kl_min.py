@@ -20,12 +20,13 @@ class KLMinConfig(MethodConfig):
 @register_method
 class KLMin(Method):
     name = "kl_min"
+    uses_reference_model = True  # a chain of requests compares with its root (smfa.forget)
     config_cls = KLMinConfig
     description = "gradient ascent on forget + KL to the frozen vanilla on retain"
 
     def run(self, ctx: UnlearnContext, hp: MethodConfig) -> torch.nn.Module:
         model = prepare_trainable(ctx, hp, ctx.fresh_model())
-        reference = ctx.vanilla.model.eval()
+        reference = ctx.reference_model.eval()
 
         def loss_fn(m, forget, retain):
             with torch.no_grad():

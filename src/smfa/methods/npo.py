@@ -20,12 +20,13 @@ class NPOConfig(MethodConfig):
 @register_method
 class NPO(Method):
     name = "npo"
+    uses_reference_model = True  # a chain of requests compares with its root (smfa.forget)
     config_cls = NPOConfig
     description = "negative preference optimisation on forget (reference = vanilla) + retain NLL"
 
     def run(self, ctx: UnlearnContext, hp: NPOConfig) -> torch.nn.Module:  # type: ignore[override]
         model = prepare_trainable(ctx, hp, ctx.fresh_model())
-        reference = ctx.vanilla.model.eval()
+        reference = ctx.reference_model.eval()
 
         def loss_fn(m, forget, retain):
             with torch.no_grad():

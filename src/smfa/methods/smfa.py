@@ -131,6 +131,44 @@ def train_anchor(ctx: UnlearnContext, hp: AdapterPairConfig) -> torch.nn.Module:
     return train_sft(ctx, model, anchor_hp, ctx.encode(reference_items(ctx.data.retain_rows), desc="encoding anchor"), tag="anchor")
 
 
+def anchor_key(ctx: UnlearnContext, hp: AdapterPairConfig) -> str | None:
+    """A digest of everything that decides the RA's weights — the vanilla's weight files, the retain rows,
+    the seed, the training hyper-parameters and the numeric libraries — or None when the weights are unknown."""
+    import hashlib
+    import json
+    from dataclasses import asdict, fields
+
+    from smfa.rundir import package_versions
+
+    if not ctx.model_digest:
+        return None
+    values = asdict(hp)
+    blob = {"model": ctx.model_digest, "retain": [(r.id, r.answer) for r in ctx.data.retain_rows], "seed": ctx.seed,
+            "hp": {f.name: values[f.name] for f in fields(MethodConfig)}, "anchor_epochs": hp.anchor_epochs,
+            "versions": {k: v for k, v in package_versions().items() if k in ("torch", "transformers", "peft")}}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def save_anchor(ctx: UnlearnContext, hp: AdapterPairConfig, dest: Path) -> None:
+    """Train the RA and save it to ``dest``; with ``ctx.anchor_cache`` (``smfa forget``) an RA trained on the
+    same weights and data is copied instead of retrained: it depends on the model, not on the request, so
+    every request to one deployed model shares it (byte-identical adapter files, hence the same sculpt)."""
+    import shutil
+
+    from smfa.rundir import atomic_run_dir
+
+    key = anchor_key(ctx, hp) if ctx.anchor_cache else None
+    cached = Path(ctx.anchor_cache) / f"ra-{key}" if key else None
+    if cached is not None and (cached / "adapter_config.json").is_file():
+        shutil.copytree(cached, dest)
+        ctx.anchor_cache_hit = True
+        return
+    train_anchor(ctx, hp).save_pretrained(dest)
+    if cached is not None:  # staged and renamed: never a half-written adapter in the cache
+        with atomic_run_dir(cached, overwrite=True) as stage:
+            shutil.copytree(dest, stage, dirs_exist_ok=True)
+
+
 def adapters_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "adapters"
 
@@ -157,7 +195,7 @@ class SMFA(Method):
                 raise ConfigError("--dual needs text-memory forget rows; with --target visual use a single MFA")
         for tag, rows in views.items():
             train_mfa(ctx, hp, rows, tag).save_pretrained(out / tag)
-        train_anchor(ctx, hp).save_pretrained(out / ANCHOR_ADAPTER)
+        save_anchor(ctx, hp, out / ANCHOR_ADAPTER)
         model = ctx.fresh_model()
         report = merge_sculpted_into(
             model, out / FORGET_ADAPTER, out / ANCHOR_ADAPTER, hp.k, hp.mode,

@@ -11,7 +11,7 @@ import torch
 
 from smfa.errors import ConfigError
 from smfa.methods.base import Method, UnlearnContext, register_method
-from smfa.methods.smfa import ANCHOR_ADAPTER, FORGET_ADAPTER, AdapterPairConfig, adapters_dir, train_anchor, train_mfa
+from smfa.methods.smfa import ANCHOR_ADAPTER, FORGET_ADAPTER, AdapterPairConfig, adapters_dir, save_anchor, train_mfa
 
 MAJORITY_SIGN_METHODS = ("total", "frequency")  # PEFT's choices for the sign election
 
@@ -56,7 +56,7 @@ class TIES(Method):
 
         out = adapters_dir(ctx.work_dir)
         train_mfa(ctx, hp, ctx.data.forget_rows, FORGET_ADAPTER).save_pretrained(out / FORGET_ADAPTER)
-        train_anchor(ctx, hp).save_pretrained(out / ANCHOR_ADAPTER)
+        save_anchor(ctx, hp, out / ANCHOR_ADAPTER)
         model = ctx.fresh_model()
         params = dict(model.named_parameters())
         with torch.no_grad():

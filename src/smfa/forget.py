@@ -1,0 +1,168 @@
+"""Deletion requests: forget named people, one request after another.
+
+A request names people (``--people p0020,p0052``, or a file with one id per line); ``--model`` is the model
+that answers it: the vanilla for the first request, or an earlier unlearning run — then the new run starts
+from that run's weights and the requests form a **chain**. Every unlearning run records in its manifest:
+
+- ``request``: the people it forgot (``label`` is the split name, or ``request`` for named people);
+- ``parent``: the model it started from; ``chain``: the earlier requests, oldest first; ``root``: the
+  chain's original vanilla, which methods comparing with the vanilla (NPO's reference, KL's target) use.
+
+The forget group of a run is resolved once (:func:`resolve_forget`, a :class:`smfa.bench.forget_set.ForgetSet`):
+the people of earlier requests are never in the retain anchor nor in a retain metric, and the evaluation
+reports their leak beside this request's (``metrics.json`` ``requests``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from smfa.bench.forget_set import ForgetSet
+from smfa.errors import ConfigError
+from smfa.rundir import MANIFEST, read_manifest
+
+
+def parse_people(spec: str) -> list[str]:
+    """Person ids from ``spec``: a file (one id per line; blank lines and ``#`` comments skipped) or a comma list."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        ids = [line.split("#", 1)[0].strip() for line in lines]
+    elif "/" in spec or spec.endswith((".txt", ".csv", ".lst")):
+        raise ConfigError(f"people file {path} does not exist (give a file with one person id per line, or a comma list)")
+    else:
+        ids = [part.strip() for part in spec.split(",")]
+    ids = [i for i in ids if i]
+    if not ids:
+        raise ConfigError(f"no person ids in {spec!r} (give a comma list, e.g. p0020,p0052, or a file with one id per line)")
+    return list(dict.fromkeys(ids))
+
+
+@dataclass(frozen=True)
+class Request:
+    """One answered deletion request: the run that answered it and the people it forgot."""
+
+    run: str
+    label: str
+    people: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The requests already answered by a model (oldest first) and the chain's original vanilla."""
+
+    requests: tuple[Request, ...]
+    root: str
+
+    @property
+    def earlier_people(self) -> tuple[frozenset[str], ...]:
+        return tuple(frozenset(r.people) for r in self.requests)
+
+
+def read_chain(model: str | Path, bench: Any) -> Chain:
+    """The chain of ``model``: empty (root = ``model``) for a vanilla or a plain model directory; for an
+    unlearning run, its own chain plus its own request. A run on another bench is refused (its person ids
+    would name other people)."""
+    path = Path(model)
+    if not (path / MANIFEST).is_file():
+        return Chain((), str(model))
+    manifest = read_manifest(path)
+    if manifest.get("stage") != "unlearn":
+        return Chain((), str(path.resolve()))
+    checksum = (manifest.get("bench") or {}).get("checksum")
+    if checksum != bench.checksum:
+        raise ConfigError(f"{path} was unlearned on another bench (checksum {str(checksum)[:12]}, this bench "
+                          f"{bench.checksum[:12]}): its person ids would name other people; use its own bench")
+    earlier = tuple(Request(r["run"], r["label"], tuple(r["people"])) for r in manifest.get("chain") or [])
+    own = manifest.get("request")
+    if own is None:  # a run of a bench split, written before requests were recorded
+        split = str(manifest["data"]["forget"])
+        own = {"label": split, "people": sorted(bench.forget_people(split))}
+    root = manifest.get("root") or manifest["config"]["model"]
+    return Chain(earlier + (Request(str(path.resolve()), own["label"], tuple(own["people"])),), str(root))
+
+
+def resolve_forget(bench: Any, forget: str, people: str | None,
+                   earlier: tuple[frozenset[str], ...] = ()) -> ForgetSet:
+    """The forget group of a run: the named ``people`` (a request: comma list or file) or else the split
+    ``forget``, with ``earlier``, the people of the chain's earlier requests (:attr:`Chain.earlier_people`).
+    The one place a split name or an id list becomes people."""
+    if people:
+        return bench.request_set(parse_people(people), earlier)
+    group = bench.forget_set(str(forget))
+    if earlier:
+        bench.request_set(sorted(group.people), earlier)  # the same checks: no one forgotten twice
+        group = replace(group, earlier=earlier)
+    return group
+
+
+def chain_record(chain: Chain, group: ForgetSet, model: str, n_rows: int) -> dict[str, Any]:
+    """The manifest keys of a run that answered ``group`` starting from ``model``."""
+    return {
+        "request": {"label": group.label, "people": sorted(group.people), "rows": n_rows},
+        "parent": str(Path(model).resolve()) if Path(model).exists() else str(model),
+        "chain": [{"run": r.run, "label": r.label, "people": list(r.people)} for r in chain.requests],
+        "root": chain.root,
+    }
+
+
+# ---- smfa forget ---------------------------------------------------------------------------------------------
+def _forget(args: Any) -> int:
+    from smfa.commands import _overrides, _parse_params
+    from smfa.config import resolve_config
+    from smfa.unlearn import UnlearnConfig, unlearn
+
+    params = _parse_params(args.param)
+    if args.k is not None:
+        params["k"] = args.k
+    over = _overrides(args, ["bench", "model", "out", "method", "target", "seed", "method_config", "eval_limit",
+                             "judge", "attacks", "overwrite"])
+    over.update(forget_people=args.people, params=params, evaluate=args.evaluate, request_eval=True,
+                anchor_cache=args.anchor_cache,
+                eval_limit=REQUEST_EVAL_LIMIT if args.eval_limit is None else args.eval_limit)
+    cfg = resolve_config(UnlearnConfig, args.config, over)
+    out = unlearn(cfg)
+    print(f"request answered: model in {out}/model, audit record in {out}/audit.md"
+          + (f", evaluation in {out}/eval/report.md" if cfg.evaluate else ""))
+    return 0
+
+
+REQUEST_EVAL_LIMIT = 100  # questions per evaluation set of a request (smfa unlearn's default is 200)
+
+
+def register(sub: Any) -> None:
+    from smfa.bench.schema import TARGETS
+    from smfa.eval.judges import available_judges
+    from smfa.methods import method_names
+
+    p = sub.add_parser(
+        "forget",
+        help="answer a deletion request: forget named people from a model (or an earlier request's run), with an audit record",
+        description="Forget the named people from --model (a vanilla run, or an earlier unlearning run: the requests "
+        "then form a chain whose earlier people stay forgotten and are re-measured), evaluate their leak and the "
+        "retain metrics against the parent, and write RUN/audit.json + audit.md (check later with smfa audit verify). "
+        "Methods: " + ", ".join(method_names()) + ".",
+    )
+    p.add_argument("--model", help="vanilla run, model directory, or an earlier unlearning run (a chain)")
+    p.add_argument("--bench", help="bench directory (person ids are the bench's)")
+    p.add_argument("--people", required=True, metavar="IDS", help="person ids: a comma list or a file with one id per line")
+    p.add_argument("--out", help="run directory to write")
+    p.add_argument("--method", help="method name (default smfa, with its shipped defaults)")
+    p.add_argument("--target", choices=TARGETS, help="all: forget photo and name knowledge (default); visual: the photo link only")
+    p.add_argument("--k", type=float, help="SMFA sculpt strength")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any method hyper-parameter (repeatable)")
+    p.add_argument("--method-config", dest="method_config", help="YAML with the method's hyper-parameters")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-limit", type=int, dest="eval_limit",
+                   help=f"at most N questions per evaluation set (default {REQUEST_EVAL_LIMIT})")
+    p.add_argument("--attacks", help="also run the attack suite ('all' or a comma list); recorded in the audit")
+    p.add_argument("--judge", choices=available_judges())
+    p.add_argument("--no-eval", dest="evaluate", action="store_false", default=True,
+                   help="skip the evaluation (the audit then records no leak)")
+    p.add_argument("--no-anchor-cache", dest="anchor_cache", action="store_false", default=True,
+                   help="retrain the retaining anchor even when one trained on the same weights is cached")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")
+    p.add_argument("--config", help="YAML recipe with UnlearnConfig fields")
+    p.set_defaults(func=_forget)

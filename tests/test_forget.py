@@ -1,0 +1,201 @@
+"""Deletion requests (`smfa forget`): named people as the forget group, chains of requests, the audit record
+and `smfa audit verify`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from smfa.bench import Bench
+from smfa.cli import main
+
+# Micro bench (tests/conftest.py): p0011, p0029, p0042 are forget_5; p0004 is an evaluation-pool person with
+# rows in the retain anchor (a request may name anyone known, so the anchor must drop them); p0034, p0038,
+# p0058 are in forget_15 only.
+FIRST = ["p0004", "p0011", "p0029", "p0042"]
+SECOND = ["p0034", "p0038", "p0058"]
+# The micro bench forgets few rows: more epochs than the tiny defaults' 5 (test_methods.py uses 15); the second
+# request of the chain is shorter (it checks the chain, not how well request 2 is forgotten).
+ARGS = ["--param", "epochs=10", "--eval-limit", "30"]
+SECOND_ARGS = ["--param", "epochs=5", "--eval-limit", "30"]
+
+
+def _one_line_error(capsys, rc: int, *needles: str) -> None:
+    err = capsys.readouterr().err.strip()
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+# ---- no model needed -----------------------------------------------------------------------------------------
+def test_people_from_a_comma_list_or_a_file(tmp_path: Path) -> None:
+    from smfa.errors import ConfigError
+    from smfa.forget import parse_people
+
+    assert parse_people(" p1, p2,,p1 ") == ["p1", "p2"]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# request 2026-11-27\np3\n\np4  # by e-mail\n")
+    assert parse_people(str(ids)) == ["p3", "p4"]
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse_people(str(tmp_path / "missing.txt"))
+
+
+def test_the_forget_group_decides_forget_retain_and_anchor(micro_bench_dir: Path) -> None:
+    from smfa.errors import ConfigError
+    from smfa.unlearn import select_data
+
+    bench = Bench.load(micro_bench_dir)
+    # A split resolves as before (val keeps forget_15 out of retain).
+    assert bench.retain_people("val") == bench.known_people() - bench.forget_people("val") - \
+        bench.forget_people("15") - bench.reference_people()
+    first = bench.request_set(FIRST)
+    assert bench.forget_people(first) == set(FIRST) and not bench.retain_people(first) & set(FIRST)
+    second = bench.request_set(SECOND, earlier=(first.people,))
+    assert not bench.retain_people(second) & (set(FIRST) | set(SECOND))
+    assert {q.person_id for q in bench.forget_rows(second)} == set(SECOND)
+    # p0004 has anchor rows; no request's people are ever in the anchor, earlier ones included.
+    assert any(r.person_id == "p0004" for r in bench.anchor_rows())
+    for group in (first, second):
+        data = select_data(bench, group, "all", None, 0)
+        assert not {r.person_id for r in data.anchor_rows} & group.forgotten
+        assert len(data.anchor_rows) == len([r for r in bench.anchor_rows() if r.person_id != "p0004"])
+    # A split's data is unchanged by the generalisation (no split person is in the anchor).
+    assert [r.id for r in select_data(bench, "10", "all", None, 0).anchor_rows] == [r.id for r in bench.anchor_rows()]
+    with pytest.raises(ConfigError, match="already forgotten"):
+        bench.request_set(["p0011"], earlier=(first.people,))
+    holdout = sorted(bench.holdout_people())[0]
+    with pytest.raises(ConfigError, match=f"{holdout} is a holdout person"):
+        bench.request_set([holdout])
+
+
+def test_methods_comparing_with_the_vanilla_use_the_chains_root() -> None:
+    from types import SimpleNamespace
+
+    from smfa.methods import get_method
+    from smfa.methods.base import UnlearnContext, UnlearnData
+
+    parent, root = SimpleNamespace(model="parent weights"), SimpleNamespace(model="root weights")
+    ctx = UnlearnContext(bench=None, vanilla=parent, data=UnlearnData([], []), target="all", seed=0, work_dir=Path("."))
+    assert ctx.reference_model == "parent weights"  # no chain: the vanilla is the root
+    ctx.reference = root
+    assert ctx.reference_model == "root weights"
+    assert [m for m in ("npo", "kl_min", "smfa", "ga_diff") if getattr(get_method(m), "uses_reference_model", False)] \
+        == ["npo", "kl_min"]
+
+
+def test_an_unknown_person_id_is_a_one_line_error(capsys, micro_bench_dir: Path, micro_vanilla: Path,
+                                                  tmp_path: Path) -> None:
+    rc = main(["forget", "--bench", str(micro_bench_dir), "--model", str(micro_vanilla), "--people", "p0011,p9999",
+               "--out", str(tmp_path / "r")])
+    _one_line_error(capsys, rc, "unknown person id p9999")
+    assert not (tmp_path / "r").exists()
+
+
+# ---- requests on the micro model ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def first_request(micro_bench_dir: Path, micro_vanilla: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("requests") / "first"
+    assert main(["forget", "--bench", str(micro_bench_dir), "--model", str(micro_vanilla), "--people", ",".join(FIRST),
+                 "--out", str(out), *ARGS]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_forget_named_people(first_request: Path, micro_vanilla: Path) -> None:
+    from smfa.eval.schema import load_metrics
+    from smfa.rundir import read_manifest
+
+    m = load_metrics(first_request / "eval")
+    audit = json.loads((first_request / "audit.json").read_text())
+    o, parent = m.overall, audit["retain"]["parent"]
+    # Measured (micro, 10 epochs, 2026-11-27): leak photo 0.13 / name 0.13 (vanilla ~0.95); retain memory 0.95
+    # vs the parent's 1.00 on the same questions, understanding 1.00 vs 1.00, general VQA 0.43 vs 0.47.
+    assert o.forget_leak_image <= 0.25 and o.forget_leak_text <= 0.25, (o.forget_leak_image, o.forget_leak_text)
+    assert o.retain_memory >= 0.5 * parent["retain_memory"], (o.retain_memory, parent)
+    assert o.retain_understanding >= 0.8 * parent["retain_understanding"], (o.retain_understanding, parent)
+    assert o.general_vqa >= 0.75 * parent["general_vqa"], (o.general_vqa, parent)
+    assert m.forget == "request" and [(r.request, r.people, r.current) for r in m.requests] == [(1, 4, True)]
+    gens = [json.loads(line) for line in (first_request / "eval" / "generations.jsonl").read_text().splitlines()]
+    assert {g["person_id"] for g in gens if g["set"].startswith("forget/")} == set(FIRST)
+    assert not {g["person_id"] for g in gens if g["set"].startswith("retain/")} & set(FIRST)
+    manifest = read_manifest(first_request)
+    assert manifest["request"]["people"] == FIRST and manifest["chain"] == []
+    assert manifest["parent"] == str(micro_vanilla.resolve())
+    assert audit["request"]["people"] == FIRST and len(audit["request"]["forget_data_sha256"]) == 64
+    assert audit["leak"]["photo"] == o.forget_leak_image
+
+
+@pytest.mark.slow
+def test_the_output_model_loads_with_auto_model_for_image_text_to_text(first_request: Path, micro_bench_dir: Path) -> None:
+    """The run's model/ is a plain HF checkpoint: AutoModelForImageTextToText + AutoProcessor load every saved
+    tensor and answer as the unlearned model did in its evaluation."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from smfa.eval.generate import generate_answers
+    from smfa.models.families import family_for_model_type
+    from smfa.models.loading import LoadedModel
+
+    model = AutoModelForImageTextToText.from_pretrained(first_request / "model", local_files_only=True)
+    processor = AutoProcessor.from_pretrained(first_request / "model", local_files_only=True)
+    state = list(model.state_dict().values())
+    saved = load_file(str(first_request / "model" / "model.safetensors"))
+    assert all(any(s.shape == t.shape and torch.equal(s, t) for s in state) for t in saved.values())
+    bench = Bench.load(micro_bench_dir)
+    by_id = {q.id: q for q in bench.questions}
+    gens = [json.loads(line) for line in (first_request / "eval" / "generations.jsonl").read_text().splitlines()]
+    gens = [g for g in gens if g["set"] in ("forget/image_memory", "retain/image_memory")]
+    loaded = LoadedModel(model, processor, family_for_model_type(model.config.model_type), str(first_request))
+    answers = generate_answers(loaded, [by_id[g["question_id"]] for g in gens], bench, progress=False)
+    same = sum(a == g["answer"] for a, g in zip(answers, gens)) / len(gens)
+    assert same >= 0.9, same  # batch composition differs from the evaluation's (padding), so not always 100 %
+
+
+@pytest.mark.slow
+def test_a_chain_of_two_requests_reports_the_earlier_peoples_leak(micro_bench_dir: Path, first_request: Path,
+                                                                  micro_vanilla: Path, tmp_path: Path) -> None:
+    from smfa.eval.schema import load_metrics
+    from smfa.rundir import read_manifest
+
+    out = tmp_path / "second"
+    assert main(["forget", "--bench", str(micro_bench_dir), "--model", str(first_request), "--people",
+                 ",".join(SECOND), "--out", str(out), *SECOND_ARGS]) == 0
+    manifest = read_manifest(out)
+    assert manifest["parent"] == str(first_request.resolve())
+    assert manifest["chain"] == [{"run": str(first_request.resolve()), "label": "request", "people": FIRST}]
+    assert manifest["root"] == str(micro_vanilla.resolve())
+    m = load_metrics(out / "eval")
+    first, second = m.requests
+    assert (first.request, first.people, first.current) == (1, 4, False) and first.n > 0
+    assert (second.request, second.people, second.current) == (2, 3, True)
+    # Measured: request 1's people after request 2 leak 0.10 / 0.10 (photo / name; 0.13 / 0.13 before it; the
+    # tiny bench shows it can also rise, docs/results.md), request 2's 0.03 / 0.03, the vanilla's ~0.95.
+    assert first.leak_image <= 0.4 and first.leak_text <= 0.4, first
+    assert second.leak_image <= 0.4 and second.leak_text <= 0.4, second
+    gens = [json.loads(line) for line in (out / "eval" / "generations.jsonl").read_text().splitlines()]
+    assert not {g["person_id"] for g in gens if g["set"].startswith("retain/")} & set(FIRST + SECOND)
+    assert {g["person_id"] for g in gens if g["set"].startswith("earlier1/")} == set(FIRST)
+    assert "| 1 | 4 |" in (out / "audit.md").read_text()
+
+
+@pytest.mark.slow
+def test_audit_verify_ok_and_a_changed_weight_file(capsys, first_request: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(first_request, run)
+    assert main(["audit", "verify", str(run)]) == 0
+    assert capsys.readouterr().out.startswith("OK")
+    weights = run / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one flipped byte in the last tensor
+    weights.write_bytes(bytes(data))
+    rc = main(["audit", "verify", str(run)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "model.safetensors differs" in err[0], err
+    weights.unlink()
+    assert main(["audit", "verify", str(run)]) == 2
+    assert "model.safetensors is missing" in capsys.readouterr().err
