@@ -42,6 +42,8 @@ class UnlearnConfig:
     eval_limit: int | None = 200  # at most N questions per evaluation set (None: all)
     judge: str = "offline"
     oracle: str | None = None  # oracle run for the forget-quality KS test
+    device: str = "auto"  # auto | cpu | cuda | cuda:N: vanilla, trainee, reference models and evaluation
+    dtype: str = "auto"  # auto | bf16 | fp16 | fp32 (auto: bf16 on a GPU, fp32 on the CPU; smfa.models.placement)
     trust_remote_code: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -93,9 +95,13 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     from smfa.methods import get_method
     from smfa.methods.base import UnlearnContext
     from smfa.models.loading import load_model
+    from smfa.models.placement import autocast_flags, check_trainable, resolve_placement
 
     method = get_method(cfg.method)
     hp = method.config(cfg.method_config, cfg.params, target=cfg.target)
+    placement = resolve_placement(cfg.device, cfg.dtype)
+    check_trainable(placement, not hp.lora, f"--method {cfg.method} (lora: false)")
+    autocast_flags(hp.autocast, placement)  # an impossible autocast fails before loading
     bench = Bench.load(cfg.bench)
     data = select_data(bench, str(cfg.forget), cfg.target, cfg.anchor_size, cfg.seed,
                        with_preserve=getattr(method, "needs_preserve", False))
@@ -105,12 +111,12 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         check_oracle(cfg.oracle, bench, str(cfg.forget))  # before any training
     if cfg.reference not in REFERENCE_BUDGETS:
         raise ConfigError(f"--reference must be one of {', '.join(REFERENCE_BUDGETS)}, got {cfg.reference!r}")
-    vanilla = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    vanilla = load_model(cfg.model, placement=placement, trust_remote_code=cfg.trust_remote_code)
     if cfg.reference == "self":
         data.reference_rows = self_labelled_reference(bench, vanilla, progress=cfg.progress)
     with atomic_run_dir(Path(cfg.out), overwrite=cfg.overwrite) as stage:
         ctx = UnlearnContext(bench=bench, vanilla=vanilla, data=data, target=cfg.target, seed=cfg.seed,
-                             work_dir=stage, progress=cfg.progress,
+                             work_dir=stage, progress=cfg.progress, placement=placement,
                              shared_dir=Path(cfg.shared_dir) if cfg.shared_dir else None)
         t0 = time.perf_counter()
         model = method.run(ctx, hp)
@@ -127,7 +133,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
                   "reference_rows": len(data.reference_rows), "budget": "anchor + reference pool (self-labelled)"
                   if data.reference_rows else "anchor only",
                   "preserve_rows": len(data.preserve_rows), "target": cfg.target, "forget": str(cfg.forget)},
-            family=vanilla.family.name,
+            family=vanilla.family.name, placement=placement.describe(),
         )
         if cfg.evaluate:
             from smfa.eval.pipeline import EvalConfig, evaluate_loaded
@@ -136,6 +142,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
             loaded = LoadedModel(model=model, processor=vanilla.processor, family=vanilla.family, source=str(cfg.out))
             evaluate_loaded(loaded, bench, EvalConfig(bench=cfg.bench, model=str(cfg.out), forget=str(cfg.forget),
                                                       target=cfg.target, limit=cfg.eval_limit, judge=cfg.judge,
-                                                      oracle=cfg.oracle, vanilla=cfg.model, progress=cfg.progress),
+                                                      oracle=cfg.oracle, vanilla=cfg.model, progress=cfg.progress,
+                                                      device=cfg.device, dtype=cfg.dtype),
                             stage / "eval", extra={"method": cfg.method, "unlearn_wall_time_s": round(wall, 2)})
     return Path(cfg.out)
