@@ -76,44 +76,15 @@ def apply_lora(model: torch.nn.Module, family: Any, r: int, alpha: int, dropout:
     return get_peft_model(model, config)
 
 
-def _placed_arguments_class():
-    """``TrainingArguments`` that keep a single process on the placement's device.
-
-    Without a distributed launcher the HF ``Trainer`` always trains on ``cuda:0`` and wraps the model in
-    ``nn.DataParallel`` over every visible GPU; here a single process trains on exactly the requested
-    device (``--device cuda:1`` included) and nowhere else. Under ``torchrun``/``accelerate launch`` the
-    launcher's per-process device is kept (``--device auto`` resolves to the same ``cuda:LOCAL_RANK``)."""
-    from dataclasses import dataclass, field
-    from functools import cached_property
-
-    from transformers import TrainingArguments
-    from transformers.training_args import ParallelMode
-
-    @dataclass
-    class PlacedTrainingArguments(TrainingArguments):
-        placement_device: str | None = field(default=None, metadata={"help": "smfa: the resolved --device"})
-
-        @cached_property
-        def _setup_devices(self) -> torch.device:
-            device = TrainingArguments._setup_devices.func(self)
-            want = torch.device(self.placement_device) if self.placement_device else None
-            if want is not None and want.type == "cuda" and self.parallel_mode != ParallelMode.DISTRIBUTED:
-                torch.cuda.set_device(want)
-                self._n_gpu = 1
-                return want
-            return device
-
-    return PlacedTrainingArguments
-
-
 def training_arguments(cfg: Any, output_dir: Path, *, steps: int, save_steps: int, placement: Any = None,
                        **extra: Any):
     """The HF ``TrainingArguments`` of every training stage; ``placement`` (a resolved ``--device``/``--dtype``,
     default the CPU in fp32) decides the device, ``cfg``'s ``bf16``/``fp16`` the mixed precision."""
     from smfa.models.placement import CPU_FP32
+    from smfa.trainer_args import PlacedTrainingArguments
 
     placement = placement or CPU_FP32
-    return _placed_arguments_class()(
+    return PlacedTrainingArguments(
         placement_device=str(placement.device),
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg.batch_size,

@@ -193,6 +193,15 @@ class PairedCollator:
         return out
 
 
+def check_mask_supported(trainer: Any, grad_mask: dict[str, torch.Tensor] | None) -> None:
+    """Refuse a gradient mask under FSDP or DeepSpeed, before training: both flatten or shard parameters and
+    their gradients, so a per-entry mask keyed on parameter names cannot reach the gradients a step updates
+    with, and skipping it would train the frozen entries silently."""
+    if grad_mask and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        raise ConfigError("a saliency-masked method (MMUnlearner) cannot train under FSDP or DeepSpeed "
+                          "(parameters are flattened/sharded); use DDP (configs/accelerate/ddp.yaml) or one GPU")
+
+
 def _make_trainer_class():
     from transformers import Trainer
 
@@ -202,11 +211,7 @@ def _make_trainer_class():
         def __init__(self, *args: Any, loss_fn: Any, grad_mask: dict[str, torch.Tensor] | None = None,
                      reference: torch.nn.Module | None = None, **kwargs: Any):
             super().__init__(*args, **kwargs)
-            if grad_mask and (self.is_fsdp_enabled or self.is_deepspeed_enabled):
-                # Both shard or flatten parameters and their gradients: a per-entry mask cannot be applied to
-                # the p.grad this step sees, and skipping it would train the frozen entries silently.
-                raise ConfigError("a saliency-masked method (MMUnlearner) cannot train under FSDP or DeepSpeed "
-                                  "(parameters are flattened/sharded); use DDP (configs/accelerate/ddp.yaml) or one GPU")
+            check_mask_supported(self, grad_mask)
             self.loss_fn = loss_fn
             # The mask and the frozen reference model follow the trainee to its training device.
             self.grad_mask = {k: v.to(self.args.device) for k, v in grad_mask.items()} if grad_mask else grad_mask
