@@ -156,33 +156,59 @@ def _record_placements(monkeypatch) -> dict[str, list]:
     return seen
 
 
-def test_compare_in_bf16_loads_trains_and_evaluates_every_model_in_bf16(monkeypatch, micro_bench_dir: Path,
+def test_unlearn_in_bf16_loads_trains_and_evaluates_every_model_in_bf16(monkeypatch, micro_bench_dir: Path,
                                                                          micro_vanilla: Path, tmp_path: Path) -> None:
-    """`smfa compare --device cpu --dtype bf16` with NPO (a trainee and a frozen reference model): one training
-    step, then evaluation. Fails if any stage ignores --dtype: every loaded model, every trainee tensor (LoRA
-    adapters excepted: PEFT keeps them in fp32), the reference model, the evaluated models (eval manifests)
-    and the saved weights are checked."""
+    """`smfa unlearn --method npo --device cpu --dtype bf16` (a trainee and a frozen reference model): one
+    training step, then evaluation with the vanilla's reference losses. Fails if any stage ignores --dtype:
+    every loaded model, every trainee tensor (LoRA adapters excepted: PEFT keeps them in fp32), the reference
+    model, the evaluated model (eval manifest) and the saved weights are checked."""
     from safetensors.torch import load_file
 
     seen = _record_placements(monkeypatch)
-    recipe = tmp_path / "compare.yaml"
-    recipe.write_text(json.dumps({"params": {"npo": {"max_steps": 1}}}))
-    out = tmp_path / "cmp"
-    assert main(["compare", "--bench", str(micro_bench_dir), "--model", str(micro_vanilla), "--out", str(out),
-                 "--methods", "npo", "--forget", "10", "--eval-limit", "2", "--config", str(recipe),
+    out = tmp_path / "npo"
+    monkeypatch.setattr("smfa.eval.pipeline.check_oracle", lambda *a: None)  # the vanilla stands in for an oracle
+    assert main(["unlearn", "--method", "npo", "--bench", str(micro_bench_dir), "--model", str(micro_vanilla),
+                 "--out", str(out), "--param", "max_steps=1", "--eval-limit", "2", "--oracle", str(micro_vanilla),
                  "--device", "cpu", "--dtype", "bf16"]) == 0
     bf16 = {("cpu", torch.bfloat16)}
-    assert seen["loaded"] == [bf16, bf16]  # the vanilla's evaluation, NPO's run
+    assert seen["loaded"] == [bf16, bf16, bf16]  # the vanilla; in the evaluation, the oracle's and vanilla's losses
     (tensors,) = seen["trainee"]
     wrong = {(n, d, t) for n, d, t in tensors if (d, t) != ("cpu", torch.bfloat16) and "lora_" not in n}
     assert not wrong, sorted(wrong)[:5]
     assert {t for n, _, t in tensors if "lora_" in n} == {torch.float32}
     assert seen["reference"] == [bf16]
-    for manifest in (out / "cells" / "vanilla-f10" / "manifest.json", out / "cells" / "npo-f10" / "manifest.json",
-                     out / "cells" / "npo-f10" / "eval" / "manifest.json"):
+    for manifest in (out / "manifest.json", out / "eval" / "manifest.json"):
         assert json.loads(manifest.read_text())["placement"] == {"device": "cpu", "dtype": "bf16"}, manifest
-    weights = load_file(str(out / "cells" / "npo-f10" / "model" / "model.safetensors"))
+    weights = load_file(str(out / "model" / "model.safetensors"))
     assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.bfloat16}
+
+
+def test_compare_hands_device_and_dtype_to_every_stage(monkeypatch, micro_bench_dir: Path, tmp_path: Path) -> None:
+    """`smfa compare` passes --device/--dtype to the oracle it trains, the reference evaluations and every
+    unlearning run (the stages themselves are checked above)."""
+    import smfa.compare as compare_mod
+    import smfa.eval.pipeline as pipeline
+    import smfa.training as training
+    import smfa.unlearn as unlearn_mod
+
+    seen: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(compare_mod, "read_manifest", lambda path: {"config": {}, "wall_time_s": 1.0})
+    monkeypatch.setattr(training, "finetune", lambda cfg: seen.append(("finetune", cfg.device, cfg.dtype)))
+    monkeypatch.setattr(pipeline, "evaluate", lambda cfg: seen.append(("eval", cfg.device, cfg.dtype)))
+    monkeypatch.setattr(unlearn_mod, "unlearn", lambda cfg: seen.append(("unlearn", cfg.device, cfg.dtype)))
+
+    class Done(Exception):
+        pass
+
+    def tables(*args, **kwargs):  # reached once every stage of the ratio has run
+        raise Done
+
+    monkeypatch.setattr("smfa.report.compare_runs", tables)
+    with pytest.raises(Done):
+        compare_mod.compare(compare_mod.CompareConfig(bench=str(micro_bench_dir), model="M", out=str(tmp_path / "c"),
+                                                      methods=("ga",), forget=("10",), oracle="train", device="cpu",
+                                                      dtype="bf16", progress=False))
+    assert sorted(seen) == [("eval", "cpu", "bf16")] * 2 + [("finetune", "cpu", "bf16"), ("unlearn", "cpu", "bf16")]
 
 
 def test_mmunlearner_in_bf16_masks_and_trainee_follow_and_frozen_entries_hold(monkeypatch, micro_bench_dir: Path,
