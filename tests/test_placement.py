@@ -95,6 +95,26 @@ def test_masked_training_refuses_sharded_parameters() -> None:
             check_mask_supported(SimpleNamespace(is_fsdp_enabled=fsdp, is_deepspeed_enabled=ds), {"w": torch.ones(1)})
 
 
+def test_training_arguments_come_from_the_method_config_and_the_placement(tmp_path: Path) -> None:
+    """grad_accum, warmup, autocast are the method's (no longer pinned); the defaults are today's CPU ones."""
+    from smfa.methods.base import MethodConfig, UnlearnContext, _TrainView
+    from smfa.training import training_arguments
+
+    def args(hp: MethodConfig, placement: Placement):
+        ctx = UnlearnContext(bench=None, vanilla=None, data=None, target="all", seed=3, work_dir=tmp_path,
+                             progress=False, placement=placement)
+        return training_arguments(_TrainView(hp, ctx), tmp_path / "ckpt", steps=100, save_steps=0, placement=placement)
+
+    default = args(MethodConfig(), CPU_FP32)
+    assert (default.gradient_accumulation_steps, default.warmup_steps, default.bf16, default.fp16, default.use_cpu,
+            default.seed) == (1, 0, False, False, True, 3)
+    tuned = args(MethodConfig(grad_accum=4, warmup_ratio=0.05), Placement(torch.device("cpu"), torch.bfloat16))
+    assert (tuned.gradient_accumulation_steps, tuned.warmup_steps, tuned.bf16, tuned.fp16) == (4, 5, True, False)
+    assert args(MethodConfig(autocast="none"), Placement(torch.device("cpu"), torch.bfloat16)).bf16 is False
+    with pytest.raises(ConfigError, match="autocast"):
+        MethodConfig(autocast="fp8")
+
+
 # ---- every command takes the options and hands them to its stage ----------------------------------------
 @pytest.mark.parametrize("argv, target", [
     (["finetune", "--bench", "B", "--out", "O"], "smfa.training.finetune"),
