@@ -30,17 +30,31 @@ import tempfile
 import time
 from pathlib import Path
 
+from typing import NamedTuple
+
 import psutil
 import torch
 
-HIDDEN, INTERMEDIATE, VOCAB, RANK = 4096, 11008, 32000, 16
+
+class Dims(NamedTuple):
+    """The shapes of the checkpoint and adapters (``benchmarks/gpu_check.py --small`` shrinks them)."""
+
+    hidden: int
+    intermediate: int
+    vocab: int
+    rank: int
+
+
+LLAVA_7B = Dims(hidden=4096, intermediate=11008, vocab=32000, rank=16)
+HIDDEN, INTERMEDIATE, VOCAB, RANK = LLAVA_7B
 SHARD_BYTES = 2 * 1024**3
 TARGETS = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
 GB = 1024**3
 
 
-def checkpoint_tensors(layers: int) -> list[tuple[str, tuple[int, ...]]]:
+def checkpoint_tensors(layers: int, dims: Dims = LLAVA_7B) -> list[tuple[str, tuple[int, ...]]]:
     """Names and shapes of LLaVA-1.5-7B's language model in the legacy LLaVA layout."""
+    HIDDEN, INTERMEDIATE, VOCAB, _ = dims  # noqa: N806 (the module constants' names, shrunk by dims)
     out = [("language_model.model.embed_tokens.weight", (VOCAB, HIDDEN))]
     for i in range(layers):
         p = f"language_model.model.layers.{i}"
@@ -59,11 +73,11 @@ def numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def write_checkpoint(src: Path, layers: int, seed: int) -> int:
+def write_checkpoint(src: Path, layers: int, seed: int, dims: Dims = LLAVA_7B) -> int:
     """Write the checkpoint shard by shard (one ~2 GB shard in memory at a time); return its size in bytes."""
     from safetensors.torch import save_file
 
-    tensors = checkpoint_tensors(layers)
+    tensors = checkpoint_tensors(layers, dims)
     shards: list[list[tuple[str, tuple[int, ...]]]] = [[]]
     size = 0
     for name, shape in tensors:
@@ -100,17 +114,18 @@ def write_checkpoint(src: Path, layers: int, seed: int) -> int:
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (src / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     config = {"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava", "torch_dtype": "bfloat16",
-              "text_config": {"model_type": "llama", "hidden_size": HIDDEN, "intermediate_size": INTERMEDIATE,
-                              "num_hidden_layers": layers, "vocab_size": VOCAB}}
+              "text_config": {"model_type": "llama", "hidden_size": dims.hidden, "intermediate_size": dims.intermediate,
+                              "num_hidden_layers": layers, "vocab_size": dims.vocab}}
     (src / "config.json").write_text(json.dumps(config, indent=2))
     return total
 
 
-def write_adapter(path: Path, layers: int, seed: int) -> None:
+def write_adapter(path: Path, layers: int, seed: int, dims: Dims = LLAVA_7B) -> None:
     """A rank-16 LoRA adapter in PEFT's file format, random A and B, modules in the transformers LLaVA layout."""
     from peft import LoraConfig
     from safetensors.torch import save_file
 
+    HIDDEN, INTERMEDIATE, _, RANK = dims  # noqa: N806 (the module constants' names, shrunk by dims)
     path.mkdir(parents=True)
     LoraConfig(r=RANK, lora_alpha=RANK, target_modules=[n for names in TARGETS.values() for n in names]).save_pretrained(path)
     gen = torch.Generator().manual_seed(seed)

@@ -9,6 +9,7 @@ from typing import Any
 from smfa.bench.schema import FORGET_SPLITS, TARGETS, TRAINING_PEOPLE
 from smfa.config import resolve_config
 from smfa.eval.judges import available_judges
+from smfa.models.placement import add_placement_options
 from smfa.sculpt.mask import MODES
 from smfa.training import SAMPLERS
 from smfa.unlearn import REFERENCE_BUDGETS
@@ -30,7 +31,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
     names = ["bench", "model", "out", "people", "forget", "lora", "lora_r", "lora_alpha", "steps", "batch_size",
              "grad_accum", "lr", "sampler", "seed", "save_steps", "gradient_checkpointing", "bf16", "trust_remote_code",
-             "overwrite", "resume", "pretrained"]
+             "overwrite", "resume", "pretrained", "device", "dtype"]
     cfg = resolve_config(FinetuneConfig, args.config, _overrides(args, names))
     out = finetune(cfg)
     print(f"model written to {out}")
@@ -64,7 +65,8 @@ def _add_finetune(sub: Any) -> None:
                    help="train the tiny vanilla even when a shipped one fits this bench and recipe")
     p.add_argument("--save-steps", type=int, dest="save_steps", help="checkpoint every N steps (resume points)")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None, dest="gradient_checkpointing")
-    p.add_argument("--bf16", action="store_true", default=None)
+    p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast (mixed precision) in training")
+    add_placement_options(p)
     p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code",
                    help="allow a hub model's own code to run (off by default)")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")
@@ -96,7 +98,7 @@ def _unlearn(args: argparse.Namespace) -> int:
         if getattr(args, name, None) is not None:
             params[name] = getattr(args, name)
     names = ["bench", "model", "out", "method", "forget", "forget_people", "target", "anchor_size", "reference", "seed", "method_config",
-             "eval_limit", "judge", "oracle", "trust_remote_code", "overwrite"]
+             "eval_limit", "judge", "oracle", "trust_remote_code", "overwrite", "device", "dtype"]
     over = _overrides(args, names)
     over["params"] = params
     over["evaluate"] = args.evaluate
@@ -142,6 +144,7 @@ def _add_unlearn(sub: Any) -> None:
     p.add_argument("--eval-limit", type=int, dest="eval_limit", help="at most N questions per evaluation set (default 200)")
     p.add_argument("--judge", choices=available_judges())
     p.add_argument("--oracle", help="oracle run (retain-only) for the forget-quality KS test")
+    add_placement_options(p)
     p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")
     p.add_argument("--config", help="YAML recipe with UnlearnConfig fields")
@@ -153,7 +156,7 @@ def _eval(args: argparse.Namespace) -> int:
     from smfa.eval.pipeline import EvalConfig, evaluate
 
     names = ["bench", "model", "out", "forget", "forget_people", "target", "limit", "judge", "judge_base_url", "judge_model",
-             "questions", "oracle", "vanilla", "attacks", "batch_size", "trust_remote_code", "overwrite"]
+             "questions", "oracle", "vanilla", "attacks", "batch_size", "trust_remote_code", "overwrite", "device", "dtype"]
     cfg = resolve_config(EvalConfig, args.config, _overrides(args, names))
     out = evaluate(cfg)
     print(f"evaluation written to {out} (metrics.json, generations.jsonl, report.md)")
@@ -184,6 +187,7 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--vanilla", help="vanilla run: its forget quality as a reference point")
     p.add_argument("--attacks", help="'all' or a comma list: paraphrase,unseen_image,cross_modal,prompt,relearn,quantize,mia")
     p.add_argument("--batch-size", type=int, dest="batch_size")
+    add_placement_options(p)
     p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")
     p.add_argument("--overwrite", action="store_true", default=None)
     p.add_argument("--config", help="YAML recipe with EvalConfig fields")
@@ -204,17 +208,20 @@ def _sculpt(args: argparse.Namespace) -> int:
     from smfa.sweep import SweepConfig, merge_to_checkpoint, sculpt_sweep
 
     if args.merge_to:
+        from smfa.errors import ConfigError
+
         ks = _floats(args.k) if args.k else (None,)  # None: the run's own k (and mode), from its manifest
         if len(ks) != 1:
-            from smfa.errors import ConfigError
-
             raise ConfigError("--merge-to writes one checkpoint: give exactly one --k")
+        if args.device or args.dtype:
+            raise ConfigError("--merge-to sculpts on the CPU, shard by shard, in the checkpoint's own dtype: "
+                              "--device/--dtype apply to the k sweep only")
         out = merge_to_checkpoint(args.run, ks[0], args.mode, args.merge_to, bool(args.overwrite))
         print(f"sculpted checkpoint written to {out} (out of core)")
         return 0
     over = {"run": args.run, "ks": _floats(args.k) if args.k else None, "mode": args.mode, "out": args.out,
             "limit": args.limit, "judge": args.judge, "overwrite": args.overwrite,
-            "core_sets": False if args.all_sets else None}
+            "core_sets": False if args.all_sets else None, "device": args.device, "dtype": args.dtype}
     out = sculpt_sweep(resolve_config(SweepConfig, None, over))
     print(f"k sweep written to {out} (sweep.md, k_sweep.png)")
     return 0
@@ -238,6 +245,7 @@ def _add_sculpt(sub: Any) -> None:
     p.add_argument("--judge", choices=available_judges())
     p.add_argument("--all-sets", dest="all_sets", action="store_true",
                    help="evaluate every set at every k (default: train-phrasing sets + general VQA, the curve's points)")
+    add_placement_options(p)
     p.add_argument("--overwrite", action="store_true", default=None)
     p.set_defaults(func=_sculpt)
 
@@ -249,7 +257,8 @@ def _compare(args: argparse.Namespace) -> int:
     over = {"bench": args.bench, "model": args.model, "out": args.out, "oracle": args.oracle, "target": args.target,
             "methods": tuple(m.strip() for m in args.methods.split(",")) if args.methods else None,
             "forget": tuple(f.strip() for f in args.forget.split(",")) if args.forget else None,
-            "eval_limit": args.eval_limit, "judge": args.judge, "seed": args.seed, "reference": args.reference}
+            "eval_limit": args.eval_limit, "judge": args.judge, "seed": args.seed, "reference": args.reference,
+            "device": args.device, "dtype": args.dtype}
     out = compare(resolve_config(CompareConfig, args.config, over))
     print(f"comparison written to {out}/report.md")
     return 0
@@ -275,6 +284,7 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("--eval-limit", type=int, dest="eval_limit")
     p.add_argument("--judge", choices=available_judges())
     p.add_argument("--seed", type=int)
+    add_placement_options(p)
     p.add_argument("--config", help="YAML recipe with CompareConfig fields (per-method params: {method: {k: v}})")
     p.set_defaults(func=_compare)
 

@@ -28,6 +28,8 @@ class CompareConfig:
     eval_limit: int | None = 200
     judge: str = "offline"
     seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N for every stage (smfa.models.placement)
+    dtype: str = "auto"  # auto | bf16 | fp16 | fp32 for every stage
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method hyper-parameter overrides
     include_reference: bool = True  # also evaluate the vanilla (and the oracle) as reference rows
     allow_existing: bool = False  # write into an existing directory that is not a comparison (the demo's)
@@ -66,7 +68,7 @@ def _train_oracle(cfg: CompareConfig, forget: str, out: Path) -> str:
         known = {f.name for f in fields(FinetuneConfig)}
         base = FinetuneConfig(**{k: v for k, v in recipe.items() if k in known})
         finetune(replace(base, bench=cfg.bench, out=str(run), people="retain", forget=forget, overwrite=True,
-                         resume=True, progress=cfg.progress))
+                         resume=True, progress=cfg.progress, device=cfg.device, dtype=cfg.dtype))
     return str(run)
 
 
@@ -78,7 +80,7 @@ def _reference_eval(cfg: CompareConfig, source: str, label: str, forget: str, ce
         evaluate(EvalConfig(bench=cfg.bench, model=source, out=str(out), forget=forget, target=cfg.target,
                             limit=cfg.eval_limit, judge=cfg.judge, oracle=oracle if label != "oracle" else None,
                             vanilla=cfg.model if oracle and label != "oracle" else None,
-                            progress=cfg.progress, overwrite=True))
+                            progress=cfg.progress, overwrite=True, device=cfg.device, dtype=cfg.dtype))
     return out
 
 
@@ -91,6 +93,9 @@ def compare(cfg: CompareConfig) -> Path:
         raise ConfigError("--methods and --forget need at least one value each")
     for name in cfg.methods:
         get_method(name)  # unknown names fail before any work
+    from smfa.models.placement import resolve_placement
+
+    resolve_placement(cfg.device, cfg.dtype)  # an impossible --device/--dtype too
     oracles = parse_oracles(cfg.oracle, tuple(cfg.forget))
     from smfa.bench import Bench
     from smfa.eval.pipeline import check_oracle
@@ -127,6 +132,7 @@ def compare(cfg: CompareConfig) -> Path:
                                       reference=cfg.reference,
                                       eval_limit=cfg.eval_limit, judge=cfg.judge, oracle=oracle,
                                       overwrite=cell.exists(), progress=cfg.progress,
+                                      device=cfg.device, dtype=cfg.dtype,
                                       shared_dir=str(cells / ".shared")))
             runs.append(cell / "eval")
             labels.append(name)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from smfa.errors import OutputError
+from smfa.models.placement import add_placement_options
 
 DEMO_METHODS = ("smfa", "idk", "ga_diff")
 
@@ -26,6 +27,8 @@ class DemoConfig:
     # with the package (smfa.pretrained); another seed or recipe trains one (cached after the first demo).
     steps: int | None = None
     method_steps: int | None = None  # cap each method's optimiser steps (None: the tuned defaults)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (smfa.models.placement)
+    dtype: str = "auto"  # auto | bf16 | fp16 | fp32
     overwrite: bool = False
 
 
@@ -46,7 +49,10 @@ def run_demo(cfg: DemoConfig) -> Path:
     from smfa.rundir import check_output_dir
     from smfa.training import FinetuneConfig
 
+    from smfa.models.placement import resolve_placement
+
     t0 = time.perf_counter()
+    resolve_placement(cfg.device, cfg.dtype)  # an impossible --device/--dtype fails before any work
     out = check_output_dir(Path(cfg.out), cfg.overwrite)
     if out.exists():
         if not (out / "cells").is_dir() and not (out / "bench").is_dir():
@@ -57,7 +63,9 @@ def run_demo(cfg: DemoConfig) -> Path:
     if not (bench_dir / "bench.json").is_file():
         build_bench(preset_config("tiny", seed=cfg.seed), bench_dir, overwrite=True, progress=True)
     print("[2/4] vanilla tiny model (memorises all profiles; shipped for seed 0, else trained and cached)", flush=True)
-    recipe = FinetuneConfig(seed=cfg.seed) if cfg.steps is None else FinetuneConfig(steps=cfg.steps, seed=cfg.seed)
+    recipe = FinetuneConfig(seed=cfg.seed, device=cfg.device, dtype=cfg.dtype)
+    if cfg.steps is not None:
+        recipe.steps = cfg.steps
     vanilla, cached = cached_finetune(bench_dir, recipe)
     print(f"      {'reused cached' if cached else 'trained'} vanilla: {vanilla}  "
           f"{_eta(time.perf_counter() - t0, ['vanilla-eval', *DEMO_METHODS], True)}", flush=True)
@@ -65,7 +73,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     params = {m: {"max_steps": cfg.method_steps} for m in DEMO_METHODS} if cfg.method_steps else {}
     compare(CompareConfig(bench=str(bench_dir), model=str(vanilla), out=str(out), methods=DEMO_METHODS,
                           forget=(cfg.forget,), eval_limit=cfg.eval_limit, seed=cfg.seed, params=params,
-                          allow_existing=True))
+                          allow_existing=True, device=cfg.device, dtype=cfg.dtype))
     print("[4/4] report", flush=True)
     _print_summary(out, cfg.forget)
     print(f"\nreport: {out / 'report.md'}  (plots in {out / ('forget_' + cfg.forget)})  "
@@ -92,7 +100,8 @@ def _print_summary(out: Path, forget: str) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    cfg = DemoConfig(out=args.out, seed=args.seed, overwrite=args.overwrite, **(QUICK if args.quick else {}))
+    cfg = DemoConfig(out=args.out, seed=args.seed, overwrite=args.overwrite, **(QUICK if args.quick else {}),
+                     **{k: v for k in ("device", "dtype") if (v := getattr(args, k, None)) is not None})
     if args.quick:
         print("--quick: a smoke run of every stage with a barely trained vanilla; its numbers mean nothing", flush=True)
     if args.eval_limit:
@@ -113,6 +122,7 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-limit", type=int, dest="eval_limit", help="questions per evaluation set (default 100)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo directory")
+    add_placement_options(p)
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 200 vanilla steps, 10 steps per method, 10 questions per set (81 s cold on 2 CPU cores)")
     p.set_defaults(func=_demo)

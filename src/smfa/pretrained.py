@@ -50,13 +50,17 @@ def content_checksum(bench: Any) -> str:
     return h.hexdigest()
 
 
-# FinetuneConfig fields that do not decide the trained weights (paths and flags).
-NOT_RECIPE = frozenset({"bench", "out", "overwrite", "resume", "progress", "pretrained"})
+# FinetuneConfig fields that do not decide the trained weights (paths, flags, where it runs).
+NOT_RECIPE = frozenset({"bench", "out", "overwrite", "resume", "progress", "pretrained", "device"})
 
 
 def recipe_of(cfg: Any) -> dict[str, Any]:
-    """The fields of a finetune config that decide the trained weights."""
-    return {k: v for k, v in asdict(cfg).items() if k not in NOT_RECIPE}
+    """The fields of a finetune config that decide the trained weights. ``dtype`` counts only when asked
+    for explicitly in half precision (``auto``/``fp32``: the keys of models trained before the option)."""
+    fields = {k: v for k, v in asdict(cfg).items() if k not in NOT_RECIPE}
+    if fields.get("dtype", "auto") in ("auto", "fp32"):
+        fields.pop("dtype", None)
+    return fields
 
 
 def training_key(bench_checksum: str, cfg) -> str:

@@ -25,6 +25,8 @@ class SweepConfig:
     core_sets: bool = True  # evaluate the train-phrasing sets + general VQA only (the trade-off curve's points);
     # False: every set (paraphrase, unseen photos) at every k
     judge: str = "offline"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N: where each k's model is merged and evaluated
+    dtype: str = "auto"  # auto | bf16 | fp16 | fp32 (smfa.models.placement)
     overwrite: bool = False
     progress: bool = True
 
@@ -105,7 +107,9 @@ def sculpt_sweep(cfg: SweepConfig) -> Path:
     hp = manifest.get("hyperparameters", {})
     dual = bool(hp.get("dual")) and (adapters_dir(run) / FORGET_TEXT_ADAPTER).is_dir()
     bench = Bench.load(ucfg["bench"])
-    vanilla = load_model(ucfg["model"])
+    from smfa.models.placement import resolve_placement
+
+    vanilla = load_model(ucfg["model"], placement=resolve_placement(cfg.device, cfg.dtype))
     out = Path(cfg.out) if cfg.out else run / f"sweep-{cfg.mode}"
     from smfa.data import ImageCache
 
@@ -125,7 +129,7 @@ def sculpt_sweep(cfg: SweepConfig) -> Path:
             loaded = LoadedModel(model=model, processor=vanilla.processor, family=vanilla.family, source=f"{run} k={k:g}")
             ecfg = EvalConfig(bench=ucfg["bench"], model=f"{run} (k={k:g}, mode={cfg.mode})", forget=str(ucfg["forget"]),
                               target=ucfg.get("target", "all"), limit=cfg.limit, judge=cfg.judge, progress=cfg.progress,
-                              core_sets=cfg.core_sets)
+                              core_sets=cfg.core_sets, device=cfg.device, dtype=cfg.dtype)
             metrics = evaluate_loaded(loaded, bench, ecfg, cell, extra={"k": k, "mode": cfg.mode}, images=images)
             rows.append(sweep_row(float(k), metrics))
         write_json_atomic(stage / "sweep.json", {"mode": cfg.mode, "run": str(run), "rows": rows})

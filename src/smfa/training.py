@@ -41,7 +41,9 @@ class FinetuneConfig:
     seed: int = 0
     save_steps: int = 500  # checkpoint interval (resume point)
     gradient_checkpointing: bool = False
-    bf16: bool = False
+    bf16: bool = False  # bf16 autocast (mixed precision) in the forward pass
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (smfa.models.placement)
+    dtype: str = "auto"  # auto | bf16 | fp16 | fp32: the weights' dtype (auto: bf16 on a GPU, fp32 on the CPU)
     trust_remote_code: bool = False
     overwrite: bool = False
     resume: bool = False
@@ -74,10 +76,16 @@ def apply_lora(model: torch.nn.Module, family: Any, r: int, alpha: int, dropout:
     return get_peft_model(model, config)
 
 
-def training_arguments(cfg: Any, output_dir: Path, *, steps: int, save_steps: int, **extra: Any):
-    from transformers import TrainingArguments
+def training_arguments(cfg: Any, output_dir: Path, *, steps: int, save_steps: int, placement: Any = None,
+                       **extra: Any):
+    """The HF ``TrainingArguments`` of every training stage; ``placement`` (a resolved ``--device``/``--dtype``,
+    default the CPU in fp32) decides the device, ``cfg``'s ``bf16``/``fp16`` the mixed precision."""
+    from smfa.models.placement import CPU_FP32
+    from smfa.trainer_args import PlacedTrainingArguments
 
-    return TrainingArguments(
+    placement = placement or CPU_FP32
+    return PlacedTrainingArguments(
+        placement_device=str(placement.device),
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -96,7 +104,8 @@ def training_arguments(cfg: Any, output_dir: Path, *, steps: int, save_steps: in
         remove_unused_columns=False,
         dataloader_num_workers=0,
         bf16=getattr(cfg, "bf16", False),
-        use_cpu=not torch.cuda.is_available(),
+        fp16=getattr(cfg, "fp16", False),
+        use_cpu=placement.device.type == "cpu",
         disable_tqdm=not getattr(cfg, "progress", True),
         save_only_model=False,
         **extra,
@@ -190,6 +199,10 @@ def finetune(cfg: FinetuneConfig) -> Path:
         raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}")
     if cfg.steps <= 0 or cfg.batch_size <= 0:
         raise ConfigError("--steps and --batch-size must be positive")
+    from smfa.models.placement import check_trainable, place, resolve_placement
+
+    placement = resolve_placement(cfg.device, cfg.dtype)
+    check_trainable(placement, not cfg.lora, "smfa finetune without --lora")
     out = Path(cfg.out).expanduser().resolve()
     stage = staging_dir(out)
     if stage.exists() and not (cfg.resume or cfg.overwrite):
@@ -214,9 +227,10 @@ def finetune(cfg: FinetuneConfig) -> Path:
     set_seed(cfg.seed)
     if cfg.model == "tiny":
         model, processor = build_tiny(bench, seed=cfg.seed)
+        model = place(model, placement)
         family = family_for(model)
     else:
-        loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        loaded = load_model(cfg.model, placement=placement, trust_remote_code=cfg.trust_remote_code)
         model, processor, family = loaded.model, loaded.processor, loaded.family
     if cfg.lora:
         model = apply_lora(model, family, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.gradient_checkpointing)
@@ -225,7 +239,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
 
     dataset = encode_items(reference_items(rows), bench=bench, family=family, processor=processor, progress=cfg.progress)
     stage.mkdir(parents=True, exist_ok=True)
-    args = training_arguments(cfg, stage / "checkpoints", steps=cfg.steps, save_steps=cfg.save_steps)
+    args = training_arguments(cfg, stage / "checkpoints", steps=cfg.steps, save_steps=cfg.save_steps,
+                              placement=placement)
     trainer = resumable_trainer_class(cfg.sampler)(model=model, args=args, train_dataset=dataset,
                                         data_collator=make_collator(family, processor))
     resume = cfg.resume and any((stage / "checkpoints").glob("checkpoint-*"))
@@ -251,6 +266,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
             trainable_modules=sorted({n.rsplit(".", 1)[0] for n in summary["trainable_tensors"]})[:2000],
             effective_batch_size=cfg.batch_size * cfg.grad_accum * world,
             world_size=world,
+            placement=placement.describe(),
             final_loss=_last_loss(trainer.state.log_history),
         )
         shutil.rmtree(stage / "checkpoints", ignore_errors=True)

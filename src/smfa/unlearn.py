@@ -50,6 +50,8 @@ class UnlearnConfig:
     eval_limit: int | None = 200  # at most N questions per evaluation set (None: all)
     judge: str = "offline"
     oracle: str | None = None  # oracle run for the forget-quality KS test
+    device: str = "auto"  # auto | cpu | cuda | cuda:N: vanilla, trainee, reference models and evaluation
+    dtype: str = "auto"  # auto | bf16 | fp16 | fp32 (auto: bf16 on a GPU, fp32 on the CPU; smfa.models.placement)
     trust_remote_code: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -133,10 +135,14 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     from smfa.methods import get_method
     from smfa.methods.base import UnlearnContext
     from smfa.models.loading import load_model, model_dir_of
+    from smfa.models.placement import autocast_flags, check_trainable, resolve_placement
 
     t_start = time.perf_counter()
     method = get_method(cfg.method)
     hp = method.config(cfg.method_config, cfg.params, target=cfg.target, reference=cfg.reference)
+    placement = resolve_placement(cfg.device, cfg.dtype)
+    check_trainable(placement, not hp.lora, f"--method {cfg.method} (lora: false)")
+    autocast_flags(hp.autocast, placement)  # an impossible autocast fails before loading
     bench = Bench.load(cfg.bench)
     chain = read_chain(cfg.model, bench)  # earlier requests when --model is an unlearning run
     group = resolve_forget(bench, str(cfg.forget), cfg.forget_people, chain.earlier_people)
@@ -151,14 +157,14 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         from smfa.eval.attacks import parse_attacks
 
         parse_attacks(cfg.attacks)
-    vanilla = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    vanilla = load_model(cfg.model, placement=placement, trust_remote_code=cfg.trust_remote_code)
     input_dir = model_dir_of(cfg.model)
     input_hashes = weight_hashes(input_dir) if input_dir is not None else {}
     # Methods that compare with the original model (NPO's reference, KL's target) use the chain's root, not
     # the parent: the parent has already forgotten earlier requests' people.
     reference = None
     if chain.requests and getattr(method, "uses_reference_model", False):
-        reference = load_model(chain.root, trust_remote_code=cfg.trust_remote_code)
+        reference = load_model(chain.root, placement=placement, trust_remote_code=cfg.trust_remote_code)
     if cfg.reference != "none":
         data.reference_rows = self_labelled_reference(bench, vanilla, cfg.reference, seed=cfg.seed,
                                                       progress=cfg.progress, forgotten=group.forgotten)
@@ -169,7 +175,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         anchor_cache = cache_dir() / "anchors"
     with atomic_run_dir(Path(cfg.out), overwrite=cfg.overwrite) as stage:
         ctx = UnlearnContext(bench=bench, vanilla=vanilla, data=data, target=cfg.target, seed=cfg.seed,
-                             work_dir=stage, progress=cfg.progress,
+                             work_dir=stage, progress=cfg.progress, placement=placement,
                              shared_dir=Path(cfg.shared_dir) if cfg.shared_dir else None,
                              reference=reference, anchor_cache=anchor_cache, model_digest=_digest(input_hashes))
         t0 = time.perf_counter()
@@ -187,7 +193,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
             data={"forget_rows": len(data.forget_rows), "anchor_rows": len(data.anchor_rows),
                   "reference_rows": len(data.reference_rows), "budget": cfg.reference if data.reference_rows else "none",
                   "preserve_rows": len(data.preserve_rows), "target": cfg.target, "forget": group.label},
-            family=vanilla.family.name, **requests,
+            family=vanilla.family.name, placement=placement.describe(), **requests,
             reference_model=chain.root if reference is not None else None,
             anchor_cache_hit=ctx.anchor_cache_hit,
         )
@@ -202,7 +208,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
                                   forget_people=",".join(sorted(group.people)) if group.label == REQUEST_LABEL else None,
                                   earlier=[sorted(p) for p in group.earlier], target=cfg.target, limit=cfg.eval_limit,
                                   judge=cfg.judge, oracle=cfg.oracle, vanilla=cfg.model, attacks=cfg.attacks,
-                                  request_sets=cfg.request_eval, progress=cfg.progress)
+                                  request_sets=cfg.request_eval, progress=cfg.progress, device=cfg.device, dtype=cfg.dtype)
             loaded = LoadedModel(model=model, processor=vanilla.processor, family=vanilla.family, source=str(cfg.out))
             metrics = evaluate_loaded(loaded, bench, eval_cfg, stage / "eval",
                                       extra={"method": cfg.method, "unlearn_wall_time_s": round(wall, 2)})

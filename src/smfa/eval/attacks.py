@@ -93,6 +93,7 @@ from smfa.eval.attack_pieces import (
     sample_rows,
     split_facts,
 )
+from smfa.models.placement import move_batch
 
 AttackResult = dict[str, dict[str, Scalar]]
 Attack = Callable[["AttackContext"], AttackResult]
@@ -212,14 +213,6 @@ class AttackContext:
         return (forget, answers[:n_f]), (retain, answers[n_f:n_f + n_r]), answers[n_f + n_r:]
 
 
-def _device_batch(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    param = next(model.parameters())
-    return {
-        k: v.to(param.device, param.dtype) if k == "pixel_values" and v.is_floating_point() else v.to(param.device)
-        for k, v in batch.items()
-    }
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The attacks
 
@@ -312,7 +305,7 @@ def relearn_copy(ctx: AttackContext, rows: Sequence[Question], *, steps: int = R
             while len(order) < min(batch_size, len(dataset)):
                 order += torch.randperm(len(dataset), generator=shuffle).tolist()
             idx, order = order[:batch_size], order[batch_size:]
-            batch = _device_batch(collate([dataset[i] for i in idx]), model)
+            batch = move_batch(collate([dataset[i] for i in idx]), model)
             loss = model(**batch).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -11,20 +11,11 @@ from tqdm.auto import tqdm
 from smfa.bench.schema import Question
 from smfa.data import ImageCache, make_collator
 from smfa.losses import answer_nll
+from smfa.models.placement import move_batch
 
 
 def _batches(n: int, size: int) -> list[range]:
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _to(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    dev = _device(model)
-    dtype = next(model.parameters()).dtype
-    return {k: (v.to(dev, dtype) if k == "pixel_values" and v.is_floating_point() else v.to(dev)) for k, v in batch.items()}
 
 
 @torch.inference_mode()
@@ -53,7 +44,7 @@ def generate_answers(
     for idx in tqdm(_batches(len(order), batch_size), desc=desc, disable=not progress, leave=False):
         ids = [order[i] for i in idx]
         enc = [images.encoded_prompt(family, processor, texts[i], rows[i]) for i in ids]
-        batch = _to(collate(enc), model)
+        batch = move_batch(collate(enc), model)
         out = model.generate(
             **batch,
             max_new_tokens=max_new_tokens,
@@ -90,7 +81,7 @@ def answer_losses(
     losses: list[float] = []
     for idx in tqdm(_batches(len(rows), batch_size), desc="answer losses", disable=not progress, leave=False):
         enc = [family.encode(processor, rows[i].question, images.get(rows[i]), targets[i]) for i in idx]
-        batch = _to(collate(enc), model)
+        batch = move_batch(collate(enc), model)
         labels = batch.pop("labels")
         losses.extend(answer_nll(model(**batch).logits, labels, reduction="none").tolist())
     return losses

@@ -38,6 +38,8 @@ class EvalConfig:
     request_sets: bool = False  # what a deletion request's audit needs: every forget memory set + train-phrasing sets
     batch_size: int = 64
     max_new_tokens: int = 24
+    device: str = "auto"  # auto | cpu | cuda | cuda:N: where the model (and the oracle/vanilla) generate
+    dtype: str = "auto"  # auto | bf16 | fp16 | fp32 (auto: bf16 on a GPU, fp32 on the CPU; smfa.models.placement)
     trust_remote_code: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -164,8 +166,9 @@ def check_oracle(oracle: str | Path, bench: Any, forget: str | ForgetSet) -> Non
 def reference_losses(source: str, bench: Any, rows: list[Question], cfg: EvalConfig) -> list[float]:
     from smfa.eval.generate import answer_losses
     from smfa.models.loading import load_model
+    from smfa.models.placement import resolve_placement
 
-    other = load_model(source, trust_remote_code=cfg.trust_remote_code)
+    other = load_model(source, placement=resolve_placement(cfg.device, cfg.dtype), trust_remote_code=cfg.trust_remote_code)
     return answer_losses(other, rows, bench, batch_size=cfg.batch_size, progress=cfg.progress)
 
 
@@ -221,6 +224,7 @@ def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, ext
     from smfa.eval.gold import gold_standard
     from smfa.eval.metrics import compute_all_sets, compute_overall
     from smfa.eval.schema import Metrics, save_metrics
+    from smfa.models.placement import placement_of
     from smfa.report import write_eval_report
 
     t0 = time.perf_counter()
@@ -261,7 +265,8 @@ def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, ext
     save_metrics(metrics, out_dir)
     write_eval_report(metrics, out_dir)
     write_manifest(out_dir, "eval", asdict(replace(cfg)), bench={"path": str(bench.root), "checksum": bench.checksum},
-                   n_questions=len(gens), wall_time_s=round(time.perf_counter() - t0, 2), **(extra or {}))
+                   n_questions=len(gens), wall_time_s=round(time.perf_counter() - t0, 2),
+                   placement=placement_of(loaded.model), **(extra or {}))
     return metrics
 
 
@@ -269,7 +274,9 @@ def evaluate(cfg: EvalConfig) -> Path:
     """``smfa eval``: load the model and bench, evaluate, write ``cfg.out`` atomically."""
     from smfa.bench import Bench
     from smfa.models.loading import load_model
+    from smfa.models.placement import resolve_placement
 
+    placement = resolve_placement(cfg.device, cfg.dtype)
     bench = Bench.load(cfg.bench)
     forget = eval_group(bench, cfg)  # fail early on a bad split or id, oracle or attack name, before loading a model
     if cfg.oracle:
@@ -278,7 +285,7 @@ def evaluate(cfg: EvalConfig) -> Path:
         from smfa.eval.attacks import parse_attacks
 
         parse_attacks(cfg.attacks)
-    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    loaded = load_model(cfg.model, placement=placement, trust_remote_code=cfg.trust_remote_code)
     with atomic_run_dir(Path(cfg.out), overwrite=cfg.overwrite) as stage:
         evaluate_loaded(loaded, bench, cfg, stage)
     return Path(cfg.out)

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from smfa.errors import ConfigError
+from smfa.models.placement import CPU_FP32, Placement
 from smfa.rundir import write_jsonl_atomic
 
 _METHODS: dict[str, type[Method]] = {}
@@ -68,6 +69,13 @@ class MethodConfig:
     lora_dropout: float = 0.05
     retain_weight: float = 1.0  # weight of the retain term where the method has one
     max_steps: int = 0  # >0 caps the number of optimiser steps
+    # Training arguments a real checkpoint needs; the defaults are the tiny model's (CPU) ones.
+    grad_accum: int = 1  # gradient accumulation steps (effective batch = batch_size × grad_accum × processes)
+    warmup_ratio: float = 0.0  # share of the steps with a linear learning-rate warm-up (then cosine decay)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (7B models on one GPU)
+    # Mixed precision of the forward pass: auto = the weights' own half dtype (--dtype bf16 → bf16 autocast,
+    # fp16 → fp16 with a gradient scaler, fp32 → none), or none | bf16 | fp16 explicitly.
+    autocast: str = "auto"
 
     def __post_init__(self) -> None:
         """Reject bad values before any training starts (a bad k found after training wastes the run)."""
@@ -76,11 +84,15 @@ class MethodConfig:
         checks = {"lr": self.lr > 0, "epochs": self.epochs > 0, "batch_size": self.batch_size > 0,
                   "lora_r": self.lora_r > 0, "lora_alpha": self.lora_alpha > 0,
                   "lora_dropout": 0 <= self.lora_dropout < 1, "max_steps": self.max_steps >= 0,
-                  "retain_weight": math.isfinite(self.retain_weight) and self.retain_weight >= 0}
+                  "retain_weight": math.isfinite(self.retain_weight) and self.retain_weight >= 0,
+                  "grad_accum": isinstance(self.grad_accum, int) and self.grad_accum >= 1,
+                  "warmup_ratio": 0 <= self.warmup_ratio < 1,
+                  "autocast": self.autocast in ("auto", "none", "bf16", "fp16")}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"{type(self).__name__}: invalid {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "
-                              "(lr/epochs/batch_size/lora_r/lora_alpha > 0, 0 ≤ dropout < 1, retain_weight ≥ 0)")
+                              "(lr/epochs/batch_size/lora_r/lora_alpha > 0, 0 ≤ dropout < 1, retain_weight ≥ 0, grad_accum ≥ 1, "
+                              "0 ≤ warmup_ratio < 1, autocast auto/none/bf16/fp16)")
 
 
 @dataclass
@@ -110,6 +122,7 @@ class UnlearnContext:
     progress: bool = True
     shared_dir: Path | None = None  # adapters reusable across runs of one comparison (SMFA's MFA = IDK's)
     reused_train_s: float = 0.0  # training seconds saved by reusing a shared adapter (added to wall time)
+    placement: Placement = CPU_FP32  # the resolved --device/--dtype: the vanilla is loaded there, trainees train there
     reference: Any = None  # a chain's original vanilla (LoadedModel) for methods that compare with it; None: vanilla
     anchor_cache: Path | None = None  # retaining anchors reusable across requests on the same weights (smfa forget)
     model_digest: str | None = None  # sha256 over the vanilla's weight files (the anchor cache's key)
@@ -196,16 +209,29 @@ class PairedCollator:
         return out
 
 
+def check_mask_supported(trainer: Any, grad_mask: dict[str, torch.Tensor] | None) -> None:
+    """Refuse a gradient mask under FSDP or DeepSpeed, before training: both flatten or shard parameters and
+    their gradients, so a per-entry mask keyed on parameter names cannot reach the gradients a step updates
+    with, and skipping it would train the frozen entries silently."""
+    if grad_mask and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        raise ConfigError("a saliency-masked method (MMUnlearner) cannot train under FSDP or DeepSpeed "
+                          "(parameters are flattened/sharded); use DDP (configs/accelerate/ddp.yaml) or one GPU")
+
+
 def _make_trainer_class():
     from transformers import Trainer
 
     class UnlearnTrainer(Trainer):
         """One ``Trainer`` for every gradient-based method: ``loss_fn(model, forget, retain)`` is the method."""
 
-        def __init__(self, *args: Any, loss_fn: Any, grad_mask: dict[str, torch.Tensor] | None = None, **kwargs: Any):
+        def __init__(self, *args: Any, loss_fn: Any, grad_mask: dict[str, torch.Tensor] | None = None,
+                     reference: torch.nn.Module | None = None, **kwargs: Any):
             super().__init__(*args, **kwargs)
+            check_mask_supported(self, grad_mask)
             self.loss_fn = loss_fn
-            self.grad_mask = grad_mask
+            # The mask and the frozen reference model follow the trainee to its training device.
+            self.grad_mask = {k: v.to(self.args.device) for k, v in grad_mask.items()} if grad_mask else grad_mask
+            self.reference = reference.to(self.args.device).eval() if reference is not None else None
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss = self.loss_fn(model, inputs["forget"], inputs.get("retain"))
@@ -214,8 +240,9 @@ def _make_trainer_class():
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
             if self.grad_mask:
-                # Parameters outside the saliency mask stay frozen: zero their gradients every step.
-                for name, p in model.named_parameters():
+                # Parameters outside the saliency mask stay frozen: zero their gradients every step. The mask
+                # is keyed on the bare model's names; under DDP ``model`` is the wrapper (names "module.…").
+                for name, p in self.accelerator.unwrap_model(model).named_parameters():
                     m = self.grad_mask.get(name)
                     if m is not None and p.grad is not None:
                         p.grad.mul_(m.to(p.grad.dtype))
@@ -233,9 +260,12 @@ def train_unlearner(
     loss_fn: Any,
     *,
     grad_mask: dict[str, torch.Tensor] | None = None,
+    reference: torch.nn.Module | None = None,
     tag: str = "train",
 ) -> torch.nn.Module:
-    """Train ``model`` with ``loss_fn`` over paired forget/retain batches; returns the trained model."""
+    """Train ``model`` with ``loss_fn`` over paired forget/retain batches; returns the trained model.
+    ``grad_mask`` (parameter name → 0/1 tensor) freezes the entries outside it; ``reference`` (a frozen model
+    the loss reads, e.g. NPO's) is moved to the trainee's device."""
     from transformers import set_seed
 
     from smfa.data import make_collator
@@ -244,11 +274,12 @@ def train_unlearner(
     set_seed(ctx.seed)
     dataset = PairedDataset(forget_ds, retain_ds, ctx.seed)
     steps = _steps(len(dataset), hp)
-    args = training_arguments(_TrainView(hp, ctx), ctx.work_dir / f"checkpoints-{tag}", steps=steps, save_steps=0)
+    args = training_arguments(_TrainView(hp, ctx), ctx.work_dir / f"checkpoints-{tag}", steps=steps, save_steps=0,
+                              placement=ctx.placement)
     trainer_cls = _make_trainer_class()
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
                           data_collator=PairedCollator(make_collator(ctx.vanilla.family, ctx.vanilla.processor)),
-                          loss_fn=loss_fn, grad_mask=grad_mask)
+                          loss_fn=loss_fn, grad_mask=grad_mask, reference=reference)
     trainer.train()
     _cleanup(ctx.work_dir / f"checkpoints-{tag}")
     write_jsonl_atomic(ctx.work_dir / "train_logs" / f"{tag}.jsonl", trainer.state.log_history)
@@ -266,7 +297,8 @@ def train_sft(ctx: UnlearnContext, model: torch.nn.Module, hp: MethodConfig, dat
         raise ConfigError(f"no examples to train the {tag} on (check --forget, --anchor-size and --target)")
     set_seed(ctx.seed)
     steps = _steps(len(dataset), hp)
-    args = training_arguments(_TrainView(hp, ctx), ctx.work_dir / f"checkpoints-{tag}", steps=steps, save_steps=0)
+    args = training_arguments(_TrainView(hp, ctx), ctx.work_dir / f"checkpoints-{tag}", steps=steps, save_steps=0,
+                              placement=ctx.placement)
     trainer = Trainer(model=model, args=args, train_dataset=dataset,
                       data_collator=make_collator(ctx.vanilla.family, ctx.vanilla.processor))
     trainer.train()
@@ -290,14 +322,17 @@ def _cleanup(path: Path) -> None:
 
 @dataclass
 class _TrainView:
-    """Adapts a MethodConfig to the fields ``training_arguments`` reads."""
+    """Adapts a MethodConfig to the fields ``training_arguments`` reads: the method's own training
+    arguments, its ``autocast`` resolved against the run's placement, the run's seed and progress flag."""
 
     hp: MethodConfig
     ctx: UnlearnContext
 
     def __getattr__(self, name: str) -> Any:
-        mapping = {"seed": self.ctx.seed, "progress": self.ctx.progress, "grad_accum": 1, "warmup_ratio": 0.0,
-                   "weight_decay": 0.0, "bf16": False}
+        from smfa.models.placement import autocast_flags
+
+        mapping = {"seed": self.ctx.seed, "progress": self.ctx.progress, "weight_decay": 0.0,
+                   **autocast_flags(self.hp.autocast, self.ctx.placement)}
         if name in mapping:
             return mapping[name]
         return getattr(self.hp, name)
@@ -312,11 +347,19 @@ def prepare_trainable(ctx: UnlearnContext, hp: MethodConfig, model: torch.nn.Mod
     set_seed(ctx.seed)  # LoRA's A matrices are drawn here: seed them, not whatever state earlier work left
     family = ctx.vanilla.family
     if hp.lora:
-        return apply_lora(model, family, hp.lora_r, hp.lora_alpha, hp.lora_dropout)
+        return apply_lora(model, family, hp.lora_r, hp.lora_alpha, hp.lora_dropout, hp.gradient_checkpointing)
     vision = tuple(family.vision_module_prefixes + family.projector_module_prefixes)
     for name, p in model.named_parameters():
         p.requires_grad_(not name.startswith(vision))
+    if hp.gradient_checkpointing:
+        enable_checkpointing(model)
     return model
+
+
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Gradient checkpointing for full fine-tuning. Non-reentrant: the reentrant variant drops the gradients
+    of blocks whose inputs do not require grad (the embeddings are frozen here)."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def finish(model: torch.nn.Module) -> torch.nn.Module:

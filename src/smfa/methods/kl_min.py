@@ -34,4 +34,5 @@ class KLMin(Method):
             return kl_min_loss(logits_of(m, forget), forget["labels"], logits_of(m, retain), ref_logits,
                                retain["labels"], hp.retain_weight)
 
-        return finish(train_unlearner(ctx, model, hp, forget_dataset(ctx), retain_dataset(ctx), loss_fn, tag="kl_min"))
+        return finish(train_unlearner(ctx, model, hp, forget_dataset(ctx), retain_dataset(ctx), loss_fn,
+                                      reference=reference, tag="kl_min"))

@@ -20,8 +20,9 @@ from torch.utils.data import DataLoader
 
 from smfa.data import make_collator, reference_items
 from smfa.losses import accumulate_fisher, answer_nll, ga_diff_loss, mask_share, saliency_mask
-from smfa.methods.base import (Method, MethodConfig, UnlearnContext, forget_dataset, logits_of, register_method,
-                               retain_dataset, train_unlearner)
+from smfa.methods.base import (Method, MethodConfig, UnlearnContext, enable_checkpointing, forget_dataset, logits_of,
+                               register_method, retain_dataset, train_unlearner)
+from smfa.models.placement import move_batch
 from smfa.rundir import write_json_atomic
 
 
@@ -37,6 +38,7 @@ def fisher_diagonal(model: torch.nn.Module, dataset, collate, batch_size: int, n
     fisher: dict[str, torch.Tensor] = {}
     n = len(loader)
     for batch in loader:
+        batch = move_batch(batch, model)
         model.zero_grad(set_to_none=True)
         answer_nll(logits_of(model, batch), batch["labels"]).backward()
         accumulate_fisher(fisher, ((k, p) for k, p in model.named_parameters() if k in names), scale=1.0 / n)
@@ -56,6 +58,8 @@ class MMUnlearner(Method):
         targets = {f"{m}.weight" for m in ctx.vanilla.family.lora_targets(model)}
         for name, p in model.named_parameters():
             p.requires_grad_(name in targets)
+        if hp.gradient_checkpointing:
+            enable_checkpointing(model)
         collate = make_collator(ctx.vanilla.family, ctx.vanilla.processor)
         forget_ds = forget_dataset(ctx)
         preserve_ds = ctx.encode(reference_items(ctx.data.preserve_rows), desc="encoding preserve")

@@ -34,4 +34,5 @@ class NPO(Method):
             loss = npo_loss(sequence_logprob(logits_of(m, forget), forget["labels"]), ref_lp, hp.beta)
             return loss + hp.retain_weight * answer_nll(logits_of(m, retain), retain["labels"])
 
-        return finish(train_unlearner(ctx, model, hp, forget_dataset(ctx), retain_dataset(ctx), loss_fn, tag="npo"))
+        return finish(train_unlearner(ctx, model, hp, forget_dataset(ctx), retain_dataset(ctx), loss_fn,
+                                      reference=reference, tag="npo"))

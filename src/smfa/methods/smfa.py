@@ -79,6 +79,8 @@ def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
     blob = {"vanilla": str(ctx.vanilla.source), "forget": [r.id for r in forget_rows],
             "anchor": [r.id for r in ctx.data.anchor_rows], "seed": ctx.seed, "target": ctx.target,
             "anchor_repeat": int(getattr(hp, "anchor_repeat", 1)), "hp": common}
+    if ctx.placement.dtype != torch.float32:  # an MFA trained in half precision is another MFA (fp32 keys unchanged)
+        blob["dtype"] = ctx.placement.dtype_name
     if ctx.data.reference_rows:  # older keys unchanged when there are none
         blob["reference"] = [(r.id, r.answer) for r in ctx.data.reference_rows]
         blob["forget_repeat"] = int(getattr(hp, "forget_repeat", 1))

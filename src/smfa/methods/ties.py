@@ -62,5 +62,5 @@ class TIES(Method):
         with torch.no_grad():
             for name, d_f, d_a in paired_dense_deltas(out / FORGET_ADAPTER, out / ANCHOR_ADAPTER):
                 w = params[name]
-                w.add_(ties_delta(d_f, d_a, hp).to(w.dtype))
+                w.add_(ties_delta(d_f, d_a, hp).to(w.device, w.dtype))
         return model

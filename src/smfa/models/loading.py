@@ -12,6 +12,7 @@ import torch
 
 from smfa.errors import ModelError
 from smfa.models.families import FamilyAdapter, family_for_model_type
+from smfa.models.placement import Placement, place
 
 
 @dataclass
@@ -49,11 +50,12 @@ def model_dir_of(source: str | Path) -> Path | None:
 def load_model(
     source: str | Path,
     *,
-    dtype: torch.dtype | None = None,
+    placement: Placement | None = None,
     trust_remote_code: bool = False,
-    device: str | None = None,
 ) -> LoadedModel:
-    """Load (model, processor, family adapter) from a run dir, a model dir or a hub id."""
+    """Load (model, processor, family adapter) from a run dir, a model dir or a hub id; with ``placement``
+    (:func:`smfa.models.placement.resolve_placement`), in its dtype and on its device, else as stored, on
+    the CPU."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     local = model_dir_of(source)
@@ -69,12 +71,12 @@ def load_model(
     try:
         processor = AutoProcessor.from_pretrained(ref, trust_remote_code=trust_remote_code, **kwargs)
         model = AutoModelForImageTextToText.from_pretrained(
-            ref, dtype=dtype or "auto", trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
+            ref, dtype=placement.dtype if placement else "auto", trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
         )
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot load model from {ref}: {str(exc).splitlines()[0]}") from exc
     if family is None:
         family = family_for_model_type(model.config.model_type)
-    if device:
-        model.to(device)
+    if placement is not None:
+        place(model, placement)
     return LoadedModel(model=model, processor=processor, family=family, source=ref)
