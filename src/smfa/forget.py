@@ -118,7 +118,7 @@ def _forget(args: Any) -> int:
     if args.k is not None:
         params["k"] = args.k
     over = _overrides(args, ["bench", "model", "out", "method", "target", "seed", "method_config", "eval_limit",
-                             "judge", "attacks", "overwrite"])
+                             "judge", "attacks", "overwrite", "reference", "device", "dtype"])
     over.update(forget_people=args.people, params=params, evaluate=args.evaluate, request_eval=True,
                 anchor_cache=args.anchor_cache,
                 eval_limit=REQUEST_EVAL_LIMIT if args.eval_limit is None else args.eval_limit)
@@ -134,6 +134,8 @@ REQUEST_EVAL_LIMIT = 100  # questions per evaluation set of a request (smfa unle
 
 def register(sub: Any) -> None:
     from smfa.bench.schema import TARGETS
+    from smfa.models.placement import add_placement_options
+    from smfa.unlearn import REFERENCE_BUDGETS
     from smfa.eval.judges import available_judges
     from smfa.methods import method_names
 
@@ -154,6 +156,10 @@ def register(sub: Any) -> None:
     p.add_argument("--k", type=float, help="SMFA sculpt strength")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any method hyper-parameter (repeatable)")
     p.add_argument("--method-config", dest="method_config", help="YAML with the method's hyper-parameters")
+    p.add_argument("--reference", choices=REFERENCE_BUDGETS,
+                   help="data budget (as smfa unlearn): none (default), self or self-full; the request's people are "
+                        "left out of the reference pool")
+    add_placement_options(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-limit", type=int, dest="eval_limit",
                    help=f"at most N questions per evaluation set (default {REQUEST_EVAL_LIMIT})")
