@@ -55,7 +55,9 @@ def select_data(bench: Any, forget: str, target: str, anchor_size: int | None, s
     forget_rows = bench.forget_rows(forget, kinds=kinds)
     if not forget_rows:
         raise ConfigError(f"the forget set for --forget {forget} --target {target} is empty: nothing to unlearn")
-    anchor = list(bench.anchor_rows(anchor_size, seed=seed))
+    forgotten = bench.forget_people(forget)
+    # A forget set given as a file of ids may name anchor people; their rows are forget data, never anchor.
+    anchor = [r for r in bench.anchor_rows(anchor_size, seed=seed) if r.person_id not in forgotten]
     if TEXT_MEMORY not in kinds:  # kept knowledge: the forget people's name-only questions anchor retention
         anchor += bench.forget_rows(forget, kinds=(TEXT_MEMORY,))
     preserve: list[Any] = []

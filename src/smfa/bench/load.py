@@ -24,8 +24,10 @@ from pathlib import Path
 from smfa.bench.layout import BENCH_JSON, SPLITS_JSON, bench_checksum
 from smfa.bench.schema import (
     DOMAINS,
+    EXTERNAL_GROUP,
     FORGET_GROUP,
-    FORGET_SPLITS,
+    FORMATS,
+    GENERATION,
     GENERAL_VQA,
     HELDOUT_IMAGE,
     KINDS,
@@ -42,7 +44,7 @@ from smfa.bench.schema import (
     eval_variant,
     text_memory_group,
 )
-from smfa.bench.validate import read_bench, rebuild_hint
+from smfa.bench.validate import forget_split_names, read_bench, rebuild_hint
 from smfa.errors import BenchError, ConfigError
 
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -76,20 +78,48 @@ class Bench:
     # --- people ------------------------------------------------------------------------------
 
     def _forget_key(self, forget: str | int) -> str:
-        key = str(forget).removeprefix("forget_")
-        if key not in FORGET_SPLITS:
+        """``splits.json`` key of a forget split: ``10``, ``forget_10`` and ``forget10`` (CLEAR's spelling) all
+        name ``forget_10``; an imported bench's own names (``forget_user``) work the same way."""
+        key = str(forget).removeprefix("forget").removeprefix("_")
+        key = str(int(key)) if key.isdigit() else key
+        names = forget_split_names(self.splits)
+        if f"forget_{key}" not in names:
+            available = ", ".join(n.removeprefix("forget_") for n in names) or "none"
             raise ConfigError(
-                f"unknown forget split {forget!r}; available: {', '.join(FORGET_SPLITS)} "
-                f"(the {', '.join('forget_' + k for k in FORGET_SPLITS)} lists of {self.root / SPLITS_JSON})"
+                f"unknown forget split {forget!r}; this bench has: {available} (the forget_* lists of "
+                f"{self.root / SPLITS_JSON}), or pass a file of person ids, one per line"
             )
         return f"forget_{key}"
 
     def forget_people(self, forget: str | int) -> set[str]:
-        """Person ids of ``forget_{forget}`` (``forget`` in 5, 10, 15, "val")."""
+        """Person ids of the forget split ``forget`` (5, 10, 15, "val", an imported split's name), or of the
+        file ``forget`` names (one person id per line; ``#`` comments and blank lines skipped)."""
+        if _is_id_file(forget):
+            return self._forget_file(Path(str(forget)))
         key = self._forget_key(forget)
         ids = set(self.splits[key])
         if not ids:
             raise BenchError(f"{self.root / SPLITS_JSON}: split {key} is empty; rebuild the bench with more people")
+        return ids
+
+    def _forget_file(self, path: Path) -> set[str]:
+        ids: set[str] = set()
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            pid = line.split("#", 1)[0].strip()
+            if not pid:
+                continue
+            person = self.people.get(pid)
+            if person is None:
+                raise ConfigError(f"{path}: line {n}: person id {pid!r} is not in {self.root / 'people.jsonl'}")
+            if person.role != "known":
+                raise ConfigError(f"{path}: line {n}: person {pid} has role {person.role!r}; only known people "
+                                  "(trained on by the vanilla) can be forgotten")
+            if pid in self.reference_people():
+                raise ConfigError(f"{path}: line {n}: person {pid} is in the bench's reference pool, whose "
+                                  "questions methods may use; choose people outside it")
+            ids.add(pid)
+        if not ids:
+            raise ConfigError(f"forget file {path} lists no person ids")
         return ids
 
     def known_people(self) -> set[str]:
@@ -99,9 +129,14 @@ class Bench:
         """The retain evaluation pool: known people not in the forget set nor the reference pool; for ``val``
         also without ``forget_15`` (tuning never touches a test forget person)."""
         out = self.known_people() - self.forget_people(forget) - self.reference_people()
-        if self._forget_key(forget) == "forget_val":
-            out -= set(self.splits["forget_15"])
+        if not _is_id_file(forget) and self._forget_key(forget) == "forget_val":
+            out -= set(self.splits.get("forget_15", ()))
         return out
+
+    def external_people(self) -> set[str]:
+        """People of role ``external`` (e.g. MLLMU-Bench's celebrities): never fine-tuned on, evaluated as
+        the group ``external``."""
+        return {pid for pid, p in self.people.items() if p.role == "external"}
 
     def reference_people(self) -> set[str]:
         """Retain people whose questions (not labels) a method may use; never in a retain metric."""
@@ -114,7 +149,7 @@ class Bench:
 
     @staticmethod
     def _is_training_row(q: Question) -> bool:
-        return q.phrasing == TRAIN_PHRASING and q.image_split in (TRAIN_IMAGE, None)
+        return q.trainable and q.format == GENERATION and q.phrasing == TRAIN_PHRASING and q.image_split in (TRAIN_IMAGE, None)
 
     def training_rows(self, people: str = "all", forget: str | int | None = None) -> list[Question]:
         """Vanilla training data (``people="all"``) or the oracle's (``people="retain"``, needs ``forget``):
@@ -200,20 +235,27 @@ class Bench:
         if limit is not None and limit < 1:
             raise ConfigError(f"eval set limit must be >= 1 (got {limit})")
         groups = {FORGET_GROUP: self.forget_people(forget), "retain": self.retain_people(forget)}
+        if self.external_people():
+            groups[EXTERNAL_GROUP] = self.external_people()
         sets: dict[str, list[Question]] = {}
         for group, who in groups.items():
             for kind in PERSON_KINDS:
                 for variant in ("", "paraphrase", "unseen_image"):
                     if kind == TEXT_MEMORY and variant == "unseen_image":
                         continue
-                    rows = [
-                        q for q in self.questions
-                        if q.person_id in who and q.kind == kind and eval_variant(q) == variant and q.id not in self._anchor
-                    ]
-                    kept = group == FORGET_GROUP and kind == TEXT_MEMORY  # named by the setting rule
-                    sets[eval_set_name(text_memory_group(target) if kept else group, kind, variant)] = rows
+                    for fmt in FORMATS:
+                        rows = [
+                            q for q in self.questions
+                            if q.person_id in who and q.kind == kind and q.format == fmt and eval_variant(q) == variant
+                            and q.id not in self._anchor
+                        ]
+                        if fmt != GENERATION and not rows:
+                            continue  # choice and cloze sets exist only where a bench has such questions
+                        kept = group == FORGET_GROUP and kind == TEXT_MEMORY  # named by the setting rule
+                        sets[eval_set_name(text_memory_group(target) if kept else group, kind, variant, fmt)] = rows
         sets["general_vqa"] = [
-            q for q in self.questions if q.kind == GENERAL_VQA and eval_variant(q) == "unseen_image" and q.id not in self._anchor
+            q for q in self.questions
+            if q.kind == GENERAL_VQA and q.format == GENERATION and eval_variant(q) == "unseen_image" and q.id not in self._anchor
         ]
         if limit is not None:
             sets = {name: _subsample(rows, limit, name) for name, rows in sets.items()}
@@ -266,6 +308,12 @@ class Bench:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _is_id_file(forget: str | int) -> bool:
+    """A ``--forget`` value that names an existing file (of person ids) rather than a split."""
+    text = str(forget)
+    return ("/" in text or "." in text) and Path(text).is_file()
 
 
 def _subsample(rows: list[Question], limit: int, name: str) -> list[Question]:

@@ -39,6 +39,9 @@ class Metric:
         bar: its label in the method bar chart (``methods.png``); ``""`` = no bar.
         sweep: its key in a k-sweep row (``sweep.json``); ``""`` = not swept.
         required: ``metrics.json`` must carry it (older files may lack the others).
+        group: a family of metrics shown in its own section of ``report.md`` (e.g. ``MLLMU-Bench``), only when
+            one of them has a value; ``""`` = the main table. A comparison column of a group is dropped when
+            no run has a value for it.
     """
 
     name: str
@@ -55,6 +58,7 @@ class Metric:
     bar: str = ""
     sweep: str = ""
     required: bool = False
+    group: str = ""
 
 
 _METRICS: dict[str, dict[str, Metric]] = {level: {} for level in LEVELS}
