@@ -135,7 +135,8 @@ def draw_reference(retain: list[str], share: float, seed: int) -> list[str]:
 
 def draw_anchor(questions: list[Question], eligible: set[str], size: int, seed: int) -> list[str]:
     """Up to ``size`` trainable training-row ids of ``eligible`` people (and general VQA), spread evenly over
-    the kinds the bench has, drawn deterministically: the few-shot retain anchor ``D_r^few``."""
+    the kinds the bench has, drawn deterministically: the few-shot retain anchor ``D_r^few``. At most a quarter
+    of the eligible rows: anchor rows leave the evaluation sets, and the anchor is meant to be *few*."""
     rng = random.Random(f"anchor/{seed}")
     pools = {
         kind: [q.id for q in questions
@@ -144,6 +145,7 @@ def draw_anchor(questions: list[Question], eligible: set[str], size: int, seed: 
         for kind in ANCHOR_KINDS
     }
     pools = {k: v for k, v in pools.items() if v}
+    size = min(size, sum(len(v) for v in pools.values()) // 4)
     picked: list[str] = []
     kinds = list(pools)
     for k, kind in enumerate(kinds):
