@@ -110,7 +110,8 @@ def eval_report_markdown(metrics: Metrics) -> str:
                   _table(["metric", "value", "better"], [[_shown(m, metrics.target)[0], _fmt(m, getattr(o, m.name)),
                                                           _shown(m, metrics.target)[1]] for m in members]), ""]
     lines += ["## Per evaluation set", ""]
-    per_set = metrics_of("set")
+    per_set = [m for m in metrics_of("set")  # a grouped column only where some set has a value (choice, cloze)
+               if not m.group or any(getattr(v, m.name) is not None for v in metrics.sets.values())]
     set_rows = [[f"`{name}`", *(_fmt(m, getattr(values, m.name)) for m in per_set)] for name, values in metrics.sets.items()]
     lines.append(_table(["set", *(m.label for m in per_set)], set_rows))
     if metrics.gold is not None:

@@ -119,14 +119,14 @@ def _leak_rate(gens: Sequence[Any], scores: Sequence[Scores]) -> float | None:
 @register_metric("choice_accuracy", "set", "multiple-choice sets: share of questions whose picked option is the "
                  "correct one; the pick is the option whose text has the lowest mean per-token NLL as the answer "
                  "(:func:`smfa.eval.generate.pick_option`); ``null`` for sets without choice questions (MLLMU's "
-                 "classification accuracy).", label="Choice acc. %")
+                 "classification accuracy).", label="Choice acc. %", group="task formats")
 def _choice_accuracy(gens: Sequence[Any], scores: Sequence[Scores]) -> float | None:
     return _mean([float(g.answer == g.fact) for g in gens if getattr(g, "format", GENERATION) == CHOICE])
 
 
 @register_metric("cloze_accuracy", "set", "fill-in-the-blank sets: share of answers that contain the missing words "
                  "(case-insensitive substring, MLLMU's rule); ``null`` for sets without cloze questions.",
-                 label="Cloze acc. %")
+                 label="Cloze acc. %", group="task formats")
 def _cloze_accuracy(gens: Sequence[Any], scores: Sequence[Scores]) -> float | None:
     return _mean([float(g.fact.lower() in g.answer.lower()) for g in gens if getattr(g, "format", GENERATION) == CLOZE])
 

@@ -39,9 +39,9 @@ class Metric:
         bar: its label in the method bar chart (``methods.png``); ``""`` = no bar.
         sweep: its key in a k-sweep row (``sweep.json``); ``""`` = not swept.
         required: ``metrics.json`` must carry it (older files may lack the others).
-        group: a family of metrics shown in its own section of ``report.md`` (e.g. ``MLLMU-Bench``), only when
-            one of them has a value; ``""`` = the main table. A comparison column of a group is dropped when
-            no run has a value for it.
+        group: a family of metrics shown only where they have values: an overall metric in its own section of
+            ``report.md`` (e.g. ``MLLMU-Bench``) when one of the family has a value, and a comparison column
+            when some run has one; a set metric as a per-set column when some set has one. ``""`` = always shown.
     """
 
     name: str
