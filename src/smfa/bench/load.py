@@ -9,10 +9,13 @@ Row sets (all lists of :class:`Question`, in file order):
 - ``training_rows()``: what the vanilla model is fine-tuned on — train phrasing on training images (or no
   image), known people only, every kind incl. general VQA and unanswerable; ``people="retain"`` drops the
   forget people (the oracle's data).
-- ``forget_rows(forget)``: ``D_f`` — the forget people's memory rows from ``training_rows``.
+- ``forget_rows(forget)``: ``D_f`` — the forget people's memory rows from ``training_rows``; ``forget`` is a
+  split name (``10``, ``forget_10``, an imported ``user``) or a file of person ids.
 - ``anchor_rows()``: ``D_r^few`` — the few-shot retain anchor stored in ``splits.json``.
-- ``eval_sets(forget)``: named evaluation sets (``forget/image_memory/paraphrase`` …); no anchor row is
-  ever in one.
+- ``eval_sets(forget)``: named evaluation sets (``forget/image_memory/paraphrase`` …, ``…/choice`` and
+  ``…/cloze`` where a bench has such rows, ``external/…`` for external people); no anchor row is ever in one.
+
+Imported benches (``smfa bench import``, docs/data-format.md) load through the same checks.
 """
 
 from __future__ import annotations
