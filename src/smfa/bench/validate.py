@@ -237,9 +237,8 @@ def _read_splits(path: Path, hint: str, imported: bool = False) -> dict[str, lis
         for name in IMPORTED_DEFAULTS:
             data.setdefault(name, [])
     for name, ids in data.items():
-        if imported and (name.startswith("forget_") and len(name) > len("forget_")):
-            pass  # an imported bench names its own forget splits
-        elif name not in SPLIT_NAMES:
+        own_forget_split = imported and name.startswith("forget_") and len(name) > len("forget_")  # named by the source
+        if not own_forget_split and name not in SPLIT_NAMES:
             raise BenchError(f"{path}: unknown split {name!r}; the splits are {', '.join(SPLIT_NAMES)}; remove it or {hint}")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise BenchError(f"{path}: split {name!r} must be a list of id strings; {hint}")
