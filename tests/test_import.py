@@ -62,6 +62,15 @@ def test_mllmu_import_maps_people_splits_kinds_and_sets(mllmu_bench: Path) -> No
     assert meta["preset"] == "imported" and meta["source"]["format"] == "mllmu"
 
 
+def test_reference_pool_on_request(tmp_path: Path) -> None:
+    import_mllmu(write_mllmu(tmp_path / "in", n_people=20, n_celebrities=1), _opts(tmp_path / "bench", reference_share=0.25))
+    bench = Bench.load(tmp_path / "bench")
+    reference = bench.reference_people()
+    assert len(reference) == 4  # a quarter of the 17 people outside every forget split, rounded
+    assert not reference & bench.forget_people("15") and not reference & bench.retain_people("10")
+    assert not reference & {q.person_id for q in bench.anchor_rows()}
+
+
 def test_clear_import_builds_name_caption_and_choice_rows(tmp_path: Path) -> None:
     import_clear(write_clear(tmp_path / "in"), _opts(tmp_path / "bench"))
     bench = Bench.load(tmp_path / "bench")

@@ -84,7 +84,8 @@ def self_labelled_reference(bench: Any, vanilla: Any, progress: bool = True) -> 
     people = bench.reference_people()
     rows = [q for q in bench.training_rows() if q.person_id in people and q.kind in MEMORY_KINDS]
     if not rows:
-        raise ConfigError(f"--reference self: the bench {bench.root} has no reference-pool rows (bench v2 has 40 people)")
+        raise ConfigError(f"--reference self: the bench {bench.root} has no reference-pool rows (a built tiny bench has "
+                          "40 reference people; an imported bench has them when imported with --reference-share)")
     answers = generate_answers(vanilla, rows, bench, progress=progress, desc="labelling the reference pool")
     return [replace(q, answer=a, fact=a) for q, a in zip(rows, answers) if a.strip()]
 
