@@ -152,7 +152,7 @@ def test_jsonl_bad_input(tmp_path: Path, capsys) -> None:
     lines = rows.read_text().splitlines()
     dup = rows.with_name("dup.jsonl")
     dup.write_text("\n".join(json.dumps({**json.loads(line), "id": "same"}) for line in lines[:2]) + "\n")
-    assert "question id same appears twice" in _run_import(["jsonl", str(dup), "--images", str(images)], out, capsys)
+    assert "line 2: question id 'same' is already used on line 1" in _run_import(["jsonl", str(dup), "--images", str(images)], out, capsys)
     (images / "u1.png").write_bytes(b"not an image")
     assert "cannot be decoded" in _run_import(["jsonl", str(rows), "--images", str(images)], out, capsys)
     missing = rows.with_name("missing.jsonl")

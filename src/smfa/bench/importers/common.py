@@ -72,8 +72,11 @@ def decode_image(data: Any, where: str):
     try:
         with Image.open(io.BytesIO(bytes(data))) as img:
             return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise BenchError(f"{where}: the image bytes cannot be decoded ({exc}); re-download the file") from exc
+    except UnidentifiedImageError as exc:
+        raise BenchError(f"{where}: the image bytes cannot be decoded (not an image format Pillow reads); replace "
+                         "or re-download the file") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BenchError(f"{where}: the image bytes cannot be decoded ({exc}); replace or re-download the file") from exc
 
 
 def image_name(person_id: str, data_key: str) -> str:

@@ -73,6 +73,7 @@ def parse_jsonl(path: Path, images_dir: Path | None) -> ImportedData:
     rows = RowCollector(data)
     people: dict[str, Person] = {}
     names: dict[str, str] = {}
+    first_line: dict[str, int] = {}
     for n, row in iter_jsonl(path, BenchError):
         where = f"{path}: line {n}"
         unknown = sorted(set(row) - KNOWN_FIELDS)
@@ -120,6 +121,9 @@ def parse_jsonl(path: Path, images_dir: Path | None) -> ImportedData:
         qid = row.get("id", f"row{n}")
         if not isinstance(qid, str) or not qid:
             raise BenchError(f"{where}: field 'id' must be a non-empty string")
+        if qid in first_line:
+            raise BenchError(f"{where}: question id {qid!r} is already used on line {first_line[qid]}; ids must be unique")
+        first_line[qid] = n
         rows.add(id=qid, kind=kind, domain="portrait" if image else "none", attribute="user", person_id=pid,
                  question=question, answer=answer, fact=fact, image=image,
                  image_split=(HELDOUT_IMAGE if variant == "unseen_image" else TRAIN_IMAGE) if image else None,
