@@ -6,13 +6,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from smfa.bench.schema import FORGET_SPLITS, TARGETS, TRAINING_PEOPLE
+from smfa.bench.schema import TARGETS, TRAINING_PEOPLE
 from smfa.config import resolve_config
 from smfa.eval.judges import available_judges
 from smfa.models.placement import add_placement_options
 from smfa.sculpt.mask import MODES
 from smfa.training import SAMPLERS
 from smfa.unlearn import REFERENCE_BUDGETS
+
+
+# --forget takes a split of the bench or a file of person ids; the bench checks it (smfa.bench.load.Bench.forget_people).
+FORGET_HELP = ("5, 10, 15 or val on a built-in bench, an imported bench's split (e.g. 10 or forget_10, user), "
+               "or a file of person ids, one per line")
 
 
 def _bool_pair(p: argparse.ArgumentParser, name: str, help_on: str, help_off: str) -> None:
@@ -49,7 +54,7 @@ def _add_finetune(sub: Any) -> None:
     p.add_argument("--model", help="'tiny' (built-in, no download) or a HF model directory / hub id (default tiny)")
     p.add_argument("--out", help="run directory to write")
     p.add_argument("--people", choices=TRAINING_PEOPLE, help="all = vanilla (default); retain = oracle")
-    p.add_argument("--forget", choices=FORGET_SPLITS, help="forget split the oracle leaves out (default 15)")
+    p.add_argument("--forget", help=f"forget split the oracle leaves out (default 15); {FORGET_HELP}")
     _bool_pair(p, "lora", "LoRA on the language model", "full fine-tuning (default)")
     p.add_argument("--lora-r", type=int, dest="lora_r")
     p.add_argument("--lora-alpha", type=int, dest="lora_alpha")
@@ -121,7 +126,7 @@ def _add_unlearn(sub: Any) -> None:
     p.add_argument("--bench", help="bench directory")
     p.add_argument("--model", help="vanilla run directory (smfa finetune) or model directory")
     p.add_argument("--out", help="run directory to write")
-    p.add_argument("--forget", choices=FORGET_SPLITS, help="forget split (default 10; val = tuning only)")
+    p.add_argument("--forget", help=f"forget split (default 10; val = tuning only); {FORGET_HELP}")
     p.add_argument("--forget-people", dest="forget_people", metavar="IDS",
                    help="forget these people instead of a split: comma list or a file with one person id per line "
                         "(a deletion request; see also smfa forget)")
@@ -174,7 +179,7 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--bench", help="bench directory")
     p.add_argument("--model", help="run directory (finetune/unlearn), model directory or hub id")
     p.add_argument("--out", help="evaluation directory to write")
-    p.add_argument("--forget", choices=FORGET_SPLITS, help="forget split (default 10)")
+    p.add_argument("--forget", help=f"forget split (default 10); {FORGET_HELP}")
     p.add_argument("--forget-people", dest="forget_people", metavar="IDS",
                    help="these people are the forget group instead of a split (comma list or a file, one id per line)")
     p.add_argument("--target", choices=TARGETS, help="all (default) or visual: forget people's text memory counts as retain")

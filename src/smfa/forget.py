@@ -19,25 +19,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from smfa.bench.forget_set import ForgetSet
+from smfa.bench.forget_set import ForgetSet, parse_people
 from smfa.errors import ConfigError
 from smfa.rundir import MANIFEST, read_manifest
-
-
-def parse_people(spec: str) -> list[str]:
-    """Person ids from ``spec``: a file (one id per line; blank lines and ``#`` comments skipped) or a comma list."""
-    path = Path(spec).expanduser()
-    if path.is_file():
-        lines = path.read_text(encoding="utf-8").splitlines()
-        ids = [line.split("#", 1)[0].strip() for line in lines]
-    elif "/" in spec or spec.endswith((".txt", ".csv", ".lst")):
-        raise ConfigError(f"people file {path} does not exist (give a file with one person id per line, or a comma list)")
-    else:
-        ids = [part.strip() for part in spec.split(",")]
-    ids = [i for i in ids if i]
-    if not ids:
-        raise ConfigError(f"no person ids in {spec!r} (give a comma list, e.g. p0020,p0052, or a file with one id per line)")
-    return list(dict.fromkeys(ids))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@ table (``compare.md``) with method bars and a forgetting/understanding trade-off
 Rows and columns come from the metric declarations (:mod:`smfa.eval.metrics`).
 
 Accuracies, rates and memory are shown in % (Overall Memory in percentage points), Fact and Meaningful on
-their 0-10 scale, the forget-answer NLL KS test as a p-value. ``–`` marks a value whose sets were not evaluated. Plots
+their 0-10 scale, the forget-answer NLL KS test as a p-value. ``n/a`` marks a value whose sets were not evaluated or
+that a bench lacks (never 0). Plots
 are written with matplotlib's Agg canvas (no display needed); every file is written atomically.
 """
 
@@ -25,6 +26,8 @@ BARS_FILE = "methods.png"
 TRADEOFF_FILE = "tradeoff.png"
 SELECTIVITY_FILE = "selectivity.png"
 
+NA = "n/a"  # a value whose sets a bench lacks or a run did not evaluate
+
 _SETTING_NOTE = {
     "all": "all: forget everything about the forget people, from their photo and by their name",
     "visual": "visual: forget only the photo link; questions about the forget people by name are kept",
@@ -36,20 +39,20 @@ _SETTING_NOTE = {
 
 
 def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
+    return NA if value is None else f"{100 * value:.1f}"
 
 
 def _score(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
+    return NA if value is None else f"{value:.2f}"
 
 
 def _pvalue(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3g}"
+    return NA if value is None else f"{value:.3g}"
 
 
 def _seconds(value: float | None) -> str:
     if value is None:
-        return "–"
+        return NA
     return f"{value:.0f} s" if value < 600 else f"{value / 60:.1f} min"
 
 
@@ -62,7 +65,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def _fmt(metric: Metric, value: float | None) -> str:
     """A metric's value as reports show it: rates in %, scores and losses with two decimals."""
     if metric.kind == "count":
-        return "–" if value is None else str(value)
+        return NA if value is None else str(value)
     return _pct(value) if metric.kind == "rate" else _score(value)
 
 
@@ -96,10 +99,20 @@ def eval_report_markdown(metrics: Metrics) -> str:
     ]
     rows = []
     for m in metrics_of("overall"):
+        if m.group:
+            continue
         label, better, _ = _shown(m, metrics.target)
         rows.append([label, _fmt(m, getattr(o, m.name)), better])
-    lines += [_table(["metric", "value", "better"], rows), "", "## Per evaluation set", ""]
-    per_set = metrics_of("set")
+    lines += [_table(["metric", "value", "better"], rows), ""]
+    for group, members in _groups().items():
+        if all(getattr(o, m.name) is None for m in members):
+            continue  # a family of metrics this bench has no sets for (e.g. MLLMU's on the built-in bench)
+        lines += [f"## {group} metrics", "", f"Under {group}'s own names; {NA} where the bench lacks the set.", "",
+                  _table(["metric", "value", "better"], [[_shown(m, metrics.target)[0], _fmt(m, getattr(o, m.name)),
+                                                          _shown(m, metrics.target)[1]] for m in members]), ""]
+    lines += ["## Per evaluation set", ""]
+    per_set = [m for m in metrics_of("set")  # a grouped column only where some set has a value (choice, cloze)
+               if not m.group or any(getattr(v, m.name) is not None for v in metrics.sets.values())]
     set_rows = [[f"`{name}`", *(_fmt(m, getattr(values, m.name)) for m in per_set)] for name, values in metrics.sets.items()]
     lines.append(_table(["set", *(m.label for m in per_set)], set_rows))
     if metrics.gold is not None:
@@ -133,9 +146,18 @@ def eval_report_markdown(metrics: Metrics) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _groups() -> dict[str, list[Metric]]:
+    """Overall metrics declared with a ``group``, by group, in declaration order."""
+    out: dict[str, list[Metric]] = {}
+    for m in metrics_of("overall"):
+        if m.group:
+            out.setdefault(m.group, []).append(m)
+    return out
+
+
 def _cell(value: Any) -> str:
     if value is None:
-        return "–"
+        return NA
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
@@ -197,7 +219,8 @@ def compare_markdown(metrics: Sequence[Metrics], labels: Sequence[str], wall_tim
     """The comparison table (paper layout) as markdown."""
     has_gold = any(m.gold is not None for m in metrics)
     has_time = wall_times is not None and any(t is not None for t in wall_times)
-    columns = [m for m in metrics_of("overall") if m.column]
+    columns = [m for m in metrics_of("overall") if m.column
+               and not (m.group and all(getattr(r.overall, m.name) is None for r in metrics))]
     shown_as = "visual" if metrics and all(m.target == "visual" for m in metrics) else "all"  # kept name answers
     header = ["Method", "Setting", *(_shown(c, shown_as)[2] for c in columns)]
     header += ["Forget NLL KS p ↑"] if has_gold else []

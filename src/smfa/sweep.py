@@ -13,6 +13,7 @@ from typing import Any
 from smfa.errors import ConfigError
 from smfa.eval.registry import metrics_of
 from smfa.rundir import atomic_run_dir, read_manifest, write_json_atomic, write_manifest, write_text_atomic
+from smfa.report import NA
 
 
 @dataclass
@@ -44,7 +45,7 @@ def _markdown(rows: list[dict[str, Any]], mode: str, run: str) -> str:
              "| k | " + " | ".join(f"{m.label} {m.better}".strip() for m in swept) + " |",
              "|---|" + "---|" * len(swept)]
     for r in rows:
-        cells = ["–" if r[m.sweep] is None else (f"{100 * r[m.sweep]:.1f}" if m.kind == "rate" else f"{r[m.sweep]:.2f}")
+        cells = [NA if r[m.sweep] is None else (f"{100 * r[m.sweep]:.1f}" if m.kind == "rate" else f"{r[m.sweep]:.2f}")
                  for m in swept]
         lines.append(f"| {r['k']:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

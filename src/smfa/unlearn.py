@@ -38,7 +38,7 @@ class UnlearnConfig:
     model: str = ""  # vanilla run directory (smfa finetune) or a model directory
     out: str = ""  # run directory to write
     method: str = "smfa"  # registered method name (smfa unlearn --help lists them)
-    forget: str = "10"  # forget split: 5 | 10 | 15 | val (val = hyper-parameter search only)
+    forget: str = "10"  # forget split: 5 | 10 | 15 | val (tuning only), an imported split's name, or a file of person ids
     forget_people: str | None = None  # a deletion request: person ids (comma list or a file, one per line) instead of forget
     target: str = "all"  # all (forget photo and name knowledge) | visual (forget the photo link only)
     anchor_size: int | None = None  # size of D_r^few (default: the bench's anchor set)

@@ -1,4 +1,4 @@
-"""``smfa bench build`` and ``smfa bench show``."""
+"""``smfa bench build``, ``smfa bench show`` and ``smfa bench import``."""
 
 from __future__ import annotations
 
@@ -52,6 +52,31 @@ def register(subparsers) -> None:
     show.add_argument("--people", type=int, default=6, help="how many people to show (default: 6)")
     show.set_defaults(func=_show)
 
+    imp = actions.add_parser(
+        "import",
+        help="import MLLMU-Bench, CLEAR or your own JSONL rows as a bench directory",
+        description="Write a bench directory (docs/data-format.md) from another benchmark's parquet files or from your "
+        "own rows; every later stage (finetune, unlearn, eval, compare, report) then runs on it unchanged.",
+    )
+    imp.add_argument("format", choices=("mllmu", "clear", "jsonl"),
+                     help="mllmu: MLLMU-Bench's parquet subsets; clear: CLEAR's; jsonl: your rows (README 'Your own data')")
+    imp.add_argument("input", type=Path, help="the dataset directory (mllmu, clear) or the rows file (jsonl)")
+    imp.add_argument("--out", type=Path, required=True, help="bench directory to write (must not exist unless --overwrite)")
+    imp.add_argument("--images", type=Path, default=None, help="jsonl: the folder that image paths are relative to")
+    imp.add_argument("--forget", default=None,
+                     help="jsonl: the people to forget, a file of person ids (one per line) or a comma list; stored as "
+                     "split forget_user (later: --forget user)")
+    imp.add_argument("--anchor-size", type=int, default=48, help="questions in the few-shot retain anchor (default 48)")
+    imp.add_argument("--reference-share", type=float, default=0.0,
+                     help="share of the retain people set apart as the reference pool (default 0: none, every retain "
+                     "person counts in the retain metrics)")
+    imp.add_argument("--image-size", type=int, default=None,
+                     help="resize every image to N x N px (default: keep; the built-in tiny model resizes to 32 px itself)")
+    imp.add_argument("--seed", type=int, default=0, help="seed of the reference-pool and anchor draws (default 0)")
+    imp.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.set_defaults(func=_import)
+
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
@@ -85,4 +110,33 @@ def _show(args: argparse.Namespace) -> int:
     out = contact_sheet(bench, args.out, n_people=args.people)
     print(format_counts(bench.meta))
     print(f"\ncontact sheet: {out}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from smfa.bench.importers import ImportOptions
+    from smfa.errors import ConfigError
+
+    opts = ImportOptions(out=args.out, seed=args.seed, anchor_size=args.anchor_size, reference_share=args.reference_share,
+                         image_size=args.image_size, overwrite=args.overwrite, progress=not args.quiet)
+    opts.validate()
+    if args.format != "jsonl" and (args.images or args.forget):
+        raise ConfigError("--images and --forget are for `smfa bench import jsonl`; mllmu and clear bring their own splits")
+    start = time.perf_counter()
+    if args.format == "mllmu":
+        from smfa.bench.importers.mllmu import import_mllmu
+
+        meta = import_mllmu(args.input, opts)
+    elif args.format == "clear":
+        from smfa.bench.importers.clear import import_clear
+
+        meta = import_clear(args.input, opts)
+    else:
+        from smfa.bench.importers.jsonl import import_jsonl
+
+        meta = import_jsonl(args.input, opts, images=args.images, forget=args.forget)
+    counts = meta["counts"]
+    splits = ", ".join(f"{k} ({v})" for k, v in counts["people"].items() if k.startswith("forget_"))
+    print(f"people: {counts['people']}\nquestions (kind/format): {counts['questions']}\nforget splits: {splits or 'none'}")
+    print(f"\nwrote {args.out.resolve()} in {time.perf_counter() - start:.1f}s  checksum {meta['checksum']}")
     return 0

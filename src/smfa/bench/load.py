@@ -9,10 +9,13 @@ Row sets (all lists of :class:`Question`, in file order):
 - ``training_rows()``: what the vanilla model is fine-tuned on — train phrasing on training images (or no
   image), known people only, every kind incl. general VQA and unanswerable; ``people="retain"`` drops the
   forget people (the oracle's data).
-- ``forget_rows(forget)``: ``D_f`` — the forget people's memory rows from ``training_rows``.
+- ``forget_rows(forget)``: ``D_f`` — the forget people's memory rows from ``training_rows``; ``forget`` is a
+  split name (``10``, ``forget_10``, an imported ``user``) or a file of person ids.
 - ``anchor_rows()``: ``D_r^few`` — the few-shot retain anchor stored in ``splits.json``.
-- ``eval_sets(forget)``: named evaluation sets (``forget/image_memory/paraphrase`` …); no anchor row is
-  ever in one.
+- ``eval_sets(forget)``: named evaluation sets (``forget/image_memory/paraphrase`` …, ``…/choice`` and
+  ``…/cloze`` where a bench has such rows, ``external/…`` for external people); no anchor row is ever in one.
+
+Imported benches (``smfa bench import``, docs/data-format.md) load through the same checks.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from pathlib import Path
 from smfa.bench.layout import BENCH_JSON, SPLITS_JSON, bench_checksum
 from smfa.bench.schema import (
     DOMAINS,
+    EXTERNAL_GROUP,
     FORGET_GROUP,
-    FORGET_SPLITS,
+    FORMATS,
+    GENERATION,
     GENERAL_VQA,
     HELDOUT_IMAGE,
     KINDS,
@@ -42,8 +47,8 @@ from smfa.bench.schema import (
     eval_variant,
     text_memory_group,
 )
-from smfa.bench.forget_set import ForgetSet, request_set
-from smfa.bench.validate import read_bench, rebuild_hint
+from smfa.bench.forget_set import ForgetSet, parse_people, request_set
+from smfa.bench.validate import forget_split_names, read_bench, rebuild_hint
 from smfa.errors import BenchError, ConfigError
 
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -77,19 +82,27 @@ class Bench:
     # --- people ------------------------------------------------------------------------------
 
     def _forget_key(self, forget: str | int) -> str:
-        key = str(forget).removeprefix("forget_")
-        if key not in FORGET_SPLITS:
+        """``splits.json`` key of a forget split: ``10``, ``forget_10`` and ``forget10`` (CLEAR's spelling) all
+        name ``forget_10``; an imported bench's own names (``forget_user``) work the same way."""
+        key = str(forget).removeprefix("forget").removeprefix("_")
+        key = str(int(key)) if key.isdigit() else key
+        names = forget_split_names(self.splits)
+        if f"forget_{key}" not in names:
+            available = ", ".join(n.removeprefix("forget_") for n in names) or "none"
             raise ConfigError(
-                f"unknown forget split {forget!r}; available: {', '.join(FORGET_SPLITS)} "
-                f"(the {', '.join('forget_' + k for k in FORGET_SPLITS)} lists of {self.root / SPLITS_JSON})"
+                f"unknown forget split {forget!r}; this bench has: {available} (the forget_* lists of "
+                f"{self.root / SPLITS_JSON}), or pass a file of person ids, one per line"
             )
         return f"forget_{key}"
 
     def forget_set(self, forget: str | int | ForgetSet) -> ForgetSet:
-        """The forget group: a split name (5, 10, 15, "val") resolved to its people, or a :class:`ForgetSet`
-        (a deletion request) as given. Every row set below takes either."""
+        """The forget group: a split name (5, 10, 15, "val", an imported split's name) resolved to its
+        people, a file of person ids (one per line; ``#`` comments and blank lines skipped) resolved as a
+        deletion request naming them, or a :class:`ForgetSet` as given. Every row set below takes either."""
         if isinstance(forget, ForgetSet):
             return forget
+        if _is_id_file(forget):
+            return self.request_set(parse_people(str(forget)))
         key = self._forget_key(forget)
         ids = frozenset(self.splits[key])
         if not ids:
@@ -113,6 +126,11 @@ class Bench:
         reference pool; for ``val`` also without ``forget_15`` (tuning never touches a test forget person)."""
         return self.known_people() - self.forget_set(forget).not_retain - self.reference_people()
 
+    def external_people(self) -> set[str]:
+        """People of role ``external`` (e.g. MLLMU-Bench's celebrities): never fine-tuned on, evaluated as
+        the group ``external``."""
+        return {pid for pid, p in self.people.items() if p.role == "external"}
+
     def reference_people(self) -> set[str]:
         """Retain people whose questions (not labels) a method may use; never in a retain metric."""
         return set(self.splits["reference"])
@@ -124,7 +142,7 @@ class Bench:
 
     @staticmethod
     def _is_training_row(q: Question) -> bool:
-        return q.phrasing == TRAIN_PHRASING and q.image_split in (TRAIN_IMAGE, None)
+        return q.trainable and q.format == GENERATION and q.phrasing == TRAIN_PHRASING and q.image_split in (TRAIN_IMAGE, None)
 
     def training_rows(self, people: str = "all", forget: str | int | ForgetSet | None = None) -> list[Question]:
         """Vanilla training data (``people="all"``) or the oracle's (``people="retain"``, needs ``forget``):
@@ -210,20 +228,27 @@ class Bench:
         if limit is not None and limit < 1:
             raise ConfigError(f"eval set limit must be >= 1 (got {limit})")
         groups = {FORGET_GROUP: self.forget_people(forget), "retain": self.retain_people(forget)}
+        if self.external_people():
+            groups[EXTERNAL_GROUP] = self.external_people()
         sets: dict[str, list[Question]] = {}
         for group, who in groups.items():
             for kind in PERSON_KINDS:
                 for variant in ("", "paraphrase", "unseen_image"):
                     if kind == TEXT_MEMORY and variant == "unseen_image":
                         continue
-                    rows = [
-                        q for q in self.questions
-                        if q.person_id in who and q.kind == kind and eval_variant(q) == variant and q.id not in self._anchor
-                    ]
-                    kept = group == FORGET_GROUP and kind == TEXT_MEMORY  # named by the setting rule
-                    sets[eval_set_name(text_memory_group(target) if kept else group, kind, variant)] = rows
+                    for fmt in FORMATS:
+                        rows = [
+                            q for q in self.questions
+                            if q.person_id in who and q.kind == kind and q.format == fmt and eval_variant(q) == variant
+                            and q.id not in self._anchor
+                        ]
+                        if fmt != GENERATION and not rows:
+                            continue  # choice and cloze sets exist only where a bench has such questions
+                        kept = group == FORGET_GROUP and kind == TEXT_MEMORY  # named by the setting rule
+                        sets[eval_set_name(text_memory_group(target) if kept else group, kind, variant, fmt)] = rows
         sets["general_vqa"] = [
-            q for q in self.questions if q.kind == GENERAL_VQA and eval_variant(q) == "unseen_image" and q.id not in self._anchor
+            q for q in self.questions
+            if q.kind == GENERAL_VQA and q.format == GENERATION and eval_variant(q) == "unseen_image" and q.id not in self._anchor
         ]
         if limit is not None:
             sets = {name: _subsample(rows, limit, name) for name, rows in sets.items()}
@@ -276,6 +301,12 @@ class Bench:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _is_id_file(forget: str | int) -> bool:
+    """A ``--forget`` value that names an existing file (of person ids) rather than a split."""
+    text = str(forget)
+    return ("/" in text or "." in text) and Path(text).is_file()
 
 
 def _subsample(rows: list[Question], limit: int, name: str) -> list[Question]:

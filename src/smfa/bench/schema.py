@@ -24,6 +24,18 @@ KINDS = (IMAGE_MEMORY, TEXT_MEMORY, UNDERSTANDING, GENERAL_VQA, UNANSWERABLE)
 MEMORY_KINDS = (IMAGE_MEMORY, TEXT_MEMORY)
 PERSON_KINDS = (IMAGE_MEMORY, TEXT_MEMORY, UNDERSTANDING)
 
+# Answer formats (how a question is asked and scored). Imported benchmarks bring the last two.
+GENERATION = "generation"  # free answer, scored by fact matching, ROUGE-L and the judge
+CHOICE = "choice"  # multiple choice: ``options`` letter -> text, ``answer``/``fact`` = the correct letter; evaluation only
+CLOZE = "cloze"  # fill in the blank: ``fact`` = the missing words; evaluation only
+FORMATS = (GENERATION, CHOICE, CLOZE)
+
+# Roles of a person. "known": in vanilla training; "holdout": never trained on (membership-inference
+# negatives); "external": never fine-tuned on but possibly known from pre-training (MLLMU-Bench's real
+# celebrities), evaluated as their own group ``external``.
+ROLES = ("known", "holdout", "external")
+EXTERNAL_GROUP = "external"
+
 # Visual domains of an image.
 DOMAINS = ("portrait", "fundus", "shapes", "none")
 
@@ -70,7 +82,7 @@ class Person:
     attributes: dict[str, str]  # private facts: home_city, occupation, employer, birth_year, medical_condition
     visual: dict[str, str]  # identifying visible features of the portrait (renderer ground truth)
     fundus: dict[str, str] | None = None  # for patients: lesion_count, lesion_colour, disc_side, diagnosis
-    role: str = "known"  # "known" (appears in vanilla training) or "holdout" (never trained on)
+    role: str = "known"  # one of ROLES: "known" (in vanilla training), "holdout" (never trained on), "external"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,18 +104,31 @@ class Question:
     phrasing: str = TRAIN_PHRASING  # TRAIN_PHRASING | PARAPHRASE
     template_id: int = 0
     meta: dict[str, str] = field(default_factory=dict)
+    format: str = GENERATION  # one of FORMATS; choice and cloze rows are never trained on
+    options: dict[str, str] | None = None  # choice rows: option letter -> option text ("A" -> "Norvale")
+    trainable: bool = True  # False: an evaluation-only row (imported benchmark questions), never in training data
 
     @property
     def has_image(self) -> bool:
         return self.image is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The row as written to ``questions.jsonl``. The imported-benchmark fields (``format``, ``options``,
+        ``trainable``) are left out at their defaults, so a built-in bench's files (and checksums) are unchanged."""
+        out = asdict(self)
+        for name, default in _OPTIONAL_DEFAULTS.items():
+            if out[name] == default:
+                del out[name]
+        return out
 
 
-def eval_set_name(group: str, kind: str, variant: str = "") -> str:
-    """``forget/image_memory``, ``retain/text_memory/paraphrase``, ``forget/understanding/unseen_image``."""
-    return f"{group}/{kind}" + (f"/{variant}" if variant else "")
+_OPTIONAL_DEFAULTS: dict[str, Any] = {"format": GENERATION, "options": None, "trainable": True}
+
+
+def eval_set_name(group: str, kind: str, variant: str = "", fmt: str = GENERATION) -> str:
+    """``forget/image_memory``, ``retain/text_memory/paraphrase``, ``forget/understanding/unseen_image``; a
+    choice or cloze set ends with its format: ``forget/image_memory/choice``, ``retain/text_memory/paraphrase/cloze``."""
+    return f"{group}/{kind}" + (f"/{variant}" if variant else "") + (f"/{fmt}" if fmt != GENERATION else "")
 
 
 def eval_variant(q: Question) -> str | None:

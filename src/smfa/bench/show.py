@@ -10,7 +10,8 @@ from typing import Any
 
 from smfa.bench.load import Bench
 from smfa.bench.questions import fundus_path, portrait_path
-from smfa.errors import OutputError
+from smfa.bench.validate import is_imported
+from smfa.errors import ConfigError, OutputError
 
 GROUPS = ("forget_5", "forget_10", "forget_15", "forget_val", "reference", "retain", "holdout", "general", "total")
 
@@ -26,6 +27,14 @@ def format_counts(meta: dict[str, Any]) -> str:
     """The counts of ``bench.json`` as plain-text tables."""
     counts = meta["counts"]
     people = counts["people"]
+    if is_imported(meta):  # an imported bench counts people by role/split and questions by kind/format
+        return "\n".join([
+            f"{meta['name']}  preset={meta['preset']}  seed={meta['seed']}  version={meta['version']}", "",
+            _table(["people", "count"], [[k, v] for k, v in people.items()]), "",
+            _table(["questions (kind/format)", "count"], [[k, v] for k, v in counts["questions"].items()]), "",
+            _table(["rows", "count"], [[k, v] for k, v in counts["rows"].items()]), "",
+            _table(["anchor (D_r^few)", "count"], [[k, v] for k, v in counts["anchor"].items()]),
+        ])
     parts = [
         f"S-MLLMUn Bench  preset={meta['preset']}  seed={meta['seed']}  image_size={meta['config']['image_size']}px  version={meta['version']}",
         "",
@@ -67,6 +76,9 @@ def contact_sheet(bench: Bench, out: str | Path, n_people: int = 6) -> Path:
     if not out.parent.is_dir():
         raise OutputError(f"the folder of --out {out} does not exist; create it or choose another --out")
 
+    if is_imported(bench.meta):
+        raise ConfigError(f"the contact sheet lays out the built bench's portraits and scans; {bench.root} was imported "
+                          f"({bench.meta['source']['format']}): its images are in {bench.root / 'images'}")
     cfg = bench.meta["config"]
     n_var, n_fundus = int(cfg["n_variants"]), int(cfg["n_fundus_variants"])
     n_train = n_var - int(cfg["n_heldout_variants"])

@@ -85,3 +85,34 @@ def answer_losses(
         labels = batch.pop("labels")
         losses.extend(answer_nll(model(**batch).logits, labels, reduction="none").tolist())
     return losses
+
+
+def pick_option(losses: dict[str, float]) -> str:
+    """The multiple-choice rule: the option letter whose text has the lowest mean per-token NLL as the answer
+    to the question (ties: the first letter in the question's order). Scoring every option's text, rather
+    than reading a generated letter, gives every model an answer, also one never trained to answer by letter."""
+    if not losses:
+        raise ValueError("pick_option needs at least one option")
+    return min(losses, key=lambda letter: (losses[letter], list(losses).index(letter)))
+
+
+def choose_options(
+    loaded: Any,
+    rows: Sequence[Question],
+    bench: Any,
+    *,
+    batch_size: int = 64,
+    images: ImageCache | None = None,
+    progress: bool = True,
+) -> list[str]:
+    """The option letter :func:`pick_option` picks for each multiple-choice row (its ``options``), all options
+    of all rows scored in one batched pass of :func:`answer_losses`."""
+    pairs = [(i, letter, text) for i, r in enumerate(rows) for letter, text in (r.options or {}).items()]
+    if any(not r.options for r in rows):
+        raise ValueError("choose_options got a row without options")
+    losses = answer_losses(loaded, [rows[i] for i, _, _ in pairs], bench, answers=[t for _, _, t in pairs],
+                           batch_size=batch_size, images=images, progress=progress)
+    per_row: list[dict[str, float]] = [{} for _ in rows]
+    for (i, letter, _), loss in zip(pairs, losses):
+        per_row[i][letter] = loss
+    return [pick_option(d) for d in per_row]

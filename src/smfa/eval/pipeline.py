@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from smfa.bench.forget_set import REQUEST_LABEL, ForgetSet
-from smfa.bench.schema import FORGET_GROUP, KINDS, MEMORY_KINDS, UNANSWERABLE, UNDERSTANDING, Question, forgotten_kinds
+from smfa.bench.schema import CHOICE, FORGET_GROUP, KINDS, MEMORY_KINDS, UNANSWERABLE, UNDERSTANDING, Question, forgotten_kinds
 from smfa.errors import ConfigError
 from smfa.rundir import atomic_run_dir, iter_jsonl, write_jsonl_atomic, write_manifest
 
@@ -101,7 +101,7 @@ def generate_sets(loaded: Any, bench: Any, sets: dict[str, list[Question]], forg
                   images: Any = None):
     """Answers (and, for ``loss_sets``, reference losses) for every set, generated in one batched pass."""
     from smfa.data import ImageCache
-    from smfa.eval.generate import answer_losses, generate_answers
+    from smfa.eval.generate import answer_losses, choose_options, generate_answers
     from smfa.eval.schema import Generation
 
     images = images or ImageCache(bench)
@@ -109,9 +109,17 @@ def generate_sets(loaded: Any, bench: Any, sets: dict[str, list[Question]], forg
     for name, rows in sets.items():
         texts = (questions or {}).get(name) or [r.question for r in rows]
         flat.extend((name, r, t) for r, t in zip(rows, texts))
-    answers = generate_answers(loaded, [r for _, r, _ in flat], bench, questions=[t for _, _, t in flat],
-                               batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, images=images,
-                               progress=cfg.progress, desc="evaluating")
+    # Multiple-choice rows are answered by scoring their options (generate.pick_option), the rest by generation.
+    picked = [i for i, (_, r, _) in enumerate(flat) if r.format == CHOICE]
+    free = [i for i in range(len(flat)) if flat[i][1].format != CHOICE]
+    answers = [""] * len(flat)
+    generated = generate_answers(loaded, [flat[i][1] for i in free], bench, questions=[flat[i][2] for i in free],
+                                 batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, images=images,
+                                 progress=cfg.progress, desc="evaluating") if free else []
+    letters = choose_options(loaded, [flat[i][1] for i in picked], bench, batch_size=cfg.batch_size, images=images,
+                             progress=cfg.progress) if picked else []
+    for i, a in zip(free + picked, generated + letters):
+        answers[i] = a
     loss_idx = [i for i, (name, _, _) in enumerate(flat) if name in loss_sets]
     losses = answer_losses(loaded, [flat[i][1] for i in loss_idx], bench, batch_size=cfg.batch_size,
                            images=images, progress=cfg.progress) if loss_idx else []
@@ -119,7 +127,7 @@ def generate_sets(loaded: Any, bench: Any, sets: dict[str, list[Question]], forg
     return [
         Generation(set=name, question_id=r.id, kind=r.kind, attribute=r.attribute, question=text, answer=answers[i],
                    reference=r.answer, fact=r.fact, person_id=r.person_id,
-                   is_forget_person=r.person_id in forget_people, loss=loss_of.get(i))
+                   is_forget_person=r.person_id in forget_people, loss=loss_of.get(i), format=r.format)
         for i, (name, r, text) in enumerate(flat)
     ]
 

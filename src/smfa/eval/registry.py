@@ -39,6 +39,9 @@ class Metric:
         bar: its label in the method bar chart (``methods.png``); ``""`` = no bar.
         sweep: its key in a k-sweep row (``sweep.json``); ``""`` = not swept.
         required: ``metrics.json`` must carry it (older files may lack the others).
+        group: a family of metrics shown only where they have values: an overall metric in its own section of
+            ``report.md`` (e.g. ``MLLMU-Bench``) when one of the family has a value, and a comparison column
+            when some run has one; a set metric as a per-set column when some set has one. ``""`` = always shown.
     """
 
     name: str
@@ -55,6 +58,7 @@ class Metric:
     bar: str = ""
     sweep: str = ""
     required: bool = False
+    group: str = ""
 
 
 _METRICS: dict[str, dict[str, Metric]] = {level: {} for level in LEVELS}

@@ -70,6 +70,9 @@ class Generation:
         is_forget_person: whether the person is in the forget split.
         loss: mean per-token NLL of the reference answer under the model (the forget-NLL KS test, MIA); ``null``
             when not computed.
+        format: the question's answer format, ``generation`` (a generated answer), ``choice`` (``answer`` is the
+            option letter the model picked: the lowest mean per-token NLL option, :func:`smfa.eval.generate.pick_option`;
+            ``fact`` the correct letter) or ``cloze`` (a generated fill-in); absent in files of older versions.
     """
 
     set: str
@@ -83,6 +86,7 @@ class Generation:
     person_id: str | None
     is_forget_person: bool
     loss: float | None = None
+    format: str = "generation"
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

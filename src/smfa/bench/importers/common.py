@@ -1,0 +1,246 @@
+"""What every importer shares: decoding images once, the reference pool and few-shot anchor drawn from the
+imported retain people, the counts, and writing the bench directory atomically (validated before it is
+renamed into place, so a bad input never leaves a directory that looks complete).
+
+An importer parses its input into :class:`ImportedData` (people, question rows, named forget splits,
+image bytes) and raises :class:`smfa.errors.BenchError` naming the file and row of anything wrong;
+:func:`write_imported_bench` does the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smfa.bench.layout import BENCH_JSON, PEOPLE_JSONL, QUESTIONS_JSONL, SPLITS_JSON, bench_checksum
+from smfa.bench.schema import BENCH_VERSION, GENERAL_VQA, IMAGE_MEMORY, MEMORY_KINDS, TEXT_MEMORY, UNDERSTANDING, Person, Question
+from smfa.errors import BenchError, ConfigError
+from smfa.rundir import atomic_run_dir, write_json_atomic, write_jsonl_atomic, write_manifest
+
+IMPORTED_PRESET = "imported"  # bench.json "preset" of every imported bench
+DEFAULT_ANCHOR_SIZE = 48  # as the tiny preset's
+DEFAULT_REFERENCE_SHARE = 0.0  # imported benches keep every retain person in the retain metrics unless asked
+ANCHOR_KINDS = (IMAGE_MEMORY, TEXT_MEMORY, UNDERSTANDING, GENERAL_VQA)
+
+
+@dataclass
+class ImportedData:
+    """A parsed input, before it is written: ``images`` maps a bench-relative path to the decoded RGB image."""
+
+    people: list[Person]
+    questions: list[Question]
+    forget_splits: dict[str, list[str]]  # "forget_5" -> person ids
+    images: dict[str, Any] = field(default_factory=dict)
+    holdout: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """Options every importer takes (``smfa bench import ... --help``)."""
+
+    out: Path
+    seed: int = 0  # seed of the reference pool and the anchor draw
+    anchor_size: int = DEFAULT_ANCHOR_SIZE  # questions in the few-shot retain anchor D_r^few (fewer if fewer exist)
+    reference_share: float = DEFAULT_REFERENCE_SHARE  # share of the retain people put into the reference pool
+    image_size: int | None = None  # resize every image to a square of this side; None keeps the input size
+    overwrite: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.anchor_size < 0:
+            raise ConfigError(f"--anchor-size must be >= 0 (got {self.anchor_size})")
+        if not 0.0 <= self.reference_share < 1.0:
+            raise ConfigError(f"--reference-share must be in [0, 1) (got {self.reference_share})")
+        if self.image_size is not None and self.image_size < 8:
+            raise ConfigError(f"--image-size must be >= 8 px (got {self.image_size})")
+
+
+def decode_image(data: Any, where: str):
+    """``data`` (bytes, or an HF image struct ``{"bytes": ..., "path": ...}``) as an RGB ``PIL.Image``;
+    :class:`BenchError` naming ``where`` when it is missing or cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(data, dict):
+        data = data.get("bytes")
+    if not isinstance(data, (bytes, bytearray)) or not data:
+        raise BenchError(f"{where}: no image bytes (found {type(data).__name__}); every row needs its image")
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as img:
+            return img.convert("RGB")
+    except UnidentifiedImageError as exc:
+        raise BenchError(f"{where}: the image bytes cannot be decoded (not an image format Pillow reads); replace "
+                         "or re-download the file") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BenchError(f"{where}: the image bytes cannot be decoded ({exc}); replace or re-download the file") from exc
+
+
+def image_name(person_id: str, data_key: str) -> str:
+    """A stable bench-relative path for one image of ``person_id`` (``data_key`` tells its images apart)."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in person_id) or "person"
+    digest = hashlib.sha256(f"{person_id}\0{data_key}".encode()).hexdigest()[:10]
+    return f"images/{safe}/{digest}.png"
+
+
+class RowCollector:
+    """Collects an importer's question rows (refusing a repeated id) and its decoded images (each distinct
+    image once, under :func:`image_name`)."""
+
+    def __init__(self, data: ImportedData):
+        self.data = data
+        self.ids: set[str] = set()
+
+    def image(self, person_id: str, raw: Any, where: str) -> str:
+        """Decode ``raw`` (bytes or an HF image struct) and return its bench-relative path."""
+        img = decode_image(raw, where)
+        key = raw.get("bytes") if isinstance(raw, dict) else raw
+        rel = image_name(person_id, hashlib.sha256(bytes(key)).hexdigest())
+        self.data.images.setdefault(rel, img)
+        return rel
+
+    def add(self, **fields: Any) -> None:
+        """Append a :class:`Question` built from ``fields``."""
+        if fields["id"] in self.ids:
+            raise BenchError(f"question id {fields['id']} appears twice; question ids must be unique")
+        self.ids.add(fields["id"])
+        self.data.questions.append(Question(**fields))
+
+
+def unique(ids: list[str], what: str, where: str) -> list[str]:
+    """``ids`` unchanged, or a :class:`BenchError` naming the first duplicate."""
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise BenchError(f"{where}: {what} {i!r} appears twice; ids must be unique")
+        seen.add(i)
+    return ids
+
+
+def check_split_people(name: str, ids: list[str], people: dict[str, Person], where: str) -> None:
+    """Every id of split ``name`` is a known person of the input."""
+    for pid in ids:
+        if pid not in people:
+            raise BenchError(f"{where}: split {name} names {pid!r}, who is not among the people of the input")
+        if people[pid].role != "known":
+            raise BenchError(f"{where}: split {name} names {pid!r}, whose role is {people[pid].role!r}; only people "
+                             "the vanilla is trained on can be forgotten")
+
+
+def draw_reference(retain: list[str], share: float, seed: int) -> list[str]:
+    """``round(share · |retain|)`` retain people, drawn deterministically: the reference pool."""
+    n = round(len(retain) * share)
+    return sorted(random.Random(f"reference/{seed}").sample(sorted(retain), n)) if n else []
+
+
+def draw_anchor(questions: list[Question], eligible: set[str], size: int, seed: int) -> list[str]:
+    """Up to ``size`` trainable training-row ids of ``eligible`` people (and general VQA), spread evenly over
+    the kinds the bench has, drawn deterministically: the few-shot retain anchor ``D_r^few``. At most a quarter
+    of the eligible rows: anchor rows leave the evaluation sets, and the anchor is meant to be *few*."""
+    rng = random.Random(f"anchor/{seed}")
+    pools = {
+        kind: [q.id for q in questions
+               if q.kind == kind and q.trainable and q.format == "generation" and q.phrasing == "train"
+               and q.image_split in ("train", None) and (q.person_id in eligible or kind == GENERAL_VQA)]
+        for kind in ANCHOR_KINDS
+    }
+    pools = {k: v for k, v in pools.items() if v}
+    size = min(size, sum(len(v) for v in pools.values()) // 4)
+    picked: list[str] = []
+    kinds = list(pools)
+    for k, kind in enumerate(kinds):
+        share = size // len(kinds) + (1 if k < size % len(kinds) else 0) if kinds else 0
+        picked += rng.sample(pools[kind], min(share, len(pools[kind])))
+    return sorted(picked)
+
+
+def count_imported(people: list[Person], questions: list[Question], splits: dict[str, list[str]]) -> dict[str, Any]:
+    """People per role and split, questions per kind × format, training/evaluation rows."""
+    forget = {n: len(v) for n, v in splits.items() if n.startswith("forget_")}
+    return {
+        "people": {"total": len(people), **dict(sorted(Counter(p.role for p in people).items())), **forget,
+                   "reference": len(splits["reference"])},
+        "questions": {f"{kind}/{fmt}": n for (kind, fmt), n in sorted(Counter((q.kind, q.format) for q in questions).items())},
+        "rows": {"total": len(questions), "trainable": sum(1 for q in questions if q.trainable),
+                 "evaluation_only": sum(1 for q in questions if not q.trainable)},
+        "anchor": {"size": len(splits["anchor"])},
+        "images": len({q.image for q in questions if q.image}),
+    }
+
+
+def write_imported_bench(data: ImportedData, opts: ImportOptions, source: dict[str, Any]) -> dict[str, Any]:
+    """Draw the reference pool and anchor, write the bench directory ``opts.out`` atomically and validate it
+    before it appears. ``source`` (``format``, ``input`` and what was read) goes into ``bench.json``."""
+    from tqdm.auto import tqdm
+
+    from smfa.bench.validate import read_bench
+
+    opts.validate()
+    by_id = {p.person_id: p for p in data.people}
+    forgotten = {pid for ids in data.forget_splits.values() for pid in ids}
+    retain = [p.person_id for p in data.people if p.role == "known" and p.person_id not in forgotten]
+    reference = draw_reference(retain, opts.reference_share, opts.seed)
+    eligible = set(retain) - set(reference)
+    anchor = draw_anchor(data.questions, eligible, opts.anchor_size, opts.seed)
+    splits = {**{k: sorted(v) for k, v in data.forget_splits.items()}, "holdout": sorted(data.holdout),
+              "reference": reference, "anchor": anchor}
+    for name, ids in splits.items():
+        if name != "anchor":
+            for pid in ids:
+                if pid not in by_id:
+                    raise BenchError(f"split {name} names {pid!r}, who is not among the imported people")
+    config = {"source": source["format"], "seed": opts.seed, "anchor_size": opts.anchor_size,
+              "reference_share": opts.reference_share}
+    if opts.image_size is not None:
+        config["image_size"] = opts.image_size  # the tiny model reads its image size from here
+    with atomic_run_dir(Path(opts.out), overwrite=opts.overwrite) as tmp:
+        for rel, img in tqdm(sorted(data.images.items()), desc="writing images", unit="img", disable=not opts.progress):
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if opts.image_size is not None and img.size != (opts.image_size, opts.image_size):
+                img = img.resize((opts.image_size, opts.image_size))
+            img.save(path, format="PNG", optimize=False)
+        write_jsonl_atomic(tmp / PEOPLE_JSONL, [p.to_dict() for p in data.people])
+        write_jsonl_atomic(tmp / QUESTIONS_JSONL, [q.to_dict() for q in data.questions])
+        write_json_atomic(tmp / SPLITS_JSON, splits)
+        meta = {
+            "version": BENCH_VERSION,
+            "name": f"imported from {source['format']} ({source.get('input', '')})",
+            "preset": IMPORTED_PRESET,
+            "seed": opts.seed,
+            "config": config,
+            "source": source,
+            "files": {"people": PEOPLE_JSONL, "questions": QUESTIONS_JSONL, "splits": SPLITS_JSON, "images": "images/"},
+            "counts": count_imported(data.people, data.questions, splits),
+            "checksum": bench_checksum(tmp),
+        }
+        write_json_atomic(tmp / BENCH_JSON, meta)
+        write_manifest(tmp, "bench-import", {**config, "out": str(opts.out)}, checksum=meta["checksum"], counts=meta["counts"])
+        read_bench(tmp)  # the same checks every later stage runs; a failure removes the whole directory
+    return meta
+
+
+def memory_kind(has_image: bool) -> str:
+    """Image memory when the question comes with the person's photo, text memory otherwise."""
+    return IMAGE_MEMORY if has_image else TEXT_MEMORY
+
+
+__all__ = [
+    "IMPORTED_PRESET",
+    "ImportOptions",
+    "ImportedData",
+    "RowCollector",
+    "MEMORY_KINDS",
+    "check_split_people",
+    "count_imported",
+    "decode_image",
+    "draw_anchor",
+    "draw_reference",
+    "image_name",
+    "memory_kind",
+    "unique",
+    "write_imported_bench",
+]

@@ -1,0 +1,183 @@
+"""``smfa bench import mllmu DIR``: MLLMU-Bench (arXiv 2410.22108; hub dataset ``MLLMMU/MLLMU-Bench``) as a
+bench directory.
+
+The input is the dataset's parquet layout as its card describes it, one folder (or file) per subset:
+
+| subset | columns read | becomes |
+|---|---|---|
+| ``Full_Set`` | ``ID``, ``image``, ``biography``, ``Classification_Task``, ``Generation_Task``, ``Mask_Task`` (``question``/``answer`` when there is no ``ft_Data``) | the 500 fictitious people (role ``known``) and their evaluation questions |
+| ``ft_Data`` | ``ID``, ``image``, ``metadata`` (JSON list of ``{"Question", "Answer"}``) | the vanilla's training rows (image memory) |
+| ``forget_5/10/15`` | ``ID`` | splits ``forget_5``, ``forget_10``, ``forget_15`` |
+| ``retain_85/90/95`` | ``ID`` | checked: each must be the complement of its forget split |
+| ``Test_Set`` | ``ID``, ``images`` (list) or ``image``, the three tasks | held-out photos (image questions, variant ``unseen_image``) and paraphrases (text questions, variant ``paraphrase``) |
+| ``Retain_Set`` | ``ID``, ``image``, the three tasks | real celebrities (role ``external``, group ``external``), never fine-tuned on |
+
+Task fields: ``Classification_Task`` = ``{Image_Textual_Questions, Pure_Text_Questions}``, each a list of
+``{Question, Options: {A, B, C, D}, Correct_Answer}`` → format ``choice``; ``Generation_Task`` and
+``Mask_Task`` = lists of ``{Question, Ground_Truth, Type}`` with ``Type`` ``Image_Textual`` (asked with the
+photo: image memory) or ``Pure_Text`` (text memory) → formats ``generation`` and ``cloze`` (the blank
+``__`` shown as ``[Blank]``). Every task question is evaluation-only (``trainable: false``): the vanilla
+learns from ``ft_Data`` as MLLMU's own fine-tuning does. MLLMU's rows carry no separate name, so a person's
+name is its ``ID``; the biography is kept as the attribute ``biography``.
+
+MLLMU's evaluation sets map to smfa's: Forget Set = ``forget/*`` (train variant), Test Set =
+``forget/image_memory/unseen_image*`` + ``forget/text_memory/paraphrase*``, Retain Set = ``retain/*``,
+Real Celebrity = ``external/*``; each with a ``/choice`` and a ``/cloze`` set beside the generation set.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from smfa.bench.importers.common import ImportedData, ImportOptions, RowCollector, unique, write_imported_bench
+from smfa.bench.importers.parquet import has_subset, read_subset
+from smfa.bench.schema import CHOICE, CLOZE, GENERATION, HELDOUT_IMAGE, IMAGE_MEMORY, PARAPHRASE, TEXT_MEMORY, TRAIN_IMAGE, TRAIN_PHRASING, Person, Question
+from smfa.errors import BenchError
+
+FORGET_RATIOS = (5, 10, 15)
+TASKS = ("Classification_Task", "Generation_Task", "Mask_Task")
+TYPES = {"Image_Textual": IMAGE_MEMORY, "Pure_Text": TEXT_MEMORY}
+CLOZE_HINT = "\nAnswer with the words that fill [Blank]."
+EXTERNAL_PREFIX = "celebrity_"  # person ids of Retain_Set rows, apart from the fictitious people's
+
+
+def _choice_text(question: str, options: dict[str, str]) -> str:
+    return question + "".join(f"\n{letter}: {text}" for letter, text in options.items())
+
+
+def _tasks(rows: RowCollector, subset: str, pid: str, row: dict[str, Any], where: str, image: str | None, *, test: bool) -> None:
+    """The three MLLMU tasks of one person as evaluation-only rows. ``test``: Test_Set (held-out photo,
+    paraphrased text questions)."""
+    image_split = HELDOUT_IMAGE if test else TRAIN_IMAGE
+
+    def place(kind: str) -> dict[str, Any]:
+        if kind == IMAGE_MEMORY:
+            if image is None:
+                raise BenchError(f"{where}: an Image_Textual question but the row has no image")
+            return {"image": image, "image_split": image_split, "domain": "portrait", "phrasing": TRAIN_PHRASING}
+        return {"image": None, "image_split": None, "domain": "none", "phrasing": PARAPHRASE if test else TRAIN_PHRASING}
+
+    base = f"{subset}/{pid}"
+    cls = row.get("Classification_Task") or {}
+    for key, kind in (("Image_Textual_Questions", IMAGE_MEMORY), ("Pure_Text_Questions", TEXT_MEMORY)):
+        for i, item in enumerate(cls.get(key) or []):
+            options = {k: str(v) for k, v in (item.get("Options") or {}).items() if v is not None}
+            answer = str(item.get("Correct_Answer") or "").strip()
+            if answer not in options:
+                raise BenchError(f"{where}: Classification_Task.{key}[{i}]: Correct_Answer {answer!r} is not one of the "
+                                 f"options {', '.join(options) or '(none)'}")
+            rows.add(id=f"{base}/choice_{kind}/{i}", kind=kind, attribute="classification", person_id=pid,
+                     question=_choice_text(str(item.get("Question") or ""), options), answer=answer, fact=answer,
+                     format=CHOICE, options=options, trainable=False, **place(kind))
+    for column, fmt in (("Generation_Task", GENERATION), ("Mask_Task", CLOZE)):
+        for i, item in enumerate(row.get(column) or []):
+            kind = TYPES.get(item.get("Type"))
+            if kind is None:
+                raise BenchError(f"{where}: {column}[{i}]: Type {item.get('Type')!r} is not one of {', '.join(TYPES)}")
+            truth = str(item.get("Ground_Truth") or "").strip()
+            question = str(item.get("Question") or "").strip()
+            if not truth or not question:
+                raise BenchError(f"{where}: {column}[{i}]: empty Question or Ground_Truth")
+            if fmt == CLOZE:
+                question = question.replace("__", "[Blank]") + CLOZE_HINT
+            rows.add(id=f"{base}/{fmt}_{kind}/{i}", kind=kind, attribute=column.removesuffix("_Task").lower(),
+                     person_id=pid, question=question, answer=truth, fact=truth, format=fmt, trainable=False,
+                     **place(kind))
+
+
+def parse_mllmu(root: Path, seed: int = 0) -> ImportedData:
+    """Read MLLMU-Bench's parquet subsets under ``root`` into :class:`ImportedData` (see the module docstring)."""
+    data = ImportedData(people=[], questions=[], forget_splits={})
+    rows = RowCollector(data)
+    full = read_subset(root, "Full_Set", ("ID", "image"), one_of=TASKS)
+    people: dict[str, Person] = {}
+    unique([str(r["ID"]) for _, r in full], "ID", f"{root}/Full_Set")
+    full_images: dict[str, str] = {}
+    for where, row in full:
+        pid = str(row["ID"])
+        people[pid] = Person(person_id=pid, name=pid, attributes={"biography": str(row.get("biography") or "")}, visual={})
+        full_images[pid] = rows.image(pid, row["image"], f"{where} (ID {pid})")
+        _tasks(rows, "full", pid, row, f"{where} (ID {pid})", full_images[pid], test=False)
+
+    if has_subset(root, "ft_Data"):
+        for where, row in read_subset(root, "ft_Data", ("ID", "image", "metadata")):
+            pid = str(row["ID"])
+            if pid not in people:
+                raise BenchError(f"{where}: ID {pid!r} is not in Full_Set")
+            image = rows.image(pid, row["image"], f"{where} (ID {pid})")
+            try:
+                pairs = json.loads(row["metadata"]) if isinstance(row["metadata"], str) else row["metadata"]
+            except json.JSONDecodeError as exc:
+                raise BenchError(f"{where}: metadata is not valid JSON ({exc.msg})") from exc
+            if not isinstance(pairs, list):
+                raise BenchError(f"{where}: metadata must be a JSON list of {{Question, Answer}} pairs")
+            for i, pair in enumerate(pairs):
+                q, a = str(pair.get("Question") or "").strip(), str(pair.get("Answer") or "").strip()
+                if q and a:
+                    rows.add(id=f"ft/{pid}/{i}", kind=IMAGE_MEMORY, domain="portrait", attribute="qa", person_id=pid,
+                             question=q, answer=a, fact=a, image=image, image_split=TRAIN_IMAGE)
+    else:  # without ft_Data, Full_Set's own question/answer pair is the training row
+        for where, row in full:
+            pid, q, a = str(row["ID"]), str(row.get("question") or "").strip(), str(row.get("answer") or "").strip()
+            if not q or not a:
+                raise BenchError(f"{where}: no ft_Data subset and no question/answer columns to train on")
+            rows.add(id=f"full/{pid}/qa", kind=IMAGE_MEMORY, domain="portrait", attribute="qa", person_id=pid,
+                     question=q, answer=a, fact=a, image=full_images[pid], image_split=TRAIN_IMAGE)
+
+    for ratio in FORGET_RATIOS:
+        name = f"forget_{ratio}"
+        if not has_subset(root, name):
+            continue
+        ids = unique([str(r["ID"]) for _, r in read_subset(root, name, ("ID",))], "ID", f"{root}/{name}")
+        unknown = [i for i in ids if i not in people]
+        if unknown:
+            raise BenchError(f"{root}/{name}: ID {unknown[0]!r} is not in Full_Set ({len(unknown)} unknown)")
+        data.forget_splits[name] = ids
+        retain = f"retain_{100 - ratio}"
+        if has_subset(root, retain):
+            kept = {str(r["ID"]) for _, r in read_subset(root, retain, ("ID",))}
+            expected = set(people) - set(ids)
+            if kept != expected:
+                odd = sorted(kept ^ expected)
+                raise BenchError(f"{root}/{retain} is not the complement of {name} in Full_Set (e.g. ID {odd[0]!r})")
+    if not data.forget_splits:
+        raise BenchError(f"{root}: no forget_5, forget_10 or forget_15 subset: nothing says whom to forget")
+
+    if has_subset(root, "Test_Set"):
+        for where, row in read_subset(root, "Test_Set", ("ID",), one_of=TASKS):
+            pid = str(row["ID"])
+            if pid not in people:
+                raise BenchError(f"{where}: ID {pid!r} is not in Full_Set")
+            views = row.get("images") or ([row["image"]] if row.get("image") else [])
+            image = None
+            if views:  # MLLMU asks each test question with one of the person's held-out photos
+                pick = random.Random(f"test-image/{seed}/{pid}").randrange(len(views))
+                image = rows.image(pid, views[pick], f"{where} (ID {pid}, image {pick})")
+            _tasks(rows, "test", pid, row, f"{where} (ID {pid})", image, test=True)
+
+    if has_subset(root, "Retain_Set"):
+        celebrities = read_subset(root, "Retain_Set", ("ID", "image"), one_of=TASKS)
+        unique([str(r["ID"]) for _, r in celebrities], "ID", f"{root}/Retain_Set")
+        for where, row in celebrities:
+            pid = EXTERNAL_PREFIX + str(row["ID"])
+            people[pid] = Person(person_id=pid, name=pid, attributes={"biography": str(row.get("biography") or "")},
+                                 visual={}, role="external")
+            image = rows.image(pid, row["image"], f"{where} (ID {row['ID']})")
+            _tasks(rows, "celebrity", pid, row, f"{where} (ID {row['ID']})", image, test=False)
+
+    data.people = list(people.values())
+    return data
+
+
+def import_mllmu(root: str | Path, opts: ImportOptions) -> dict[str, Any]:
+    """Import MLLMU-Bench from ``root`` into ``opts.out``; returns ``bench.json``'s content."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise BenchError(f"{root} is not a directory; pass the folder holding MLLMU-Bench's subsets (Full_Set/, forget_10/, ...)")
+    data = parse_mllmu(root, seed=opts.seed)
+    read = sorted(s for s in ("Full_Set", "ft_Data", "Test_Set", "Retain_Set", *(f"forget_{r}" for r in FORGET_RATIOS),
+                              *(f"retain_{100 - r}" for r in FORGET_RATIOS)) if has_subset(root, s))
+    return write_imported_bench(data, opts, {"format": "mllmu", "input": str(root), "subsets": read})

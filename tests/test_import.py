@@ -1,0 +1,245 @@
+"""``smfa bench import``: MLLMU-Bench, CLEAR and JSONL inputs built here in their published layouts (nothing
+downloaded), the benches they give, the bad inputs they refuse, the choice/cloze metrics, and one path
+import → finetune → unlearn (SMFA) → eval → report."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from import_fixtures import png_bytes, write_clear, write_jsonl, write_mllmu
+from smfa.bench import Bench
+from smfa.bench.importers import ImportOptions
+from smfa.bench.importers.clear import import_clear
+from smfa.bench.importers.jsonl import import_jsonl
+from smfa.bench.importers.mllmu import import_mllmu
+from smfa.bench.schema import CHOICE, CLOZE, GENERATION, Question
+from smfa.cli import main
+from smfa.errors import BenchError, ConfigError
+
+
+def _opts(out: Path, **kw) -> ImportOptions:
+    return ImportOptions(out=out, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def mllmu_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("mllmu")
+    import_mllmu(write_mllmu(root / "in"), _opts(root / "bench", anchor_size=8))
+    return root / "bench"
+
+
+# ---- what the importers write ------------------------------------------------------------------------
+
+
+def test_mllmu_import_maps_people_splits_kinds_and_sets(mllmu_bench: Path) -> None:
+    bench = Bench.load(mllmu_bench)
+    assert len(bench.known_people()) == 20 and len(bench.external_people()) == 3
+    assert [len(bench.forget_people(f)) for f in ("5", "forget_10", "15")] == [1, 2, 3]
+    assert bench.reference_people() == set()  # no reference pool unless asked (--reference-share)
+    # Only ft_Data's QA pairs are trained on; every task question is evaluation-only.
+    training = bench.training_rows()
+    assert training and all(q.id.startswith("ft/") and q.format == GENERATION for q in training)
+    assert len(training) == 40
+    assert all(not q.trainable for q in bench.questions if q.format in (CHOICE, CLOZE))
+    anchor = bench.anchor_rows()
+    assert len(anchor) == 8 and not {q.person_id for q in anchor} & bench.forget_people("15")
+    sets = bench.eval_sets("10")
+    for name in ("forget/image_memory/choice", "forget/text_memory/cloze", "forget/image_memory/unseen_image/choice",
+                 "forget/text_memory/paraphrase/cloze", "retain/image_memory/cloze", "external/text_memory/choice"):
+        assert sets[name], name
+    assert sets["forget/understanding"] == [] and sets["general_vqa"] == []  # kinds MLLMU lacks: empty, tolerated
+    choice = sets["forget/image_memory/choice"][0]
+    assert set(choice.options) == set("ABCD") and choice.answer in choice.options and "\nA: " in choice.question
+    # Test_Set rows are asked with a held-out photo, its text questions count as paraphrases.
+    assert {q.image_split for q in sets["forget/image_memory/unseen_image"]} == {"heldout"}
+    # Each distinct image decoded once: 20 people + 20 test photos + 3 celebrities.
+    assert len(list((mllmu_bench / "images").rglob("*.png"))) == 43
+    meta = json.loads((mllmu_bench / "bench.json").read_text())
+    assert meta["preset"] == "imported" and meta["source"]["format"] == "mllmu"
+
+
+def test_reference_pool_on_request(tmp_path: Path) -> None:
+    import_mllmu(write_mllmu(tmp_path / "in", n_people=20, n_celebrities=1), _opts(tmp_path / "bench", reference_share=0.25))
+    bench = Bench.load(tmp_path / "bench")
+    reference = bench.reference_people()
+    assert len(reference) == 4  # a quarter of the 17 people outside every forget split, rounded
+    assert not reference & bench.forget_people("15") and not reference & bench.retain_people("10")
+    assert not reference & {q.person_id for q in bench.anchor_rows()}
+
+
+def test_clear_import_builds_name_caption_and_choice_rows(tmp_path: Path) -> None:
+    import_clear(write_clear(tmp_path / "in"), _opts(tmp_path / "bench"))
+    bench = Bench.load(tmp_path / "bench")
+    assert len(bench.people) == 10
+    assert bench.forget_people("forget10") == bench.forget_people("10") == {"Author_Norvale"}
+    name_rows = [q for q in bench.training_rows() if q.attribute == "name"]
+    assert len(name_rows) == 20 and all(q.fact in q.answer for q in name_rows)
+    choice = bench.eval_sets("10")["forget/image_memory/choice"]
+    assert len(choice) == 4 and all(q.options[q.answer] in (bench.people[q.person_id].name, q.options[q.answer]) for q in choice)
+
+
+def test_jsonl_import_forget_split_and_id_file(tmp_path: Path) -> None:
+    rows, images = write_jsonl(tmp_path / "in")
+    import_jsonl(rows, _opts(tmp_path / "bench"), images=images, forget="u0,u1")
+    bench = Bench.load(tmp_path / "bench")
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# the deletion request\nu0\nu1\n")
+    assert bench.forget_people("user") == bench.forget_people(str(ids)) == {"u0", "u1"}
+    sets = bench.eval_sets(str(ids))
+    anchored = sum(1 for q in bench.anchor_rows() if q.kind == "image_memory")
+    assert len(sets["forget/text_memory/paraphrase"]) == 2 and len(sets["retain/image_memory"]) + anchored == 4
+    assert all(q.phrasing == "train" for q in bench.training_rows())
+    ids.write_text("u0\nnobody\n")
+    with pytest.raises(ConfigError, match="line 2: person id 'nobody' is not in"):
+        bench.forget_people(str(ids))
+
+
+def test_builtin_rows_keep_their_format() -> None:
+    """The new fields are left out of a built-in row at their defaults: built-in files and checksums unchanged."""
+    q = Question(id="q", kind="text_memory", domain="none", attribute="home_city", question="?", answer="In X.", fact="X")
+    assert "format" not in q.to_dict() and "options" not in q.to_dict() and "trainable" not in q.to_dict()
+    choice = Question(id="c", kind="text_memory", domain="none", attribute="a", question="?", answer="B", fact="B",
+                      format=CHOICE, options={"A": "x", "B": "y"}, trainable=False)
+    assert choice.to_dict()["options"] == {"A": "x", "B": "y"}
+
+
+# ---- bad input: one line, exit 2, nothing written ----------------------------------------------------
+
+
+def _run_import(args: list[str], out: Path, capsys) -> str:
+    rc = main(["bench", "import", *args, "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("smfa bench: error:"), err
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}*")), "a partial output was left behind"
+    return err
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ({"drop": {"Full_Set": "ID"}}, "column(s) ID missing"),
+    ({"drop": {"ft_Data": "metadata"}}, "column(s) metadata missing"),
+    ({"bad_image": True}, "image bytes cannot be decoded"),
+    ({"duplicate_id": True}, "'p004' appears twice"),
+    ({"unknown_forget_id": True}, "'p999' is not in Full_Set"),
+])
+def test_mllmu_bad_input(tmp_path: Path, capsys, breakage: dict, message: str) -> None:
+    src = write_mllmu(tmp_path / "in", n_people=8, n_celebrities=1, **breakage)
+    assert message in _run_import(["mllmu", str(src)], tmp_path / "bench", capsys)
+
+
+def test_split_naming_unknown_people(tmp_path: Path, capsys) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = write_mllmu(tmp_path / "in", n_people=8, n_celebrities=1)
+    pq.write_table(pa.Table.from_pylist([{"ID": "p001"}, {"ID": "stranger"}]), src / "retain_95" / "train-00000-of-00001.parquet")
+    assert "retain_95 is not the complement of forget_5" in _run_import(["mllmu", str(src)], tmp_path / "bench", capsys)
+    clear = write_clear(tmp_path / "clear", n_people=3, images_per_person=1)
+    pq.write_table(pa.Table.from_pylist([{"image": {"bytes": png_bytes(1), "path": None}, "caption": "c", "name": "Nobody Here"}]),
+                   clear / "forget10" / "train-00000-of-00001.parquet")
+    assert "'Nobody Here' is not in the full subset" in _run_import(["clear", str(clear)], tmp_path / "bench2", capsys)
+
+
+def test_jsonl_bad_input(tmp_path: Path, capsys) -> None:
+    rows, images = write_jsonl(tmp_path / "in", n_people=3)
+    out = tmp_path / "bench"
+    err = _run_import(["jsonl", str(rows), "--images", str(images), "--forget", "u0,ghost"], out, capsys)
+    assert "--forget names 'ghost', who has no row" in err
+    lines = rows.read_text().splitlines()
+    dup = rows.with_name("dup.jsonl")
+    dup.write_text("\n".join(json.dumps({**json.loads(line), "id": "same"}) for line in lines[:2]) + "\n")
+    assert "line 2: question id 'same' is already used on line 1" in _run_import(["jsonl", str(dup), "--images", str(images)], out, capsys)
+    (images / "u1.png").write_bytes(b"not an image")
+    assert "cannot be decoded" in _run_import(["jsonl", str(rows), "--images", str(images)], out, capsys)
+    missing = rows.with_name("missing.jsonl")
+    missing.write_text(json.dumps({"person_id": "u9", "name": "N", "answer": "A."}) + "\n")
+    assert "field 'question' is missing" in _run_import(["jsonl", str(missing)], out, capsys)
+
+
+def test_forget_file_with_unknown_person_fails_before_loading_a_model(mllmu_bench: Path, tmp_path: Path, capsys) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("p001\np999\n")
+    rc = main(["eval", "--bench", str(mllmu_bench), "--model", str(tmp_path / "no-model"), "--forget", str(ids),
+               "--out", str(tmp_path / "eval")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "p999" in err and len(err.splitlines()) == 1
+    rc = main(["eval", "--bench", str(mllmu_bench), "--model", "x", "--forget", "20", "--out", str(tmp_path / "e2")])
+    assert rc == 2 and "this bench has: 5, 10, 15" in capsys.readouterr().err
+
+
+# ---- choice and cloze scoring ------------------------------------------------------------------------
+
+
+def test_pick_option_takes_the_lowest_loss_first_on_ties() -> None:
+    from smfa.eval.generate import pick_option
+
+    assert pick_option({"A": 2.0, "B": 0.5, "C": 0.7}) == "B"
+    assert pick_option({"A": 1.0, "B": 1.0}) == "A"
+
+
+def test_choice_and_cloze_metrics_and_na(capsys) -> None:
+    from smfa.eval.judges import get_judge
+    from smfa.eval.metrics import compute_all_sets, compute_overall
+    from smfa.eval.schema import Generation, Metrics
+    from smfa.report import eval_report_markdown
+
+    def gen(set_name: str, fmt: str, answer: str, fact: str, reference: str = "") -> Generation:
+        return Generation(set=set_name, question_id=f"{set_name}{answer}", kind="image_memory", attribute="a",
+                          question="q", answer=answer, reference=reference or fact, fact=fact, person_id="p",
+                          is_forget_person=True, format=fmt)
+
+    gens = [gen("forget/image_memory/choice", CHOICE, "B", "B"), gen("forget/image_memory/choice", CHOICE, "A", "C"),
+            gen("forget/image_memory/cloze", CLOZE, "He is a Baker now", "baker"),
+            gen("forget/image_memory/cloze", CLOZE, "pilot", "nurse"),
+            gen("forget/image_memory", GENERATION, "This person lives in Norvale.", "Norvale", "This person lives in Norvale.")]
+    sets = compute_all_sets(gens, get_judge("offline", vocabulary=["This", "person", "lives", "in", "Norvale"]))
+    assert sets["forget/image_memory/choice"].choice_accuracy == 0.5
+    assert sets["forget/image_memory/choice"].rouge_l is None  # a picked letter has no text to score
+    assert sets["forget/image_memory/cloze"].cloze_accuracy == 0.5
+    assert sets["forget/image_memory"].choice_accuracy is None and sets["forget/image_memory"].rouge_l == 1.0
+    overall = compute_overall(sets)
+    assert overall.mllmu_forget_classification_multimodal == 0.5 and overall.mllmu_forget_cloze_multimodal == 0.5
+    assert overall.mllmu_forget_generation_multimodal == 1.0
+    assert overall.mllmu_retain_classification_multimodal is None and overall.image_understanding is None
+    report = eval_report_markdown(Metrics(target="all", model="m", forget="10", judge="offline", sets=sets, overall=overall))
+    assert "| Overall image understanding | n/a | ↑ |" in report
+    assert "| Forget Set: classification acc. (multimodal) | 50.0 | ↓ |" in report
+    assert "| Retain Set: cloze acc. (multimodal) | n/a | ↑ |" in report
+
+
+# ---- one path through every stage --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_mllmu_import_finetune_unlearn_eval_report(tmp_path: Path, capsys) -> None:
+    """Import → finetune the tiny model → unlearn (SMFA) → eval → report, through the CLI (~40 s on 2 cores)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    src = write_mllmu(tmp_path / "in", n_people=12, n_celebrities=2)
+    bench, vanilla, unlearned, ev, rep = (tmp_path / n for n in ("bench", "vanilla", "smfa", "eval", "report"))
+    steps = [
+        ["bench", "import", "mllmu", str(src), "--out", str(bench), "--anchor-size", "6", "--quiet"],
+        ["finetune", "--bench", str(bench), "--model", "tiny", "--out", str(vanilla), "--steps", "100",
+         "--batch-size", "16", "--lr", "3e-3"],
+        ["unlearn", "--method", "smfa", "--bench", str(bench), "--model", str(vanilla), "--forget", "forget_15",
+         "--out", str(unlearned), "--lr", "1e-2", "--param", "max_steps=15", "--param", "anchor_epochs=5", "--eval-limit", "12"],
+        ["eval", "--bench", str(bench), "--model", str(vanilla), "--forget", "15", "--out", str(ev), "--limit", "12"],
+        ["report", str(ev), str(unlearned / "eval"), "--out", str(rep)],
+    ]
+    for argv in steps:
+        assert main(argv) == 0, capsys.readouterr().err
+    before = json.loads((ev / "metrics.json").read_text())["overall"]
+    after = json.loads((unlearned / "eval" / "metrics.json").read_text())["overall"]
+    for o in (before, after):
+        for task in ("classification", "generation", "cloze"):
+            for s in ("forget", "test", "retain", "celebrity"):
+                assert o[f"mllmu_{s}_{task}_multimodal"] is not None, (s, task)
+        for lacking in ("image_understanding", "forget_understanding", "general_vqa", "general_vqa_refusal_rate"):
+            assert o[lacking] is None, lacking  # MLLMU-Bench has no such sets: n/a, never 0
+    assert before["retain_image_memory"] >= 0.9  # the vanilla memorised its training QA
+    assert after["forget_image_memory"] < before["forget_image_memory"]  # SMFA forgot some of it
+    compare = (rep / "compare.md").read_text()
+    assert "Forget Set classification acc. (multi.)" in compare and "n/a" in compare
