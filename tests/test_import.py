@@ -94,7 +94,7 @@ def test_jsonl_import_forget_split_and_id_file(tmp_path: Path) -> None:
     assert len(sets["forget/text_memory/paraphrase"]) == 2 and len(sets["retain/image_memory"]) + anchored == 4
     assert all(q.phrasing == "train" for q in bench.training_rows())
     ids.write_text("u0\nnobody\n")
-    with pytest.raises(ConfigError, match="line 2: person id 'nobody' is not in"):
+    with pytest.raises(ConfigError, match="unknown person id nobody"):  # a file of ids is a deletion request
         bench.forget_people(str(ids))
 
 
