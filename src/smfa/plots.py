@@ -82,6 +82,22 @@ def _colours(n: int) -> list[Any]:
     return [cmap(i if n <= 10 else i / max(1, n - 1)) for i in range(n)]
 
 
+def _tradeoff_axes(ax: Any, plotted: int, empty: str, *, margin: float, star_z: int, xlabel: str, ylabel: str,
+                   title: str) -> None:
+    """The frame of a 0-100 % trade-off scatter: the ideal corner (0, 100) starred, a note when no run could
+    be drawn, labels, grid and legend."""
+    ax.scatter([0], [100], marker="*", s=180, color="gold", edgecolor="black", zorder=star_z, label="ideal")
+    if plotted == 0:
+        ax.text(50, 50, empty, ha="center", va="center")
+    ax.set_xlim(-margin, 100 + margin)
+    ax.set_ylim(-margin, 100 + margin)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+
+
 def plot_tradeoff(metrics: Sequence[Metrics], labels: Sequence[str], out_png: str | Path) -> Path:
     """Scatter: forget memory (x, lower is better) vs overall image understanding (y, higher is better),
     one labelled point per run; the ideal corner is marked."""
@@ -95,16 +111,10 @@ def plot_tradeoff(metrics: Sequence[Metrics], labels: Sequence[str], out_png: st
         ax.scatter([100 * x], [100 * y], s=60, color=colour, zorder=3)
         ax.annotate(label, (100 * x, 100 * y), textcoords="offset points", xytext=(6, 5), fontsize=9)
         plotted += 1
-    ax.scatter([0], [100], marker="*", s=180, color="gold", edgecolor="black", zorder=4, label="ideal")
-    if plotted == 0:
-        ax.text(50, 50, "no run has both forget memory and image understanding", ha="center", va="center")
-    ax.set_xlim(-5, 105)
-    ax.set_ylim(-5, 105)
-    ax.set_xlabel("Forget memory (%)  ← lower is better")
-    ax.set_ylabel("Overall image understanding (%)  ↑ higher is better")
-    ax.set_title("Forgetting vs retained image understanding")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
+    _tradeoff_axes(ax, plotted, "no run has both forget memory and image understanding", margin=5, star_z=4,
+                   xlabel="Forget memory (%)  ← lower is better",
+                   ylabel="Overall image understanding (%)  ↑ higher is better",
+                   title="Forgetting vs retained image understanding")
     return _save_png(fig, Path(out_png))
 
 
@@ -159,16 +169,9 @@ def plot_selectivity(metrics: Sequence[Metrics], labels: Sequence[str], out_png:
             if point_name:
                 ax.annotate(point_name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
         plotted += 1
-    ax.scatter([0], [100], marker="*", s=180, color="gold", edgecolor="black", zorder=2, label="ideal")
-    if plotted == 0:
-        ax.text(50, 50, "no run has both a forget leak and retain memory", ha="center", va="center")
-    ax.set_xlim(-3, 103)
-    ax.set_ylim(-3, 103)
-    ax.set_xlabel("Forget leak, mean of photo and name (%)  ← lower is better")
-    ax.set_ylabel("Retain memory (%)  ↑ higher is better")
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3)
+    _tradeoff_axes(ax, plotted, "no run has both a forget leak and retain memory", margin=3, star_z=2,
+                   xlabel="Forget leak, mean of photo and name (%)  ← lower is better",
+                   ylabel="Retain memory (%)  ↑ higher is better", title=title)
     return _save_png(fig, Path(out_png))
 
 
