@@ -11,10 +11,10 @@ Runs sharing a LABEL (one per bench seed) are shown as mean ± standard deviatio
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 from smfa.eval.schema import load_metrics
+from smfa.report import mean_spread
 
 COLUMNS = (  # (header, overall key; rates shown in %)
     ("leak photo ↓", "forget_leak_image"), ("leak name ↓", "forget_leak_text"),
@@ -28,12 +28,10 @@ RATIOS = (("retain mem. % of vanilla", "retain_memory"), ("und. % of vanilla", "
 
 
 def _cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    if not values:
+    mean, spread, _ = mean_spread(values)
+    if mean is None:
         return "–"
-    mean = scale * statistics.fmean(values)
-    if len(values) == 1:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
+    return f"{scale * mean:.{digits}f}" + ("" if spread is None else f" ± {scale * spread:.{digits}f}")
 
 
 def main() -> None:
