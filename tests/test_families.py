@@ -377,6 +377,22 @@ def test_mixed_batch_equals_single_examples(case):
             torch.testing.assert_close(out.logits[row, :n][mask], single[mask], atol=1e-4, rtol=1e-4)
 
 
+def test_answer_view_gives_the_models_own_loss(case):
+    """``losses.answer_logits`` (the LM head on answer positions only, what every method trains with) gives
+    each family's own causal-LM loss on a ragged batch of image and text-only examples."""
+    from smfa.losses import answer_logits, answer_nll
+
+    _, model, processor, family = case
+    images = [image(), None, image(*WIDE, seed=1)]
+    encs = [family.encode(processor, q, img, a) for q, img, a in zip(QUESTIONS, images, ANSWERS)]
+    batch = make_collator(family, processor)(encs)
+    with torch.no_grad():
+        own = model(**batch).loss
+        logits, labels = answer_logits(model, batch)
+    assert logits.shape[1] < batch["labels"].shape[1], "the head must skip the prompt positions"
+    torch.testing.assert_close(answer_nll(logits, labels), own, atol=1e-5, rtol=1e-5)
+
+
 class _Bench:
     """What ``generate_answers`` needs of a bench: images by row."""
 

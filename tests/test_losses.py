@@ -12,6 +12,8 @@ from smfa.losses import (
     IGNORE_INDEX,
     accumulate_fisher,
     answer_mask,
+    answer_positions,
+    compact_labels,
     answer_nll,
     ga_diff_loss,
     ga_loss,
@@ -286,3 +288,69 @@ def test_saliency_mask_errors():
         saliency_mask(forget, {"a": torch.ones(2)}, threshold=0.0)
     with pytest.raises(ValueError, match="empty"):
         mask_share({})
+
+
+# ---- the answer view: the LM head only where an answer token is predicted -----------------------------
+def ragged_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """B=3, T=7, V=5: answers at different positions per row, one row whose answer starts later, and
+    padding (-100) after each answer."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(3, 7, 5, generator=g)
+    labels = torch.full((3, 7), IGNORE_INDEX)
+    labels[0, 2:4] = torch.tensor([1, 2])
+    labels[1, 4:7] = torch.tensor([0, 4, 3])
+    labels[2, 3] = 2
+    return logits, labels
+
+
+def test_answer_positions_and_compact_labels_align_each_logit_with_its_label():
+    _, labels = ragged_batch()
+    keep = answer_positions(labels)
+    assert keep.tolist() == [1, 2, 3, 4, 5]  # logits at t predict labels[:, t+1]; t=0 and t=6 predict nothing
+    compact = compact_labels(labels, keep)
+    assert compact.shape == (3, 6)
+    assert compact[:, 0].tolist() == [IGNORE_INDEX] * 3
+    assert compact[0].tolist() == [IGNORE_INDEX, 1, 2, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]
+    assert compact[1].tolist() == [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 0, 4, 3]
+
+
+def test_every_loss_is_the_same_on_the_answer_view():
+    logits, labels = ragged_batch()
+    ref_logits, _ = ragged_batch(seed=1)
+    keep = answer_positions(labels)
+    pad = torch.full((3, 1, 5), 123.0)  # the unused last position: its values must not matter
+    view = torch.cat([logits[:, keep], pad], dim=1)
+    ref_view = torch.cat([ref_logits[:, keep], pad], dim=1)
+    compact = compact_labels(labels, keep)
+    assert answer_nll(view, compact).item() == pytest.approx(answer_nll(logits, labels).item(), abs=1e-6)
+    assert answer_nll(view, compact, "none").tolist() == pytest.approx(answer_nll(logits, labels, "none").tolist(), abs=1e-6)
+    assert sequence_logprob(view, compact).tolist() == pytest.approx(sequence_logprob(logits, labels).tolist(), abs=1e-5)
+    assert kl_retain(view, ref_view, compact).item() == pytest.approx(kl_retain(logits, ref_logits, labels).item(), abs=1e-6)
+
+
+def test_answer_logits_runs_the_head_on_answer_positions_only():
+    from smfa.losses import answer_logits
+
+    logits, labels = ragged_batch()
+
+    class Head(torch.nn.Module):  # returns the fixed logits, sliced as transformers' models slice them
+        def __init__(self):
+            super().__init__()
+            self.kept = None
+
+        def forward(self, input_ids, logits_to_keep=None):
+            self.kept = logits_to_keep
+            from types import SimpleNamespace
+
+            return SimpleNamespace(logits=logits if logits_to_keep is None else logits[:, logits_to_keep])
+
+    model = Head()
+    view, compact = answer_logits(model, {"input_ids": torch.zeros(3, 7, dtype=torch.long), "labels": labels})
+    assert model.kept.tolist() == [1, 2, 3, 4, 5]
+    assert view.shape == (3, 6, 5)
+    assert answer_nll(view, compact).item() == pytest.approx(answer_nll(logits, labels).item(), abs=1e-6)
+    empty = torch.full((3, 7), IGNORE_INDEX)  # no answer token: the whole batch, so answer_nll names the problem
+    view, same = answer_logits(model, {"input_ids": torch.zeros(3, 7, dtype=torch.long), "labels": empty})
+    assert model.kept is None and view.shape == (3, 7, 5) and same is empty
+    with pytest.raises(ValueError, match="no answer tokens"):
+        answer_nll(view, same)

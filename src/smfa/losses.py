@@ -5,7 +5,9 @@ Conventions shared by every function here:
 - ``logits`` is ``[B, T, V]`` and ``labels`` is ``[B, T]`` with :data:`IGNORE_INDEX` (-100) at every
   position that is not an answer token (prompt, image, padding).
 - The shift is done here, the Hugging Face way: ``logits[:, t]`` predicts ``labels[:, t + 1]``, so
-  callers pass the model's ``logits`` and the same ``labels`` they would give the model.
+  callers pass the model's ``logits`` and the same ``labels`` they would give the model — or, cheaper, the
+  *answer view* of both (:func:`answer_logits`): the LM head run only where an answer token is predicted,
+  with labels compacted to match, which every loss here accepts unchanged.
 - Log-probabilities are computed in float32 whatever the logits' dtype (bf16 log-softmax loses digits
   that NPO's log-ratios need).
 - Reference-model outputs are constants: they are detached here, so no gradient reaches the reference.
@@ -53,6 +55,36 @@ def _check_weight(name: str, value: float) -> None:
 def answer_mask(labels: Tensor) -> Tensor:
     """Bool ``[B, T-1]``: which shifted target positions are answer tokens (label != -100)."""
     return labels[:, 1:] != IGNORE_INDEX
+
+
+def answer_positions(labels: Tensor) -> Tensor:
+    """``[P]`` (ascending): the positions ``t`` whose logits predict an answer token in at least one row of
+    the batch (``labels[:, t + 1] != -100``) — the only logits any loss here reads."""
+    return answer_mask(labels).any(dim=0).nonzero().squeeze(1)
+
+
+def compact_labels(labels: Tensor, positions: Tensor) -> Tensor:
+    """``[B, P + 1]`` labels aligned with logits taken at ``positions`` (``[B, P, V]``) plus one unused last
+    position: ``out[:, i + 1] = labels[:, positions[i] + 1]`` and ``out[:, 0] = -100``, so the usual shift
+    pairs each kept logit with the label it predicts."""
+    head = labels.new_full((labels.shape[0], 1), IGNORE_INDEX)
+    return torch.cat([head, labels[:, positions + 1]], dim=1)
+
+
+def answer_logits(model: torch.nn.Module, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """``(logits, labels)`` of a collated batch in the answer view: the model's LM head runs only at
+    :func:`answer_positions` (``logits_to_keep``), and the labels are compacted to match
+    (:func:`compact_labels`). Every loss here gives the same value on this view as on the full logits, at a
+    fraction of the head's cost (prompt and image tokens are most of a sequence). A batch without answer
+    tokens is returned whole, so the losses raise their own error about it."""
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    keep = answer_positions(labels)
+    if keep.numel() == 0:
+        return model(**inputs).logits, labels
+    logits = model(**inputs, logits_to_keep=keep).logits
+    pad = logits.new_zeros(logits.shape[0], 1, logits.shape[2])  # the unused last position (no label follows it)
+    return torch.cat([logits, pad], dim=1), compact_labels(labels, keep)
 
 
 def token_nll(logits: Tensor, labels: Tensor) -> Tensor:

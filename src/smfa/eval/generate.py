@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from smfa.bench.schema import Question
 from smfa.data import ImageCache, make_collator
-from smfa.losses import answer_nll
+from smfa.losses import answer_logits, answer_nll
 from smfa.models.placement import move_batch
 
 
@@ -81,9 +81,8 @@ def answer_losses(
     losses: list[float] = []
     for idx in tqdm(_batches(len(rows), batch_size), desc="answer losses", disable=not progress, leave=False):
         enc = [family.encode(processor, rows[i].question, images.get(rows[i]), targets[i]) for i in idx]
-        batch = move_batch(collate(enc), model)
-        labels = batch.pop("labels")
-        losses.extend(answer_nll(model(**batch).logits, labels, reduction="none").tolist())
+        logits, labels = answer_logits(model, move_batch(collate(enc), model))
+        losses.extend(answer_nll(logits, labels, reduction="none").tolist())
     return losses
 
 

@@ -251,6 +251,27 @@ def _make_trainer_class():
     return UnlearnTrainer
 
 
+def _sft_trainer_class():
+    from transformers import Trainer
+
+    from smfa.losses import answer_logits, answer_nll
+
+    class SFTTrainer(Trainer):
+        """The ``Trainer`` with the answer cross-entropy computed on the answer view (``losses.answer_logits``):
+        the same loss as the model's own, without running the LM head over prompt and image tokens. The loss
+        is each batch's token mean (divided by the accumulation steps), as in the unlearning methods."""
+
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.model_accepts_loss_kwargs = False  # the mean of the batch, not a sum over num_items_in_batch
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = answer_nll(*answer_logits(model, inputs))
+            return (loss, None) if return_outputs else loss
+
+    return SFTTrainer
+
+
 def train_unlearner(
     ctx: UnlearnContext,
     model: torch.nn.Module,
@@ -288,7 +309,7 @@ def train_unlearner(
 
 def train_sft(ctx: UnlearnContext, model: torch.nn.Module, hp: MethodConfig, dataset: Dataset, *, tag: str) -> torch.nn.Module:
     """Plain cross-entropy fine-tuning (MFA, RA, IDK tuning) with the HF ``Trainer``."""
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     from smfa.data import make_collator
     from smfa.training import training_arguments
@@ -299,8 +320,8 @@ def train_sft(ctx: UnlearnContext, model: torch.nn.Module, hp: MethodConfig, dat
     steps = _steps(len(dataset), hp)
     args = training_arguments(_TrainView(hp, ctx), ctx.work_dir / f"checkpoints-{tag}", steps=steps, save_steps=0,
                               placement=ctx.placement)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                      data_collator=make_collator(ctx.vanilla.family, ctx.vanilla.processor))
+    trainer = _sft_trainer_class()(model=model, args=args, train_dataset=dataset,
+                                   data_collator=make_collator(ctx.vanilla.family, ctx.vanilla.processor))
     trainer.train()
     _cleanup(ctx.work_dir / f"checkpoints-{tag}")
     # Kept in the run: e.g. whether the retaining anchor moved at all (SPEC's pitfall: a vanilla that already
@@ -367,11 +388,6 @@ def finish(model: torch.nn.Module) -> torch.nn.Module:
     if hasattr(model, "merge_and_unload"):
         return model.merge_and_unload()
     return model
-
-
-def logits_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Model logits for a collated batch (labels are not passed: each method computes its own loss)."""
-    return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
 
 
 def retain_dataset(ctx: UnlearnContext):

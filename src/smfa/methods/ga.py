@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from smfa.losses import ga_loss
-from smfa.methods.base import (Method, MethodConfig, UnlearnContext, finish, forget_dataset, logits_of,
+from smfa.losses import answer_logits, ga_loss
+from smfa.methods.base import (Method, MethodConfig, UnlearnContext, finish, forget_dataset,
                                prepare_trainable, register_method, train_unlearner)
 
 
@@ -26,6 +26,6 @@ class GA(Method):
         model = prepare_trainable(ctx, hp, ctx.fresh_model())
 
         def loss_fn(m, forget, retain):
-            return ga_loss(logits_of(m, forget), forget["labels"])
+            return ga_loss(*answer_logits(m, forget))
 
         return finish(train_unlearner(ctx, model, hp, forget_dataset(ctx), None, loss_fn, tag="ga"))

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from smfa.losses import ga_diff_loss
-from smfa.methods.base import (Method, MethodConfig, UnlearnContext, finish, forget_dataset, logits_of,
+from smfa.losses import answer_logits, ga_diff_loss
+from smfa.methods.base import (Method, MethodConfig, UnlearnContext, finish, forget_dataset,
                                prepare_trainable, register_method, retain_dataset, train_unlearner)
 
 
@@ -26,7 +26,6 @@ class GADiff(Method):
         model = prepare_trainable(ctx, hp, ctx.fresh_model())
 
         def loss_fn(m, forget, retain):
-            return ga_diff_loss(logits_of(m, forget), forget["labels"], logits_of(m, retain), retain["labels"],
-                                hp.retain_weight)
+            return ga_diff_loss(*answer_logits(m, forget), *answer_logits(m, retain), hp.retain_weight)
 
         return finish(train_unlearner(ctx, model, hp, forget_dataset(ctx), retain_dataset(ctx), loss_fn, tag="ga_diff"))

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from smfa.losses import kl_min_loss
-from smfa.methods.base import (Method, MethodConfig, UnlearnContext, finish, forget_dataset, logits_of,
+from smfa.losses import answer_logits, kl_min_loss
+from smfa.methods.base import (Method, MethodConfig, UnlearnContext, finish, forget_dataset,
                                prepare_trainable, register_method, retain_dataset, train_unlearner)
 
 
@@ -30,9 +30,9 @@ class KLMin(Method):
 
         def loss_fn(m, forget, retain):
             with torch.no_grad():
-                ref_logits = logits_of(reference, retain)
-            return kl_min_loss(logits_of(m, forget), forget["labels"], logits_of(m, retain), ref_logits,
-                               retain["labels"], hp.retain_weight)
+                ref_logits, _ = answer_logits(reference, retain)
+            retain_logits, retain_labels = answer_logits(m, retain)
+            return kl_min_loss(*answer_logits(m, forget), retain_logits, ref_logits, retain_labels, hp.retain_weight)
 
         return finish(train_unlearner(ctx, model, hp, forget_dataset(ctx), retain_dataset(ctx), loss_fn,
                                       reference=reference, tag="kl_min"))

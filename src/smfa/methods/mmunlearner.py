@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from smfa.data import make_collator, reference_items
-from smfa.losses import accumulate_fisher, answer_nll, ga_diff_loss, mask_share, saliency_mask
-from smfa.methods.base import (Method, MethodConfig, UnlearnContext, enable_checkpointing, forget_dataset, logits_of,
+from smfa.losses import accumulate_fisher, answer_logits, answer_nll, ga_diff_loss, mask_share, saliency_mask
+from smfa.methods.base import (Method, MethodConfig, UnlearnContext, enable_checkpointing, forget_dataset,
                                register_method, retain_dataset, train_unlearner)
 from smfa.models.placement import move_batch
 from smfa.rundir import write_json_atomic
@@ -40,7 +40,7 @@ def fisher_diagonal(model: torch.nn.Module, dataset, collate, batch_size: int, n
     for batch in loader:
         batch = move_batch(batch, model)
         model.zero_grad(set_to_none=True)
-        answer_nll(logits_of(model, batch), batch["labels"]).backward()
+        answer_nll(*answer_logits(model, batch)).backward()
         accumulate_fisher(fisher, ((k, p) for k, p in model.named_parameters() if k in names), scale=1.0 / n)
     model.zero_grad(set_to_none=True)
     return fisher
@@ -73,8 +73,7 @@ class MMUnlearner(Method):
         })
 
         def loss_fn(m, forget, retain):
-            return ga_diff_loss(logits_of(m, forget), forget["labels"], logits_of(m, retain), retain["labels"],
-                                hp.retain_weight)
+            return ga_diff_loss(*answer_logits(m, forget), *answer_logits(m, retain), hp.retain_weight)
 
         return train_unlearner(ctx, model, hp, forget_ds, retain_dataset(ctx), loss_fn,
                                grad_mask={k: v for k, v in mask.items()}, tag="mmunlearner")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from smfa.losses import answer_nll, npo_loss, sequence_logprob
-from smfa.methods.base import (Method, MethodConfig, UnlearnContext, finish, forget_dataset, logits_of,
+from smfa.losses import answer_logits, answer_nll, npo_loss, sequence_logprob
+from smfa.methods.base import (Method, MethodConfig, UnlearnContext, finish, forget_dataset,
                                prepare_trainable, register_method, retain_dataset, train_unlearner)
 
 
@@ -30,9 +30,9 @@ class NPO(Method):
 
         def loss_fn(m, forget, retain):
             with torch.no_grad():
-                ref_lp = sequence_logprob(logits_of(reference, forget), forget["labels"])
-            loss = npo_loss(sequence_logprob(logits_of(m, forget), forget["labels"]), ref_lp, hp.beta)
-            return loss + hp.retain_weight * answer_nll(logits_of(m, retain), retain["labels"])
+                ref_lp = sequence_logprob(*answer_logits(reference, forget))
+            loss = npo_loss(sequence_logprob(*answer_logits(m, forget)), ref_lp, hp.beta)
+            return loss + hp.retain_weight * answer_nll(*answer_logits(m, retain))
 
         return finish(train_unlearner(ctx, model, hp, forget_dataset(ctx), retain_dataset(ctx), loss_fn,
                                       reference=reference, tag="npo"))

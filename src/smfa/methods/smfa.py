@@ -147,7 +147,8 @@ def anchor_key(ctx: UnlearnContext, hp: AdapterPairConfig) -> str | None:
     values = asdict(hp)
     blob = {"model": ctx.model_digest, "retain": [(r.id, r.answer) for r in ctx.data.retain_rows], "seed": ctx.seed,
             "hp": {f.name: values[f.name] for f in fields(MethodConfig)}, "anchor_epochs": hp.anchor_epochs,
-            "versions": {k: v for k, v in package_versions().items() if k in ("torch", "transformers", "peft")}}
+            "versions": {k: v for k, v in package_versions().items() if k in ("torch", "transformers", "peft")},
+            "loss": "answer-view"}  # RAs trained when the LM head ran over every position differ in the last bits
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
 
 
