@@ -55,6 +55,9 @@ def _phases(run: Path) -> str:
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of every run (default 2: the target's 2 cores)")
+    p.add_argument("--baseline-src", type=Path, default=None,
+                   help="also run both requests with the smfa package found in this src/ folder (e.g. a worktree of an "
+                        "earlier commit), side by side, to measure what a code change bought")
     args = p.parse_args()
     from smfa.audit import weight_hashes
     from smfa.bench import Bench
@@ -74,11 +77,21 @@ def main() -> None:
         "request, warm cache: smfa forget": ["forget", *common, "--people", people],
     }
     print(f"{len(people.split(','))} people, OMP_NUM_THREADS={args.threads}, load average {os.getloadavg()[0]:.1f}")
+    envs = {label: env for label in sides}
+    if args.baseline_src is not None:
+        if not (args.baseline_src / "smfa" / "cli.py").is_file():
+            sys.exit(f"--baseline-src {args.baseline_src}: no smfa package there (give the src/ folder of a checkout)")
+        base_env = {**env, "PYTHONPATH": str(args.baseline_src.resolve())}
+        for label in ("request, cold cache: smfa forget", "request, warm cache: smfa forget"):
+            sides[f"baseline code: {label.removeprefix('request, ')}"] = sides[label]
+            envs[f"baseline code: {label.removeprefix('request, ')}"] = base_env
     rows = []
     for n, (label, argv) in enumerate(sides.items()):
         out = work / f"run{n}"
-        # today's run gets a cache of its own, so that the cold request starts from an empty one
-        side_env = {**env, "SMFA_CACHE_DIR": str(cache / ("today" if n == 0 else "request"))}
+        # today's run gets a cache of its own, so that the cold request starts from an empty one; so does the
+        # baseline code's pair of requests
+        name = "today" if n == 0 else "baseline" if label.startswith("baseline") else "request"
+        side_env = {**envs[label], "SMFA_CACHE_DIR": str(cache / name)}
         wall, cpu = _run([*argv, "--out", str(out)], side_env)
         digest = weight_hashes(out / "model")["model.safetensors"][:16]
         rows.append((label, wall, cpu, digest, _phases(out)))
@@ -89,9 +102,15 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for label, wall, cpu, digest, _ in rows:
         print(f"| {label} | {wall:.1f} | {cpu:.1f} | {wall / today[1]:.2f} | {digest} |")
-    same = len({r[3] for r in rows}) == 1
-    warm = rows[-1][1]
-    print(f"\nrequest (warm) / today: {warm / today[1]:.2f}x wall, {rows[-1][2] / today[2]:.2f}x CPU; "
+    request = [r for r in rows if not r[0].startswith("baseline")]
+    same = len({r[3] for r in request}) == 1
+    warm_row = request[-1]
+    warm = warm_row[1]
+    if args.baseline_src is not None:
+        base = rows[-1]
+        print(f"\nwarm request, this code / baseline code ({args.baseline_src}): {warm / base[1]:.2f}x wall, "
+              f"{warm_row[2] / base[2]:.2f}x CPU; same weights as the baseline code: {'yes' if base[3] == warm_row[3] else 'no'}")
+    print(f"\nrequest (warm) / today: {warm / today[1]:.2f}x wall, {warm_row[2] / today[2]:.2f}x CPU; "
           f"target <= 30 s: {'met' if warm <= 30 else 'missed'} ({warm:.1f} s); same weights: {'yes' if same else 'NO'}; "
           f"load average now {os.getloadavg()[0]:.1f}")
 

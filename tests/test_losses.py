@@ -354,3 +354,23 @@ def test_answer_logits_runs_the_head_on_answer_positions_only():
     assert model.kept is None and view.shape == (3, 7, 5) and same is empty
     with pytest.raises(ValueError, match="no answer tokens"):
         answer_nll(view, same)
+
+
+def test_sft_loss_is_cross_entropy_on_plain_rows_and_kl_on_distill_rows():
+    from smfa.losses import sft_loss
+
+    logits, labels = ragged_batch()
+    ref_logits, _ = ragged_batch(seed=1)
+    none = torch.tensor([False, False, False])
+    assert sft_loss(logits, labels).item() == pytest.approx(answer_nll(logits, labels).item())
+    assert sft_loss(logits, labels, none, ref_logits).item() == pytest.approx(answer_nll(logits, labels).item())
+    every = torch.tensor([True, True, True])
+    assert sft_loss(logits, labels, every, ref_logits).item() == pytest.approx(kl_retain(logits, ref_logits, labels).item(), abs=1e-6)
+    assert sft_loss(logits, labels, every, logits).item() == pytest.approx(0.0, abs=1e-6)  # the vanilla itself: nothing to pay
+    # Row 1 (3 answer tokens) distilled, rows 0 and 2 (2 + 1 tokens) cross-entropy: a token-weighted mean.
+    mixed = torch.tensor([False, True, False])
+    ce_rows = answer_nll(logits[[0, 2]], labels[[0, 2]], "sum")
+    kl_row = kl_retain(logits[[1]], ref_logits[[1]], labels[[1]]) * 3
+    assert sft_loss(logits, labels, mixed, ref_logits).item() == pytest.approx(((ce_rows + kl_row) / 6).item(), abs=1e-6)
+    with pytest.raises(ValueError, match="reference_logits"):
+        sft_loss(logits, labels, mixed)

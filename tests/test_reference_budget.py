@@ -64,3 +64,36 @@ def test_the_full_budget_adds_understanding_and_training_vqa_never_an_evaluated_
     evaluated = {q.id for rows in bench.eval_sets("10").values() for q in rows}
     assert not evaluated & {q.id for q in full}
     assert reference_questions(bench, "none") == []
+
+
+@pytest.mark.slow
+def test_the_kl_reference_loss_trains_reference_rows_towards_the_vanilla(micro_bench_dir: Path, micro_vanilla: Path,
+                                                                        tmp_path: Path) -> None:
+    """``reference_loss=kl``: the collated batches mark the reference rows, the MFA trains (its loss falls),
+    and the MFA's cache key differs from the cross-entropy one (IDK and SMFA share an MFA only when equal)."""
+    from smfa.data import DISTILL_KEY, make_collator, reference_items, refusal_items
+    from smfa.methods import get_method
+    from smfa.methods.base import UnlearnContext
+    from smfa.methods.smfa import mfa_key, train_mfa
+    from smfa.models.loading import load_model
+    from smfa.unlearn import select_data
+
+    bench = Bench.load(micro_bench_dir)
+    vanilla = load_model(micro_vanilla)
+    data = select_data(bench, "10", "all", None, 0)
+    data.reference_rows = [r for r in bench.training_rows() if r.person_id in bench.reference_people()][:40]
+    ctx = UnlearnContext(bench=bench, vanilla=vanilla, data=data, target="all", seed=0, work_dir=tmp_path, progress=False)
+    items = refusal_items(data.forget_rows[:2], seed=0) + reference_items(data.reference_rows[:2], distill=True)
+    batch = make_collator(vanilla.family, vanilla.processor)(list(ctx.encode(items).examples))
+    assert batch[DISTILL_KEY].tolist() == [False, False, True, True]
+    plain = make_collator(vanilla.family, vanilla.processor)(list(ctx.encode(items[:2]).examples))
+    assert DISTILL_KEY not in plain
+    ce = get_method("idk").config(overrides={"max_steps": 6, "anchor_repeat": 1})
+    kl = get_method("idk").config(overrides={"max_steps": 6, "anchor_repeat": 1, "reference_loss": "kl"})
+    assert mfa_key(ctx, ce, data.forget_rows) != mfa_key(ctx, kl, data.forget_rows)
+    import json
+    import math
+
+    train_mfa(ctx, kl, data.forget_rows, "idk")
+    log = [json.loads(line) for line in (tmp_path / "train_logs" / "idk.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 6 and math.isfinite(log[-1]["train_loss"]) and log[-1]["train_loss"] > 0

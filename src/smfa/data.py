@@ -19,11 +19,13 @@ from smfa.models.families import FamilyAdapter
 @dataclass(frozen=True)
 class TrainItem:
     """A question to train on, with the answer to learn (the reference, or a refusal for ``D_f^idk``).
-    ``augment`` > 0 shows the row's image through the ``augment``-th random view (:func:`augment_image`)."""
+    ``augment`` > 0 shows the row's image through the ``augment``-th random view (:func:`augment_image`);
+    ``distill`` marks a row whose answer only says where to compare with the vanilla (a self-labelled row)."""
 
     row: Question
     answer: str
     augment: int = 0
+    distill: bool = False  # trained towards the vanilla's distribution (KL), not the answer's tokens (smfa.losses.sft_loss)
 
 
 def augment_image(img: Any, rng: random.Random) -> Any:
@@ -55,8 +57,8 @@ def augmented_items(items: Sequence[TrainItem], copies: int) -> list[TrainItem]:
     return [replace(item, augment=k) for k in range(1, copies + 1) for item in items if item.row.image is not None]
 
 
-def reference_items(rows: Sequence[Question]) -> list[TrainItem]:
-    return [TrainItem(r, r.answer) for r in rows]
+def reference_items(rows: Sequence[Question], distill: bool = False) -> list[TrainItem]:
+    return [TrainItem(r, r.answer, distill=distill) for r in rows]
 
 
 def refusal_items(rows: Sequence[Question], seed: int) -> list[TrainItem]:
@@ -65,6 +67,10 @@ def refusal_items(rows: Sequence[Question], seed: int) -> list[TrainItem]:
 
     rng = random.Random(seed)
     return [TrainItem(r, sample_refusal(rng)) for r in rows]
+
+
+# The batch key (a [B] bool tensor) of the rows marked ``TrainItem.distill``; absent when no row is marked.
+DISTILL_KEY = "distill"
 
 
 class ImageCache:
@@ -123,7 +129,10 @@ def encode_items(
         image = images.get(item.row)
         if item.augment and image is not None:  # the same view for the same (image, copy) in every run
             image = augment_image(image, random.Random(f"augment/{item.row.image}/{item.augment}"))
-        examples.append(family.encode(processor, item.row.question, image, item.answer))
+        example = family.encode(processor, item.row.question, image, item.answer)
+        if item.distill:
+            example[DISTILL_KEY] = torch.tensor(True)
+        examples.append(example)
     return EncodedDataset(examples)
 
 
@@ -136,7 +145,11 @@ class Collator:
     padding_side: str = "right"
 
     def __call__(self, examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return self.family.collate(examples, self.pad_token_id, self.padding_side)
+        batch = self.family.collate([{k: v for k, v in e.items() if k != DISTILL_KEY} for e in examples],
+                                    self.pad_token_id, self.padding_side)
+        if any(DISTILL_KEY in e for e in examples):  # [B] bool: which rows train towards the vanilla
+            batch[DISTILL_KEY] = torch.tensor([bool(e.get(DISTILL_KEY, False)) for e in examples])
+        return batch
 
 
 def make_collator(family: FamilyAdapter, processor: Any, padding_side: str = "right") -> Collator:

@@ -188,6 +188,31 @@ def kl_retain(current_logits: Tensor, reference_logits: Tensor, labels: Tensor) 
     return (per_position * mask).sum() / count
 
 
+def sft_loss(logits: Tensor, labels: Tensor, distill: Tensor | None = None,
+             reference_logits: Tensor | None = None) -> Tensor:
+    """The fine-tuning loss of the MFA: the answer cross-entropy, except on the rows marked ``distill``
+    (``[B]`` bool), whose answer tokens instead pay ``KL(vanilla ‖ current)`` at the same positions
+    (``reference_logits``: the vanilla on the same batch, detached). The mean is over every answer token
+    of the batch, so a row weighs by its length under either objective. Without a marked row this is
+    :func:`answer_nll`."""
+    if distill is None or not bool(distill.any()):
+        return answer_nll(logits, labels)
+    if reference_logits is None:
+        raise ValueError("rows marked distill need reference_logits (the vanilla's logits on the same batch)")
+    if reference_logits.shape != logits.shape or distill.shape != labels.shape[:1]:
+        raise ValueError(f"reference_logits {tuple(reference_logits.shape)} must match logits {tuple(logits.shape)} "
+                         f"and distill {tuple(distill.shape)} must be [batch] = [{labels.shape[0]}]")
+    mask = answer_mask(labels)
+    count = int(mask.sum())
+    if count == 0:
+        raise ValueError("the batch has no answer tokens (every label is -100): check the answer-only label masking")
+    log_p_cur = F.log_softmax(logits[:, :-1, :].float(), dim=-1)
+    log_p_ref = F.log_softmax(reference_logits[:, :-1, :].detach().float(), dim=-1)
+    kl = F.kl_div(log_p_cur, log_p_ref, reduction="none", log_target=True).sum(dim=-1)
+    per_token = torch.where(distill[:, None], kl, token_nll(logits, labels))
+    return (per_token * mask).sum() / count
+
+
 def kl_min_loss(
     forget_logits: Tensor,
     forget_labels: Tensor,

@@ -254,19 +254,31 @@ def _make_trainer_class():
 def _sft_trainer_class():
     from transformers import Trainer
 
-    from smfa.losses import answer_logits, answer_nll
+    from smfa.data import DISTILL_KEY
+    from smfa.losses import answer_logits, sft_loss
 
     class SFTTrainer(Trainer):
         """The ``Trainer`` with the answer cross-entropy computed on the answer view (``losses.answer_logits``):
-        the same loss as the model's own, without running the LM head over prompt and image tokens. The loss
+        the same loss as the model's own, without running the LM head over prompt and image tokens. Rows
+        marked ``distill`` pay KL to ``reference`` (the frozen vanilla) instead (``losses.sft_loss``). The loss
         is each batch's token mean (divided by the accumulation steps), as in the unlearning methods."""
 
-        def __init__(self, *args: Any, **kwargs: Any):
+        def __init__(self, *args: Any, reference: torch.nn.Module | None = None, **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.model_accepts_loss_kwargs = False  # the mean of the batch, not a sum over num_items_in_batch
+            self.reference = reference.to(self.args.device).eval() if reference is not None else None
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss = answer_nll(*answer_logits(model, inputs))
+            batch = {k: v for k, v in inputs.items() if k != DISTILL_KEY}
+            distill = inputs.get(DISTILL_KEY)
+            logits, labels = answer_logits(model, batch)
+            reference_logits = None
+            if distill is not None and bool(distill.any()):
+                if self.reference is None:
+                    raise ValueError("rows marked distill reached a trainer without a reference model")
+                with torch.no_grad():
+                    reference_logits, _ = answer_logits(self.reference, batch)
+            loss = sft_loss(logits, labels, distill, reference_logits)
             return (loss, None) if return_outputs else loss
 
     return SFTTrainer
@@ -307,8 +319,10 @@ def train_unlearner(
     return model
 
 
-def train_sft(ctx: UnlearnContext, model: torch.nn.Module, hp: MethodConfig, dataset: Dataset, *, tag: str) -> torch.nn.Module:
-    """Plain cross-entropy fine-tuning (MFA, RA, IDK tuning) with the HF ``Trainer``."""
+def train_sft(ctx: UnlearnContext, model: torch.nn.Module, hp: MethodConfig, dataset: Dataset, *, tag: str,
+              reference: torch.nn.Module | None = None) -> torch.nn.Module:
+    """Plain cross-entropy fine-tuning (MFA, RA, IDK tuning) with the HF ``Trainer``; rows encoded with
+    ``distill`` train towards ``reference`` (the frozen vanilla) instead."""
     from transformers import set_seed
 
     from smfa.data import make_collator
@@ -320,7 +334,7 @@ def train_sft(ctx: UnlearnContext, model: torch.nn.Module, hp: MethodConfig, dat
     steps = _steps(len(dataset), hp)
     args = training_arguments(_TrainView(hp, ctx), ctx.work_dir / f"checkpoints-{tag}", steps=steps, save_steps=0,
                               placement=ctx.placement)
-    trainer = _sft_trainer_class()(model=model, args=args, train_dataset=dataset,
+    trainer = _sft_trainer_class()(model=model, args=args, train_dataset=dataset, reference=reference,
                                    data_collator=make_collator(ctx.vanilla.family, ctx.vanilla.processor))
     trainer.train()
     _cleanup(ctx.work_dir / f"checkpoints-{tag}")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from smfa.methods.base import Method, MethodConfig, UnlearnContext, finish, register_method
-from smfa.methods.smfa import train_mfa
+from smfa.methods.smfa import check_mfa_data_fields, train_mfa
 
 
 @dataclass
@@ -18,16 +18,11 @@ class IDKConfig(MethodConfig):
     anchor_repeat: int = 1  # D_r^few repeated this many times in the training data (as SMFA's MFA)
     forget_repeat: int = 1  # refusal-labelled forget rows repeated (as SMFA's MFA)
     forget_augment: int = 0  # extra refusal copies of each forget photo row through a random view (as SMFA's MFA)
+    reference_loss: str = "ce"  # ce | kl on self-labelled reference rows (as SMFA's MFA)
 
     def __post_init__(self) -> None:
-        from smfa.errors import ConfigError
-
         super().__post_init__()
-        if not isinstance(self.forget_augment, int) or self.forget_augment < 0:
-            raise ConfigError(f"IDKConfig: forget_augment must be an integer >= 0, got {self.forget_augment!r}")
-        for name in ("anchor_repeat", "forget_repeat"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"IDKConfig: {name} must be an integer >= 1, got {getattr(self, name)!r}")
+        check_mfa_data_fields(self)
 
 
 @register_method

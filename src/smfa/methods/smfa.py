@@ -27,6 +27,24 @@ FORGET_TEXT_ADAPTER = "forget_text"  # adapters/forget_text: the text-view MFA (
 ANCHOR_ADAPTER = "anchor"  # adapters/anchor: the RA
 
 
+REFERENCE_LOSSES = ("ce", "kl")
+
+
+def check_mfa_data_fields(cfg: MethodConfig) -> None:
+    """The checks of the MFA's data fields (``anchor_repeat``, ``forget_repeat``, ``forget_augment``,
+    ``reference_loss``), shared by SMFA/TIES and IDK, whose MFA is the same."""
+    name = type(cfg).__name__
+    augment = getattr(cfg, "forget_augment")
+    if not isinstance(augment, int) or augment < 0:
+        raise ConfigError(f"{name}: forget_augment must be an integer >= 0, got {augment!r}")
+    if getattr(cfg, "reference_loss") not in REFERENCE_LOSSES:
+        raise ConfigError(f"{name}: reference_loss must be one of {', '.join(REFERENCE_LOSSES)}, got {cfg.reference_loss!r}")
+    for field_name in ("anchor_repeat", "forget_repeat"):
+        value = getattr(cfg, field_name)
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}: {field_name} must be an integer >= 1, got {value!r}")
+
+
 @dataclass
 class AdapterPairConfig(MethodConfig):
     """How the two adapters are trained: the MFA (the ``MethodConfig`` fields + ``anchor_repeat``) and the RA.
@@ -36,16 +54,13 @@ class AdapterPairConfig(MethodConfig):
     anchor_repeat: int = 1  # D_r^few repeated this many times in the MFA's data (balances a large forget set)
     forget_repeat: int = 1  # refusal-labelled forget rows repeated (keeps their share when reference rows are added)
     forget_augment: int = 0  # extra refusal copies of each forget photo row, seen through a random view (data.augment_image)
+    reference_loss: str = "ce"  # the MFA on self-labelled reference rows: ce (their greedy answers) | kl (KL to the vanilla)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.anchor_epochs > 0:
             raise ConfigError(f"{type(self).__name__}: anchor_epochs must be > 0, got {self.anchor_epochs!r}")
-        if not isinstance(self.forget_augment, int) or self.forget_augment < 0:
-            raise ConfigError(f"{type(self).__name__}: forget_augment must be an integer >= 0, got {self.forget_augment!r}")
-        for name in ("anchor_repeat", "forget_repeat"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"{type(self).__name__}: {name} must be an integer >= 1, got {getattr(self, name)!r}")
+        check_mfa_data_fields(self)
 
 
 @dataclass
@@ -86,6 +101,8 @@ def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
         blob["forget_repeat"] = int(getattr(hp, "forget_repeat", 1))
     if int(getattr(hp, "forget_augment", 0)):
         blob["forget_augment"] = int(hp.forget_augment)
+    if getattr(hp, "reference_loss", "ce") != "ce" and ctx.data.reference_rows:
+        blob["reference_loss"] = hp.reference_loss
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -112,10 +129,12 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
     forget_repeat = int(getattr(hp, "forget_repeat", 1))
     refusals = refusal_items(forget_rows * forget_repeat, seed=ctx.seed)
     refusals += augmented_items(refusal_items(forget_rows, seed=ctx.seed + 1), int(getattr(hp, "forget_augment", 0)))
-    items = refusals + reference_items(ctx.data.anchor_rows) * repeat + reference_items(ctx.data.reference_rows)
+    distill = getattr(hp, "reference_loss", "ce") == "kl"
+    items = refusals + reference_items(ctx.data.anchor_rows) * repeat + reference_items(ctx.data.reference_rows, distill)
     t0 = time.perf_counter()
     model = prepare_trainable(ctx, hp, ctx.fresh_model())
-    model = train_sft(ctx, model, hp, ctx.encode(items, desc=f"encoding {tag}"), tag=tag)
+    model = train_sft(ctx, model, hp, ctx.encode(items, desc=f"encoding {tag}"), tag=tag,
+                      reference=ctx.vanilla.model if distill and ctx.data.reference_rows else None)
     if shared is not None:  # staged and renamed at the end: never a half-written adapter
         with atomic_run_dir(shared, overwrite=True) as stage:
             model.save_pretrained(stage)
