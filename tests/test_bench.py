@@ -421,3 +421,22 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path: Path, tiny_bench_dir: Path, 
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and err.startswith("smfa bench: error:")
+
+
+def test_reference_share_moves_people_from_the_evaluation_pool_to_the_reference_pool(tmp_path: Path, capsys) -> None:
+    """A larger ``--reference-share``: the default pool plus more retain people, the rest evaluated; the
+    training rows (hence the content checksum a vanilla is matched on) are unchanged."""
+    from smfa.pretrained import content_checksum
+
+    common = ["bench", "build", "--preset", "tiny", "--seed", "3", "--n-people", "40", "--anchor-size", "12", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--reference-share", "0.6", "--out", str(tmp_path / "b")]) == 0
+    a, b = Bench.load(tmp_path / "a"), Bench.load(tmp_path / "b")
+    assert a.reference_people() < b.reference_people()
+    assert b.retain_people("10") == a.retain_people("10") - b.reference_people()
+    assert content_checksum(a) == content_checksum(b) and a.checksum != b.checksum
+    assert b.meta["config"]["reference_share"] == 0.6
+    assert not {q.person_id for q in b.anchor_rows(None, seed=0)} & b.reference_people()
+    capsys.readouterr()
+    with pytest.raises(ConfigError, match="reference_share=0.9 must be between 0 and 0.8"):
+        preset_config("tiny", reference_share=0.9)

@@ -37,6 +37,10 @@ RECIPES: dict[str, dict[str, Any]] = {
         "finetune": {"steps": 2000, "lr": 2e-3, "save_steps": 500},
     },
 }
+# Bench config fields that decide only the splits, not a training row: left out of the content checksum.
+SPLIT_ONLY_FIELDS = frozenset({"reference_share"})
+
+
 def content_checksum(bench: Any) -> str:
     """sha256 of what a vanilla learns from a bench: its training rows, its people, the generator config and
     the bench version. Evaluation-only rows (held-out phrasings, unseen photos) and the splits are left out:
@@ -45,7 +49,8 @@ def content_checksum(bench: Any) -> str:
     for q in bench.training_rows():
         h.update(json.dumps(q.to_dict(), sort_keys=True).encode())
     h.update((Path(bench.root) / "people.jsonl").read_bytes())
-    meta = {"version": bench.meta.get("version"), "config": bench.meta.get("config")}
+    config = {k: v for k, v in (bench.meta.get("config") or {}).items() if k not in SPLIT_ONLY_FIELDS}
+    meta = {"version": bench.meta.get("version"), "config": config}
     h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()
 

@@ -34,6 +34,9 @@ def register(subparsers) -> None:
                        help="size of the few-shot retain anchor D_r^few (default: 48 tiny, 100 full)")
     build.add_argument("--image-size", type=int, default=None, help="image side in px (default: 32 tiny, 336 full)")
     build.add_argument("--n-people", type=int, default=None, help="number of people (default: 200 tiny, 1000 full; at least 40)")
+    build.add_argument("--reference-share", type=float, default=None,
+                       help="share of the retain people set apart as the reference pool, whose questions (never labels) "
+                       "a --reference budget may use; retain metrics use the rest (default 0.3)")
     build.add_argument("--workers", type=int, default=None,
                        help="rendering processes (default: 1 for small builds, else up to 4); never changes the output")
     build.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
@@ -91,7 +94,8 @@ def _build(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1 (got {args.workers})")
-    cfg = preset_config(args.preset, seed=args.seed, anchor_size=args.anchor_size, image_size=args.image_size, n_people=args.n_people)
+    cfg = preset_config(args.preset, seed=args.seed, anchor_size=args.anchor_size, image_size=args.image_size, n_people=args.n_people,
+                        reference_share=args.reference_share)
     start = time.perf_counter()
     meta = build_bench(cfg, args.out, overwrite=args.overwrite, workers=args.workers, progress=not args.quiet)
     print(format_counts(meta))

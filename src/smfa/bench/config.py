@@ -32,6 +32,7 @@ class BenchConfig:
     anchor_size: int = 48  # |D_r^few|: the few-shot retain anchor (question ids in splits.json)
     anchor_vqa_share: float = 0.15  # share of general-VQA items in the anchor (keeps refusal off shapes)
     min_visual_distance: int = 2  # any two people differ in at least this many features visible at 32 px
+    reference_share: float = 0.3  # share of the retain people in the reference pool (tiny: 40 of 135); splits only
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +91,8 @@ class BenchConfig:
             raise bad("text_phrasings", "must be between 1 and 8")
         if not 0.0 <= self.anchor_vqa_share < 1.0:
             raise bad("anchor_vqa_share", "must be in [0, 1)")
+        if not 0.0 <= self.reference_share <= 0.8:
+            raise bad("reference_share", "must be between 0 and 0.8 (the rest of the retain people are the evaluation pool)")
         if self.min_visual_distance not in (1, 2, 3):
             raise bad("min_visual_distance", "must be 1, 2 or 3")
         # The anchor is drawn from training rows of people in no forget/val/holdout split (~70% of known

@@ -6,8 +6,8 @@ people (whose faces or facts may happen to be easier). It is also how the paper'
 
 ``forget_val`` is disjoint from ``forget_15`` and as large as ``forget_10``: hyper-parameters (k, lr,
 steps) are tuned on it, so tuning never looks at a test forget person. ``holdout`` people are never
-trained on (membership-inference negatives). ``reference`` is a pool of retain people (:data:`REFERENCE_SHARE`
-of them) whose *questions* — never their labels — a method may use, answered by the vanilla itself, the
+trained on (membership-inference negatives). ``reference`` is a pool of retain people
+(``BenchConfig.reference_share`` of them, 30 % by default) whose *questions* — never their labels — a method may use, answered by the vanilla itself, the
 way a deployer can probe a model without ground truth; retain metrics are computed on the other retain
 people only (the evaluation pool). The anchor ``D_r^few`` is a list of question ids drawn from training
 rows of people in none of those sets (the evaluation pool) — image memory, text memory, understanding and ~15 %
@@ -23,7 +23,6 @@ from smfa.bench.schema import GENERAL_VQA, IMAGE_MEMORY, TEXT_MEMORY, TRAIN_PHRA
 
 FORGET_RATIOS = (5, 10, 15)
 SPLIT_NAMES = ("forget_5", "forget_10", "forget_15", "forget_val", "holdout", "reference", "anchor")
-REFERENCE_SHARE = 0.3  # of the retain people (tiny: 40 of 135)
 ANCHOR_PERSON_KINDS = (IMAGE_MEMORY, TEXT_MEMORY, UNDERSTANDING)
 
 
@@ -54,7 +53,7 @@ def make_person_splits(people: list[Person], cfg: BenchConfig) -> dict[str, list
     splits = {f"forget_{r}": sorted(order[: sizes[r]]) for r in FORGET_RATIOS}
     splits["forget_val"] = sorted(order[sizes[15] : sizes[15] + sizes[10]])
     retain = order[sizes[15] + sizes[10]:]
-    splits["reference"] = sorted(retain[: round(len(retain) * REFERENCE_SHARE)])
+    splits["reference"] = sorted(retain[: round(len(retain) * cfg.reference_share)])
     splits["holdout"] = sorted(p.person_id for p in people if p.role == "holdout")
     return splits
 
