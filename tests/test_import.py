@@ -243,3 +243,17 @@ def test_mllmu_import_finetune_unlearn_eval_report(tmp_path: Path, capsys) -> No
     assert after["forget_image_memory"] < before["forget_image_memory"]  # SMFA forgot some of it
     compare = (rep / "compare.md").read_text()
     assert "Forget Set classification acc. (multi.)" in compare and "n/a" in compare
+
+
+def test_bench_show_draws_an_imported_bench(mllmu_bench: Path, tmp_path: Path, capsys) -> None:
+    """`smfa bench show` on an imported bench: its counts, and a contact sheet of its people's own images
+    (forget people first) and of the images no person owns."""
+    from PIL import Image
+
+    from smfa.cli import main
+
+    out = tmp_path / "sheet.png"
+    assert main(["bench", "show", str(mllmu_bench), "--out", str(out), "--people", "3"]) == 0
+    assert "imported" not in capsys.readouterr().err
+    sheet = Image.open(out)
+    assert sheet.format == "PNG" and sheet.size[0] > 400 and sheet.size[1] > 300

@@ -10,7 +10,7 @@ from typing import Any
 
 from smfa.bench.load import Bench
 from smfa.bench.questions import fundus_path, portrait_path
-from smfa.bench.validate import is_imported
+from smfa.bench.validate import forget_split_names, is_imported
 from smfa.errors import ConfigError, OutputError
 
 GROUPS = ("forget_5", "forget_10", "forget_15", "forget_val", "reference", "retain", "holdout", "general", "total")
@@ -64,9 +64,6 @@ def _sample_people(bench: Bench, n: int) -> list[str]:
 def contact_sheet(bench: Bench, out: str | Path, n_people: int = 6) -> Path:
     """Write a PNG grid: every portrait variant and fundus scan of a few people, with their labels,
     and a row of shape pictures. Refuses to write inside the bench directory (which is checksummed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     out = Path(out).expanduser().resolve()
     root = bench.root.resolve()
     if out == root or root in out.parents:
@@ -76,9 +73,71 @@ def contact_sheet(bench: Bench, out: str | Path, n_people: int = 6) -> Path:
     if not out.parent.is_dir():
         raise OutputError(f"the folder of --out {out} does not exist; create it or choose another --out")
 
-    if is_imported(bench.meta):
-        raise ConfigError(f"the contact sheet lays out the built bench's portraits and scans; {bench.root} was imported "
-                          f"({bench.meta['source']['format']}): its images are in {bench.root / 'images'}")
+    fig = _imported_figure(bench, n_people) if is_imported(bench.meta) else _built_figure(bench, n_people)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return out
+
+
+def _blank_grid(rows: int, cols: int, width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    return fig, axes
+
+
+def _imported_figure(bench: Bench, n_people: int, cols: int = 6):
+    """An imported bench: a few people (forget people first), each with up to ``cols`` of their distinct
+    images titled by the kind of question asked about them, and a row of images no person owns (general VQA)."""
+    forget = set().union(*(bench.splits[name] for name in forget_split_names(bench.splits)))
+    with_images = sorted({q.person_id for q in bench.questions if q.person_id and q.image})
+    people = sorted(with_images, key=lambda pid: (pid not in forget, pid))[:n_people]
+    general = [q for q in bench.questions if q.person_id is None and q.image][:cols]
+    rows = [_distinct_images(bench, pid)[:cols] for pid in people] + ([general] if general else [])
+    if not rows:
+        raise ConfigError(f"{bench.root} has no question with an image: nothing to draw (its counts are printed above)")
+    cols = max(len(row) for row in rows)
+    fig, axes = _blank_grid(len(rows), cols, 1.6 * cols + 2.6, 1.75 * len(rows) + 0.4)
+    for r, row in enumerate(rows):
+        if r < len(people):
+            pid = people[r]
+            role = "forget" if pid in forget else "reference" if pid in bench.reference_people() else bench.people[pid].role
+            axes[r][0].set_ylabel(f"{bench.people[pid].name}\n{pid}\n({role})", rotation=0, ha="right", va="center", fontsize=7)
+        else:
+            axes[r][0].set_ylabel("no person\n(general)", rotation=0, ha="right", va="center", fontsize=7)
+        for c, q in enumerate(row):
+            axes[r][c].imshow(bench.load_image(q), interpolation="nearest")
+            axes[r][c].set_title(f"{q.kind}\n{q.image_split or ''}".strip(), fontsize=7)
+    fig.suptitle(str(bench.meta.get("name") or f"{bench.root.name} (imported from {bench.meta['source']['format']})"), fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    return fig
+
+
+def _distinct_images(bench: Bench, person_id: str) -> list[Any]:
+    seen: dict[str, Any] = {}
+    for q in bench.questions:
+        if q.person_id == person_id and q.image and q.image not in seen:
+            seen[q.image] = q
+    return list(seen.values())
+
+
+def _built_figure(bench: Bench, n_people: int):
+    """A built bench: every portrait variant and fundus scan of a few people, and a row of shape pictures."""
     cfg = bench.meta["config"]
     n_var, n_fundus = int(cfg["n_variants"]), int(cfg["n_fundus_variants"])
     n_train = n_var - int(cfg["n_heldout_variants"])
@@ -86,14 +145,7 @@ def contact_sheet(bench: Bench, out: str | Path, n_people: int = 6) -> Path:
     cols = n_var + n_fundus
     shapes = [q for q in bench.questions if q.kind == "general_vqa" and q.attribute == "shape_count" and q.phrasing == "train"][:cols]
     by_image = {q.image: q for q in bench.questions if q.image}  # load_image names the question on failure
-    fig = Figure(figsize=(1.6 * cols + 2.6, 1.75 * (len(people) + 1)), dpi=110)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(people) + 1, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for s in ax.spines.values():
-            s.set_visible(False)
+    fig, axes = _blank_grid(len(people) + 1, cols, 1.6 * cols + 2.6, 1.75 * (len(people) + 1))
     for r, pid in enumerate(people):
         p = bench.people[pid]
         v = p.visual
@@ -121,14 +173,5 @@ def contact_sheet(bench: Bench, out: str | Path, n_people: int = 6) -> Path:
     axes[-1][0].set_ylabel("general VQA", rotation=0, ha="right", va="center", fontsize=7)
     fig.suptitle(f"S-MLLMUn Bench {bench.meta['preset']} (seed {bench.meta['seed']}, {cfg['image_size']} px)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return out
+    return fig
 
