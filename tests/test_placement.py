@@ -304,3 +304,23 @@ def test_mmunlearner_mask_holds_under_two_process_ddp(micro_bench_dir: Path, mic
         assert r["frozen_moved"] == 0.0, r
         assert r["masked_moved"] > 0, r
     assert results[0]["digest"] == results[1]["digest"]
+
+
+@pytest.mark.slow
+def test_unlearn_under_two_process_ddp_writes_one_run(micro_bench_dir: Path, micro_vanilla: Path, tmp_path: Path) -> None:
+    """2 CPU processes (gloo) run `smfa unlearn`: both train, rank 0 alone writes the run directory (the same
+    files a single process writes) and evaluates; no half-written directory is left beside it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "smfa.cli", "unlearn", "--method", "idk", "--bench", str(micro_bench_dir), "--model", str(micro_vanilla),
+           "--forget", "10", "--param", "max_steps=2", "--eval-limit", "2", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("unlearned model written to") == 1 and "rank 1: trained; rank 0 writes" in res.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"], "a rank left a staging directory"
+    assert (out / "model" / "model.safetensors").is_file() and (out / "eval" / "metrics.json").is_file()
+    assert json.loads((out / "manifest.json").read_text())["method"] == "idk"

@@ -4,12 +4,13 @@ Each parses its options into the stage's config dataclass and calls one function
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from smfa.bench.schema import TARGETS, TRAINING_PEOPLE
 from smfa.config import resolve_config
 from smfa.eval.judges import available_judges
-from smfa.models.placement import add_placement_options
+from smfa.models.placement import add_placement_options, is_main_process
 from smfa.sculpt.mask import MODES
 from smfa.training import SAMPLERS
 from smfa.unlearn import REFERENCE_BUDGETS
@@ -109,6 +110,9 @@ def _unlearn(args: argparse.Namespace) -> int:
     over["evaluate"] = args.evaluate
     cfg = resolve_config(UnlearnConfig, args.config, over)
     out = unlearn(cfg)
+    if not is_main_process():
+        print(f"rank {os.environ.get('RANK')}: trained; rank 0 writes {out}")
+        return 0
     print(f"unlearned model written to {out}/model" + (f"; evaluation in {out}/eval/report.md" if cfg.evaluate else ""))
     return 0
 

@@ -101,10 +101,11 @@ def check_output_dir(out: Path, overwrite: bool) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_run_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_run_dir(out: Path, overwrite: bool = False, discard: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside ``out``; on success rename it to ``out``.
 
-    On an exception the temporary directory is removed and ``out`` is untouched.
+    On an exception the temporary directory is removed and ``out`` is untouched. With ``discard`` (a
+    distributed rank other than 0, which does the work but must not write) it is removed in any case.
     """
     out = check_output_dir(out, overwrite)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
@@ -113,6 +114,9 @@ def atomic_run_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if discard:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     if out.exists():
         # Move the old directory aside first so there is never a moment with no complete output.
         old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))

@@ -135,7 +135,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     from smfa.methods import get_method
     from smfa.methods.base import UnlearnContext
     from smfa.models.loading import load_model, model_dir_of
-    from smfa.models.placement import autocast_flags, check_trainable, resolve_placement
+    from smfa.models.placement import autocast_flags, check_trainable, is_main_process, resolve_placement
 
     t_start = time.perf_counter()
     method = get_method(cfg.method)
@@ -173,7 +173,8 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         from smfa.cache import cache_dir
 
         anchor_cache = cache_dir() / "anchors"
-    with atomic_run_dir(Path(cfg.out), overwrite=cfg.overwrite) as stage:
+    main = is_main_process()  # under DDP every rank trains; rank 0 alone evaluates and writes the run
+    with atomic_run_dir(Path(cfg.out), overwrite=cfg.overwrite, discard=not main) as stage:
         ctx = UnlearnContext(bench=bench, vanilla=vanilla, data=data, target=cfg.target, seed=cfg.seed,
                              work_dir=stage, progress=cfg.progress, placement=placement,
                              shared_dir=Path(cfg.shared_dir) if cfg.shared_dir else None,
@@ -182,6 +183,8 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         model = method.run(ctx, hp)
         # A reused adapter's training time counts, so wall times compare what each method costs alone.
         wall = time.perf_counter() - t0 + ctx.reused_train_s
+        if not main:
+            return Path(cfg.out)
         model.save_pretrained(stage / "model", safe_serialization=True)
         vanilla.processor.save_pretrained(stage / "model")
         requests = chain_record(chain, group, cfg.model, len(data.forget_rows))

@@ -66,6 +66,12 @@ def _distributed_local_rank() -> int | None:
     return None
 
 
+def is_main_process() -> bool:
+    """True unless this is a rank other than 0 of a distributed launch (``RANK`` set by ``torchrun`` /
+    ``accelerate launch``): every rank trains, one writes the run directory."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def resolve_device(spec: str = "auto") -> torch.device:
     """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` → a concrete device, or a one-line ConfigError."""
     match = _DEVICE.match(str(spec).strip().lower())
