@@ -97,3 +97,25 @@ def test_the_kl_reference_loss_trains_reference_rows_towards_the_vanilla(micro_b
     train_mfa(ctx, kl, data.forget_rows, "idk")
     log = [json.loads(line) for line in (tmp_path / "train_logs" / "idk.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 6 and math.isfinite(log[-1]["train_loss"]) and log[-1]["train_loss"] > 0
+
+
+def test_the_anchor_can_train_on_the_few_shot_anchor_alone(tmp_path: Path) -> None:
+    """``anchor_reference=false``: the RA sees D_r^few only (the MFA keeps the reference rows), and the RA
+    cache key says so."""
+    from types import SimpleNamespace
+
+    from smfa.errors import ConfigError
+    from smfa.methods import get_method
+    from smfa.methods.base import UnlearnData
+    from smfa.methods.smfa import anchor_key, anchor_rows
+
+    row = lambda i: SimpleNamespace(id=f"q{i}", answer=f"a{i}")  # noqa: E731
+    data = UnlearnData(forget_rows=[row(0)], anchor_rows=[row(1), row(2)], reference_rows=[row(3)])
+    ctx = SimpleNamespace(data=data, model_digest="d", seed=0)
+    both = get_method("smfa").config(reference="self-full")
+    few = get_method("smfa").config(overrides={"anchor_reference": False}, reference="self-full")
+    assert [r.id for r in anchor_rows(ctx, both)] == ["q1", "q2", "q3"]
+    assert [r.id for r in anchor_rows(ctx, few)] == ["q1", "q2"]
+    assert anchor_key(ctx, both) != anchor_key(ctx, few)
+    with pytest.raises(ConfigError, match="'anchor_reference' expects true/false, got 'maybe'"):
+        get_method("smfa").config(overrides={"anchor_reference": "maybe"})

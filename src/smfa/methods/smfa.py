@@ -55,6 +55,7 @@ class AdapterPairConfig(MethodConfig):
     forget_repeat: int = 1  # refusal-labelled forget rows repeated (keeps their share when reference rows are added)
     forget_augment: int = 0  # extra refusal copies of each forget photo row, seen through a random view (data.augment_image)
     reference_loss: str = "ce"  # the MFA on self-labelled reference rows: ce (their greedy answers) | kl (KL to the vanilla)
+    anchor_reference: bool = True  # the RA trains on the reference rows too (False: on D_r^few only, as without a budget)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -149,7 +150,12 @@ def train_anchor(ctx: UnlearnContext, hp: AdapterPairConfig) -> torch.nn.Module:
 
     anchor_hp = replace(hp, epochs=hp.anchor_epochs)
     model = prepare_trainable(ctx, anchor_hp, ctx.fresh_model())
-    return train_sft(ctx, model, anchor_hp, ctx.encode(reference_items(ctx.data.retain_rows), desc="encoding anchor"), tag="anchor")
+    return train_sft(ctx, model, anchor_hp, ctx.encode(reference_items(anchor_rows(ctx, hp)), desc="encoding anchor"), tag="anchor")
+
+
+def anchor_rows(ctx: UnlearnContext, hp: AdapterPairConfig) -> list:
+    """What the RA trains on: the retain rows (D_r^few + any reference rows), or D_r^few alone."""
+    return ctx.data.retain_rows if hp.anchor_reference else list(ctx.data.anchor_rows)
 
 
 def anchor_key(ctx: UnlearnContext, hp: AdapterPairConfig) -> str | None:
@@ -164,7 +170,7 @@ def anchor_key(ctx: UnlearnContext, hp: AdapterPairConfig) -> str | None:
     if not ctx.model_digest:
         return None
     values = asdict(hp)
-    blob = {"model": ctx.model_digest, "retain": [(r.id, r.answer) for r in ctx.data.retain_rows], "seed": ctx.seed,
+    blob = {"model": ctx.model_digest, "retain": [(r.id, r.answer) for r in anchor_rows(ctx, hp)], "seed": ctx.seed,
             "hp": {f.name: values[f.name] for f in fields(MethodConfig)}, "anchor_epochs": hp.anchor_epochs,
             "versions": {k: v for k, v in package_versions().items() if k in ("torch", "transformers", "peft")},
             "loss": "answer-view"}  # RAs trained when the LM head ran over every position differ in the last bits
