@@ -206,3 +206,20 @@ def test_selectivity_curves_join_variant_points_and_seeds_share_a_point():
     m = _fake_metrics(0.2, 0.8)  # leak photo 20 %, name 30 %; retain memory (90 + 85) / 2
     leak, retain = selectivity_point(m)
     assert leak == pytest.approx(25.0) and retain == pytest.approx(87.5)
+
+
+def test_runs_with_attacks_get_one_table_of_attacks_by_run(tmp_path):
+    """Two attacked runs: one table, an attack a row and a run a column, each cell the attack's headline."""
+    from smfa.report import compare_markdown
+
+    a = {"paraphrase": {"leak": 0.03, "retain_leak": 0.17}, "relearn": {"leak_before": 0.23, "leak_after": 1.0},
+         "cross_modal": {"leak": 0.4, "leak_text_only": 0.07, "leak_image_only": 0.33}, "mia": {"auc": 0.973},
+         "quantize_4bit": {"leak": 0.27, "retain_leak": 0.53, "general_vqa_accuracy": 0.56}}
+    b = {"paraphrase": {"leak": 0.0, "retain_leak": 0.28}, "relearn": {"leak_before": 0.02, "leak_after": 0.95}}
+    text = compare_markdown([_fake_metrics(0.2, 0.8, attacks=a), _fake_metrics(0.0, 0.9, attacks=b)], ["anchor", "budget"])
+    assert "| attack | anchor | budget |" in text
+    assert "| `paraphrase` (retain kept) | 3 (17) | 0 (28) |" in text
+    assert "| `relearn` before → after | 23 → 100 | 2 → 95 |" in text
+    assert "| `cross_modal` name only / photo only / either | 7 / 33 / 40 | n/a |" in text
+    assert "| `quantize_4bit` (retain kept; general VQA) | 27 (53; 56) | n/a |" in text
+    assert "| `mia` | AUC 0.97 | n/a |" in text

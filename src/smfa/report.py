@@ -174,6 +174,40 @@ def attacks_table(attacks: Mapping[str, Mapping[str, Any]]) -> str:
     return _table(["attack", *columns], rows)
 
 
+def _leak_pct(value: Any) -> str:
+    return NA if value is None else f"{100 * value:.0f}"
+
+
+def attack_cell(name: str, values: Mapping[str, Any]) -> str:
+    """The headline of one attack's result, as robustness tables show it: the leak in %, with what the attack
+    also measures — retain kept, the cross-modal split, relearning's before → after, quantisation's retain and
+    general VQA — and the membership-inference AUC."""
+    if name == "mia":
+        return NA if values.get("auc") is None else f"AUC {values['auc']:.2f}"
+    if name == "relearn":
+        return f"{_leak_pct(values.get('leak_before'))} → {_leak_pct(values.get('leak_after'))}"
+    if name == "cross_modal":
+        return f"{_leak_pct(values.get('leak_text_only'))} / {_leak_pct(values.get('leak_image_only'))} / {_leak_pct(values.get('leak'))}"
+    cell = _leak_pct(values.get("leak"))
+    extra = [_leak_pct(values[k]) for k in ("retain_leak", "general_vqa_accuracy") if values.get(k) is not None]
+    return f"{cell} ({'; '.join(extra)})" if extra else cell
+
+
+ATTACK_ROW_NOTES = {"cross_modal": "name only / photo only / either", "relearn": "before → after",
+                    "quantize_8bit": "(retain kept; general VQA)", "quantize_4bit": "(retain kept; general VQA)",
+                    "paraphrase": "(retain kept)", "unseen_image": "(retain kept)"}
+
+
+def attack_leaks_table(runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """Attacks as rows, runs as columns (:func:`attack_cell` in each): how every run stands up to every attack."""
+    names: list[str] = []
+    for attacks in runs.values():
+        names += [n for n in attacks if n not in names]
+    rows = [[f"`{n}`" + (f" {ATTACK_ROW_NOTES[n]}" if n in ATTACK_ROW_NOTES else ""),
+             *(attack_cell(n, attacks[n]) if n in attacks else NA for attacks in runs.values())] for n in names]
+    return _table(["attack", *runs], rows)
+
+
 def write_eval_report(metrics: Metrics, out_dir: str | Path) -> Path:
     """Write ``out_dir/report.md`` for one evaluation; returns its path."""
     path = Path(out_dir) / REPORT_FILE
@@ -255,6 +289,9 @@ def compare_markdown(metrics: Sequence[Metrics], labels: Sequence[str], wall_tim
     attacked = [(label, m.attacks) for m, label in zip(metrics, labels) if m.attacks]
     if attacked:
         lines += ["", "## Attacks", ""]
+        if len(attacked) > 1:
+            lines += ["Leak in % of the forget people's answers (retain kept, where an attack measures it); each run's "
+                      "full numbers follow.", "", attack_leaks_table(dict(attacked)), ""]
         for label, attacks in attacked:
             lines += [f"### {label}", "", attacks_table(attacks or {}), ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -347,6 +384,8 @@ __all__ = [
     "SELECTIVITY_FILE",
     "TRADEOFF_FILE",
     "aggregate_markdown",
+    "attack_cell",
+    "attack_leaks_table",
     "attacks_table",
     "compare_markdown",
     "compare_runs",
