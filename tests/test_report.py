@@ -206,6 +206,16 @@ def test_selectivity_curves_join_variant_points_and_seeds_share_a_point():
     m = _fake_metrics(0.2, 0.8)  # leak photo 20 %, name 30 %; retain memory (90 + 85) / 2
     leak, retain = selectivity_point(m)
     assert leak == pytest.approx(25.0) and retain == pytest.approx(87.5)
+    visual = _fake_metrics(0.2, 0.8, target="visual")  # the name questions are kept knowledge: photo leak only
+    assert selectivity_point(visual)[0] == pytest.approx(20.0)
+
+
+def test_the_selectivity_axis_says_what_it_averages():
+    from smfa.plots import _selectivity_xlabel
+
+    assert "mean of photo and name (%)" in _selectivity_xlabel({"all"})
+    assert "by photo (%)" in _selectivity_xlabel({"visual"})
+    assert "photo only for visual-setting runs" in _selectivity_xlabel({"all", "visual"})
 
 
 def test_runs_with_attacks_get_one_table_of_attacks_by_run(tmp_path):

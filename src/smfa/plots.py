@@ -137,6 +137,13 @@ def selectivity_curves(labels: Sequence[str]) -> dict[str, list[int]]:
     return curves
 
 
+def _selectivity_xlabel(targets: set[str]) -> str:
+    """What the x axis averages (:func:`selectivity_point`): the visual setting forgets the photo link only."""
+    what = {frozenset({"visual"}): "by photo", frozenset({"all"}): "mean of photo and name"}.get(
+        frozenset(targets), "mean of photo and name; photo only for visual-setting runs")
+    return f"Forget leak, {what} (%)  ← lower is better"
+
+
 def plot_selectivity(metrics: Sequence[Metrics], labels: Sequence[str], out_png: str | Path, *,
                      title: str = "Selectivity: forget leak vs retain memory") -> Path:
     """Forget leak (x, lower is better) vs retain memory (y, higher is better): the selectivity trade-off.
@@ -170,7 +177,7 @@ def plot_selectivity(metrics: Sequence[Metrics], labels: Sequence[str], out_png:
                 ax.annotate(point_name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
         plotted += 1
     _tradeoff_axes(ax, plotted, "no run has both a forget leak and retain memory", margin=3, star_z=2,
-                   xlabel="Forget leak, mean of photo and name (%)  ← lower is better",
+                   xlabel=_selectivity_xlabel({m.target for m in metrics}),
                    ylabel="Retain memory (%)  ↑ higher is better", title=title)
     return _save_png(fig, Path(out_png))
 
