@@ -65,6 +65,11 @@ def test_the_forget_group_decides_forget_retain_and_anchor(micro_bench_dir: Path
         assert len(data.anchor_rows) == len([r for r in bench.anchor_rows() if r.person_id != "p0004"])
     # A split's data is unchanged by the generalisation (no split person is in the anchor).
     assert [r.id for r in select_data(bench, "10", "all", None, 0).anchor_rows] == [r.id for r in bench.anchor_rows()]
+    # --keep-earlier-refusals: a chain's forget rows also hold the earlier requests' people, this request's first.
+    kept = select_data(bench, second, "all", None, 0, keep_earlier=True).forget_rows
+    assert {q.person_id for q in kept} == set(FIRST) | set(SECOND)
+    assert [q.id for q in kept[:len(bench.forget_rows(second))]] == [q.id for q in bench.forget_rows(second)]
+    assert select_data(bench, first, "all", None, 0, keep_earlier=True).forget_rows == bench.forget_rows(first)
     with pytest.raises(ConfigError, match="already forgotten"):
         bench.request_set(["p0011"], earlier=(first.people,))
     holdout = sorted(bench.holdout_people())[0]

@@ -104,7 +104,7 @@ def _forget(args: Any) -> int:
     over = _overrides(args, ["bench", "model", "out", "method", "target", "seed", "method_config", "eval_limit",
                              "judge", "attacks", "overwrite", "reference", "device", "dtype"])
     over.update(forget_people=args.people, params=params, evaluate=args.evaluate, request_eval=True,
-                anchor_cache=args.anchor_cache,
+                anchor_cache=args.anchor_cache, keep_earlier=args.keep_earlier,
                 eval_limit=REQUEST_EVAL_LIMIT if args.eval_limit is None else args.eval_limit)
     cfg = resolve_config(UnlearnConfig, args.config, over)
     out = unlearn(cfg)
@@ -151,6 +151,9 @@ def register(sub: Any) -> None:
     p.add_argument("--judge", choices=available_judges())
     p.add_argument("--no-eval", dest="evaluate", action="store_false", default=True,
                    help="skip the evaluation (the audit then records no leak)")
+    p.add_argument("--keep-earlier-refusals", dest="keep_earlier", action="store_true", default=False,
+                   help="in a chain, train the refusal of every earlier request's people again (their questions with "
+                        "refusals as labels; the bench's rows about them are read, and the audit says so)")
     p.add_argument("--no-anchor-cache", dest="anchor_cache", action="store_false", default=True,
                    help="retrain the retaining anchor even when one trained on the same weights is cached")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")

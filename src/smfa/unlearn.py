@@ -59,16 +59,21 @@ class UnlearnConfig:
     attacks: str | None = None  # attack suite on the unlearned model ("all" or a comma list); in the audit record
     request_eval: bool = False  # evaluate only what a request's audit needs (EvalConfig.request_sets; smfa forget)
     anchor_cache: bool = False  # reuse a retaining anchor trained on the same parent weights and data (smfa forget)
+    keep_earlier: bool = False  # a chain's MFA also refuses every earlier request's people (their questions, refusal labels)
 
 
 def select_data(bench: Any, forget: str | ForgetSet, target: str, anchor_size: int | None, seed: int,
-                with_preserve: bool = False):
-    """The rows a method sees (module docstring); ``forget``: a split name or a resolved :class:`ForgetSet`."""
+                with_preserve: bool = False, keep_earlier: bool = False):
+    """The rows a method sees (module docstring); ``forget``: a split name or a resolved :class:`ForgetSet`.
+    ``keep_earlier``: the forget rows of a chain's earlier requests join this request's (refusal-labelled by the
+    method), so that a later request does not train their refusal away."""
     from smfa.methods.base import UnlearnData
 
     kinds = forgotten_kinds(target)
     group = bench.forget_set(forget)
     forget_rows = bench.forget_rows(group, kinds=kinds)
+    if keep_earlier and group.earlier:
+        forget_rows += bench.forget_rows(ForgetSet(label=group.label, people=group.forgotten - group.people), kinds=kinds)
     if not forget_rows:
         raise ConfigError(f"the forget set for --forget {group.label} --target {target} is empty: nothing to unlearn")
     few = [r for r in bench.anchor_rows(anchor_size, seed=seed) if r.person_id not in group.forgotten]
@@ -147,7 +152,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     chain = read_chain(cfg.model, bench)  # earlier requests when --model is an unlearning run
     group = resolve_forget(bench, str(cfg.forget), cfg.forget_people, chain.earlier_people)
     data = select_data(bench, group, cfg.target, cfg.anchor_size, cfg.seed,
-                       with_preserve=getattr(method, "needs_preserve", False))
+                       with_preserve=getattr(method, "needs_preserve", False), keep_earlier=cfg.keep_earlier)
     if cfg.oracle and cfg.evaluate:
         from smfa.eval.pipeline import check_oracle
 
@@ -194,6 +199,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
             reused_adapter_train_s=round(ctx.reused_train_s, 2),
             bench={"path": str(bench.root), "checksum": bench.checksum},
             data={"forget_rows": len(data.forget_rows), "anchor_rows": len(data.anchor_rows),
+                  "earlier_requests_refused": bool(cfg.keep_earlier and group.earlier),
                   "reference_rows": len(data.reference_rows), "budget": cfg.reference if data.reference_rows else "none",
                   "preserve_rows": len(data.preserve_rows), "target": cfg.target, "forget": group.label},
             family=vanilla.family.name, placement=placement.describe(), **requests,
