@@ -149,7 +149,7 @@ def plot_selectivity(metrics: Sequence[Metrics], labels: Sequence[str], out_png:
     """Forget leak (x, lower is better) vs retain memory (y, higher is better): the selectivity trade-off.
     One curve per variant (labels ``VARIANT@POINT``, see :func:`selectivity_curves`), points with error
     bars (± standard deviation) where several runs share a label; upper left is better."""
-    import statistics
+    from smfa.report import mean_spread  # the one owner of mean ± sd (report imports this module at its top)
 
     fig = _figure(6.4, 4.8)
     ax = fig.add_subplot()
@@ -165,10 +165,10 @@ def plot_selectivity(metrics: Sequence[Metrics], labels: Sequence[str], out_png:
             continue
         xs, ys, xerr, yerr = [], [], [], []
         for pts in points.values():
-            xs.append(statistics.fmean(p[0] for p in pts))
-            ys.append(statistics.fmean(p[1] for p in pts))
-            xerr.append(statistics.stdev(p[0] for p in pts) if len(pts) > 1 else 0.0)
-            yerr.append(statistics.stdev(p[1] for p in pts) if len(pts) > 1 else 0.0)
+            for axis, (centre, err) in enumerate(((xs, xerr), (ys, yerr))):
+                mean, spread, _ = mean_spread([p[axis] for p in pts])
+                centre.append(mean)
+                err.append(spread or 0.0)
         ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="-o" if len(xs) > 1 else "o", color=colour, label=variant,
                     capsize=3, markersize=6, zorder=3)
         for label, x, y in zip(points, xs, ys):
