@@ -273,12 +273,10 @@ def _sft_trainer_class():
             distill = inputs.get(DISTILL_KEY)
             logits, labels = answer_logits(model, batch)
             reference_logits = None
-            if distill is not None and bool(distill.any()):
-                if self.reference is None:
-                    raise ValueError("rows marked distill reached a trainer without a reference model")
+            if self.reference is not None and distill is not None and bool(distill.any()):
                 with torch.no_grad():
                     reference_logits, _ = answer_logits(self.reference, batch)
-            loss = sft_loss(logits, labels, distill, reference_logits)
+            loss = sft_loss(logits, labels, distill, reference_logits)  # distill rows without a reference: ValueError
             return (loss, None) if return_outputs else loss
 
     return SFTTrainer

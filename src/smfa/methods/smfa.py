@@ -34,10 +34,10 @@ def check_mfa_data_fields(cfg: MethodConfig) -> None:
     """The checks of the MFA's data fields (``anchor_repeat``, ``forget_repeat``, ``forget_augment``,
     ``reference_loss``), shared by SMFA/TIES and IDK, whose MFA is the same."""
     name = type(cfg).__name__
-    augment = getattr(cfg, "forget_augment")
+    augment = cfg.forget_augment
     if not isinstance(augment, int) or augment < 0:
         raise ConfigError(f"{name}: forget_augment must be an integer >= 0, got {augment!r}")
-    if getattr(cfg, "reference_loss") not in REFERENCE_LOSSES:
+    if cfg.reference_loss not in REFERENCE_LOSSES:
         raise ConfigError(f"{name}: reference_loss must be one of {', '.join(REFERENCE_LOSSES)}, got {cfg.reference_loss!r}")
     for field_name in ("anchor_repeat", "forget_repeat"):
         value = getattr(cfg, field_name)

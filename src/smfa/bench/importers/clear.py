@@ -25,8 +25,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from smfa.bench.importers.common import ImportedData, ImportOptions, RowCollector, write_imported_bench
-from smfa.bench.importers.parquet import has_subset, read_subset
+from smfa.bench.importers.common import ImportedData, ImportOptions, RowCollector
+from smfa.bench.importers.parquet import has_subset, import_parquet_folder, read_subset
 from smfa.bench.schema import CHOICE, IMAGE_MEMORY, TRAIN_IMAGE, Person
 from smfa.errors import BenchError
 
@@ -117,9 +117,6 @@ def parse_clear(root: Path, seed: int = 0) -> ImportedData:
 
 def import_clear(root: str | Path, opts: ImportOptions) -> dict[str, Any]:
     """Import CLEAR from ``root`` into ``opts.out``; returns ``bench.json``'s content."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise BenchError(f"{root} is not a directory; pass the folder holding CLEAR's subsets (full/, forget01/, ...)")
-    data = parse_clear(root, seed=opts.seed)
-    read = sorted(s for s in ("full", *(f for _, f, _ in RATIOS), *(r for _, _, r in RATIOS), *PERTURBED) if has_subset(root, s))
-    return write_imported_bench(data, opts, {"format": "clear", "input": str(root), "subsets": read})
+    subsets = ("full", *(f for _, f, _ in RATIOS), *(r for _, _, r in RATIOS), *PERTURBED)
+    return import_parquet_folder(root, opts, "clear", "CLEAR's subsets (full/, forget01/, ...)", subsets,
+                                 lambda folder: parse_clear(folder, seed=opts.seed))

@@ -21,7 +21,6 @@ stages take ``--forget user``; any later stage also takes ``--forget FILE`` dire
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 

@@ -32,9 +32,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-from smfa.bench.importers.common import ImportedData, ImportOptions, RowCollector, unique, write_imported_bench
-from smfa.bench.importers.parquet import has_subset, read_subset
-from smfa.bench.schema import CHOICE, CLOZE, GENERATION, HELDOUT_IMAGE, IMAGE_MEMORY, PARAPHRASE, TEXT_MEMORY, TRAIN_IMAGE, TRAIN_PHRASING, Person, Question
+from smfa.bench.importers.common import ImportedData, ImportOptions, RowCollector, unique
+from smfa.bench.importers.parquet import has_subset, import_parquet_folder, read_subset
+from smfa.bench.schema import CHOICE, CLOZE, GENERATION, HELDOUT_IMAGE, IMAGE_MEMORY, PARAPHRASE, TEXT_MEMORY, TRAIN_IMAGE, TRAIN_PHRASING, Person
 from smfa.errors import BenchError
 
 FORGET_RATIOS = (5, 10, 15)
@@ -174,10 +174,7 @@ def parse_mllmu(root: Path, seed: int = 0) -> ImportedData:
 
 def import_mllmu(root: str | Path, opts: ImportOptions) -> dict[str, Any]:
     """Import MLLMU-Bench from ``root`` into ``opts.out``; returns ``bench.json``'s content."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise BenchError(f"{root} is not a directory; pass the folder holding MLLMU-Bench's subsets (Full_Set/, forget_10/, ...)")
-    data = parse_mllmu(root, seed=opts.seed)
-    read = sorted(s for s in ("Full_Set", "ft_Data", "Test_Set", "Retain_Set", *(f"forget_{r}" for r in FORGET_RATIOS),
-                              *(f"retain_{100 - r}" for r in FORGET_RATIOS)) if has_subset(root, s))
-    return write_imported_bench(data, opts, {"format": "mllmu", "input": str(root), "subsets": read})
+    subsets = ("Full_Set", "ft_Data", "Test_Set", "Retain_Set", *(f"forget_{r}" for r in FORGET_RATIOS),
+               *(f"retain_{100 - r}" for r in FORGET_RATIOS))
+    return import_parquet_folder(root, opts, "mllmu", "MLLMU-Bench's subsets (Full_Set/, forget_10/, ...)", subsets,
+                                 lambda folder: parse_mllmu(folder, seed=opts.seed))

@@ -3,6 +3,7 @@ them out, or ``DIR/<subset>.parquet``) into rows, with one-line errors naming th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +49,18 @@ def read_subset(root: Path, subset: str, required: tuple[str, ...], one_of: tupl
 
 def has_subset(root: Path, subset: str) -> bool:
     return bool(subset_files(root, subset))
+
+
+def import_parquet_folder(root: str | Path, opts: Any, fmt: str, holding: str, subsets: Iterable[str],
+                          parse: Callable[[Path], Any]) -> dict[str, Any]:
+    """The entry of a parquet importer: check that ``root`` is a folder (else a one-line error naming what it
+    should hold), ``parse`` it, and write the bench with the ``subsets`` found there in its source record;
+    returns ``bench.json``'s content."""
+    from smfa.bench.importers.common import write_imported_bench
+
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise BenchError(f"{root} is not a directory; pass the folder holding {holding}")
+    data = parse(root)
+    read = sorted(s for s in subsets if has_subset(root, s))
+    return write_imported_bench(data, opts, {"format": fmt, "input": str(root), "subsets": read})
