@@ -440,3 +440,17 @@ def test_reference_share_moves_people_from_the_evaluation_pool_to_the_reference_
     capsys.readouterr()
     with pytest.raises(ConfigError, match="reference_share=0.9 must be between 0 and 0.8"):
         preset_config("tiny", reference_share=0.9)
+
+
+def test_build_flags_set_shape_pictures_and_portrait_variants(tmp_path: Path, capsys) -> None:
+    """``--shape-images`` and ``--variants`` reach the generator: more pictures, one more photo per person."""
+    common = ["bench", "build", "--preset", "tiny", "--seed", "3", "--n-people", "40", "--anchor-size", "12", "--quiet"]
+    assert main([*common, "--shape-images", "60", "--variants", "4", "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    bench = Bench.load(tmp_path / "b")
+    assert (bench.meta["config"]["n_shape_images"], bench.meta["config"]["n_variants"]) == (60, 4)
+    assert len(list((tmp_path / "b" / "images" / "shapes").glob("*.png"))) == 60
+    person = next(iter(bench.known_people()))
+    assert len(list((tmp_path / "b" / "images").glob(f"portraits/{person}*.png"))) == 4
+    with pytest.raises(ConfigError, match="n_shape_images=5 must be between 20"):
+        preset_config("tiny", n_shape_images=5)

@@ -37,6 +37,11 @@ def register(subparsers) -> None:
     build.add_argument("--reference-share", type=float, default=None,
                        help="share of the retain people set apart as the reference pool, whose questions (never labels) "
                        "a --reference budget may use; retain metrics use the rest (default 0.3)")
+    build.add_argument("--shape-images", type=int, default=None,
+                       help="general-VQA shape pictures, 20%% of them held out for evaluation (default: 500 tiny, 2000 full)")
+    build.add_argument("--variants", type=int, default=None,
+                       help="portrait variants per person, the last one held out as the unseen photo (default: 3 tiny, "
+                       "4 full)")
     build.add_argument("--workers", type=int, default=None,
                        help="rendering processes (default: 1 for small builds, else up to 4); never changes the output")
     build.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
@@ -95,7 +100,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1 (got {args.workers})")
     cfg = preset_config(args.preset, seed=args.seed, anchor_size=args.anchor_size, image_size=args.image_size, n_people=args.n_people,
-                        reference_share=args.reference_share)
+                        reference_share=args.reference_share, n_shape_images=args.shape_images, n_variants=args.variants)
     start = time.perf_counter()
     meta = build_bench(cfg, args.out, overwrite=args.overwrite, workers=args.workers, progress=not args.quiet)
     print(format_counts(meta))
