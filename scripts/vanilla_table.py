@@ -17,6 +17,7 @@ ROWS = (
     ("text memory", "text_memory", 0.99),
     ("image memory, held-out phrasing", "image_memory/paraphrase", 0.80),
     ("text memory, held-out phrasing", "text_memory/paraphrase", 0.80),
+    ("text memory, two facts in one question (held-out pairs)", "text_memory/multi_fact", None),
     ("image memory, unseen photo", "image_memory/unseen_image", 0.85),
     ("understanding", "understanding", 0.95),
     ("understanding, unseen photo", "understanding/unseen_image", None),

@@ -18,6 +18,7 @@ from smfa.bench.questions import TEMPLATES
 from smfa.bench.schema import (
     GENERAL_VQA,
     IMAGE_MEMORY,
+    MULTI_FACT_JOIN,
     PARAPHRASE,
     PERSON_KINDS,
     TEXT_MEMORY,
@@ -150,8 +151,8 @@ def test_facts_occur_in_short_answers(bench: Bench) -> None:
 def test_every_template_is_used(bench: Bench) -> None:
     used = Counter((q.kind, q.domain, q.attribute if q.kind != UNANSWERABLE else "*", q.phrasing, q.template_id) for q in bench.questions)
     for (kind, domain, attribute), t in TEMPLATES.items():
-        if attribute == "eye_colour":
-            continue  # not asked at 32 px
+        if attribute == "eye_colour" or MULTI_FACT_JOIN in attribute:
+            continue  # not asked at 32 px; multi-fact questions are off by default (test_multi_fact_questions)
         assert len(t.train) >= 12 and len(t.paraphrase) >= 6, (kind, domain, attribute)
         for phrasing, pool in ((TRAIN_PHRASING, t.train), (PARAPHRASE, t.paraphrase)):
             for i in range(len(pool)):
@@ -443,14 +444,52 @@ def test_reference_share_moves_people_from_the_evaluation_pool_to_the_reference_
 
 
 def test_build_flags_set_shape_pictures_and_portrait_variants(tmp_path: Path, capsys) -> None:
-    """``--shape-images`` and ``--variants`` reach the generator: more pictures, one more photo per person."""
+    """``--shape-images``, ``--variants`` and ``--multi-fact`` reach the generator: more pictures, one more
+    photo per person, multi-fact questions."""
     common = ["bench", "build", "--preset", "tiny", "--seed", "3", "--n-people", "40", "--anchor-size", "12", "--quiet"]
-    assert main([*common, "--shape-images", "60", "--variants", "4", "--out", str(tmp_path / "b")]) == 0
+    assert main([*common, "--shape-images", "60", "--variants", "4", "--multi-fact", "2", "--out", str(tmp_path / "b")]) == 0
     capsys.readouterr()
     bench = Bench.load(tmp_path / "b")
-    assert (bench.meta["config"]["n_shape_images"], bench.meta["config"]["n_variants"]) == (60, 4)
+    config = bench.meta["config"]
+    assert (config["n_shape_images"], config["n_variants"], config["multi_fact_phrasings"]) == (60, 4, 2)
     assert len(list((tmp_path / "b" / "images" / "shapes").glob("*.png"))) == 60
     person = next(iter(bench.known_people()))
     assert len(list((tmp_path / "b" / "images").glob(f"portraits/{person}*.png"))) == 4
     with pytest.raises(ConfigError, match="n_shape_images=5 must be between 20"):
         preset_config("tiny", n_shape_images=5)
+
+
+def test_multi_fact_questions(tmp_path: Path) -> None:
+    """``multi_fact_phrasings``: known people are trained on pairs of their facts asked at once; three pairs
+    are never trained and form the ``multi_fact`` evaluation sets; every word of those questions is trained.
+    Off by default: no row, no set, and the content checksum (the shipped vanilla's key) ignores the field."""
+    from smfa.bench.questions import HELDOUT_MULTI_FACT_PAIRS, TRAIN_MULTI_FACT_PAIRS
+    from smfa.bench.schema import fact_parts, is_multi_fact
+    from smfa.pretrained import content_checksum
+
+    build_bench(preset_config("tiny", seed=3, multi_fact_phrasings=3, **SMALL), tmp_path / "mf", progress=False)
+    bench = Bench.load(tmp_path / "mf")
+    multi = [q for q in bench.questions if is_multi_fact(q)]
+    trained = [q for q in bench.training_rows() if is_multi_fact(q)]
+    assert Counter(q.person_id for q in trained) == {pid: 3 for pid in bench.known_people()}
+    assert {tuple(q.attribute.split(MULTI_FACT_JOIN)) for q in trained} == set(TRAIN_MULTI_FACT_PAIRS)
+    heldout = [q for q in multi if q.phrasing == PARAPHRASE]
+    assert {tuple(q.attribute.split(MULTI_FACT_JOIN)) for q in heldout} == set(HELDOUT_MULTI_FACT_PAIRS)
+    for q in multi:
+        first, second = fact_parts(q.fact)
+        assert q.answer.startswith(bench.people[q.person_id].name) and first in q.answer and second in q.answer, q
+        assert " and " in q.question and q.kind == TEXT_MEMORY and q.image is None
+    sets = bench.eval_sets("10")
+    assert {q.id for q in sets["forget/text_memory/multi_fact"] + sets["retain/text_memory/multi_fact"]} <= {q.id for q in heldout}
+    assert len(sets["forget/text_memory/multi_fact"]) == 3 * len(bench.forget_people("10"))
+    assert not any(is_multi_fact(q) for name, rows in sets.items() if "multi_fact" not in name for q in rows)
+    trained_words = set().union(*(_words(q.question) | _words(q.answer) for q in bench.training_rows()))
+    asked = [q for q in heldout if q.person_id in bench.known_people()]
+    assert not set().union(*(_words(q.question) for q in asked)) - trained_words
+
+    build_bench(preset_config("tiny", seed=3, **SMALL), tmp_path / "plain", progress=False)
+    plain = Bench.load(tmp_path / "plain")
+    assert not any(is_multi_fact(q) for q in plain.questions) and not any("multi_fact" in n for n in plain.eval_sets("10"))
+    before = content_checksum(plain)
+    del plain.meta["config"]["multi_fact_phrasings"]  # a bench built before the field existed
+    assert content_checksum(plain) == before != content_checksum(bench)

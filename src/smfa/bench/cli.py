@@ -42,6 +42,9 @@ def register(subparsers) -> None:
     build.add_argument("--variants", type=int, default=None,
                        help="portrait variants per person, the last one held out as the unseen photo (default: 3 tiny, "
                        "4 full)")
+    build.add_argument("--multi-fact", type=int, default=None, metavar="N",
+                       help="N training questions per person asking two private facts at once; three pairs of facts "
+                       "are never asked together in training and form the multi_fact evaluation sets (default: 0, none)")
     build.add_argument("--workers", type=int, default=None,
                        help="rendering processes (default: 1 for small builds, else up to 4); never changes the output")
     build.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
@@ -100,7 +103,8 @@ def _build(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1 (got {args.workers})")
     cfg = preset_config(args.preset, seed=args.seed, anchor_size=args.anchor_size, image_size=args.image_size, n_people=args.n_people,
-                        reference_share=args.reference_share, n_shape_images=args.shape_images, n_variants=args.variants)
+                        reference_share=args.reference_share, n_shape_images=args.shape_images, n_variants=args.variants,
+                        multi_fact_phrasings=args.multi_fact)
     start = time.perf_counter()
     meta = build_bench(cfg, args.out, overwrite=args.overwrite, workers=args.workers, progress=not args.quiet)
     print(format_counts(meta))

@@ -29,6 +29,7 @@ class BenchConfig:
     shape_heldout_share: float = 0.20  # share of shape images held out for the general_vqa evaluation set
     image_phrasings: int = 2  # training rows per (person, fact, training image), each a different phrasing
     text_phrasings: int = 4  # training rows per (person, name-only fact), each a different phrasing
+    multi_fact_phrasings: int = 0  # training rows per person asking two private facts at once (0: no multi-fact questions)
     anchor_size: int = 48  # |D_r^few|: the few-shot retain anchor (question ids in splits.json)
     anchor_vqa_share: float = 0.15  # share of general-VQA items in the anchor (keeps refusal off shapes)
     min_visual_distance: int = 2  # any two people differ in at least this many features visible at 32 px
@@ -89,6 +90,8 @@ class BenchConfig:
             raise bad("image_phrasings", "must be between 1 and 8")
         if not 1 <= self.text_phrasings <= 8:
             raise bad("text_phrasings", "must be between 1 and 8")
+        if not 0 <= self.multi_fact_phrasings <= 8:
+            raise bad("multi_fact_phrasings", "must be between 0 and 8 (0: no multi-fact questions)")
         if not 0.0 <= self.anchor_vqa_share < 1.0:
             raise bad("anchor_vqa_share", "must be in [0, 1)")
         if not 0.0 <= self.reference_share <= 0.8:

@@ -35,6 +35,7 @@ from smfa.bench.schema import (
     HELDOUT_IMAGE,
     KINDS,
     MEMORY_KINDS,
+    MULTI_FACT,
     PARAPHRASE,
     PERSON_KINDS,
     TEXT_MEMORY,
@@ -216,7 +217,8 @@ class Bench:
 
         For group in forget/retain and kind in image_memory/text_memory/understanding:
         ``{group}/{kind}`` (train phrasing, training images), ``{group}/{kind}/paraphrase`` and
-        ``{group}/{kind}/unseen_image`` (held-out image variant; not for text memory); plus
+        ``{group}/{kind}/unseen_image`` (held-out image variant; not for text memory),
+        ``{group}/text_memory/multi_fact`` (held-out pairs of facts in one question, on benches that have them); plus
         ``general_vqa`` (held-out shape pictures). Anchor rows are never included.
 
         ``target="visual"`` (MMUnlearner's setting: forget only the visual link): the forget people's
@@ -233,17 +235,17 @@ class Bench:
         sets: dict[str, list[Question]] = {}
         for group, who in groups.items():
             for kind in PERSON_KINDS:
-                for variant in ("", "paraphrase", "unseen_image"):
-                    if kind == TEXT_MEMORY and variant == "unseen_image":
-                        continue
+                for variant in ("", "paraphrase", "unseen_image", MULTI_FACT):
+                    if variant == ("unseen_image" if kind == TEXT_MEMORY else MULTI_FACT):
+                        continue  # no unseen photo of a name-only question; multi-fact questions are name-only
                     for fmt in FORMATS:
                         rows = [
                             q for q in self.questions
                             if q.person_id in who and q.kind == kind and q.format == fmt and eval_variant(q) == variant
                             and q.id not in self._anchor
                         ]
-                        if fmt != GENERATION and not rows:
-                            continue  # choice and cloze sets exist only where a bench has such questions
+                        if (fmt != GENERATION or variant == MULTI_FACT) and not rows:
+                            continue  # choice, cloze and multi-fact sets exist only where a bench has such questions
                         kept = group == FORGET_GROUP and kind == TEXT_MEMORY  # named by the setting rule
                         sets[eval_set_name(text_memory_group(target) if kept else group, kind, variant, fmt)] = rows
         sets["general_vqa"] = [

@@ -194,14 +194,30 @@ _UNANSWERABLE = (
 UNANSWERABLE_FRAMES = {"portrait": _UNANSWERABLE, "none": _UNANSWERABLE}
 
 
+def multi_fact_frames(first: str, second: str) -> tuple[str, ...]:
+    """Frames asking the private facts ``first`` and ``second`` of one person at once: every direct question
+    (a training frame ending in "?") of the first joined with "and" to every direct question of the second
+    ("Where does {name} live and what does {name} do for a living?")."""
+    def direct(attr: str) -> list[str]:
+        return [f for f in TEXT_FRAMES[attr][0] if f.endswith("?")]
+
+    return tuple(f"{a[:-1]} and {b[:1].lower()}{b[1:]}" for a in direct(first) for b in direct(second))
+
+
 def _photo_pair(pair: tuple[tuple[str, ...], tuple[str, ...]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return about_photo(pair[0]), about_photo(pair[1])
 
 
 def build_templates(image_memory: str, text_memory: str, understanding: str, general_vqa: str,
-                    unanswerable: str) -> dict[tuple[str, str, str], Templates]:
-    """(kind, domain, attribute) → :class:`Templates`; kinds are passed in (bench.schema owns their names)."""
+                    unanswerable: str, multi_fact: dict[str, tuple[str, str, bool]]) -> dict[tuple[str, str, str], Templates]:
+    """(kind, domain, attribute) → :class:`Templates`; kinds are passed in (bench.schema owns their names).
+    ``multi_fact``: multi-fact attribute → (first, second, held out); a trained pair's frames are training
+    phrasings, a held-out pair's the same kind of sentence under the training wrappers, never trained."""
     out: dict[tuple[str, str, str], Templates] = {}
+    for attr, (first, second, heldout) in multi_fact.items():
+        frames = multi_fact_frames(first, second)
+        composed = tuple(w.format(q=f) for f in frames for w in TRAIN_WRAPPERS)
+        out[(text_memory, "none", attr)] = Templates((), composed) if heldout else Templates(composed, ())
     out[(image_memory, "portrait", "name")] = compose(*_photo_pair(NAME_FRAMES))
     for attr, pair in TEXT_FRAMES.items():
         out[(image_memory, "portrait", attr)] = compose(*_photo_pair(pair))

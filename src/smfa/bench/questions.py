@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from itertools import combinations
 
 from smfa.bench import vocab
 from smfa.bench.config import BenchConfig
 from smfa.bench.phrasings import Templates, build_templates
 from smfa.bench.profiles import PRIVATE_ATTRIBUTES
 from smfa.bench.schema import (
+    FACT_SEPARATOR,
     GENERAL_VQA,
     HELDOUT_IMAGE,
     IMAGE_MEMORY,
+    MULTI_FACT_JOIN,
     PARAPHRASE,
     TEXT_MEMORY,
     TRAIN_IMAGE,
@@ -47,10 +50,23 @@ FUNDUS_UNDERSTANDING = ("lesion_count", "lesion_colour", "disc_side")
 SHAPE_ATTRIBUTES = ("shape_count", "shape_kind", "shape_colour", "shape_position")
 
 
+# Multi-fact questions: every pair of private attributes; three pairs (every attribute in one at least) are
+# never asked in training, so their questions test whether a model combines two facts it knows.
+MULTI_FACT_PAIRS: tuple[tuple[str, str], ...] = tuple(combinations(PRIVATE_ATTRIBUTES, 2))
+HELDOUT_MULTI_FACT_PAIRS: tuple[tuple[str, str], ...] = (
+    ("home_city", "birth_year"), ("occupation", "medical_condition"), ("employer", "medical_condition"))
+TRAIN_MULTI_FACT_PAIRS = tuple(p for p in MULTI_FACT_PAIRS if p not in HELDOUT_MULTI_FACT_PAIRS)
+
+
+def multi_fact_attribute(first: str, second: str) -> str:
+    return f"{first}{MULTI_FACT_JOIN}{second}"
+
+
 # (kind, domain, attribute) -> question templates (bench.phrasings), filled by str.format with {name},
 # {topic}, {kind}, {colour}, {position}.
 TEMPLATES: dict[tuple[str, str, str], Templates] = build_templates(
-    IMAGE_MEMORY, TEXT_MEMORY, UNDERSTANDING, GENERAL_VQA, UNANSWERABLE
+    IMAGE_MEMORY, TEXT_MEMORY, UNDERSTANDING, GENERAL_VQA, UNANSWERABLE,
+    {multi_fact_attribute(a, b): (a, b, (a, b) in HELDOUT_MULTI_FACT_PAIRS) for a, b in MULTI_FACT_PAIRS},
 )
 
 _YES_NO_ANSWERS = {
@@ -74,6 +90,11 @@ def answer_for(
 ) -> tuple[str, str]:
     """(answer sentence, fact) for one question; ``fact`` occurs verbatim in the answer."""
     extra = extra or {}
+    if kind == TEXT_MEMORY and MULTI_FACT_JOIN in attribute:  # value: the facts joined by FACT_SEPARATOR
+        pairs = list(zip(attribute.split(MULTI_FACT_JOIN), value.split(FACT_SEPARATOR), strict=True))
+        # "X lives in Norvale and works as a nurse.": the name once, so the answer stays short
+        clauses = [_PRIVATE_ANSWERS[a](name if k == 0 else "", v).strip().rstrip(".") for k, (a, v) in enumerate(pairs)]
+        return " and ".join(clauses) + ".", value
     if kind == IMAGE_MEMORY and attribute == "name":
         return (f"This scan belongs to {value}." if domain == "fundus" else f"This is {value}."), value
     if kind == IMAGE_MEMORY and domain == "fundus":
@@ -172,6 +193,19 @@ class _PersonRows:
             for im in heldout:
                 self.add(kind, domain, attr, values[attr], TRAIN_PHRASING, self.i + j + im[1], im, extra)
 
+    def multi_fact(self, per_person: int) -> None:
+        """``per_person`` training rows over the trained pairs (rotating pair and phrasing) and one row per
+        held-out pair (evaluation only)."""
+        def facts(pair: tuple[str, str]) -> str:
+            return FACT_SEPARATOR.join(self.p.attributes[a] for a in pair)
+
+        n = len(TRAIN_MULTI_FACT_PAIRS)
+        for r in range(per_person):
+            pair = TRAIN_MULTI_FACT_PAIRS[(self.i + r) % n]
+            self.add(TEXT_MEMORY, "none", multi_fact_attribute(*pair), facts(pair), TRAIN_PHRASING, self.i + r * 7, None)
+        for j, pair in enumerate(HELDOUT_MULTI_FACT_PAIRS):
+            self.add(TEXT_MEMORY, "none", multi_fact_attribute(*pair), facts(pair), PARAPHRASE, self.i + j, None)
+
     def unanswerable(self, portraits: list[tuple[str, int, str]]) -> None:
         topics = list(vocab.UNANSWERABLE_TOPICS)
         train = [im for im in portraits if im[2] == TRAIN_IMAGE]
@@ -218,6 +252,8 @@ def person_questions(people: list[Person], cfg: BenchConfig) -> list[Question]:
             for r in range(cfg.text_phrasings):  # distinct templates, spread over the pool, rotating per person
                 b.add(TEXT_MEMORY, "none", attr, p.attributes[attr], TRAIN_PHRASING, i + j + r * (pool // cfg.text_phrasings), None)
             b.add(TEXT_MEMORY, "none", attr, p.attributes[attr], PARAPHRASE, i + j, None)
+        if cfg.multi_fact_phrasings:
+            b.multi_fact(cfg.multi_fact_phrasings)
         b.image_rows(UNDERSTANDING, "portrait", understanding_attributes(cfg), p.visual, portraits)
         if p.fundus is not None:
             n = cfg.n_fundus_variants

@@ -30,6 +30,7 @@ from smfa.bench.schema import (
     Question,
     eval_set_name,
     eval_variant,
+    fact_parts,
 )
 from smfa.bench.splits import SPLIT_NAMES
 from smfa.errors import BenchError
@@ -221,8 +222,9 @@ def _read_questions(path: Path, people: dict[str, Person], hint: str) -> list[Qu
             raise BenchError(f"{where}: unknown image_split {split!r}; expected {TRAIN_IMAGE}, {HELDOUT_IMAGE} or null; {hint}")
         if image is not None and (image.startswith(("/", "\\")) or ".." in image.replace("\\", "/").split("/")):
             raise BenchError(f"{where}: image path {image!r} must be relative to the bench directory; {hint}")
-        if row["fact"] and row["fact"] not in row["answer"]:
-            raise BenchError(f"{where}: fact {row['fact']!r} does not occur in the answer {row['answer']!r}; {hint}")
+        missing = [part for part in fact_parts(row["fact"]) if part not in row["answer"]]
+        if missing:
+            raise BenchError(f"{where}: fact {missing[0]!r} does not occur in the answer {row['answer']!r}; {hint}")
         rows.append(Question(**row))
     if not rows:
         raise BenchError(f"{path} holds no questions; {hint}")
@@ -294,13 +296,12 @@ def _check_splits(path: Path, splits: dict[str, list[str]], people: dict[str, Pe
         q = by_id.get(qid)
         if q is None:
             raise BenchError(f"{path}: anchor question {qid} is not in {QUESTIONS_JSONL}; {hint}")
-        variant = eval_variant(q)
-        if variant != "":
+        if q.phrasing != TRAIN_PHRASING or q.image_split == HELDOUT_IMAGE:  # not a training row
             if q.kind == GENERAL_VQA:
                 where = "general_vqa (a held-out shape picture)"
             else:
                 group = "forget" if any(q.person_id in splits[n] for n in forget_names) else "retain"
-                where = eval_set_name(group, q.kind, variant or "unseen_image")
+                where = eval_set_name(group, q.kind, eval_variant(q) or "unseen_image")
             raise BenchError(
                 f"{path}: anchor question {qid} is in eval set {where}; "
                 f"the anchor may hold only training rows (train phrasing, training images); {hint}"

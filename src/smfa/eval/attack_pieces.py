@@ -108,10 +108,10 @@ def rate(flags: Sequence[bool]) -> float | None:
 
 def leak_stats(rows: Sequence[Question], answers: Sequence[str], prefix: str = "") -> dict[str, Scalar]:
     """``{prefix}leak``, ``{prefix}refusal``, ``{prefix}n`` of ``answers`` to ``rows``."""
-    from smfa.eval.text import contains_fact, is_refusal
+    from smfa.eval.text import is_refusal, leaks_fact
 
     return {
-        f"{prefix}leak": rate([contains_fact(a, r.fact) for r, a in zip(rows, answers) if r.fact.strip()]),
+        f"{prefix}leak": rate([leaks_fact(a, r.fact) for r, a in zip(rows, answers) if r.fact.strip()]),
         f"{prefix}refusal": rate([is_refusal(a) for a in answers]),
         f"{prefix}n": len(rows),
     }

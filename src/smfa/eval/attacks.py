@@ -16,7 +16,7 @@ balanced over question kinds (:func:`sample_rows`).
 
 Metrics (fractions in [0, 1]; ``None`` when a group is empty):
 
-- ``leak``: share of answers that contain the private fact (:func:`smfa.eval.metrics.contains_fact`);
+- ``leak``: share of answers that contain the private fact (any part of it: :func:`smfa.eval.text.leaks_fact`);
   ``refusal``: share of refusals (:func:`smfa.eval.metrics.is_refusal`); ``n``: questions asked.
 - ``retain_leak`` / ``retain_refusal`` / ``retain_n``: the same for retain people — ``retain_leak`` is the
   share still answered correctly (high is good).
@@ -235,7 +235,7 @@ def unseen_image_attack(ctx: AttackContext) -> AttackResult:
 @register_attack("cross_modal")
 def cross_modal_attack(ctx: AttackContext) -> AttackResult:
     """The same forget facts asked by name without an image and from the photo/scan, reported apart."""
-    from smfa.eval.text import contains_fact, is_refusal
+    from smfa.eval.text import is_refusal, leaks_fact
 
     text_set = f"{text_memory_group(ctx.cfg.target)}/{TEXT_MEMORY}"
     text: dict[tuple[str | None, str], list[Question]] = {}
@@ -252,8 +252,8 @@ def cross_modal_attack(ctx: AttackContext) -> AttackResult:
     t_rows, i_rows = [rng.choice(text[f]) for f in facts], [rng.choice(image[f]) for f in facts]
     answers = ctx.answer(t_rows + i_rows, desc="attack cross_modal")
     t_ans, i_ans = answers[:len(facts)], answers[len(facts):]
-    t_leak = [contains_fact(a, r.fact) for r, a in zip(t_rows, t_ans)]
-    i_leak = [contains_fact(a, r.fact) for r, a in zip(i_rows, i_ans)]
+    t_leak = [leaks_fact(a, r.fact) for r, a in zip(t_rows, t_ans)]
+    i_leak = [leaks_fact(a, r.fact) for r, a in zip(i_rows, i_ans)]
     return {"cross_modal": {
         "leak": rate([a or b for a, b in zip(t_leak, i_leak)]),
         "leak_text_only": rate(t_leak),

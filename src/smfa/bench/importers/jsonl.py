@@ -8,7 +8,7 @@ One JSON object per line (blank lines skipped):
 | ``name`` | yes | the person's name (the same on every row of a person; unique across people) |
 | ``question``, ``answer`` | yes | the question and its reference answer |
 | ``image`` | no | the person's photo: a path relative to ``--images`` (or absolute); ``null``/absent = a text question |
-| ``fact`` | no | the key value inside ``answer`` that accuracy and leak matching look for (default: the whole answer) |
+| ``fact`` | no | the key value inside ``answer`` that accuracy and leak matching look for (default: the whole answer); several facts joined by `` | `` ("Norvale | nurse"): correct when all are stated, a leak when any is |
 | ``kind`` | no | ``image_memory`` (default with an image), ``text_memory`` (default without), ``understanding`` |
 | ``variant`` | no | ``""`` (default: trained on and evaluated), ``paraphrase`` (held-out wording) or ``unseen_image`` (held-out photo); the last two are evaluation only |
 | ``format`` | no | ``generation`` (default), ``choice`` (needs ``options``; ``answer`` = the correct letter) or ``cloze``; the last two are evaluation only |
@@ -37,6 +37,7 @@ from smfa.bench.schema import (
     TRAIN_PHRASING,
     UNDERSTANDING,
     Person,
+    fact_parts,
 )
 from smfa.errors import BenchError
 from smfa.rundir import iter_jsonl
@@ -115,8 +116,9 @@ def parse_jsonl(path: Path, images_dir: Path | None) -> ImportedData:
         elif options is not None:
             raise BenchError(f"{where}: 'options' is only for format choice")
         fact = answer if fmt == CHOICE else (_string(row, "fact", where, required=False) or answer)
-        if fact not in answer:
-            raise BenchError(f"{where}: fact {fact!r} does not occur in the answer {answer!r}")
+        missing = [part for part in fact_parts(fact) if part not in answer]
+        if missing:
+            raise BenchError(f"{where}: fact {missing[0]!r} does not occur in the answer {answer!r}")
         qid = row.get("id", f"row{n}")
         if not isinstance(qid, str) or not qid:
             raise BenchError(f"{where}: field 'id' must be a non-empty string")
