@@ -62,3 +62,39 @@ def micro_vanilla_metrics(micro_bench_dir: Path, micro_vanilla: Path, tmp_path_f
     evaluate(EvalConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), out=str(out), forget="10",
                         limit=40, progress=False))
     return load_metrics(out)
+
+
+# ---- floors on measured numbers ---------------------------------------------------------------------------
+class Floors:
+    """Assertions on measured numbers (a leak at most X, a retention at least Y) that also record what they
+    measured: with ``$SMFA_FLOOR_LOG`` set, every check appends one JSON line (test, label, value, bound,
+    op, threads) to that file, so the margins between measurement and floor can be compared across runs,
+    thread counts and machines (``python scripts/floor_margins.py LOG [LOG ...]``, docs/testbed.md)."""
+
+    def __init__(self, test: str) -> None:
+        self.test = test
+
+    def _check(self, label: str, value: float, bound: float, op: str, detail: object) -> None:
+        import json
+
+        import torch
+
+        log = os.environ.get("SMFA_FLOOR_LOG")
+        if log:
+            row = {"test": self.test, "label": label, "value": float(value), "bound": float(bound), "op": op,
+                   "threads": torch.get_num_threads()}
+            with open(log, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+        ok = value >= bound if op == ">=" else value <= bound
+        assert ok, f"{label}: {value:.4g} is not {op} {bound:.4g}" + (f" ({detail})" if detail is not None else "")
+
+    def at_least(self, label: str, value: float, bound: float, detail: object = None) -> None:
+        self._check(label, value, bound, ">=", detail)
+
+    def at_most(self, label: str, value: float, bound: float, detail: object = None) -> None:
+        self._check(label, value, bound, "<=", detail)
+
+
+@pytest.fixture
+def floor(request: pytest.FixtureRequest) -> Floors:
+    return Floors(request.node.nodeid)

@@ -110,7 +110,7 @@ def first_request(micro_bench_dir: Path, micro_vanilla: Path, tmp_path_factory: 
 
 
 @pytest.mark.slow
-def test_forget_named_people(first_request: Path, micro_vanilla: Path) -> None:
+def test_forget_named_people(first_request: Path, micro_vanilla: Path, floor) -> None:
     from smfa.eval.schema import load_metrics
     from smfa.rundir import read_manifest
 
@@ -119,10 +119,11 @@ def test_forget_named_people(first_request: Path, micro_vanilla: Path) -> None:
     o, parent = m.overall, audit["retain"]["parent"]
     # Measured (micro, 10 epochs, 2026-11-27): leak photo 0.13 / name 0.13 (vanilla ~0.95); retain memory 0.95
     # vs the parent's 1.00 on the same questions, understanding 1.00 vs 1.00, general VQA 0.43 vs 0.47.
-    assert o.forget_leak_image <= 0.25 and o.forget_leak_text <= 0.25, (o.forget_leak_image, o.forget_leak_text)
-    assert o.retain_memory >= 0.5 * parent["retain_memory"], (o.retain_memory, parent)
-    assert o.retain_understanding >= 0.8 * parent["retain_understanding"], (o.retain_understanding, parent)
-    assert o.general_vqa >= 0.75 * parent["general_vqa"], (o.general_vqa, parent)
+    floor.at_most("forget leak, photo", o.forget_leak_image, 0.25)
+    floor.at_most("forget leak, name", o.forget_leak_text, 0.25)
+    floor.at_least("retain memory, 0.5 x parent's", o.retain_memory, 0.5 * parent["retain_memory"])
+    floor.at_least("retain understanding, 0.8 x parent's", o.retain_understanding, 0.8 * parent["retain_understanding"])
+    floor.at_least("general VQA, 0.75 x parent's", o.general_vqa, 0.75 * parent["general_vqa"])
     assert m.forget == "request" and [(r.request, r.people, r.current) for r in m.requests] == [(1, 4, True)]
     gens = [json.loads(line) for line in (first_request / "eval" / "generations.jsonl").read_text().splitlines()]
     assert {g["person_id"] for g in gens if g["set"].startswith("forget/")} == set(FIRST)
@@ -135,7 +136,8 @@ def test_forget_named_people(first_request: Path, micro_vanilla: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_output_model_loads_with_auto_model_for_image_text_to_text(first_request: Path, micro_bench_dir: Path) -> None:
+def test_the_output_model_loads_with_auto_model_for_image_text_to_text(first_request: Path, micro_bench_dir: Path,
+                                                                        floor) -> None:
     """The run's model/ is a plain HF checkpoint: AutoModelForImageTextToText + AutoProcessor load every saved
     tensor and answer as the unlearned model did in its evaluation."""
     import torch
@@ -158,12 +160,12 @@ def test_the_output_model_loads_with_auto_model_for_image_text_to_text(first_req
     loaded = LoadedModel(model, processor, family_for_model_type(model.config.model_type), str(first_request))
     answers = generate_answers(loaded, [by_id[g["question_id"]] for g in gens], bench, progress=False)
     same = sum(a == g["answer"] for a, g in zip(answers, gens)) / len(gens)
-    assert same >= 0.9, same  # batch composition differs from the evaluation's (padding), so not always 100 %
+    floor.at_least("answers as in the run's evaluation", same, 0.9)  # batch composition differs from the evaluation's (padding), so not always 100 %
 
 
 @pytest.mark.slow
 def test_a_chain_of_two_requests_reports_the_earlier_peoples_leak(micro_bench_dir: Path, first_request: Path,
-                                                                  micro_vanilla: Path, tmp_path: Path) -> None:
+                                                                  micro_vanilla: Path, tmp_path: Path, floor) -> None:
     from smfa.eval.schema import load_metrics
     from smfa.rundir import read_manifest
 
@@ -180,8 +182,10 @@ def test_a_chain_of_two_requests_reports_the_earlier_peoples_leak(micro_bench_di
     assert (second.request, second.people, second.current) == (2, 3, True)
     # Measured: request 1's people after request 2 leak 0.10 / 0.10 (photo / name; 0.13 / 0.13 before it; the
     # tiny bench shows it can also rise, docs/results.md), request 2's 0.03 / 0.03, the vanilla's ~0.95.
-    assert first.leak_image <= 0.4 and first.leak_text <= 0.4, first
-    assert second.leak_image <= 0.4 and second.leak_text <= 0.4, second
+    floor.at_most("request 1 leak after request 2, photo", first.leak_image, 0.4)
+    floor.at_most("request 1 leak after request 2, name", first.leak_text, 0.4)
+    floor.at_most("request 2 leak, photo", second.leak_image, 0.4)
+    floor.at_most("request 2 leak, name", second.leak_text, 0.4)
     gens = [json.loads(line) for line in (out / "eval" / "generations.jsonl").read_text().splitlines()]
     assert not {g["person_id"] for g in gens if g["set"].startswith("retain/")} & set(FIRST + SECOND)
     assert {g["person_id"] for g in gens if g["set"].startswith("earlier1/")} == set(FIRST)

@@ -37,15 +37,15 @@ def _leak(m) -> float:
 
 @pytest.mark.parametrize("method", method_names())
 def test_method_forgets(method: str, micro_bench_dir: Path, micro_vanilla: Path, micro_vanilla_metrics,
-                        tmp_path_factory: pytest.TempPathFactory) -> None:
+                        tmp_path_factory: pytest.TempPathFactory, floor) -> None:
     out, m = _unlearn(micro_bench_dir, micro_vanilla, tmp_path_factory.mktemp(method), method)
     before, after = _leak(micro_vanilla_metrics), _leak(m)
-    assert after < before - 0.2, f"{method}: forget leak {before:.2f} → {after:.2f}"
+    floor.at_most("forget leak (mean of photo, name), vanilla's - 0.2", after, before - 0.2, method)
     assert (out / "model" / "model.safetensors").is_file() and (out / "manifest.json").is_file()
 
 
 def test_smfa_forgets_and_retains(micro_bench_dir: Path, micro_vanilla: Path, micro_vanilla_metrics,
-                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+                                  tmp_path_factory: pytest.TempPathFactory, floor) -> None:
     out, m = _unlearn(micro_bench_dir, micro_vanilla, tmp_path_factory.mktemp("smfa-floor"), "smfa")
     # Measured (micro, k = 10, 15 epochs): leaks 0 / 0, retain memory 0.68 of the vanilla's 0.96,
     # understanding 0.70 vs 0.76, general VQA 0.40 vs 0.38. Retain memory is SMFA's weak point on our bench:
@@ -54,10 +54,11 @@ def test_smfa_forgets_and_retains(micro_bench_dir: Path, micro_vanilla: Path, mi
     o = m.overall
     # Floors leave room for the vanilla's numerics (1 vs 2 threads give slightly different weights; one CI
     # run measured leak photo 0.17 with an unseeded LoRA init, since fixed).
-    assert o.forget_leak_image <= 0.25 and o.forget_leak_text <= 0.25, (o.forget_leak_image, o.forget_leak_text)
-    assert o.retain_memory >= 0.5 * v.retain_memory, (o.retain_memory, v.retain_memory)
-    assert o.image_understanding >= 0.8 * v.image_understanding, (o.image_understanding, v.image_understanding)
-    assert o.general_vqa >= 0.75 * v.general_vqa, (o.general_vqa, v.general_vqa)
+    floor.at_most("forget leak, photo", o.forget_leak_image, 0.25)
+    floor.at_most("forget leak, name", o.forget_leak_text, 0.25)
+    floor.at_least("retain memory, 0.5 x vanilla's", o.retain_memory, 0.5 * v.retain_memory)
+    floor.at_least("image understanding, 0.8 x vanilla's", o.image_understanding, 0.8 * v.image_understanding)
+    floor.at_least("general VQA, 0.75 x vanilla's", o.general_vqa, 0.75 * v.general_vqa)
     for name in ("forget", "anchor"):
         assert (out / "adapters" / name / "adapter_model.safetensors").is_file()
     assert (out / "sculpt" / "sculpt_report.json").is_file()

@@ -11,7 +11,7 @@ from smfa.bench import Bench
 
 
 @pytest.mark.slow
-def test_reference_rows_are_self_labelled_and_never_evaluated(micro_bench_dir: Path, micro_vanilla: Path) -> None:
+def test_reference_rows_are_self_labelled_and_never_evaluated(micro_bench_dir: Path, micro_vanilla: Path, floor) -> None:
     from smfa.bench.schema import MEMORY_KINDS
     from smfa.models.loading import load_model
     from smfa.unlearn import self_labelled_reference
@@ -23,7 +23,7 @@ def test_reference_rows_are_self_labelled_and_never_evaluated(micro_bench_dir: P
     assert {r.person_id for r in rows} == ref and {r.kind for r in rows} <= set(MEMORY_KINDS)
     truth = {q.id: q.answer for q in bench.questions}
     same = sum(r.answer == truth[r.id] for r in rows) / len(rows)
-    assert same >= 0.7  # the vanilla's own answers: mostly, not necessarily, the training answers
+    floor.at_least("self-labels equal to the training answers", same, 0.7)  # the vanilla's own answers: mostly, not necessarily, the training answers
     assert all(r.fact == r.answer for r in rows)
     for name, eval_rows in bench.eval_sets("10").items():
         if name.startswith("retain"):

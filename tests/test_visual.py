@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_visual_target_forgets_photo_keeps_name(micro_bench_dir: Path, micro_vanilla: Path, micro_vanilla_metrics,
-                                                tmp_path: Path) -> None:
+                                                tmp_path: Path, floor) -> None:
     from smfa.eval.schema import load_metrics
     from smfa.unlearn import UnlearnConfig, unlearn
 
@@ -26,7 +26,7 @@ def test_visual_target_forgets_photo_keeps_name(micro_bench_dir: Path, micro_van
     before_txt = micro_vanilla_metrics.sets["forget/text_memory"].leak_rate
     after_img = m.sets["forget/image_memory"].leak_rate
     after_txt = m.sets["forget_text/text_memory"].leak_rate
-    assert after_img <= before_img - 0.4, (before_img, after_img)
-    assert after_txt >= 0.8 * before_txt, (before_txt, after_txt)  # name-only knowledge of the same people kept
+    floor.at_most("forget photo leak, vanilla's - 0.4", after_img, before_img - 0.4)
+    floor.at_least("forget name-only leak (kept), 0.8 x vanilla's", after_txt, 0.8 * before_txt)  # name-only knowledge of the same people kept
     report = (out / "eval" / "report.md").read_text()
     assert "visual" in report
