@@ -34,6 +34,8 @@ def table(paths: list[Path]) -> str:
         return "n/a" if s is None or s.accuracy is None else f"{100 * s.accuracy:.1f}"
 
     for label, suffix, target in ROWS:
+        if not any("retain/" + suffix in m.sets for _, m in metrics):
+            continue  # a set no run has (multi-fact questions on a bench built without them)
         cells = [f"{pct(m, 'forget/' + suffix)} / {pct(m, 'retain/' + suffix)}" for _, m in metrics]
         lines.append(f"| {label} | {'–' if target is None else f'≥ {100 * target:.0f}'} | " + " | ".join(cells) + " |")
     cells = [pct(m, "general_vqa") for _, m in metrics]
