@@ -171,3 +171,19 @@ def test_finetune_with_length_buckets_records_the_sampler(micro_bench_dir: Path,
     assert any(not torch.equal(wb[k], wp[k]) for k in wb)  # the bucket order was used (same seed otherwise)
     with pytest.raises(ConfigError, match="--sampler"):
         finetune(_short(micro_bench_dir, tmp_path / "bad", sampler="sorted"))
+
+
+def test_finetune_with_augmented_views_adds_one_copy_per_image_row(micro_bench_dir: Path, tmp_path: Path) -> None:
+    """``--augment N``: N extra copies of every image row (each its own fixed random view) join the rows;
+    the option enters the recipe key only when used, so shipped vanillas keep matching."""
+    from smfa.bench import Bench
+    from smfa.errors import ConfigError
+    from smfa.pretrained import recipe_of
+
+    run = finetune(_short(micro_bench_dir, tmp_path / "aug", augment=1, save_steps=0, pretrained=False))
+    data = json.loads((run / "manifest.json").read_text())["data"]
+    rows = Bench.load(micro_bench_dir).training_rows()
+    assert data["items"] == len(rows) + sum(q.image is not None for q in rows) and data["rows"] == len(rows)
+    assert "augment" not in recipe_of(FinetuneConfig()) and recipe_of(FinetuneConfig(augment=2))["augment"] == 2
+    with pytest.raises(ConfigError, match="--augment must be an integer >= 0"):
+        finetune(_short(micro_bench_dir, tmp_path / "bad", augment=-1))

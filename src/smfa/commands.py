@@ -36,7 +36,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from smfa.training import FinetuneConfig, finetune
 
     names = ["bench", "model", "out", "people", "forget", "lora", "lora_r", "lora_alpha", "steps", "batch_size",
-             "grad_accum", "lr", "sampler", "seed", "save_steps", "gradient_checkpointing", "bf16", "trust_remote_code",
+             "grad_accum", "lr", "sampler", "augment", "seed", "save_steps", "gradient_checkpointing", "bf16", "trust_remote_code",
              "overwrite", "resume", "pretrained", "device", "dtype"]
     cfg = resolve_config(FinetuneConfig, args.config, _overrides(args, names))
     out = finetune(cfg)
@@ -66,6 +66,9 @@ def _add_finetune(sub: Any) -> None:
     p.add_argument("--sampler", choices=SAMPLERS,
                    help="random batches (default), or batches of similar length in random order: 1.45x faster "
                         "on the tiny bench, general VQA 70 -> 64 %% (benchmarks/README.md)")
+    p.add_argument("--augment", type=int, metavar="N",
+                   help="N extra copies of every row with an image, each seen through its own fixed random view "
+                        "(shift, scale, rotation, brightness; default 0)")
     p.add_argument("--seed", type=int)
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
                    help="train the tiny vanilla even when a shipped one fits this bench and recipe")

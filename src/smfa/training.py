@@ -37,6 +37,7 @@ class FinetuneConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     sampler: str = "random"  # random | length_buckets (similar lengths per batch, batches in random order; faster)
+    augment: int = 0  # extra copies of every image row, each through its own fixed random view (data.augment_image)
     pretrained: bool = True  # tiny vanilla: use a shipped model trained on this bench with this recipe (smfa.pretrained)
     seed: int = 0
     save_steps: int = 500  # checkpoint interval (resume point)
@@ -188,7 +189,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     from transformers import set_seed
 
     from smfa.bench import Bench
-    from smfa.data import encode_items, make_collator, reference_items
+    from smfa.data import augmented_items, encode_items, make_collator, reference_items
     from smfa.models.families import family_for
     from smfa.models.loading import load_model
     from smfa.models.tiny import build_tiny
@@ -199,6 +200,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
         raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}")
     if cfg.steps <= 0 or cfg.batch_size <= 0:
         raise ConfigError("--steps and --batch-size must be positive")
+    if not isinstance(cfg.augment, int) or cfg.augment < 0:
+        raise ConfigError(f"--augment must be an integer >= 0 (got {cfg.augment!r})")
     from smfa.models.placement import check_trainable, place, resolve_placement
 
     placement = resolve_placement(cfg.device, cfg.dtype)
@@ -237,7 +240,9 @@ def finetune(cfg: FinetuneConfig) -> Path:
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
 
-    dataset = encode_items(reference_items(rows), bench=bench, family=family, processor=processor, progress=cfg.progress)
+    items = reference_items(rows)
+    items += augmented_items(items, cfg.augment)
+    dataset = encode_items(items, bench=bench, family=family, processor=processor, progress=cfg.progress)
     stage.mkdir(parents=True, exist_ok=True)
     args = training_arguments(cfg, stage / "checkpoints", steps=cfg.steps, save_steps=cfg.save_steps,
                               placement=placement)
@@ -260,7 +265,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
             asdict(cfg),
             seed=cfg.seed,
             bench={"path": str(bench.root), "checksum": bench.checksum, "preset": bench.meta.get("preset")},
-            data={"rows": len(rows), "people": cfg.people, "forget_left_out": cfg.forget if cfg.people == "retain" else None},
+            data={"rows": len(rows), "items": len(items), "people": cfg.people, "forget_left_out": cfg.forget if cfg.people == "retain" else None},
             family=family.name,
             trainable={k: v for k, v in summary.items() if k != "trainable_tensors"},
             trainable_modules=sorted({n.rsplit(".", 1)[0] for n in summary["trainable_tensors"]})[:2000],
