@@ -40,7 +40,7 @@ from smfa.bench.questions import (
     understanding_attributes,
 )
 from smfa.bench.render import write_png
-from smfa.bench.schema import BENCH_VERSION, KINDS, PARAPHRASE, TRAIN_PHRASING, Person, Question
+from smfa.bench.schema import BENCH_VERSION, KINDS, PARAPHRASE, TRAIN_PHRASING, Person, Question, is_training_row
 from smfa.bench.shapes import ShapeScene, make_shape_scenes, render_shapes
 from smfa.bench.splits import SPLIT_NAMES, make_anchor, make_person_splits
 from smfa.rundir import atomic_run_dir, write_json_atomic, write_jsonl_atomic, write_manifest
@@ -117,7 +117,7 @@ def count_rows(people: list[Person], questions: list[Question], splits: dict[str
     by_id = {q.id: q for q in questions}
     training = [
         q for q in questions
-        if q.phrasing == TRAIN_PHRASING and q.image_split in ("train", None) and (q.person_id is None or q.person_id in known)
+        if is_training_row(q) and (q.person_id is None or q.person_id in known)
     ]
     return {
         "people": {

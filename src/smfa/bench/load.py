@@ -46,6 +46,7 @@ from smfa.bench.schema import (
     Question,
     eval_set_name,
     eval_variant,
+    is_training_row,
     text_memory_group,
 )
 from smfa.bench.forget_set import ForgetSet, parse_people, request_set
@@ -141,10 +142,6 @@ class Bench:
 
     # --- row sets ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _is_training_row(q: Question) -> bool:
-        return q.trainable and q.format == GENERATION and q.phrasing == TRAIN_PHRASING and q.image_split in (TRAIN_IMAGE, None)
-
     def training_rows(self, people: str = "all", forget: str | int | ForgetSet | None = None) -> list[Question]:
         """Vanilla training data (``people="all"``) or the oracle's (``people="retain"``, needs ``forget``):
         train phrasing, training images, known people, all kinds incl. general VQA and unanswerable."""
@@ -155,7 +152,7 @@ class Bench:
         keep = self.known_people()
         if people == "retain":
             keep -= self.forget_people(forget)  # type: ignore[arg-type]
-        return [q for q in self.questions if self._is_training_row(q) and (q.person_id is None or q.person_id in keep)]
+        return [q for q in self.questions if is_training_row(q) and (q.person_id is None or q.person_id in keep)]
 
     def select(
         self,
@@ -210,7 +207,7 @@ class Bench:
         kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
         _check_choice("kinds", kinds, KINDS)
         who = self.forget_people(forget)
-        return [q for q in self.questions if q.person_id in who and q.kind in kinds and self._is_training_row(q)]
+        return [q for q in self.questions if q.person_id in who and q.kind in kinds and is_training_row(q)]
 
     def eval_sets(self, forget: str | int | ForgetSet, target: str = "all", limit: int | None = None) -> dict[str, list[Question]]:
         """Named evaluation sets for ``forget`` (see :func:`smfa.bench.schema.eval_set_name`).

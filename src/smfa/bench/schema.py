@@ -138,6 +138,12 @@ def eval_set_name(group: str, kind: str, variant: str = "", fmt: str = GENERATIO
     return f"{group}/{kind}" + (f"/{variant}" if variant else "") + (f"/{fmt}" if fmt != GENERATION else "")
 
 
+def is_training_row(q: Question) -> bool:
+    """Whether ``q`` is a training row (what a vanilla trains on, and ``D_f`` / ``D_r^few`` are drawn from): a
+    trainable generation row in a training phrasing, on a training image or none."""
+    return q.trainable and q.format == GENERATION and q.phrasing == TRAIN_PHRASING and q.image_split != HELDOUT_IMAGE
+
+
 def is_multi_fact(q: Question) -> bool:
     """Whether ``q`` asks several facts at once (its attribute joins them with :data:`MULTI_FACT_JOIN`)."""
     return MULTI_FACT_JOIN in q.attribute

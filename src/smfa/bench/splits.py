@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 
 from smfa.bench.config import BenchConfig
-from smfa.bench.schema import GENERAL_VQA, IMAGE_MEMORY, TEXT_MEMORY, TRAIN_PHRASING, UNDERSTANDING, Person, Question
+from smfa.bench.schema import GENERAL_VQA, IMAGE_MEMORY, TEXT_MEMORY, UNDERSTANDING, Person, Question, is_training_row
 
 FORGET_RATIOS = (5, 10, 15)
 SPLIT_NAMES = ("forget_5", "forget_10", "forget_15", "forget_val", "holdout", "reference", "anchor")
@@ -62,7 +62,7 @@ def make_anchor(questions: list[Question], splits: dict[str, list[str]], cfg: Be
     """The few-shot retain anchor: ``cfg.anchor_size`` training-row ids, ~``anchor_vqa_share`` general VQA."""
     rng = cfg.rng("anchor")
     excluded = set(splits["forget_15"]) | set(splits["forget_val"]) | set(splits["holdout"]) | set(splits["reference"])
-    trainable = [q for q in questions if q.phrasing == TRAIN_PHRASING and q.image_split in ("train", None)]
+    trainable = [q for q in questions if is_training_row(q)]
     n_vqa = round(cfg.anchor_size * cfg.anchor_vqa_share)
     picked = rng.sample([q.id for q in trainable if q.kind == GENERAL_VQA], n_vqa)
     rest = cfg.anchor_size - n_vqa

@@ -31,6 +31,7 @@ from smfa.bench.schema import (
     eval_set_name,
     eval_variant,
     fact_parts,
+    is_training_row,
 )
 from smfa.bench.splits import SPLIT_NAMES
 from smfa.errors import BenchError
@@ -296,7 +297,7 @@ def _check_splits(path: Path, splits: dict[str, list[str]], people: dict[str, Pe
         q = by_id.get(qid)
         if q is None:
             raise BenchError(f"{path}: anchor question {qid} is not in {QUESTIONS_JSONL}; {hint}")
-        if q.phrasing != TRAIN_PHRASING or q.image_split == HELDOUT_IMAGE:  # not a training row
+        if not is_training_row(q):
             if q.kind == GENERAL_VQA:
                 where = "general_vqa (a held-out shape picture)"
             else:

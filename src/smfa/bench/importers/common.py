@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from smfa.bench.layout import BENCH_JSON, PEOPLE_JSONL, QUESTIONS_JSONL, SPLITS_JSON, bench_checksum
-from smfa.bench.schema import BENCH_VERSION, GENERAL_VQA, IMAGE_MEMORY, MEMORY_KINDS, TEXT_MEMORY, UNDERSTANDING, Person, Question
+from smfa.bench.schema import BENCH_VERSION, GENERAL_VQA, IMAGE_MEMORY, MEMORY_KINDS, TEXT_MEMORY, UNDERSTANDING, Person, Question, is_training_row
 from smfa.errors import BenchError, ConfigError
 from smfa.rundir import atomic_run_dir, write_json_atomic, write_jsonl_atomic, write_manifest
 
@@ -143,8 +143,7 @@ def draw_anchor(questions: list[Question], eligible: set[str], size: int, seed: 
     rng = random.Random(f"anchor/{seed}")
     pools = {
         kind: [q.id for q in questions
-               if q.kind == kind and q.trainable and q.format == "generation" and q.phrasing == "train"
-               and q.image_split in ("train", None) and (q.person_id in eligible or kind == GENERAL_VQA)]
+               if q.kind == kind and is_training_row(q) and (q.person_id in eligible or kind == GENERAL_VQA)]
         for kind in ANCHOR_KINDS
     }
     pools = {k: v for k, v in pools.items() if v}
