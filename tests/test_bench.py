@@ -225,11 +225,14 @@ def test_splits_are_nested_and_disjoint(bench: Bench) -> None:
     assert not (f15 & val) and not (f15 & bench.holdout_people()) and not (val & bench.holdout_people())
     assert bench.holdout_people() == {pid for pid, p in bench.people.items() if p.role == "holdout"}
     ref = bench.reference_people()
-    assert len(ref) == 40 and not ref & (f15 | val | bench.holdout_people())
-    assert bench.retain_people(10) == bench.known_people() - f10 - ref  # the evaluation pool
-    assert bench.retain_people("val") == bench.known_people() - val - f15 - ref
+    assert len(ref) == 81 and not ref & (f15 | val | bench.holdout_people())  # 0.6 of the 135 retain people
     anchor_people = {q.person_id for q in bench.select(ids=set(bench.splits["anchor"]))} - {None}
+    assert anchor_people == bench.anchor_people() and len(anchor_people) == 31
     assert not anchor_people & ref  # the labelled anchor never comes from the reference pool
+    # the evaluation pool: no forget, reference or anchor person (a method trains on the anchor's rows)
+    assert bench.retain_people(10) == bench.known_people() - f10 - ref - anchor_people
+    assert len(bench.retain_people(10)) == 50
+    assert bench.retain_people("val") == bench.known_people() - val - f15 - ref - anchor_people
     assert bench.forget_people(10) == bench.forget_people("forget_10")
     assert any(bench.people[p].fundus for p in f5)  # patients are spread over the forget sets
 
@@ -283,8 +286,27 @@ def test_eval_sets(bench: Bench, forget: str) -> None:
     assert all(q.phrasing == PARAPHRASE for q in sets["retain/image_memory/paraphrase"])
     assert all(q.image_split == "heldout" for q in sets["forget/understanding/unseen_image"] + sets["general_vqa"])
     visual = bench.eval_sets(forget, target="visual", limit=10)
-    assert "forget/text_memory" not in visual and len(visual["forget_text/text_memory"]) == 10
-    assert visual["forget_text/text_memory"] == bench.eval_sets(forget, target="visual", limit=10)["forget_text/text_memory"]
+    assert "forget/text_memory" not in visual and len(visual["forget_text/text_memory/paraphrase"]) == 10
+    assert visual["forget_text/text_memory/paraphrase"] == bench.eval_sets(forget, target="visual", limit=10)["forget_text/text_memory/paraphrase"]
+
+
+@pytest.mark.parametrize("target", ["all", "visual"])
+@pytest.mark.parametrize("forget", FORGETS)
+def test_no_trained_row_or_person_is_scored_as_kept(bench: Bench, forget: str, target: str) -> None:
+    """A retention or "kept" number is read on rows no method trained on: not the anchor (nor its people's
+    other rows), not the visual setting's name-only anchor, not the reference pool, not a preserve set."""
+    from smfa.unlearn import reference_questions, select_data
+
+    data = select_data(bench, forget, target, None, 0)
+    trained = {q.id for q in data.retain_rows + data.preserve_rows + reference_questions(bench, "self-full")}
+    trained_people = {q.person_id for q in data.retain_rows + data.preserve_rows} - bench.forget_people(forget) - {None}
+    assert trained_people and bench.anchor_people() <= trained_people | bench.forget_people(forget)
+    for name, rows in bench.eval_sets(forget, target=target).items():
+        if name.startswith("forget/"):
+            continue  # forgetting is read on the forget set itself, by design
+        assert not {q.id for q in rows} & trained, name
+        assert not {q.person_id for q in rows} & trained_people, name
+    assert "forget_text/text_memory" not in bench.eval_sets(forget, target=target)
 
 
 def test_unknown_forget_ratio_lists_the_available_ones(bench: Bench) -> None:
@@ -430,11 +452,12 @@ def test_reference_share_moves_people_from_the_evaluation_pool_to_the_reference_
     from smfa.pretrained import content_checksum
 
     common = ["bench", "build", "--preset", "tiny", "--seed", "3", "--n-people", "40", "--anchor-size", "12", "--quiet"]
-    assert main([*common, "--out", str(tmp_path / "a")]) == 0
-    assert main([*common, "--reference-share", "0.6", "--out", str(tmp_path / "b")]) == 0
+    assert main([*common, "--reference-share", "0.3", "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--out", str(tmp_path / "b")]) == 0  # the default share, 0.6
     a, b = Bench.load(tmp_path / "a"), Bench.load(tmp_path / "b")
     assert a.reference_people() < b.reference_people()
-    assert b.retain_people("10") == a.retain_people("10") - b.reference_people()
+    assert len(b.retain_people("10")) < len(a.retain_people("10"))
+    assert b.retain_people("10") == b.known_people() - b.forget_people("10") - b.reference_people() - b.anchor_people()
     assert content_checksum(a) == content_checksum(b) and a.checksum != b.checksum
     assert b.meta["config"]["reference_share"] == 0.6
     assert not {q.person_id for q in b.anchor_rows(None, seed=0)} & b.reference_people()

@@ -244,8 +244,8 @@ def test_mmunlearner_in_bf16_masks_and_trainee_follow_and_frozen_entries_hold(mo
     seen = _record_placements(monkeypatch)
     placement = resolve_placement("cpu", "bf16")
     bench = Bench.load(micro_bench_dir)
-    data = select_data(bench, "10", "all", None, 0, with_preserve=True)
-    data.forget_rows, data.anchor_rows, data.preserve_rows = data.forget_rows[:32], data.anchor_rows[:16], data.preserve_rows[:32]
+    data = select_data(bench, "10", "all", None, 0)
+    data.forget_rows, data.anchor_rows = data.forget_rows[:32], data.anchor_rows[:16]
     vanilla = load_model(micro_vanilla, placement=placement)
     before = {k: v.detach().clone() for k, v in vanilla.model.named_parameters()}
     ctx = UnlearnContext(bench=bench, vanilla=vanilla, data=data, target="all", seed=0, work_dir=tmp_path,

@@ -30,6 +30,60 @@ def test_reference_rows_are_self_labelled_and_never_evaluated(micro_bench_dir: P
             assert not {q.person_id for q in eval_rows} & ref, name
 
 
+@pytest.mark.slow
+def test_reference_labels_are_computed_once_per_model_and_reused(micro_bench_dir: Path, micro_vanilla: Path,
+                                                                 tmp_path: Path, monkeypatch) -> None:
+    """Decision 4 of #25: every method, compare cell and request reuses the vanilla's labels of the pool."""
+    import smfa.eval.generate as generate
+    from smfa.audit import model_digest, weight_hashes
+    from smfa.models.loading import load_model
+    from smfa.models.placement import CPU_FP32
+    from smfa.unlearn import self_labelled_reference
+
+    bench = Bench.load(micro_bench_dir)
+    vanilla = load_model(micro_vanilla)
+    digest = model_digest(weight_hashes(micro_vanilla / "model"))
+    first = self_labelled_reference(bench, vanilla, "self", progress=False, cache=tmp_path, model_digest=digest,
+                                    placement=CPU_FP32)
+    assert len(list(tmp_path.glob("*.json"))) == 1
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the cached labels were not reused")
+
+    monkeypatch.setattr(generate, "generate_answers", no_generation)
+    again = self_labelled_reference(bench, vanilla, "self", progress=False, cache=tmp_path, model_digest=digest,
+                                    placement=CPU_FP32)
+    assert again == first
+    with pytest.raises(AssertionError, match="not reused"):  # another model (or people left out) is another key
+        self_labelled_reference(bench, vanilla, "self", progress=False, cache=tmp_path, model_digest="other",
+                                placement=CPU_FP32)
+    one = sorted(bench.reference_people())[0]
+    with pytest.raises(AssertionError, match="not reused"):
+        self_labelled_reference(bench, vanilla, "self", progress=False, cache=tmp_path, model_digest=digest,
+                                placement=CPU_FP32, forgotten=frozenset({one}))
+
+
+def test_the_default_budget_is_the_selective_recipe_where_a_method_has_a_retain_term(tiny_bench_dir: Path) -> None:
+    """``--reference auto`` (the default of unlearn, forget, compare, demo): self-full for every method with a
+    retain term on a bench with a reference pool; none for GA (no retain term) and on a bench without a pool."""
+    from smfa.compare import CompareConfig
+    from smfa.methods import get_method, method_names
+    from smfa.unlearn import UnlearnConfig, resolve_reference
+
+    bench = Bench.load(tiny_bench_dir)
+    assert UnlearnConfig().reference == CompareConfig().reference == "auto"
+    for name in method_names():
+        expected = "none" if name == "ga" else "self-full"
+        assert resolve_reference("auto", get_method(name), bench) == expected, name
+    assert resolve_reference("none", get_method("smfa"), bench) == "none"  # the paper recipe, on request
+
+    class NoPool:
+        def reference_people(self) -> set[str]:
+            return set()
+
+    assert resolve_reference("auto", get_method("smfa"), NoPool()) == "none"
+
+
 def test_every_retain_term_sees_the_reference_rows() -> None:
     from smfa.methods.base import UnlearnData
 

@@ -27,7 +27,7 @@ def _sm(n, accuracy, leak=None, meaningful=8.0):
 
 
 def _fake_metrics(forget_mem, retain_und, target="all", gold=None, attacks=None, model="runs/m"):
-    text_set = "forget/text_memory" if target == "all" else "forget_text/text_memory"
+    text_set = "forget/text_memory" if target == "all" else "forget_text/text_memory/paraphrase"
     sets = {
         "forget/image_memory": _sm(20, forget_mem, leak=forget_mem),
         text_set: _sm(20, forget_mem + 0.1, leak=forget_mem + 0.1),

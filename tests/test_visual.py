@@ -21,12 +21,13 @@ def test_visual_target_forgets_photo_keeps_name(micro_bench_dir: Path, micro_van
                           progress=False))
     m = load_metrics(out / "eval")
     assert m.target == "visual"
-    assert "forget_text/text_memory" in m.sets and "forget/text_memory" not in m.sets
+    assert "forget_text/text_memory/paraphrase" in m.sets and "forget/text_memory" not in m.sets
+    assert "forget_text/text_memory" not in m.sets  # its rows are the anchor: never scored
     before_img = micro_vanilla_metrics.sets["forget/image_memory"].leak_rate
-    before_txt = micro_vanilla_metrics.sets["forget/text_memory"].leak_rate
+    before_txt = micro_vanilla_metrics.sets["forget/text_memory/paraphrase"].leak_rate
     after_img = m.sets["forget/image_memory"].leak_rate
-    after_txt = m.sets["forget_text/text_memory"].leak_rate
+    after_txt = m.sets["forget_text/text_memory/paraphrase"].leak_rate
     floor.at_most("forget photo leak, vanilla's - 0.4", after_img, before_img - 0.4)
-    floor.at_least("forget name-only leak (kept), 0.8 x vanilla's", after_txt, 0.8 * before_txt)  # name-only knowledge of the same people kept
+    floor.at_least("forget name-only leak on held-out phrasings (kept), 0.8 x vanilla's", after_txt, 0.8 * before_txt)  # name-only knowledge of the same people kept
     report = (out / "eval" / "report.md").read_text()
     assert "visual" in report

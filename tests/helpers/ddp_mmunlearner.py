@@ -53,9 +53,9 @@ def main(bench_dir: str, vanilla_dir: str, out: str) -> None:
     method = get_method("mmunlearner")
     hp = method.config(None, {"max_steps": 2}, target="all")
     bench = Bench.load(bench_dir)
-    data = select_data(bench, "10", "all", None, 0, with_preserve=True)
+    data = select_data(bench, "10", "all", None, 0)
     # A few rows of each: what is checked is how the mask is applied, not how good the saliency is.
-    data.forget_rows, data.anchor_rows, data.preserve_rows = data.forget_rows[:32], data.anchor_rows[:16], data.preserve_rows[:32]
+    data.forget_rows, data.anchor_rows = data.forget_rows[:32], data.anchor_rows[:16]
     placement = resolve_placement("auto", "auto")
     vanilla = load_model(vanilla_dir, placement=placement)
     before = {k: v.detach().clone() for k, v in vanilla.model.named_parameters()}

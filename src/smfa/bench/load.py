@@ -124,9 +124,14 @@ class Bench:
         return {pid for pid, p in self.people.items() if p.role == "known"}
 
     def retain_people(self, forget: str | int | ForgetSet) -> set[str]:
-        """The retain evaluation pool: known people not forgotten (now or by an earlier request) nor in the
-        reference pool; for ``val`` also without ``forget_15`` (tuning never touches a test forget person)."""
-        return self.known_people() - self.forget_set(forget).not_retain - self.reference_people()
+        """The retain evaluation pool: known people not forgotten (now or by an earlier request), nor in the
+        reference pool, nor in the few-shot anchor (a method trains on some of their rows, so none of their rows
+        is scored); for ``val`` also without ``forget_15`` (tuning never touches a test forget person)."""
+        return self.known_people() - self.forget_set(forget).not_retain - self.reference_people() - self.anchor_people()
+
+    def anchor_people(self) -> set[str]:
+        """The people with a row in the few-shot anchor ``D_r^few``."""
+        return {self._by_id[i].person_id for i in self.splits["anchor"] if self._by_id[i].person_id is not None}
 
     def external_people(self) -> set[str]:
         """People of role ``external`` (e.g. MLLMU-Bench's celebrities): never fine-tuned on, evaluated as
@@ -219,8 +224,10 @@ class Bench:
         ``general_vqa`` (held-out shape pictures). Anchor rows are never included.
 
         ``target="visual"`` (MMUnlearner's setting: forget only the visual link): the forget people's
-        text-memory sets are named ``forget_text/text_memory[/paraphrase]`` instead of
-        ``forget/text_memory[...]`` — they are questions the model should still answer, i.e. retain.
+        text-memory sets are named ``forget_text/text_memory/...`` instead of ``forget/text_memory/...`` —
+        questions the model should still answer, i.e. retain — and their training-phrasing set is left out:
+        those rows are every method's anchor in this setting (``smfa.unlearn.select_data``), and kept knowledge
+        is read on rows no method trained on (:func:`smfa.bench.schema.name_memory_set`).
         ``limit`` keeps at most that many rows per set (a deterministic subsample, file order kept).
         """
         text_memory_group(target)  # an unknown setting fails before any work
@@ -244,6 +251,8 @@ class Bench:
                         if (fmt != GENERATION or variant == MULTI_FACT) and not rows:
                             continue  # choice, cloze and multi-fact sets exist only where a bench has such questions
                         kept = group == FORGET_GROUP and kind == TEXT_MEMORY  # named by the setting rule
+                        if kept and fmt == GENERATION and variant == "" and text_memory_group(target) != FORGET_GROUP:
+                            continue  # kept name-only training rows are the methods' anchor: never scored
                         sets[eval_set_name(text_memory_group(target) if kept else group, kind, variant, fmt)] = rows
         sets["general_vqa"] = [
             q for q in self.questions

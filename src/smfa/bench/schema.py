@@ -82,6 +82,15 @@ def text_memory_group(target: str) -> str:
     return FORGET_GROUP if TEXT_MEMORY in forgotten_kinds(target) else KEPT_TEXT_GROUP
 
 
+def name_memory_set(target: str) -> str:
+    """The evaluation set that reports the forget people's name-only knowledge in setting ``target``:
+    ``forget/text_memory`` where it is forgotten (``all``); in ``visual``, where it is kept and its
+    training-phrasing rows are the methods' anchor, their held-out phrasings
+    ``forget_text/text_memory/paraphrase`` — kept knowledge is read on rows no method trained on."""
+    group = text_memory_group(target)
+    return f"{group}/{TEXT_MEMORY}" if group == FORGET_GROUP else f"{group}/{TEXT_MEMORY}/{PARAPHRASE}"
+
+
 @dataclass(frozen=True)
 class Person:
     person_id: str

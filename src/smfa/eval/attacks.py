@@ -73,10 +73,9 @@ from smfa.bench.schema import (
     GENERAL_VQA,
     IMAGE_MEMORY,
     MEMORY_KINDS,
-    TEXT_MEMORY,
     Question,
     forgotten_kinds,
-    text_memory_group,
+    name_memory_set,
 )
 from smfa.errors import BenchError, ConfigError
 from smfa.eval.attack_pieces import (
@@ -237,7 +236,7 @@ def cross_modal_attack(ctx: AttackContext) -> AttackResult:
     """The same forget facts asked by name without an image and from the photo/scan, reported apart."""
     from smfa.eval.text import is_refusal, leaks_fact
 
-    text_set = f"{text_memory_group(ctx.cfg.target)}/{TEXT_MEMORY}"
+    text_set = name_memory_set(ctx.cfg.target)
     text: dict[tuple[str | None, str], list[Question]] = {}
     image: dict[tuple[str | None, str], list[Question]] = {}
     for r in ctx.sets.get(text_set, []):

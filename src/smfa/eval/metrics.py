@@ -27,6 +27,7 @@ from smfa.bench.schema import (
     UNDERSTANDING,
     eval_set_name,
     forgotten_kinds,
+    name_memory_set,
     text_memory_group,
 )
 from smfa.errors import EvalError
@@ -143,7 +144,7 @@ def _mean_loss(gens: Sequence[Any], scores: Sequence[Scores]) -> float | None:
 
 def _text_set(v: SetsView) -> str:
     """The forget people's name-only questions: a forget set in ``all``, kept knowledge in ``visual``."""
-    return f"{text_memory_group(v.target)}/{TEXT_MEMORY}"
+    return name_memory_set(v.target)
 
 
 @register_metric("forget_understanding", "overall", "accuracy on ``forget/understanding`` (Forget I-Und, higher "

@@ -21,6 +21,7 @@ class GA(Method):
     name = "ga"
     config_cls = GAConfig
     description = "gradient ascent on the forget set"
+    has_retain_term = False
 
     def run(self, ctx: UnlearnContext, hp: MethodConfig) -> torch.nn.Module:
         model = prepare_trainable(ctx, hp, ctx.fresh_model())

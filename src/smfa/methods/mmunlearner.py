@@ -1,9 +1,10 @@
 """MMUnlearner (arXiv 2502.11051): geometry-constrained gradient ascent.
 
 1. Diagonal Fisher (mean squared gradient of the answer NLL) of every language-model target weight on the
-   forget set (F_f) and on the preserve set (F_p: text-only questions of all people — the forget people's
-   too in the ``visual`` setting, not in the ``all`` setting, where their text view is to be forgotten —
-   plus the few-shot retain anchor, which has retain image questions).
+   forget set (F_f) and on the preserve set (F_p). The paper's preserve set is the text-only questions of all
+   people plus retain image questions; ours obeys the data rule of every method (SPEC.md): the few-shot
+   retain anchor plus, with a reference budget, the reference pool's rows labelled by the vanilla — never a
+   row of a person on whom a retain metric is computed (those rows once made the mask from test data).
 2. Saliency mask = F_f / F_p ≥ threshold: the entries that matter more for the forget set than for what
    must be kept.
 3. Gradient ascent on forget interleaved with NLL descent on retain, every step; the update touches only
@@ -51,7 +52,6 @@ class MMUnlearner(Method):
     name = "mmunlearner"
     config_cls = MMUnlearnerConfig
     description = "Fisher-saliency-masked gradient ascent on forget + descent on retain"
-    needs_preserve = True
 
     def run(self, ctx: UnlearnContext, hp: MMUnlearnerConfig) -> torch.nn.Module:  # type: ignore[override]
         model = ctx.fresh_model()
