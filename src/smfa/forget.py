@@ -47,12 +47,17 @@ class Chain:
 
 def read_chain(model: str | Path, bench: Any) -> Chain:
     """The chain of ``model``: empty (root = ``model``) for a vanilla or a plain model directory; for an
-    unlearning run, its own chain plus its own request. A run on another bench is refused (its person ids
-    would name other people)."""
+    unlearning run — given as its directory, its ``model/`` or a checkpoint ``smfa sculpt --merge-to`` wrote
+    from it (whose manifest names the run) — that run's chain plus its own request. A run on another bench is
+    refused (its person ids would name other people); so is a sculpted checkpoint whose run cannot be found."""
     path = Path(model)
+    if not (path / MANIFEST).is_file() and (path.parent / MANIFEST).is_file() and path.name == "model":
+        path = path.parent  # RUN/model: the run's manifest is one level up
     if not (path / MANIFEST).is_file():
         return Chain((), str(model))
     manifest = read_manifest(path)
+    if manifest.get("stage") == "sculpt":
+        return read_chain(_sculpted_from(path, manifest), bench)
     if manifest.get("stage") != "unlearn":
         return Chain((), str(path.resolve()))
     checksum = (manifest.get("bench") or {}).get("checksum")
@@ -66,6 +71,31 @@ def read_chain(model: str | Path, bench: Any) -> Chain:
         own = {"label": split, "people": sorted(bench.forget_people(split))}
     root = manifest.get("root") or manifest["config"]["model"]
     return Chain(earlier + (Request(str(path.resolve()), own["label"], tuple(own["people"])),), str(root))
+
+
+def _sculpted_from(path: Path, manifest: dict[str, Any]) -> Path:
+    """The unlearning run whose adapters a sculpted checkpoint (``smfa sculpt --merge-to``) was merged from:
+    its people are forgotten in the checkpoint, so a request on it continues that run's chain. The run must
+    still hold the forget adapter the checkpoint recorded (its digest), else it may be another run."""
+    from smfa.methods.smfa import FORGET_ADAPTER, adapters_dir
+    from smfa.rundir import file_digest
+    from smfa.sculpt.adapters import ADAPTER_WEIGHTS
+
+    source = manifest.get("source_run")
+    unknown = "so which people it has forgotten is unknown"
+    if not source:
+        raise ConfigError(f"{path} was written by smfa sculpt but records no source run, {unknown}; "
+                          "re-create it with smfa sculpt RUN --merge-to, or start from the run itself")
+    run = Path(source)
+    if not (run / MANIFEST).is_file() or read_manifest(run).get("stage") != "unlearn":
+        raise ConfigError(f"{path} was sculpted from {source}, which is not an unlearning run directory from here, "
+                          f"{unknown}; restore that run (or run from where its path resolves), or start from the run")
+    weights = adapters_dir(run) / FORGET_ADAPTER / ADAPTER_WEIGHTS
+    digests = set((manifest.get("adapter_digests") or {}).values())
+    if digests and (not weights.is_file() or file_digest(weights) not in digests):
+        raise ConfigError(f"{path} was sculpted from {source}, but that run's {FORGET_ADAPTER} adapter is not the one "
+                          f"merged into it, {unknown}; start from the run that made the checkpoint")
+    return run
 
 
 def resolve_forget(bench: Any, forget: str, people: str | None,

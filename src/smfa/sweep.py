@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from smfa.bench.forget_set import REQUEST_LABEL
 from smfa.errors import ConfigError
 from smfa.eval.registry import metrics_of
 from smfa.rundir import atomic_run_dir, read_manifest, write_json_atomic, write_manifest, write_text_atomic
@@ -61,6 +62,16 @@ def _adapter_run(run: Path) -> dict[str, Any]:
     return manifest
 
 
+def forget_group(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The ``EvalConfig`` fields naming an unlearn run's forget group, read from its manifest: a deletion
+    request's people (``smfa forget``) or its split, and a chain's earlier requests, as the run evaluated them."""
+    request = manifest.get("request") or {}
+    named = request.get("label") == REQUEST_LABEL
+    return {"forget": str(manifest["config"]["forget"]),
+            "forget_people": ",".join(request["people"]) if named else None,
+            "earlier": [list(r["people"]) for r in manifest.get("chain") or []]}
+
+
 def merge_to_checkpoint(run: str | Path, k: float | None, mode: str | None, out: str | Path, overwrite: bool = False) -> Path:
     """Sculpt an SMFA run's adapters into its vanilla *checkpoint on disk*, out of core (shard by shard,
     about one weight matrix in memory): how a 7B model is unlearned on a 24 GB machine.
@@ -88,7 +99,7 @@ def merge_to_checkpoint(run: str | Path, k: float | None, mode: str | None, out:
                       overwrite=overwrite,
                       forget_adapter_dir2=adapters_dir(run) / FORGET_TEXT_ADAPTER if dual else None,
                       k2=float(hp.get("k_text", 10.0)) if dual else None,
-                      manifest_extra={"source_run": str(run)})
+                      manifest_extra={"source_run": str(run.resolve())})  # smfa forget continues its chain
     return Path(out)
 
 
@@ -128,7 +139,8 @@ def sculpt_sweep(cfg: SweepConfig) -> Path:
             cell = stage / f"k={k:g}"
             write_sculpt_report(report, cell / "sculpt")
             loaded = LoadedModel(model=model, processor=vanilla.processor, family=vanilla.family, source=f"{run} k={k:g}")
-            ecfg = EvalConfig(bench=ucfg["bench"], model=f"{run} (k={k:g}, mode={cfg.mode})", forget=str(ucfg["forget"]),
+            ecfg = EvalConfig(bench=ucfg["bench"], model=f"{run} (k={k:g}, mode={cfg.mode})",
+                              **forget_group(manifest),  # a request's people, not its config's split
                               target=ucfg.get("target", "all"), limit=cfg.limit, judge=cfg.judge, progress=cfg.progress,
                               core_sets=cfg.core_sets, device=cfg.device, dtype=cfg.dtype)
             metrics = evaluate_loaded(loaded, bench, ecfg, cell, extra={"k": k, "mode": cfg.mode}, images=images)

@@ -138,7 +138,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     from smfa.bench import Bench
     from smfa.forget import chain_record, read_chain, resolve_forget
     from smfa.methods import get_method
-    from smfa.methods.base import UnlearnContext
+    from smfa.methods.base import UnlearnContext, world_size
     from smfa.models.loading import load_model, model_dir_of
     from smfa.models.placement import autocast_flags, check_trainable, is_main_process, resolve_placement
 
@@ -203,6 +203,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
                   "reference_rows": len(data.reference_rows), "budget": cfg.reference if data.reference_rows else "none",
                   "preserve_rows": len(data.preserve_rows), "target": cfg.target, "forget": group.label},
             family=vanilla.family.name, placement=placement.describe(), **requests,
+            effective_batch_size=hp.batch_size * hp.grad_accum * world_size(), world_size=world_size(),
             reference_model=chain.root if reference is not None else None,
             anchor_cache_hit=ctx.anchor_cache_hit,
         )

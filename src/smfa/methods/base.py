@@ -9,6 +9,8 @@ decorated with ``@register_method``) plus its tiny-preset defaults in ``smfa/con
 from __future__ import annotations
 
 import copy
+import math
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -343,8 +345,16 @@ def train_sft(ctx: UnlearnContext, model: torch.nn.Module, hp: MethodConfig, dat
 
 
 def _steps(n: int, hp: MethodConfig) -> int:
-    steps = max(1, int(round(hp.epochs * n / hp.batch_size)))
+    """Optimiser steps for ``hp.epochs`` passes over ``n`` rows, as the HF Trainer counts them (``max_steps``):
+    one step takes batch_size × grad_accum × processes rows, and an epoch's last short accumulation is a step."""
+    per_epoch = math.ceil(n / (hp.batch_size * hp.grad_accum * world_size()))
+    steps = max(1, math.ceil(round(hp.epochs * per_epoch, 6)))  # round: 1.1 × 10 is 11, not 12
     return min(steps, hp.max_steps) if hp.max_steps > 0 else steps
+
+
+def world_size() -> int:
+    """Processes training together (``WORLD_SIZE``, set by ``torchrun`` / ``accelerate launch``); 1 alone."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _cleanup(path: Path) -> None:
