@@ -51,7 +51,7 @@ def test_the_forget_group_decides_forget_retain_and_anchor(micro_bench_dir: Path
     bench = Bench.load(micro_bench_dir)
     # A split resolves as before (val keeps forget_15 out of retain).
     assert bench.retain_people("val") == bench.known_people() - bench.forget_people("val") - \
-        bench.forget_people("15") - bench.reference_people()
+        bench.forget_people("15") - bench.reference_people() - bench.anchor_people()
     first = bench.request_set(FIRST)
     assert bench.forget_people(first) == set(FIRST) and not bench.retain_people(first) & set(FIRST)
     second = bench.request_set(SECOND, earlier=(first.people,))

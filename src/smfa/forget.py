@@ -171,8 +171,8 @@ def register(sub: Any) -> None:
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any method hyper-parameter (repeatable)")
     p.add_argument("--method-config", dest="method_config", help="YAML with the method's hyper-parameters")
     p.add_argument("--reference", choices=REFERENCE_BUDGETS,
-                   help="data budget (as smfa unlearn): none (default), self or self-full; the request's people are "
-                        "left out of the reference pool")
+                   help="data budget (as smfa unlearn): auto (default: self-full for a method with a retain term), "
+                        "none (the paper recipe), self or self-full; the request's people are left out of the reference pool")
     add_placement_options(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-limit", type=int, dest="eval_limit",

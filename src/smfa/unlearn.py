@@ -10,7 +10,8 @@ Data every method sees (same access for all, as SPEC.md's table says unless a me
 - ``anchor_rows`` = D_r^few: the bench's few-shot retain anchor (subsampled to ``anchor_size``), without any
   person forgotten now or by an earlier request (a request may name anchor people); in the ``visual`` setting
   the forget people's text-memory rows are added, because there they are knowledge to keep;
-- ``preserve_rows`` (MMUnlearner only): text-memory rows of all known people + the anchor;
+- ``preserve_rows`` (MMUnlearner's Fisher preserve set): what a retain term trains on, the anchor plus the
+  reference rows below — never a row of a person on whom a retain metric is computed;
 - ``reference_rows`` (``--reference self|self-full``, every method with a retain term): the training-phrasing
   memory questions of the bench's reference pool (retain people on whom no retain metric is computed) —
   ``self-full`` adds their understanding questions and general-VQA training pictures' questions —, labelled
@@ -19,6 +20,7 @@ Data every method sees (same access for all, as SPEC.md's table says unless a me
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,7 +44,7 @@ class UnlearnConfig:
     forget_people: str | None = None  # a deletion request: person ids (comma list or a file, one per line) instead of forget
     target: str = "all"  # all (forget photo and name knowledge) | visual (forget the photo link only)
     anchor_size: int | None = None  # size of D_r^few (default: the bench's anchor set)
-    reference: str = "none"  # none | self: add the reference pool's questions answered by the vanilla (unlabelled data)
+    reference: str = "auto"  # auto (self-full for a method with a retain term on a bench with a reference pool, else none) | none (the paper recipe) | self | self-full
     seed: int = 0
     method_config: str | None = None  # YAML with the method's hyper-parameters
     params: dict[str, Any] = field(default_factory=dict)  # hyper-parameter overrides (k, lr, epochs, ...)
@@ -63,7 +65,7 @@ class UnlearnConfig:
 
 
 def select_data(bench: Any, forget: str | ForgetSet, target: str, anchor_size: int | None, seed: int,
-                with_preserve: bool = False, keep_earlier: bool = False):
+                keep_earlier: bool = False):
     """The rows a method sees (module docstring); ``forget``: a split name or a resolved :class:`ForgetSet`.
     ``keep_earlier``: the forget rows of a chain's earlier requests join this request's (refusal-labelled by the
     method), so that a later request does not train their refusal away."""
@@ -80,16 +82,27 @@ def select_data(bench: Any, forget: str | ForgetSet, target: str, anchor_size: i
     anchor = list(few)
     if TEXT_MEMORY not in kinds:  # kept knowledge: the forget people's name-only questions anchor retention
         anchor += bench.forget_rows(group, kinds=(TEXT_MEMORY,))
-    preserve: list[Any] = []
-    if with_preserve:
-        known = bench.forget_people(group) | bench.retain_people(group)
-        preserve = bench.select(people=known, kinds=(TEXT_MEMORY,), phrasing="train") + few
-        if TEXT_MEMORY in kinds:
-            preserve = [r for r in preserve if r.person_id not in group.forgotten]
-    return UnlearnData(forget_rows=forget_rows, anchor_rows=anchor, preserve_rows=preserve)
+    return UnlearnData(forget_rows=forget_rows, anchor_rows=anchor)
 
 
-REFERENCE_BUDGETS = ("none", "self", "self-full")
+REFERENCE_BUDGETS = ("auto", "none", "self", "self-full")
+# What ``auto`` (the default) means for a method with a retain term on a bench with a reference pool: the
+# selective recipe (docs/selectivity.md); ``none`` is the paper recipe (the anchor alone).
+DEFAULT_REFERENCE = "self-full"
+
+
+def check_budget(budget: str) -> None:
+    if budget not in REFERENCE_BUDGETS:
+        raise ConfigError(f"--reference must be one of {', '.join(REFERENCE_BUDGETS)}, got {budget!r}")
+
+
+def resolve_reference(budget: str, method: Any, bench: Any) -> str:
+    """The data budget a run uses: ``auto`` is :data:`DEFAULT_REFERENCE` for a method with a retain term on a
+    bench with a reference pool, else ``none``; any other budget is used as given."""
+    check_budget(budget)
+    if budget != "auto":
+        return budget
+    return DEFAULT_REFERENCE if getattr(method, "has_retain_term", True) and bench.reference_people() else "none"
 # ``self-full``: at most this many general-VQA training questions (seeded sample) join the reference rows.
 REFERENCE_VQA_ROWS = 500
 
@@ -102,15 +115,16 @@ def reference_questions(bench: Any, budget: str, seed: int = 0) -> list[Any]:
 
     from smfa.bench.schema import GENERAL_VQA, MEMORY_KINDS, UNDERSTANDING
 
-    if budget not in REFERENCE_BUDGETS:
-        raise ConfigError(f"--reference must be one of {', '.join(REFERENCE_BUDGETS)}, got {budget!r}")
+    check_budget(budget)
+    if budget == "auto":
+        raise ValueError("reference_questions needs a resolved budget (resolve_reference)")  # a programming error
     if budget == "none":
         return []
     people = bench.reference_people()
     kinds = set(MEMORY_KINDS) | ({UNDERSTANDING} if budget == "self-full" else set())
     rows = [q for q in bench.training_rows() if q.person_id in people and q.kind in kinds]
     if not rows:
-        raise ConfigError(f"--reference {budget}: the bench {bench.root} has no reference-pool rows (bench v2 has 40 people)")
+        raise ConfigError(f"--reference {budget}: the bench {bench.root} has no reference-pool rows; rebuild it with `smfa bench build --reference-share 0.6` or pass --reference none")
     if budget == "self-full":
         vqa = [q for q in bench.training_rows() if q.kind == GENERAL_VQA]
         rows += random.Random(f"reference-vqa/{seed}").sample(vqa, min(REFERENCE_VQA_ROWS, len(vqa)))
@@ -118,17 +132,44 @@ def reference_questions(bench: Any, budget: str, seed: int = 0) -> list[Any]:
 
 
 def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed: int = 0,
-                            progress: bool = True, forgotten: frozenset[str] = frozenset()) -> list[Any]:
+                            progress: bool = True, forgotten: frozenset[str] = frozenset(),
+                            cache: Path | None = None, model_digest: str | None = None,
+                            placement: Any = None) -> list[Any]:
     """The budget's questions (``reference_questions``), each answer replaced by the vanilla's own greedy
     answer (its fact: the answer itself, since no label is known); empty answers are dropped, and so are the
-    questions about ``forgotten`` people (named by a deletion request)."""
+    questions about ``forgotten`` people (named by a deletion request).
+
+    With ``cache`` (a directory) and the vanilla's ``model_digest``, the answers are computed once per (bench,
+    model weights, questions, placement, decoding) and reused by every method, compare cell and request."""
     from dataclasses import replace
 
     from smfa.eval.generate import generate_answers
+    from smfa.rundir import write_json_atomic
 
     rows = [q for q in reference_questions(bench, budget, seed=seed) if q.person_id not in forgotten]
-    answers = generate_answers(vanilla, rows, bench, progress=progress, desc="labelling the reference pool")
+    path = None
+    if cache is not None and model_digest is not None:
+        path = Path(cache) / f"{_label_key(bench, rows, model_digest, placement)}.json"
+        if path.is_file():
+            answers = json.loads(path.read_text(encoding="utf-8"))["answers"]
+            return [replace(q, answer=a, fact=a) for q, a in zip(rows, answers) if a.strip()]
+    answers = generate_answers(vanilla, rows, bench, progress=progress, desc="labelling the reference pool",
+                               batch_size=LABEL_DECODING["batch_size"], max_new_tokens=LABEL_DECODING["max_new_tokens"])
+    if path is not None:
+        write_json_atomic(path, {"bench": bench.checksum, "model": model_digest, "n": len(rows), "answers": answers})
     return [replace(q, answer=a, fact=a) for q, a in zip(rows, answers) if a.strip()]
+
+
+# Decoding of the reference labels: part of their cache key (a change of it must not reuse old labels).
+LABEL_DECODING = {"greedy": True, "max_new_tokens": 24, "batch_size": 64}
+
+
+def _label_key(bench: Any, rows: list[Any], model_digest: str, placement: Any) -> str:
+    import hashlib
+
+    blob = {"bench": bench.checksum, "model": model_digest, "questions": [q.id for q in rows],
+            "placement": placement.describe() if placement is not None else None, "decoding": LABEL_DECODING}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def unlearn(cfg: UnlearnConfig) -> Path:
@@ -144,20 +185,23 @@ def unlearn(cfg: UnlearnConfig) -> Path:
 
     t_start = time.perf_counter()
     method = get_method(cfg.method)
-    hp = method.config(cfg.method_config, cfg.params, target=cfg.target, reference=cfg.reference)
+    check_budget(cfg.reference)  # bad values fail before loading anything
+    hp = method.config(cfg.method_config, cfg.params, target=cfg.target, reference=cfg.reference)  # bad values fail first
+    bench = Bench.load(cfg.bench)
+    budget = resolve_reference(cfg.reference, method, bench)
+    if budget != cfg.reference:  # auto resolved: the shipped layer of the budget it resolved to
+        hp = method.config(cfg.method_config, cfg.params, target=cfg.target, reference=budget)
     placement = resolve_placement(cfg.device, cfg.dtype)
     check_trainable(placement, not hp.lora, f"--method {cfg.method} (lora: false)")
     autocast_flags(hp.autocast, placement)  # an impossible autocast fails before loading
-    bench = Bench.load(cfg.bench)
     chain = read_chain(cfg.model, bench)  # earlier requests when --model is an unlearning run
     group = resolve_forget(bench, str(cfg.forget), cfg.forget_people, chain.earlier_people)
-    data = select_data(bench, group, cfg.target, cfg.anchor_size, cfg.seed,
-                       with_preserve=getattr(method, "needs_preserve", False), keep_earlier=cfg.keep_earlier)
+    data = select_data(bench, group, cfg.target, cfg.anchor_size, cfg.seed, keep_earlier=cfg.keep_earlier)
     if cfg.oracle and cfg.evaluate:
         from smfa.eval.pipeline import check_oracle
 
         check_oracle(cfg.oracle, bench, group)  # before any training
-    reference_questions(bench, cfg.reference)  # an unknown budget or an empty pool fails before loading
+    reference_questions(bench, budget)  # an empty pool fails before loading
     if cfg.attacks and cfg.evaluate:
         from smfa.eval.attacks import parse_attacks
 
@@ -170,9 +214,12 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     reference = None
     if chain.requests and getattr(method, "uses_reference_model", False):
         reference = load_model(chain.root, placement=placement, trust_remote_code=cfg.trust_remote_code)
-    if cfg.reference != "none":
-        data.reference_rows = self_labelled_reference(bench, vanilla, cfg.reference, seed=cfg.seed,
-                                                      progress=cfg.progress, forgotten=group.forgotten)
+    if budget != "none":
+        from smfa.cache import cache_dir
+
+        data.reference_rows = self_labelled_reference(bench, vanilla, budget, seed=cfg.seed, progress=cfg.progress,
+                                                      forgotten=group.forgotten, cache=cache_dir() / "reference-labels",
+                                                      model_digest=_digest(input_hashes), placement=placement)
     anchor_cache = None
     if cfg.anchor_cache:
         from smfa.cache import cache_dir
@@ -200,7 +247,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
             bench={"path": str(bench.root), "checksum": bench.checksum},
             data={"forget_rows": len(data.forget_rows), "anchor_rows": len(data.anchor_rows),
                   "earlier_requests_refused": bool(cfg.keep_earlier and group.earlier),
-                  "reference_rows": len(data.reference_rows), "budget": cfg.reference if data.reference_rows else "none",
+                  "reference_rows": len(data.reference_rows), "budget": budget if data.reference_rows else "none",
                   "preserve_rows": len(data.preserve_rows), "target": cfg.target, "forget": group.label},
             family=vanilla.family.name, placement=placement.describe(), **requests,
             effective_batch_size=hp.batch_size * hp.grad_accum * world_size(), world_size=world_size(),

@@ -99,18 +99,22 @@ class MethodConfig:
 
 @dataclass
 class UnlearnData:
-    """What a method may see: the forget set, the few-shot retain anchor, (for methods that state it, e.g.
-    MMUnlearner) a preserve set, and with the ``self`` reference budget the reference pool's questions
-    labelled by the vanilla's own answers; all as bench rows. ``retain_rows`` is what a retain term trains on."""
+    """What a method may see: the forget set, the few-shot retain anchor and, with a reference budget, the
+    reference pool's questions labelled by the vanilla's own answers; all as bench rows. ``retain_rows`` is
+    what a retain term trains on, and ``preserve_rows`` (MMUnlearner's Fisher preserve set) is the same data:
+    every method obeys one data rule, never a row of a person a retain metric is computed on."""
 
     forget_rows: list[Any]
     anchor_rows: list[Any]
-    preserve_rows: list[Any] = field(default_factory=list)
     reference_rows: list[Any] = field(default_factory=list)
 
     @property
     def retain_rows(self) -> list[Any]:
         return list(self.anchor_rows) + list(self.reference_rows)
+
+    @property
+    def preserve_rows(self) -> list[Any]:
+        return self.retain_rows
 
 
 @dataclass
@@ -152,6 +156,7 @@ class Method:
     name: ClassVar[str] = ""
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
     description: ClassVar[str] = ""
+    has_retain_term: ClassVar[bool] = True  # trains on retain data; ``--reference auto`` gives it the reference pool
 
     def default_config_path(self, target: str = "all") -> Path:
         """The shipped tiny-preset defaults: ``configs/methods/NAME.yaml``; for ``target="visual"`` the
