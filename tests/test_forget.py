@@ -69,6 +69,16 @@ def test_the_forget_group_decides_forget_retain_and_anchor(micro_bench_dir: Path
     kept = select_data(bench, second, "all", None, 0, keep_earlier=True).forget_rows
     assert {q.person_id for q in kept} == set(FIRST) | set(SECOND)
     assert [q.id for q in kept[:len(bench.forget_rows(second))]] == [q.id for q in bench.forget_rows(second)]
+    # the earlier people's rows are a suppression list: the question as asked, never the private answer
+    suppressed = [q for q in kept if q.person_id in FIRST]
+    assert suppressed and all(q.answer == "" and q.fact == "" and q.question for q in suppressed)
+    truth = {q.id: q for q in bench.questions}
+    assert all(truth[q.id].answer and truth[q.id].question == q.question for q in suppressed)
+    from smfa.methods import get_method  # the default keeps them for methods that train refusals, and only those
+    from smfa.unlearn import UnlearnConfig
+    assert UnlearnConfig().keep_earlier is True
+    assert [m for m in ("smfa", "idk", "ties", "ga", "ga_diff", "npo", "kl_min", "mmunlearner")
+            if get_method(m).trains_refusals] == ["smfa", "idk", "ties"]
     assert select_data(bench, first, "all", None, 0, keep_earlier=True).forget_rows == bench.forget_rows(first)
     with pytest.raises(ConfigError, match="already forgotten"):
         bench.request_set(["p0011"], earlier=(first.people,))

@@ -15,6 +15,8 @@ reports their leak beside this request's (``metrics.json`` ``requests``).
 
 from __future__ import annotations
 
+import argparse
+
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -134,8 +136,10 @@ def _forget(args: Any) -> int:
     over = _overrides(args, ["bench", "model", "out", "method", "target", "seed", "method_config", "eval_limit",
                              "judge", "attacks", "overwrite", "reference", "device", "dtype"])
     over.update(forget_people=args.people, params=params, evaluate=args.evaluate, request_eval=True,
-                anchor_cache=args.anchor_cache, keep_earlier=args.keep_earlier,
+                anchor_cache=args.anchor_cache,
                 eval_limit=REQUEST_EVAL_LIMIT if args.eval_limit is None else args.eval_limit)
+    if args.keep_earlier is not None:
+        over["keep_earlier"] = args.keep_earlier
     cfg = resolve_config(UnlearnConfig, args.config, over)
     out = unlearn(cfg)
     print(f"request answered: model in {out}/model, audit record in {out}/audit.md"
@@ -181,9 +185,10 @@ def register(sub: Any) -> None:
     p.add_argument("--judge", choices=available_judges())
     p.add_argument("--no-eval", dest="evaluate", action="store_false", default=True,
                    help="skip the evaluation (the audit then records no leak)")
-    p.add_argument("--keep-earlier-refusals", dest="keep_earlier", action="store_true", default=False,
-                   help="in a chain, train the refusal of every earlier request's people again (their questions with "
-                        "refusals as labels; the bench's rows about them are read, and the audit says so)")
+    p.add_argument("--keep-earlier-refusals", dest="keep_earlier", action=argparse.BooleanOptionalAction, default=None,
+                   help="in a chain, train the refusal of every earlier request's people again (default on, for methods "
+                        "that train refusals: smfa, idk, ties): a suppression list of their questions with refusal "
+                        "labels, never a private answer; the audit says what is kept")
     p.add_argument("--no-anchor-cache", dest="anchor_cache", action="store_false", default=True,
                    help="retrain the retaining anchor even when one trained on the same weights is cached")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")

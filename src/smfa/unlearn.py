@@ -61,21 +61,23 @@ class UnlearnConfig:
     attacks: str | None = None  # attack suite on the unlearned model ("all" or a comma list); in the audit record
     request_eval: bool = False  # evaluate only what a request's audit needs (EvalConfig.request_sets; smfa forget)
     anchor_cache: bool = False  # reuse a retaining anchor trained on the same parent weights and data (smfa forget)
-    keep_earlier: bool = False  # a chain's MFA also refuses every earlier request's people (their questions, refusal labels)
+    keep_earlier: bool = True  # a chain's MFA also refuses every earlier request's people (a suppression list: their questions, refusal labels; methods that train refusals)
 
 
 def select_data(bench: Any, forget: str | ForgetSet, target: str, anchor_size: int | None, seed: int,
                 keep_earlier: bool = False):
     """The rows a method sees (module docstring); ``forget``: a split name or a resolved :class:`ForgetSet`.
-    ``keep_earlier``: the forget rows of a chain's earlier requests join this request's (refusal-labelled by the
-    method), so that a later request does not train their refusal away."""
+    ``keep_earlier``: a chain's earlier requests' people join this request's forget rows as a *suppression list*
+    — their questions (wording, photo, person id) with the answer and fact removed, to be refusal-labelled by
+    the method — so that a later request does not train their refusal away, and no private answer is kept."""
     from smfa.methods.base import UnlearnData
 
     kinds = forgotten_kinds(target)
     group = bench.forget_set(forget)
     forget_rows = bench.forget_rows(group, kinds=kinds)
     if keep_earlier and group.earlier:
-        forget_rows += bench.forget_rows(ForgetSet(label=group.label, people=group.forgotten - group.people), kinds=kinds)
+        earlier = bench.forget_rows(ForgetSet(label=group.label, people=group.forgotten - group.people), kinds=kinds)
+        forget_rows += suppression_list(earlier)
     if not forget_rows:
         raise ConfigError(f"the forget set for --forget {group.label} --target {target} is empty: nothing to unlearn")
     few = [r for r in bench.anchor_rows(anchor_size, seed=seed) if r.person_id not in group.forgotten]
@@ -83,6 +85,13 @@ def select_data(bench: Any, forget: str | ForgetSet, target: str, anchor_size: i
     if TEXT_MEMORY not in kinds:  # kept knowledge: the forget people's name-only questions anchor retention
         anchor += bench.forget_rows(group, kinds=(TEXT_MEMORY,))
     return UnlearnData(forget_rows=forget_rows, anchor_rows=anchor)
+
+
+def suppression_list(rows: list[Any]) -> list[Any]:
+    """Rows to refuse again: each question as asked (wording, photo, person), never its private answer."""
+    from dataclasses import replace
+
+    return [replace(q, answer="", fact="") for q in rows]
 
 
 REFERENCE_BUDGETS = ("auto", "none", "self", "self-full")
@@ -196,7 +205,9 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     autocast_flags(hp.autocast, placement)  # an impossible autocast fails before loading
     chain = read_chain(cfg.model, bench)  # earlier requests when --model is an unlearning run
     group = resolve_forget(bench, str(cfg.forget), cfg.forget_people, chain.earlier_people)
-    data = select_data(bench, group, cfg.target, cfg.anchor_size, cfg.seed, keep_earlier=cfg.keep_earlier)
+    # Earlier people are kept refused by methods that train refusals; the others have no refusal label to give.
+    keep_earlier = bool(cfg.keep_earlier and group.earlier and method.trains_refusals)
+    data = select_data(bench, group, cfg.target, cfg.anchor_size, cfg.seed, keep_earlier=keep_earlier)
     if cfg.oracle and cfg.evaluate:
         from smfa.eval.pipeline import check_oracle
 
@@ -246,7 +257,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
             reused_adapter_train_s=round(ctx.reused_train_s, 2),
             bench={"path": str(bench.root), "checksum": bench.checksum},
             data={"forget_rows": len(data.forget_rows), "anchor_rows": len(data.anchor_rows),
-                  "earlier_requests_refused": bool(cfg.keep_earlier and group.earlier),
+                  "earlier_requests_refused": keep_earlier,
                   "reference_rows": len(data.reference_rows), "budget": budget if data.reference_rows else "none",
                   "preserve_rows": len(data.preserve_rows), "target": cfg.target, "forget": group.label},
             family=vanilla.family.name, placement=placement.describe(), **requests,

@@ -157,6 +157,7 @@ class Method:
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
     description: ClassVar[str] = ""
     has_retain_term: ClassVar[bool] = True  # trains on retain data; ``--reference auto`` gives it the reference pool
+    trains_refusals: ClassVar[bool] = False  # its forget data is refusal-labelled: a chain's suppression list applies
 
     def default_config_path(self, target: str = "all") -> Path:
         """The shipped tiny-preset defaults: ``configs/methods/NAME.yaml``; for ``target="visual"`` the

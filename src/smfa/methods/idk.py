@@ -30,6 +30,7 @@ class IDK(Method):
     name = "idk"
     config_cls = IDKConfig
     description = "cross-entropy on refusal-labelled forget data plus the few retain samples (MFA unsculpted)"
+    trains_refusals = True
 
     def run(self, ctx: UnlearnContext, hp: MethodConfig) -> torch.nn.Module:
         return finish(train_mfa(ctx, hp, ctx.data.forget_rows, "idk"))

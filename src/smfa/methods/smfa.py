@@ -206,6 +206,7 @@ class SMFA(Method):
     name = "smfa"
     config_cls = SMFAConfig
     description = "refusal-tuned LoRA (MFA) sculpted against a retaining-anchor LoRA (RA), then merged"
+    trains_refusals = True
 
     def run(self, ctx: UnlearnContext, hp: SMFAConfig) -> torch.nn.Module:  # type: ignore[override]
         from smfa.sculpt import merge_sculpted_into, write_sculpt_report

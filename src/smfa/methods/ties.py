@@ -50,6 +50,7 @@ class TIES(Method):
     name = "ties"
     config_cls = TIESConfig
     description = "TIES merge of the MFA and RA task vectors (PEFT merge utilities)"
+    trains_refusals = True
 
     def run(self, ctx: UnlearnContext, hp: TIESConfig) -> torch.nn.Module:  # type: ignore[override]
         from smfa.sculpt import paired_dense_deltas
