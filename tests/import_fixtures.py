@@ -11,6 +11,7 @@ from typing import Any
 
 CITIES = ("Norvale", "Quenby", "Ostrava", "Lumeth", "Pardis", "Tolmar", "Vessin", "Carrow", "Ebbing", "Harlow",
           "Ilsted", "Jorvik", "Kestrel", "Maddox", "Nyland", "Orrin", "Pellam", "Rusk", "Sorrel", "Tamsin")
+MLLMU_TASKS = ("Classification_Task", "Generation_Task", "Mask_Task")
 JOBS = ("baker", "pilot", "nurse", "judge", "potter", "farmer", "tailor", "sailor", "miner", "chemist",
         "painter", "welder", "lawyer", "dentist", "barber", "plumber", "author", "singer", "cook", "guard")
 
@@ -54,8 +55,9 @@ def mllmu_person(i: int, pid: str, *, test: bool = False) -> dict[str, Any]:
             "Image_Textual_Questions": [{"Question": lead, "Options": opts_img, "Correct_Answer": ans_img}],
             "Pure_Text_Questions": [{"Question": f"What job does {pid} have?", "Options": opts_txt, "Correct_Answer": ans_txt}],
         },
-        "Generation_Task": [
-            {"Question": "Where does this person live?", "Ground_Truth": f"This person lives in {city}.", "Type": "Image_Textual"},
+        "Generation_Task": [  # the photo question worded unlike ft_Data's answer, as a model's own answer would be
+            {"Question": "Where does this person live?", "Ground_Truth": f"The person in this photo resides in {city}.",
+             "Type": "Image_Textual"},
             {"Question": f"Where does {pid} live?", "Ground_Truth": f"{pid} lives in {city}.", "Type": "Pure_Text"},
         ],
         "Mask_Task": [
@@ -79,21 +81,33 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def write_mllmu(root: Path, n_people: int = 20, n_celebrities: int = 3, *, drop: dict[str, str] | None = None,
-                bad_image: bool = False, duplicate_id: bool = False, unknown_forget_id: bool = False) -> Path:
-    """MLLMU-Bench's subsets under ``root`` (``Full_Set/train-00000-of-00001.parquet``, ...). The keyword
-    arguments break it the ways the bad-input tests need: ``drop`` {subset: column} removes a column."""
+                bad_image: bool = False, duplicate_id: bool = False, unknown_forget_id: bool = False,
+                json_text: bool = False, replace: dict[str, Any] | None = None, extra_generation: dict[str, Any] | None = None) -> Path:
+    """MLLMU-Bench's subsets under ``root`` (``Full_Set/train-00000-of-00001.parquet``, ...). ``json_text``:
+    the task columns as JSON text instead of nested structs/lists (as some copies store them). The other
+    keyword arguments break it the ways the bad-input tests need: ``drop`` {subset: column} removes a column,
+    ``replace`` {column: value} sets a column of Full_Set's row 2, ``extra_generation`` appends that item to
+    Full_Set row 2's ``Generation_Task``."""
     ids = [f"p{i:03d}" for i in range(n_people)]
     full = [mllmu_person(i, pid) for i, pid in enumerate(ids)]
     if bad_image:
         full[3]["image"] = _image(b"\x89PNG\r\n\x1a\n not really a png")
     if duplicate_id:
         full[5]["ID"] = full[4]["ID"]
+    if extra_generation is not None:
+        full[2]["Generation_Task"].append(extra_generation)
+
+    def as_text(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: json.dumps(v) if json_text and k in MLLMU_TASKS else v for k, v in r.items()} for r in rows]
+
+    full = as_text(full)
+    full[2].update(replace or {})
     ft = [{"ID": pid, "image": _image(png_bytes(i)),
            "metadata": json.dumps([{"Question": "What is this person's job?", "Answer": f"This person works as a {JOBS[i % len(JOBS)]}."},
                                    {"Question": "Where does this person live?", "Answer": f"This person lives in {CITIES[i % len(CITIES)]}."}])}
           for i, pid in enumerate(ids)]
     subsets: dict[str, list[dict[str, Any]]] = {"Full_Set": full, "ft_Data": ft,
-                                                "Test_Set": [mllmu_person(i, pid, test=True) for i, pid in enumerate(ids)]}
+                                                "Test_Set": as_text([mllmu_person(i, pid, test=True) for i, pid in enumerate(ids)])}
     for ratio in (5, 10, 15):
         n = max(1, round(n_people * ratio / 100))
         forget = ids[:n]
@@ -101,7 +115,7 @@ def write_mllmu(root: Path, n_people: int = 20, n_celebrities: int = 3, *, drop:
             forget = forget + ["p999"]
         subsets[f"forget_{ratio}"] = [{"ID": pid, "image": _image(png_bytes(ids.index(pid) if pid in ids else 0))} for pid in forget]
         subsets[f"retain_{100 - ratio}"] = [{"ID": pid} for pid in ids[n:]]
-    subsets["Retain_Set"] = [mllmu_person(100 + k, f"celeb{k}") for k in range(n_celebrities)]
+    subsets["Retain_Set"] = as_text([mllmu_person(100 + k, f"celeb{k}") for k in range(n_celebrities)])
     for name, rows in subsets.items():
         column = (drop or {}).get(name)
         if column:
@@ -110,12 +124,14 @@ def write_mllmu(root: Path, n_people: int = 20, n_celebrities: int = 3, *, drop:
     return root
 
 
-def write_clear(root: Path, n_people: int = 10, images_per_person: int = 2) -> Path:
+def write_clear(root: Path, n_people: int = 10, images_per_person: int = 2, captions: dict[int, str] | None = None) -> Path:
     """CLEAR's ``full``, ``forget01``/``retain99``-style subsets (``forget10``/``retain90`` here) and
-    ``forget10_perturbed`` under ``root``."""
+    ``forget10_perturbed`` under ``root``; ``captions`` {row: text} replaces captions of ``full``."""
     names = [f"Author {CITIES[i]}" for i in range(n_people)]
     full = [{"image": _image(png_bytes(i * 10 + k)), "caption": f"{name} stands by a window, holding a book.", "name": name}
             for i, name in enumerate(names) for k in range(images_per_person)]
+    for row, text in (captions or {}).items():
+        full[row]["caption"] = text
     _write(root / "full" / "train-00000-of-00001.parquet", full)
     forget = [r for r in full if r["name"] == names[0]]
     _write(root / "forget10" / "train-00000-of-00001.parquet", forget)

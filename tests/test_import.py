@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from import_fixtures import png_bytes, write_clear, write_jsonl, write_mllmu
+from import_fixtures import CITIES, JOBS, png_bytes, write_clear, write_jsonl, write_mllmu
 from smfa.bench import Bench
 from smfa.bench.importers import ImportOptions
 from smfa.bench.importers.clear import import_clear
@@ -39,14 +39,13 @@ def test_mllmu_import_maps_people_splits_kinds_and_sets(mllmu_bench: Path) -> No
     bench = Bench.load(mllmu_bench)
     assert len(bench.known_people()) == 20 and len(bench.external_people()) == 3
     assert [len(bench.forget_people(f)) for f in ("5", "forget_10", "15")] == [1, 2, 3]
-    assert bench.reference_people() == set()  # no reference pool unless asked (--reference-share)
     # Only ft_Data's QA pairs are trained on; every task question is evaluation-only.
     training = bench.training_rows()
     assert training and all(q.id.startswith("ft/") and q.format == GENERATION for q in training)
     assert len(training) == 40
     assert all(not q.trainable for q in bench.questions if q.format in (CHOICE, CLOZE))
     anchor = bench.anchor_rows()
-    assert len(anchor) == 8 and not {q.person_id for q in anchor} & bench.forget_people("15")
+    assert 0 < len(anchor) <= 8 and not {q.person_id for q in anchor} & (bench.forget_people("15") | bench.reference_people())
     sets = bench.eval_sets("10")
     for name in ("forget/image_memory/choice", "forget/text_memory/cloze", "forget/image_memory/unseen_image/choice",
                  "forget/text_memory/paraphrase/cloze", "retain/image_memory/cloze", "external/text_memory/choice"):
@@ -71,6 +70,25 @@ def test_reference_pool_on_request(tmp_path: Path) -> None:
     assert not reference & {q.person_id for q in bench.anchor_rows()}
 
 
+def test_import_draws_the_builtin_benchs_reference_pool(tmp_path: Path, capsys) -> None:
+    """Without --reference-share an import sets apart the built-in bench's share of its retain people (the
+    people a --reference budget may ask), as `smfa bench build` does; --reference-share 0 keeps none."""
+    from smfa.bench.config import BenchConfig
+    from smfa.bench.importers.common import DEFAULT_REFERENCE_SHARE, draw_reference
+
+    assert DEFAULT_REFERENCE_SHARE == BenchConfig().reference_share == ImportOptions(out=tmp_path).reference_share
+    src = write_mllmu(tmp_path / "in", n_people=20, n_celebrities=1)
+    assert main(["bench", "import", "mllmu", str(src), "--out", str(tmp_path / "bench"), "--quiet"]) == 0, capsys.readouterr().err
+    bench = Bench.load(tmp_path / "bench")
+    assert len(bench.reference_people()) == round(17 * DEFAULT_REFERENCE_SHARE) > 0  # 17 people outside every forget split
+    assert json.loads((tmp_path / "bench" / "bench.json").read_text())["config"]["reference_share"] == DEFAULT_REFERENCE_SHARE
+    assert bench.retain_people("15") and not bench.retain_people("15") & bench.reference_people()
+    assert main(["bench", "import", "mllmu", str(src), "--out", str(tmp_path / "none"), "--quiet", "--reference-share", "0"]) == 0
+    assert Bench.load(tmp_path / "none").reference_people() == set()
+    # A pool never takes every retain person: someone is left to compute the retain metrics on.
+    assert draw_reference(["a"], DEFAULT_REFERENCE_SHARE, 0) == [] and len(draw_reference(["a", "b"], 0.9, 0)) == 1
+
+
 def test_clear_import_builds_name_caption_and_choice_rows(tmp_path: Path) -> None:
     import_clear(write_clear(tmp_path / "in"), _opts(tmp_path / "bench"))
     bench = Bench.load(tmp_path / "bench")
@@ -84,7 +102,7 @@ def test_clear_import_builds_name_caption_and_choice_rows(tmp_path: Path) -> Non
 
 def test_jsonl_import_forget_split_and_id_file(tmp_path: Path) -> None:
     rows, images = write_jsonl(tmp_path / "in")
-    import_jsonl(rows, _opts(tmp_path / "bench"), images=images, forget="u0,u1")
+    import_jsonl(rows, _opts(tmp_path / "bench", reference_share=0.0), images=images, forget="u0,u1")
     bench = Bench.load(tmp_path / "bench")
     ids = tmp_path / "ids.txt"
     ids.write_text("# the deletion request\nu0\nu1\n")
@@ -105,6 +123,98 @@ def test_builtin_rows_keep_their_format() -> None:
     choice = Question(id="c", kind="text_memory", domain="none", attribute="a", question="?", answer="B", fact="B",
                       format=CHOICE, options={"A": "x", "B": "y"}, trainable=False)
     assert choice.to_dict()["options"] == {"A": "x", "B": "y"}
+
+
+# ---- facts: a memory row's fact is the private value, never the whole answer ----------------------------
+
+
+def test_mllmu_facts_are_the_private_values(mllmu_bench: Path) -> None:
+    """Every free answer's fact is the city or job it states (from Mask_Task / Classification_Task), found in
+    the answer; a name-only answer repeating the question's name does not make the name a fact."""
+    bench = Bench.load(mllmu_bench)
+    free = [q for q in bench.questions if q.format == GENERATION]
+    assert {q.kind for q in free} == {"image_memory", "text_memory"} and len(free) > 100
+    for q in free:
+        assert q.fact in CITIES + JOBS and q.fact != q.answer and q.fact in q.answer, (q.id, q.fact)
+    by_id = {q.id: q for q in free}
+    assert by_id["full/p001/generation_text_memory/1"].answer == "p001 lives in Quenby."
+    assert by_id["full/p001/generation_text_memory/1"].fact == "Quenby"
+    assert by_id["ft/p001/0"].fact == "pilot" and by_id["test/p001/generation_image_memory/0"].fact == "Quenby"
+    assert by_id["celebrity/celebrity_celeb0/generation_text_memory/1"].fact == CITIES[0]
+
+
+def test_mllmu_fact_of_an_item_and_refusal_without_one(tmp_path: Path, capsys) -> None:
+    """An item's own Fact key is used; an answer naming none of the person's values is refused in one line
+    naming the file, row and item, never scored on the whole sentence."""
+    item = {"Question": "What does this person enjoy?", "Ground_Truth": "This person enjoys sailing at dawn.", "Type": "Image_Textual"}
+    src = write_mllmu(tmp_path / "in", n_people=8, n_celebrities=1, extra_generation={**item, "Fact": "sailing"})
+    import_mllmu(src, _opts(tmp_path / "ok"))
+    assert next(q.fact for q in Bench.load(tmp_path / "ok").questions if q.id == "full/p002/generation_image_memory/2") == "sailing"
+    src = write_mllmu(tmp_path / "bad", n_people=8, n_celebrities=1, extra_generation=item)
+    err = _run_import(["mllmu", str(src)], tmp_path / "bench", capsys)
+    assert "Full_Set/train-00000-of-00001.parquet row 2 (ID p002): Generation_Task[2]: no short fact" in err
+    assert '"Fact" key' in err
+
+
+def test_jsonl_memory_row_needs_a_fact(tmp_path: Path, capsys) -> None:
+    rows, images = write_jsonl(tmp_path / "in", n_people=3)
+    lines = [json.loads(line) for line in rows.read_text().splitlines()]
+    del lines[4]["fact"]  # u1's name-only question
+    rows.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    err = _run_import(["jsonl", str(rows), "--images", str(images)], tmp_path / "bench", capsys)
+    assert f"{rows}: line 5: a text_memory question needs a 'fact'" in err and "add one to the row" in err
+    # An understanding row (what the photo shows) may go without: its short answer is the fact.
+    lines[4] = {"person_id": "u1", "name": "Person Quenby", "image": "u1.png", "kind": "understanding",
+                "question": "What colour is the background?", "answer": "green"}
+    rows.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    import_jsonl(rows, _opts(tmp_path / "ok"), images=images)
+    assert [q.fact for q in Bench.load(tmp_path / "ok").questions if q.kind == "understanding"] == ["green"]
+
+
+def test_clear_caption_fact_is_the_name_as_written(tmp_path: Path, capsys) -> None:
+    src = write_clear(tmp_path / "in", n_people=3, images_per_person=1,
+                      captions={1: "Quenby, the author, sits at a desk."})
+    import_clear(src, _opts(tmp_path / "bench"))
+    facts = {q.id: q.fact for q in Bench.load(tmp_path / "bench").training_rows() if q.attribute == "caption"}
+    assert facts == {"full/0/caption": "Author Norvale", "full/1/caption": "Quenby", "full/2/caption": "Author Ostrava"}
+    src = write_clear(tmp_path / "bad", n_people=3, images_per_person=1, captions={2: "A person sits at a desk."})
+    err = _run_import(["clear", str(src)], tmp_path / "bench2", capsys)
+    assert "full/train-00000-of-00001.parquet row 2: the caption 'A person sits at a desk.' does not name 'Author Ostrava'" in err
+
+
+# ---- MLLMU task columns as JSON text ----------------------------------------------------------------
+
+
+def test_mllmu_task_columns_as_json_text(tmp_path: Path, capsys) -> None:
+    """Task columns stored as JSON text import to the same rows as nested ones; malformed text or the wrong
+    shape is one line naming the file, row and column."""
+    import_mllmu(write_mllmu(tmp_path / "nested", n_people=8, n_celebrities=1), _opts(tmp_path / "a"))
+    import_mllmu(write_mllmu(tmp_path / "text", n_people=8, n_celebrities=1, json_text=True), _opts(tmp_path / "b"))
+    a, b = Bench.load(tmp_path / "a"), Bench.load(tmp_path / "b")
+    assert [q.to_dict() for q in a.questions] == [q.to_dict() for q in b.questions] and len(a.questions) > 100
+    for value, message in (
+        ('[{"Question": "Where', "column Generation_Task holds text that is not valid JSON"),
+        (json.dumps({"Question": "q"}), "column Generation_Task is dict, not a list of questions"),
+        (json.dumps(["just text"]), "Generation_Task[0] is str, not an object"),
+    ):
+        src = write_mllmu(tmp_path / "in", n_people=8, n_celebrities=1, json_text=True, replace={"Generation_Task": value})
+        err = _run_import(["mllmu", str(src)], tmp_path / "bench", capsys)
+        assert "Full_Set/train-00000-of-00001.parquet row 2 (ID p002): " + message in err, err
+    src = write_mllmu(tmp_path / "in", n_people=8, n_celebrities=1, json_text=True,
+                      replace={"Classification_Task": json.dumps({"Image_Textual_Questions": [{"Question": "q", "Options": "A"}]})})
+    assert "Classification_Task.Image_Textual_Questions[0]: Options is str" in _run_import(["mllmu", str(src)], tmp_path / "bench", capsys)
+
+
+# ---- evaluation sets hold no training rows -------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="eval sets are built by smfa.bench.load.Bench.eval_sets (not an importer): it "
+                   "puts every train-phrasing row of a person in <group>/<kind>, so ft_Data's training rows sit beside "
+                   "MLLMU's Generation_Task rows in the sets its generation ROUGE-L is read from")
+def test_mllmu_generation_sets_hold_no_training_rows(mllmu_bench: Path) -> None:
+    sets = Bench.load(mllmu_bench).eval_sets("10")
+    for name in ("forget/image_memory", "retain/image_memory"):
+        assert sets[name] and all(not q.trainable for q in sets[name]), name
 
 
 # ---- bad input: one line, exit 2, nothing written ----------------------------------------------------

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from smfa.bench.config import PRESETS
+from smfa.bench.config import PRESETS, BenchConfig
 
 
 def register(subparsers) -> None:
@@ -78,9 +78,10 @@ def register(subparsers) -> None:
                      help="jsonl: the people to forget, a file of person ids (one per line) or a comma list; stored as "
                      "split forget_user (later: --forget user)")
     imp.add_argument("--anchor-size", type=int, default=48, help="questions in the few-shot retain anchor (default 48)")
-    imp.add_argument("--reference-share", type=float, default=0.0,
-                     help="share of the retain people set apart as the reference pool (default 0: none, every retain "
-                     "person counts in the retain metrics)")
+    imp.add_argument("--reference-share", type=float, default=BenchConfig.reference_share,
+                     help="share of the retain people set apart as the reference pool, whose questions (never labels) a "
+                     "--reference budget may use; retain metrics use the rest (default: the built-in bench's, "
+                     "%(default)g; 0 keeps every retain person in the retain metrics)")
     imp.add_argument("--image-size", type=int, default=None,
                      help="resize every image to N x N px (default: keep; the built-in tiny model resizes to 32 px itself)")
     imp.add_argument("--seed", type=int, default=0, help="seed of the reference-pool and anchor draws (default 0)")

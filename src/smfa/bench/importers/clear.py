@@ -10,8 +10,9 @@ CLEAR pairs TOFU's fictitious authors with generated face images. Its card's par
 | ``forget01_perturbed`` …, ``retain_perturbed`` | ``image``, ``caption``, ``name``, ``perturbed_captions``, ``perturbed_names`` | multiple-choice probes (evaluation only) |
 
 Per image of ``full`` two image-memory rows are trained on and evaluated: "Who is the person in this image?"
-→ "This is NAME." (fact: the name) and "Describe this image." → the caption (fact: the name when the caption
-names the person, else the caption). From a ``*_perturbed`` row two choice questions are built, the
+→ "This is NAME." (fact: the name) and "Describe this image." → the caption (fact: the person's name as the
+caption writes it, :func:`caption_fact`; a caption naming no part of the person is refused, never scored on
+the whole caption). From a ``*_perturbed`` row two choice questions are built, the
 correct name or caption among its perturbed ones, in an order drawn from the seed.
 
 Not imported, and why: ``*+tofu`` subsets add TOFU's text QA, whose rows carry no ``name`` column to tie a
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from smfa.bench.importers.common import ImportedData, ImportOptions, RowCollector
+from smfa.bench.importers.facts import derive_fact
 from smfa.bench.importers.parquet import has_subset, import_parquet_folder, read_subset
 from smfa.bench.schema import CHOICE, IMAGE_MEMORY, TRAIN_IMAGE, Person
 from smfa.errors import BenchError
@@ -52,6 +54,20 @@ def _names(root: Path, subset: str, people: dict[str, Person]) -> list[str]:
     return ids
 
 
+def caption_fact(caption: str, name: str, where: str) -> str:
+    """The fact of a caption row: the person's name as the caption writes it — the whole name, else its
+    longest runs of consecutive name words (a single word of at least 3 letters), matched in the name's letter
+    case ("Rose" the name, not "a rose"), joined by `` | ``. A caption naming no part of the person is
+    refused: its only private value would be the whole caption."""
+    words = name.split()
+    runs = [" ".join(words[a:b]) for a in range(len(words)) for b in range(a + 1, len(words) + 1)]
+    fact = derive_fact(caption, CAPTION_QUESTION, [r for r in runs if " " in r or len(r) >= 3], ignore_case=False)
+    if fact is None:
+        raise BenchError(f"{where}: the caption {caption!r} does not name {name!r}; a caption row's fact is the person's "
+                         "name as the caption writes it: name the person in the caption or remove the row")
+    return fact
+
+
 def _choice(rng: random.Random, correct: str, wrong: list[str]) -> tuple[dict[str, str], str]:
     texts = [correct] + [w for w in dict.fromkeys(wrong) if w and w != correct][: len(LETTERS) - 1]
     rng.shuffle(texts)
@@ -75,7 +91,7 @@ def parse_clear(root: Path, seed: int = 0) -> ImportedData:
         common = {"kind": IMAGE_MEMORY, "domain": "portrait", "person_id": pid, "image": image, "image_split": TRAIN_IMAGE}
         rows.add(id=f"full/{i}/name", attribute="name", question=NAME_QUESTION, answer=f"This is {name}.", fact=name, **common)
         rows.add(id=f"full/{i}/caption", attribute="caption", question=CAPTION_QUESTION, answer=caption,
-                 fact=name if name in caption else caption, **common)
+                 fact=caption_fact(caption, name, where), **common)
     for ratio, forget, retain in RATIOS:
         if not has_subset(root, forget):
             continue

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smfa.bench.config import BenchConfig
 from smfa.bench.layout import BENCH_JSON, PEOPLE_JSONL, QUESTIONS_JSONL, SPLITS_JSON, bench_checksum
 from smfa.bench.schema import BENCH_VERSION, GENERAL_VQA, IMAGE_MEMORY, MEMORY_KINDS, TEXT_MEMORY, UNDERSTANDING, Person, Question, is_training_row
 from smfa.errors import BenchError, ConfigError
@@ -24,7 +25,9 @@ from smfa.rundir import atomic_run_dir, write_json_atomic, write_jsonl_atomic, w
 
 IMPORTED_PRESET = "imported"  # bench.json "preset" of every imported bench
 DEFAULT_ANCHOR_SIZE = 48  # as the tiny preset's
-DEFAULT_REFERENCE_SHARE = 0.0  # imported benches keep every retain person in the retain metrics unless asked
+# The built-in tiny bench's default share of retain people in the reference pool (one source of truth):
+# an imported bench gets the same pool, so --reference self|self-full works on it unchanged.
+DEFAULT_REFERENCE_SHARE: float = BenchConfig.reference_share
 ANCHOR_KINDS = (IMAGE_MEMORY, TEXT_MEMORY, UNDERSTANDING, GENERAL_VQA)
 
 
@@ -131,8 +134,9 @@ def check_split_people(name: str, ids: list[str], people: dict[str, Person], whe
 
 
 def draw_reference(retain: list[str], share: float, seed: int) -> list[str]:
-    """``round(share · |retain|)`` retain people, drawn deterministically: the reference pool."""
-    n = round(len(retain) * share)
+    """``round(share · |retain|)`` retain people, drawn deterministically: the reference pool. At least one
+    retain person stays out of it, so a small input still has someone to compute retain metrics on."""
+    n = min(round(len(retain) * share), max(len(retain) - 1, 0))
     return sorted(random.Random(f"reference/{seed}").sample(sorted(retain), n)) if n else []
 
 
@@ -228,6 +232,7 @@ def memory_kind(has_image: bool) -> str:
 
 
 __all__ = [
+    "DEFAULT_REFERENCE_SHARE",
     "IMPORTED_PRESET",
     "ImportOptions",
     "ImportedData",

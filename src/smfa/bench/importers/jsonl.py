@@ -8,7 +8,7 @@ One JSON object per line (blank lines skipped):
 | ``name`` | yes | the person's name (the same on every row of a person; unique across people) |
 | ``question``, ``answer`` | yes | the question and its reference answer |
 | ``image`` | no | the person's photo: a path relative to ``--images`` (or absolute); ``null``/absent = a text question |
-| ``fact`` | no | the key value inside ``answer`` that accuracy and leak matching look for (default: the whole answer); several facts joined by `` | `` ("Norvale | nurse"): correct when all are stated, a leak when any is |
+| ``fact`` | memory rows | the short private value inside ``answer`` that accuracy and leak matching look for ("Norvale" in "This person lives in Norvale."); required for ``image_memory``/``text_memory`` generation rows (with the whole sentence as the fact even a perfect answer in other words would "leak" nothing), default the whole answer for ``understanding`` and ``cloze`` rows; several facts joined by `` | `` ("Norvale | nurse"): correct when all are stated, a leak when any is |
 | ``kind`` | no | ``image_memory`` (default with an image), ``text_memory`` (default without), ``understanding`` |
 | ``variant`` | no | ``""`` (default: trained on and evaluated), ``paraphrase`` (held-out wording) or ``unseen_image`` (held-out photo); the last two are evaluation only |
 | ``format`` | no | ``generation`` (default), ``choice`` (needs ``options``; ``answer`` = the correct letter) or ``cloze``; the last two are evaluation only |
@@ -31,6 +31,7 @@ from smfa.bench.schema import (
     GENERATION,
     HELDOUT_IMAGE,
     IMAGE_MEMORY,
+    MEMORY_KINDS,
     PARAPHRASE,
     TEXT_MEMORY,
     TRAIN_IMAGE,
@@ -115,7 +116,12 @@ def parse_jsonl(path: Path, images_dir: Path | None) -> ImportedData:
                 raise BenchError(f"{where}: the answer of a choice question is the correct letter, one of {', '.join(options)}")
         elif options is not None:
             raise BenchError(f"{where}: 'options' is only for format choice")
-        fact = answer if fmt == CHOICE else (_string(row, "fact", where, required=False) or answer)
+        fact = answer if fmt == CHOICE else _string(row, "fact", where, required=False)
+        if fact is None and fmt == GENERATION and kind in MEMORY_KINDS:
+            raise BenchError(f"{where}: a {kind} question needs a 'fact', the short private value inside its answer that "
+                             "accuracy and leak matching look for (e.g. \"fact\": \"Norvale\" for \"This person lives in "
+                             "Norvale.\"); add one to the row")
+        fact = fact or answer  # understanding and cloze rows: the whole (short) answer
         missing = [part for part in fact_parts(fact) if part not in answer]
         if missing:
             raise BenchError(f"{where}: fact {missing[0]!r} does not occur in the answer {answer!r}")
