@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,6 +98,52 @@ def test_unfinished_run_needs_resume_or_overwrite(micro_bench_dir: Path, tmp_pat
     (tmp_path / ".x.partial").mkdir()
     rc = main(["finetune", "--bench", str(micro_bench_dir), "--out", str(tmp_path / "x"), "--steps", "1"])
     assert rc == 2
+
+
+def test_resume_refuses_a_partial_run_started_with_other_options(capsys, monkeypatch, micro_bench_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    """--resume continues a staged run only with the recipe and bench it was started with; another one is a
+    one-line error naming the fields, and with --overwrite the run starts over. --save-steps may change."""
+    import smfa.training as training
+    from smfa.cli import main
+    from smfa.errors import ConfigError
+
+    out, stage = tmp_path / "r", tmp_path / ".r.partial"
+
+    def killed(model):  # the process dies after its last checkpoint, before the run is written
+        raise RuntimeError("killed")
+
+    def start() -> None:
+        with monkeypatch.context() as m:
+            m.setattr(training, "trainable_summary", killed)
+            with pytest.raises(RuntimeError, match="killed"):
+                finetune(_short(micro_bench_dir, out, steps=4, save_steps=2, pretrained=False))
+        assert any((stage / "checkpoints").glob("checkpoint-*"))
+
+    start()
+    capsys.readouterr()
+    argv = ["finetune", "--bench", str(micro_bench_dir), "--out", str(out), "--steps", "4", "--batch-size", "8",
+            "--save-steps", "2", "--no-pretrained", "--resume"]
+    rc = main(argv + ["--lr", "0.002", "--sampler", "length_buckets"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and len(err) == 1, err
+    assert "lr 0.001 -> 0.002" in err[0] and "sampler 'random' -> 'length_buckets'" in err[0] and "--overwrite" in err[0]
+    record = stage / "checkpoints" / "recipe.json"
+    recorded = json.loads(record.read_text())
+    record.write_text(json.dumps({**recorded, "bench checksum": "0" * 64}))
+    with pytest.raises(ConfigError, match="bench checksum"):
+        finetune(_short(micro_bench_dir, out, steps=4, save_steps=2, pretrained=False, resume=True))
+    record.write_text(json.dumps(recorded))
+    assert any((stage / "checkpoints").glob("checkpoint-*")) and not out.exists()  # refused: nothing touched
+    run = finetune(_short(micro_bench_dir, out, steps=4, save_steps=3, pretrained=False, resume=True))
+    assert json.loads((run / "manifest.json").read_text())["config"]["lr"] == 1e-3 and not stage.exists()
+    # --overwrite with --resume: a partial run of another recipe is discarded and trained anew.
+    shutil.rmtree(out)
+    start()
+    run = finetune(_short(micro_bench_dir, out, steps=4, save_steps=2, pretrained=False, resume=True, overwrite=True,
+                          lr=2e-3, progress=True))
+    assert "starting over" in capsys.readouterr().out
+    assert json.loads((run / "manifest.json").read_text())["config"]["lr"] == 2e-3
 
 
 @pytest.mark.slow

@@ -14,21 +14,32 @@ weights are the ones that were measured:
 
 ``smfa audit verify RUN`` recomputes the weight hashes: "OK" (exit 0) or one line per differing, missing or
 unrecorded file (exit 2).
+
+Unsigned, the record proves integrity against accidental change only: whoever can edit the weights can edit
+``audit.json`` to match. Written with ``--key-file`` (``UnlearnConfig.audit_key_file``), the run also holds
+``audit.sig``: the HMAC-SHA256, under a key the deployer keeps, of the record in a canonical serialisation
+together with the sha256 of ``audit.md`` (:func:`signed_message`). ``smfa audit verify RUN --key-file KEY``
+checks it before anything else; what it does and does not prove is in docs/audit.md.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from smfa.errors import OutputError
+from smfa.errors import ConfigError, OutputError
 from smfa.rundir import file_digest, read_json
 
 AUDIT_JSON = "audit.json"
 AUDIT_MD = "audit.md"
+AUDIT_SIG = "audit.sig"
+SIGNATURE_ALGORITHM = "HMAC-SHA256"
+# 16 bytes = 128 bits when random (32 hex characters); shorter keys are refused rather than weakly signed.
+MIN_KEY_BYTES = 16
 AUDIT_VERSION = "1"
 # Retain metrics compared with the parent (keys of smfa.eval.schema.Overall).
 RETAIN_KEYS = ("retain_memory", "retain_image_memory", "retain_text_memory", "retain_understanding", "general_vqa")
@@ -151,13 +162,95 @@ def render_audit_md(audit: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def verify(run: str | Path) -> list[str]:
-    """Recompute the weight hashes recorded in ``RUN/audit.json``; one line per problem (empty list: OK)."""
-    run = Path(run)
+# ---- the signature ------------------------------------------------------------------------------------------
+def read_key(path: str | Path | None) -> bytes | None:
+    """The signing key held in the file ``path`` (its bytes, a trailing newline dropped so that an editor's
+    newline does not change the key), or None without a path. Callers read it before any work; only the
+    signature made with it goes into a run, never the key or a copy of the file."""
+    if not path:
+        return None
+    path = Path(path).expanduser()
+    try:
+        key = path.read_bytes().rstrip(b"\r\n")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"--key-file {path} does not exist") from exc
+    except OSError as exc:
+        raise ConfigError(f"--key-file {path} cannot be read ({exc.strerror})") from exc
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"--key-file {path} holds {len(key)} bytes; a signing key needs at least {MIN_KEY_BYTES} "
+                          f"(make one: python -c 'import secrets; print(secrets.token_hex(32))' > {path})")
+    return key
+
+
+def key_id(key: bytes) -> str:
+    """A short public name of a key: says which key signed a record, and reveals nothing usable about it."""
+    return hashlib.sha256(b"smfa audit key id\0" + key).hexdigest()[:16]
+
+
+def signed_message(audit: dict[str, Any], audit_md: bytes) -> bytes:
+    """The bytes the signature covers: the record (as parsed from ``audit.json``) serialised canonically —
+    keys sorted at every level, no whitespace, non-ASCII escaped — with the sha256 of ``audit.md``'s bytes,
+    so re-indenting ``audit.json`` keeps the signature and changing a value or the rendered record breaks it."""
+    doc = {AUDIT_JSON: audit, f"{AUDIT_MD} sha256": hashlib.sha256(audit_md).hexdigest()}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def signature(key: bytes, audit: dict[str, Any], audit_md: bytes) -> str:
+    """HMAC-SHA256 of :func:`signed_message` under ``key``, hex."""
+    return hmac.new(key, signed_message(audit, audit_md), hashlib.sha256).hexdigest()
+
+
+def _read_record(run: Path) -> dict[str, Any]:
     path = run / AUDIT_JSON
     if not path.is_file():
         raise OutputError(f"{run} has no {AUDIT_JSON}: not an audited unlearning run (smfa forget / smfa unlearn write one)")
-    audit = read_json(path, lambda msg: OutputError(f"{msg}: the audit record is corrupt"))
+    return read_json(path, lambda msg: OutputError(f"{msg}: the audit record is corrupt"))
+
+
+def sign_run(run: Path, key: bytes) -> None:
+    """Write ``RUN/audit.sig`` for the record as it is on disk (read back: exactly what verify will read)."""
+    from smfa.rundir import write_json_atomic
+
+    run = Path(run)
+    audit, md = _read_record(run), (run / AUDIT_MD).read_bytes()
+    write_json_atomic(run / AUDIT_SIG, {"algorithm": SIGNATURE_ALGORITHM, "key_id": key_id(key),
+                                        "covers": f"{AUDIT_JSON} (canonical JSON) and the sha256 of {AUDIT_MD}",
+                                        "signature": signature(key, audit, md)})
+
+
+def check_signature(run: Path, audit: dict[str, Any], key: bytes | None) -> bool:
+    """Whether the record is signed (True: the signature holds under ``key``; False: unsigned, no key given).
+    A signed record without a key, an unsigned one with a key, another key or a changed record or
+    ``audit.md`` raise a one-line error: a record that cannot be authenticated is never reported OK."""
+    sig_path = Path(run) / AUDIT_SIG
+    if not sig_path.is_file():
+        if key is None:
+            return False
+        raise OutputError(f"{run / AUDIT_JSON} is not signed (no {AUDIT_SIG}) but --key-file was given: it cannot be "
+                          "authenticated (written without --key-file, or its signature was removed)")
+    sig = read_json(sig_path, lambda msg: OutputError(f"{msg}: the signature record is corrupt"))
+    if not isinstance(sig, dict) or sig.get("algorithm") != SIGNATURE_ALGORITHM or not isinstance(sig.get("signature"), str):
+        raise OutputError(f"{sig_path}: not an {SIGNATURE_ALGORITHM} signature record; the signature is corrupt")
+    if key is None:
+        raise ConfigError(f"{run / AUDIT_JSON} is signed ({AUDIT_SIG}, key id {sig.get('key_id')}): pass --key-file "
+                          "with the key it was signed with to verify it")
+    expected = signature(key, audit, (Path(run) / AUDIT_MD).read_bytes() if (Path(run) / AUDIT_MD).is_file() else b"")
+    if hmac.compare_digest(expected.encode(), sig["signature"].encode()):
+        return True
+    if sig.get("key_id") != key_id(key):
+        raise OutputError(f"{run / AUDIT_JSON} was signed with another key (key id {sig.get('key_id')}; --key-file has "
+                          f"key id {key_id(key)}): pass the key it was signed with")
+    raise OutputError(f"{run / AUDIT_JSON} or {AUDIT_MD} was changed after it was signed (its {SIGNATURE_ALGORITHM} "
+                      f"signature in {AUDIT_SIG} does not match): do not trust this record")
+
+
+def verify(run: str | Path, key: bytes | None = None) -> list[str]:
+    """Check ``RUN/audit.json``'s signature with ``key`` (:func:`check_signature`; raises on a bad one), then
+    recompute the weight hashes it records; one line per problem (empty list: OK)."""
+    run = Path(run)
+    path = run / AUDIT_JSON
+    audit = _read_record(run)
+    check_signature(run, audit, key)  # before any recorded path is trusted
     try:
         sides = {side: audit["weights"][side] for side in ("input", "output")}
     except (KeyError, TypeError) as exc:
@@ -177,27 +270,33 @@ def verify(run: str | Path) -> list[str]:
     return problems
 
 
-def _answers_cache(digest: str, bench: Any, max_new_tokens: int) -> Path:
+def _answers_cache(digest: str, bench: Any, max_new_tokens: int, where: dict[str, str]) -> Path:
+    """The cache file of a model's retain answers. ``where`` (:func:`smfa.models.placement.placement_of`) is
+    in the key: greedy answers in bf16 on a GPU are not those in fp32 on the CPU. Only the device's kind
+    counts (cuda:0 answers as cuda:1). Keys written before dtype and device were in them change, on purpose:
+    an entry under an old key may hold answers from any placement."""
     from smfa.cache import cache_dir
 
-    key = hashlib.sha256(f"{digest}/{bench.checksum}/{max_new_tokens}".encode()).hexdigest()[:20]
-    return cache_dir() / "answers" / f"{key}.jsonl"
+    device = where["device"].split(":")[0]
+    blob = f"{digest}/{bench.checksum}/{max_new_tokens}/{device}/{where['dtype']}"
+    return cache_dir() / "answers" / f"{hashlib.sha256(blob.encode()).hexdigest()[:20]}.jsonl"
 
 
 def parent_retain_metrics(parent: Any, bench: Any, cfg: Any, digest: str | None) -> Any:
     """The parent model's :class:`smfa.eval.schema.Overall` on the retain questions of ``cfg`` (training
     phrasing, ``retain/*`` and general VQA; the same rows the unlearned model was asked). A model's answers
-    depend only on its weights, so they are cached per weight digest (and bench and answer length): the
-    second request to the same model asks it nothing."""
+    depend only on its weights and where they run, so they are cached per weight digest, device kind and
+    dtype (and bench and answer length): the second request to the same model asks it nothing."""
     from smfa.eval.metrics import compute_all_sets, compute_overall
     from smfa.eval.pipeline import eval_group, generate_sets, make_judge
     from smfa.eval.schema import Generation
+    from smfa.models.placement import placement_of
     from smfa.rundir import iter_jsonl, write_jsonl_atomic
 
     group = eval_group(bench, cfg)
     sets = {name: rows for name, rows in bench.eval_sets(group, target=cfg.target, limit=cfg.limit).items()
             if name == "general_vqa" or (name.startswith("retain/") and name.count("/") == 1)}
-    path = _answers_cache(digest, bench, cfg.max_new_tokens) if digest else None
+    path = _answers_cache(digest, bench, cfg.max_new_tokens, placement_of(parent.model)) if digest else None
     known: dict[str, dict[str, Any]] = {}
     if path is not None and path.is_file():
         known = {row["question_id"]: row for _, row in iter_jsonl(path, OutputError)}
@@ -216,8 +315,9 @@ def parent_retain_metrics(parent: Any, bench: Any, cfg: Any, digest: str | None)
 def write_audit(stage: Path, *, run: Path, cfg: Any, hp: Any, group: Any, data: Any, bench: Any,
                 requests: dict[str, Any], input_dir: Path | None, input_hashes: dict[str, str],
                 output_hashes: dict[str, str], metrics: Any, parent_retain: Any, reference_model: str | None,
-                anchor_cache_hit: bool, wall: dict[str, float | None]) -> dict[str, Any]:
-    """Write ``audit.json`` and ``audit.md`` into the (staging) run directory ``stage``."""
+                anchor_cache_hit: bool, wall: dict[str, float | None], key: bytes | None = None) -> dict[str, Any]:
+    """Write ``audit.json`` and ``audit.md`` into the (staging) run directory ``stage``, and with ``key``
+    (:func:`read_key`) their signature ``audit.sig``."""
     import datetime as _dt
     from dataclasses import asdict
 
@@ -246,6 +346,8 @@ def write_audit(stage: Path, *, run: Path, cfg: Any, hp: Any, group: Any, data: 
     audit = json.loads(json.dumps(audit, default=str))  # plain JSON values, as audit.json will hold
     write_json_atomic(Path(stage) / AUDIT_JSON, audit)
     write_text_atomic(Path(stage) / AUDIT_MD, render_audit_md(audit))
+    if key is not None:
+        sign_run(Path(stage), key)
     return audit
 
 
@@ -253,22 +355,35 @@ def write_audit(stage: Path, *, run: Path, cfg: Any, hp: Any, group: Any, data: 
 def _verify(args: Any) -> int:
     import sys
 
-    problems = verify(args.run)
+    key = read_key(args.key_file)
+    problems = verify(args.run, key)
+    path = Path(args.run) / AUDIT_JSON
+    unsigned = (f"note: {path} is unsigned: this shows the weight files match it (integrity against accidental "
+                "change), not that the record itself was not edited; write runs with --key-file to sign them")
     if problems:
         for line in problems:
             print(f"smfa audit verify: {line}", file=sys.stderr)
+        if key is None:
+            print(unsigned)
         return 2
-    n = sum(len(v["files"]) for v in read_json(Path(args.run) / AUDIT_JSON, OutputError)["weights"].values())
-    print(f"OK: {n} weight files match {Path(args.run) / AUDIT_JSON}")
+    n = sum(len(v["files"]) for v in read_json(path, OutputError)["weights"].values())
+    signed = f"; its {SIGNATURE_ALGORITHM} signature holds (key id {key_id(key)})" if key is not None else ""
+    print(f"OK: {n} weight files match {path}{signed}")
+    if key is None:
+        print(unsigned)
     return 0
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("audit", help="check an unlearning run's audit record",
-                       description="Audit records of unlearning runs (audit.json, audit.md).")
+                       description="Audit records of unlearning runs (audit.json, audit.md, audit.sig).")
     verbs = p.add_subparsers(dest="audit_command", metavar="VERB", required=True)
-    v = verbs.add_parser("verify", help="recompute the weight hashes of RUN's audit record: OK (exit 0) or what differs (exit 2)",
-                         description="Recompute the sha256 of every input and output weight file recorded in "
-                         "RUN/audit.json; print OK, or one line per differing, missing or unrecorded file and exit 2.")
+    v = verbs.add_parser("verify", help="check RUN's audit signature and recompute its weight hashes: OK (exit 0) or what differs (exit 2)",
+                         description="With --key-file, check the HMAC-SHA256 signature of RUN/audit.json and audit.md "
+                         "(audit.sig) first; then recompute the sha256 of every input and output weight file the "
+                         "record lists. Print OK, or one line per problem and exit 2. A signed record needs the key; "
+                         "an unsigned one only proves the weights match the record (see docs/audit.md).")
     v.add_argument("run", help="an unlearning run directory (smfa forget / smfa unlearn)")
+    v.add_argument("--key-file", dest="key_file", metavar="PATH",
+                   help="the file holding the key the record was signed with (smfa forget/unlearn --key-file)")
     v.set_defaults(func=_verify)

@@ -79,7 +79,8 @@ def _add_finetune(sub: Any) -> None:
     p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code",
                    help="allow a hub model's own code to run (off by default)")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")
-    p.add_argument("--resume", action="store_true", default=None, help="continue a killed run from its last checkpoint")
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="continue a killed run from its last checkpoint (with the options it was started with)")
     p.add_argument("--config", help="YAML recipe with FinetuneConfig fields; command-line options override it")
     p.set_defaults(func=_finetune)
 
@@ -270,7 +271,7 @@ def _compare(args: argparse.Namespace) -> int:
             "methods": tuple(m.strip() for m in args.methods.split(",")) if args.methods else None,
             "forget": tuple(f.strip() for f in args.forget.split(",")) if args.forget else None,
             "eval_limit": args.eval_limit, "judge": args.judge, "seed": args.seed, "reference": args.reference,
-            "device": args.device, "dtype": args.dtype}
+            "device": args.device, "dtype": args.dtype, "overwrite": args.overwrite}
     out = compare(resolve_config(CompareConfig, args.config, over))
     print(f"comparison written to {out}/report.md")
     return 0
@@ -282,7 +283,7 @@ def _add_compare(sub: Any) -> None:
         help="run every method at every forget ratio and write one comparison table with plots (resumable)",
         description="Unlearn with each method at each forget ratio from the same vanilla run, evaluate with the same "
         "code, and write the paper's main table (+ leak rates, forget quality, wall time) and plots. Finished "
-        "cells are not recomputed.",
+        "cells are not recomputed; one computed with another config is refused (--overwrite redoes it).",
     )
     p.add_argument("--bench", help="bench directory")
     p.add_argument("--model", help="vanilla run")
@@ -297,6 +298,8 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("--judge", choices=available_judges())
     p.add_argument("--seed", type=int)
     add_placement_options(p)
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="redo the finished cells computed with another config (without it they are refused)")
     p.add_argument("--config", help="YAML recipe with CompareConfig fields (per-method params: {method: {k: v}})")
     p.set_defaults(func=_compare)
 

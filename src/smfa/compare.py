@@ -1,15 +1,21 @@
 """``smfa compare``: every method at every forget ratio on the same vanilla model, evaluated by the same code,
 in one table (the paper's main-table layout + leak rates, forget quality vs the oracle, wall time) with plots.
-It resumes: a cell whose run directory is complete is not recomputed."""
+
+It resumes: a finished cell (unlearning run, reference evaluation, trained oracle) is not recomputed when it
+was computed as it would be now. One that was computed otherwise — another eval limit, seed, method
+hyper-parameter, bench, vanilla, precision — is refused before any work, naming the cell and the fields;
+``--overwrite`` redoes exactly those cells (:func:`stale_cells`)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smfa.errors import ConfigError
+from smfa.errors import ConfigError, OutputError
 from smfa.rundir import check_output_dir, read_manifest, write_json_atomic, write_manifest, write_text_atomic
 
 
@@ -33,6 +39,7 @@ class CompareConfig:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method hyper-parameter overrides
     include_reference: bool = True  # also evaluate the vanilla (and the oracle) as reference rows
     allow_existing: bool = False  # write into an existing directory that is not a comparison (the demo's)
+    overwrite: bool = False  # redo the finished cells computed with another config (else they are refused)
     progress: bool = True
 
 
@@ -56,38 +63,194 @@ def parse_oracles(spec: str | None, forgets: tuple[str, ...]) -> dict[str, str |
     return out
 
 
-def _train_oracle(cfg: CompareConfig, forget: str, out: Path) -> str:
-    """A retain-only model for ``forget`` with the vanilla's own recipe (its manifest), trained once into ``out``."""
+def _oracle_config(cfg: CompareConfig, forget: str, run: Path) -> Any:
+    """The finetune config of the retain-only oracle for ``forget``: the vanilla's own recipe (its manifest)."""
     from dataclasses import fields, replace
 
-    from smfa.training import FinetuneConfig, finetune
+    from smfa.training import FinetuneConfig
+
+    recipe = read_manifest(Path(cfg.model)).get("config") or {}
+    known = {f.name for f in fields(FinetuneConfig)}
+    base = FinetuneConfig(**{k: v for k, v in recipe.items() if k in known})
+    return replace(base, bench=cfg.bench, out=str(run), people="retain", forget=forget, overwrite=True,
+                   resume=True, progress=cfg.progress, device=cfg.device, dtype=cfg.dtype)
+
+
+def _train_oracle(cfg: CompareConfig, forget: str, out: Path, redo: bool) -> str:
+    """A retain-only model for ``forget`` with the vanilla's own recipe, trained once into ``out``."""
+    from smfa.training import finetune
 
     run = out / "oracles" / f"oracle-f{forget}"
-    if not (run / "manifest.json").is_file():
-        recipe = read_manifest(Path(cfg.model)).get("config") or {}
-        known = {f.name for f in fields(FinetuneConfig)}
-        base = FinetuneConfig(**{k: v for k, v in recipe.items() if k in known})
-        finetune(replace(base, bench=cfg.bench, out=str(run), people="retain", forget=forget, overwrite=True,
-                         resume=True, progress=cfg.progress, device=cfg.device, dtype=cfg.dtype))
+    if redo or not (run / "manifest.json").is_file():
+        finetune(_oracle_config(cfg, forget, run))
     return str(run)
 
 
-def _reference_eval(cfg: CompareConfig, source: str, label: str, forget: str, cells: Path, oracle: str | None) -> Path:
-    from smfa.eval.pipeline import EvalConfig, evaluate
+def _reference_config(cfg: CompareConfig, source: str, label: str, forget: str, out: Path, oracle: str | None) -> Any:
+    from smfa.eval.pipeline import EvalConfig
+
+    return EvalConfig(bench=cfg.bench, model=source, out=str(out), forget=forget, target=cfg.target,
+                      limit=cfg.eval_limit, judge=cfg.judge, oracle=oracle if label != "oracle" else None,
+                      vanilla=cfg.model if oracle and label != "oracle" else None,
+                      progress=cfg.progress, overwrite=True, device=cfg.device, dtype=cfg.dtype)
+
+
+def _reference_eval(cfg: CompareConfig, source: str, label: str, forget: str, cells: Path, oracle: str | None,
+                    redo: bool) -> Path:
+    from smfa.eval.pipeline import evaluate
 
     out = cells / f"{label}-f{forget}"
-    if not (out / "metrics.json").is_file():
-        evaluate(EvalConfig(bench=cfg.bench, model=source, out=str(out), forget=forget, target=cfg.target,
-                            limit=cfg.eval_limit, judge=cfg.judge, oracle=oracle if label != "oracle" else None,
-                            vanilla=cfg.model if oracle and label != "oracle" else None,
-                            progress=cfg.progress, overwrite=True, device=cfg.device, dtype=cfg.dtype))
+    if redo or not (out / "metrics.json").is_file():
+        evaluate(_reference_config(cfg, source, label, forget, out, oracle))
     return out
+
+
+def _cell_config(cfg: CompareConfig, name: str, forget: str, cell: Path, oracle: str | None) -> Any:
+    from smfa.unlearn import UnlearnConfig
+
+    return UnlearnConfig(bench=cfg.bench, model=cfg.model, out=str(cell), method=name, forget=forget,
+                         target=cfg.target, seed=cfg.seed, params=dict(cfg.params.get(name, {})),
+                         reference=cfg.reference, eval_limit=cfg.eval_limit, judge=cfg.judge, oracle=oracle,
+                         overwrite=cell.exists(), progress=cfg.progress, device=cfg.device, dtype=cfg.dtype,
+                         shared_dir=str(cell.parent / ".shared"))
+
+
+# ---- finished cells computed otherwise ---------------------------------------------------------------------
+# A finished cell is reused only when it was computed as it would be now. Refusing a stale one (rather than
+# silently redoing it) is what a user of a many-hour comparison expects: a changed option is often a slip,
+# and a redo replaces results that cost hours; --overwrite redoes just the stale cells, a fresh --out all.
+# Not compared: where things are and how progress shows (out, shared_dir, overwrite, progress). The inputs are
+# compared by content instead of by path: the bench by checksum, the vanilla by its weight files' digest (the
+# cell's audit record), --device/--dtype by the resolved precision and device kind, ``params`` by the
+# method's resolved hyper-parameters; the oracle and the evaluated model by resolved path.
+_NOT_COMPARED = frozenset({"bench", "model", "out", "shared_dir", "overwrite", "progress", "device", "dtype",
+                           "params", "oracle", "vanilla"})
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _field_changes(recorded: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any], skip=frozenset()) -> list[str]:
+    """``field old -> new`` for each field of ``now`` that differs from ``recorded``; a field missing from an
+    older record counts as its default (fields are added with the behaviour before them as default)."""
+    recorded, now, defaults = _plain(recorded), _plain(now), _plain(defaults)
+    return [f"{k} {recorded.get(k, defaults.get(k))!r} -> {v!r}" for k, v in now.items()
+            if k not in skip and recorded.get(k, defaults.get(k)) != v]
+
+
+def _path_changes(recorded: dict[str, Any], now: Any, names: tuple[str, ...]) -> list[str]:
+    def resolved(p: Any) -> str | None:
+        return str(Path(p).expanduser().resolve()) if p else None
+
+    return [f"{k} {recorded.get(k)!r} -> {getattr(now, k)!r}" for k in names
+            if resolved(recorded.get(k)) != resolved(getattr(now, k))]
+
+
+def _common_changes(manifest: dict[str, Any], bench: Any, where: dict[str, str]) -> list[str]:
+    """The bench (by checksum) and the precision and device kind a finished run recorded (runs written before
+    --device/--dtype existed ran in fp32 on the CPU)."""
+    out = []
+    checksum = (manifest.get("bench") or {}).get("checksum")
+    if checksum != bench.checksum:
+        out.append(f"bench checksum {str(checksum)[:12]} -> {bench.checksum[:12]}")
+    ran = manifest.get("placement") or {"device": "cpu", "dtype": "fp32"}
+    if ran.get("dtype") != where["dtype"]:
+        out.append(f"dtype {ran.get('dtype')!r} -> {where['dtype']!r}")
+    if str(ran.get("device")).split(":")[0] != where["device"].split(":")[0]:
+        out.append(f"device {ran.get('device')!r} -> {where['device']!r}")
+    return out
+
+
+def _vanilla_digest(model: str) -> str | None:
+    from smfa.audit import model_digest, weight_hashes
+    from smfa.models.loading import model_dir_of
+
+    path = model_dir_of(model)
+    return model_digest(weight_hashes(path)) if path is not None else None
+
+
+def stale_cells(cfg: CompareConfig, out: Path, bench: Any, oracles: dict[str, str | None]) -> dict[Path, list[str]]:
+    """``{finished cell: the fields it was computed with otherwise}`` for every finished cell of the comparison
+    ``cfg`` in ``out`` whose config differs from what would run now (empty: every finished cell is reusable)."""
+    from dataclasses import asdict
+
+    from smfa.audit import AUDIT_JSON, model_digest
+    from smfa.eval.pipeline import EvalConfig
+    from smfa.methods import get_method
+    from smfa.models.placement import resolve_placement
+    from smfa.pretrained import recipe_of
+    from smfa.rundir import read_json
+    from smfa.unlearn import UnlearnConfig
+
+    where = resolve_placement(cfg.device, cfg.dtype).describe()
+    cells = out / "cells"
+    stale: dict[Path, list[str]] = {}
+    for forget in cfg.forget:
+        oracle = oracles[forget]
+        if oracle == "train":
+            oracle = str(out / "oracles" / f"oracle-f{forget}")
+            if (Path(oracle) / "manifest.json").is_file():
+                manifest = read_manifest(Path(oracle))
+                now = _oracle_config(cfg, forget, Path(oracle))
+                recorded = type(now)(**{k: v for k, v in manifest["config"].items() if k in asdict(now)})
+                stale[Path(oracle)] = (_field_changes(recipe_of(recorded), recipe_of(now), {})
+                                       + _common_changes(manifest, bench, where))
+        vanilla_changed = False
+        for name in cfg.methods:
+            cell = cells / f"{name}-f{forget}"
+            if not _cell_done(cell):
+                continue
+            manifest, now = read_manifest(cell), _cell_config(cfg, name, forget, cell, oracle)
+            changes = _field_changes(manifest.get("config") or {}, asdict(now), asdict(UnlearnConfig()), _NOT_COMPARED)
+            # The budget the cell resolved ``reference`` to (a changed ``reference`` or bench is caught above).
+            budget = (manifest.get("data") or {}).get("budget") or now.reference
+            hp = get_method(name).config(now.method_config, now.params, target=now.target, reference=budget)
+            changes += _field_changes(manifest.get("hyperparameters") or {}, asdict(hp), asdict(type(hp)()))
+            changes += _path_changes(manifest.get("config") or {}, now, ("oracle",))
+            changes += _common_changes(manifest, bench, where)
+            if (cell / AUDIT_JSON).is_file():
+                audit = read_json(cell / AUDIT_JSON, lambda msg: OutputError(f"{msg}: delete the cell to redo it"))
+                files = ((audit.get("weights") or {}).get("input") or {}).get("files")
+                vanilla = _vanilla_digest(cfg.model)  # memoised: hashed once per process (smfa.audit.weight_hashes)
+                if vanilla is not None and files and model_digest(files) != vanilla:
+                    changes.append("vanilla weights (the vanilla's weight files differ from the ones it started from)")
+                    vanilla_changed = True
+            else:  # a cell from before audit records: the vanilla by path
+                changes += _path_changes(manifest.get("config") or {}, now, ("model",))
+            stale[cell] = changes
+        for label, source in (("vanilla", cfg.model), ("oracle", oracle)):
+            cell = cells / f"{label}-f{forget}"
+            if not cfg.include_reference or not source or not (cell / "metrics.json").is_file():
+                continue
+            manifest, now = read_manifest(cell), _reference_config(cfg, source, label, forget, cell, oracle)
+            changes = _field_changes(manifest.get("config") or {}, asdict(now), asdict(EvalConfig()), _NOT_COMPARED)
+            changes += _path_changes(manifest.get("config") or {}, now, ("model", "oracle", "vanilla"))
+            changes += _common_changes(manifest, bench, where)
+            # An evaluation records no weights: the model it evaluated changed when the cells trained from
+            # the vanilla saw it change, or when the oracle is retrained.
+            if (label == "vanilla" and vanilla_changed) or (label == "oracle" and stale.get(Path(oracle))):
+                changes.append(f"{label} weights (the {label} was retrained since)")
+            stale[cell] = changes
+    return {cell: changes for cell, changes in stale.items() if changes}
+
+
+def _stale_message(out: Path, stale: dict[Path, list[str]]) -> str:
+    """One line: each change with the cells it concerns (the first three named)."""
+    by_change: dict[str, list[str]] = {}
+    for cell, changes in stale.items():
+        for change in changes:
+            by_change.setdefault(change, []).append(cell.relative_to(out).as_posix())
+    parts = [f"{change} ({', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''})"
+             for change, names in by_change.items()]
+    return (f"{len(stale)} finished cell(s) of {out} were computed with another config: {'; '.join(parts)}; pass "
+            "--overwrite to redo them, delete those cell directories, or choose a fresh --out")
 
 
 def compare(cfg: CompareConfig) -> Path:
     from smfa.methods import get_method
     from smfa.report import compare_runs
-    from smfa.unlearn import UnlearnConfig, unlearn
+    from smfa.unlearn import unlearn
 
     if not cfg.methods or not cfg.forget:
         raise ConfigError("--methods and --forget need at least one value each")
@@ -107,33 +270,40 @@ def compare(cfg: CompareConfig) -> Path:
     out = Path(cfg.out).expanduser().resolve()
     if out.exists() and not (out / "cells").is_dir() and not cfg.allow_existing:
         check_output_dir(out, overwrite=False)  # an unrelated existing directory: refuse
+    stale = stale_cells(cfg, out, bench, oracles)
+    if stale and not cfg.overwrite:
+        raise ConfigError(_stale_message(out, stale))
+    if stale and cfg.progress:
+        print(f"redoing {len(stale)} finished cell(s) computed with another config (--overwrite)", flush=True)
+    if any(c.startswith(("vanilla weights", "bench checksum")) for changes in stale.values() for c in changes):
+        # The shared MFAs are keyed by the vanilla's path and the rows' ids, not their contents.
+        if (out / "cells" / ".shared").exists():
+            shutil.rmtree(out / "cells" / ".shared")
     cells = out / "cells"
     cells.mkdir(parents=True, exist_ok=True)
     tables: dict[str, Any] = {}
     t_all = time.perf_counter()
     for forget in cfg.forget:
-        oracle = _train_oracle(cfg, forget, out) if oracles[forget] == "train" else oracles[forget]
+        oracle = oracles[forget]
+        if oracle == "train":
+            oracle = _train_oracle(cfg, forget, out, redo=out / "oracles" / f"oracle-f{forget}" in stale)
         runs: list[Path] = []
         labels: list[str] = []
         walls: list[float | None] = []
         if cfg.include_reference:
-            runs.append(_reference_eval(cfg, cfg.model, "vanilla", forget, cells, oracle))
+            runs.append(_reference_eval(cfg, cfg.model, "vanilla", forget, cells, oracle,
+                                        redo=cells / f"vanilla-f{forget}" in stale))
             labels.append("vanilla")
             walls.append(None)
             if oracle:
-                runs.append(_reference_eval(cfg, oracle, "oracle", forget, cells, oracle))
+                runs.append(_reference_eval(cfg, oracle, "oracle", forget, cells, oracle,
+                                            redo=cells / f"oracle-f{forget}" in stale))
                 labels.append("oracle")
                 walls.append(None)
         for name in cfg.methods:
             cell = cells / f"{name}-f{forget}"
-            if not _cell_done(cell):
-                unlearn(UnlearnConfig(bench=cfg.bench, model=cfg.model, out=str(cell), method=name, forget=forget,
-                                      target=cfg.target, seed=cfg.seed, params=dict(cfg.params.get(name, {})),
-                                      reference=cfg.reference,
-                                      eval_limit=cfg.eval_limit, judge=cfg.judge, oracle=oracle,
-                                      overwrite=cell.exists(), progress=cfg.progress,
-                                      device=cfg.device, dtype=cfg.dtype,
-                                      shared_dir=str(cells / ".shared")))
+            if cell in stale or not _cell_done(cell):
+                unlearn(_cell_config(cfg, name, forget, cell, oracle))
             runs.append(cell / "eval")
             labels.append(name)
             walls.append(read_manifest(cell).get("wall_time_s"))

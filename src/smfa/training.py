@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from smfa.errors import ConfigError, OutputError
-from smfa.rundir import check_output_dir, write_jsonl_atomic, write_manifest
+from smfa.rundir import check_output_dir, write_json_atomic, write_jsonl_atomic, write_manifest
 
 
 @dataclass
@@ -54,6 +54,26 @@ class FinetuneConfig:
 def staging_dir(out: Path) -> Path:
     """Where a run is written before it is renamed to ``out``; kept on failure so ``--resume`` finds it."""
     return out.parent / f".{out.name}.partial"
+
+
+# The staged run's recipe, beside its checkpoints (removed with them when the run finishes).
+RESUME_RECIPE = "recipe.json"
+
+
+def resume_record(cfg: FinetuneConfig, bench_checksum: str, dtype: str) -> dict[str, Any]:
+    """What must not change between a killed run and its resume: the recipe (:func:`smfa.pretrained.recipe_of`)
+    but for ``save_steps`` (where resume points fall, not the weights), the bench's checksum, and the weights'
+    resolved dtype (``--dtype auto`` is bf16 on a GPU and fp32 on the CPU)."""
+    from smfa.pretrained import recipe_of
+
+    recipe = {k: v for k, v in recipe_of(cfg).items() if k != "save_steps"}
+    return json.loads(json.dumps({**recipe, "bench checksum": bench_checksum, "weights dtype": dtype}))
+
+
+def resume_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``name old -> new`` for every field of a :func:`resume_record` that differs."""
+    return [f"{k} {recorded.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(recorded) | set(current))
+            if recorded.get(k) != current.get(k)]
 
 
 def trainable_summary(model: torch.nn.Module) -> dict[str, Any]:
@@ -215,7 +235,10 @@ def finetune(cfg: FinetuneConfig) -> Path:
     check_output_dir(out, cfg.overwrite)
 
     bench = Bench.load(cfg.bench)
+    record = resume_record(cfg, bench.checksum, placement.dtype_name)
     resuming = cfg.resume and any((stage / "checkpoints").glob("checkpoint-*"))
+    if resuming:
+        resuming = _check_resume(stage, record, cfg.overwrite, cfg.progress)
     if cfg.model == "tiny" and cfg.people == "all" and not resuming:
         from smfa.pretrained import find_pretrained, install_pretrained
 
@@ -244,12 +267,12 @@ def finetune(cfg: FinetuneConfig) -> Path:
     items += augmented_items(items, cfg.augment)
     dataset = encode_items(items, bench=bench, family=family, processor=processor, progress=cfg.progress)
     stage.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(stage / "checkpoints" / RESUME_RECIPE, record)  # what a later --resume checks
     args = training_arguments(cfg, stage / "checkpoints", steps=cfg.steps, save_steps=cfg.save_steps,
                               placement=placement)
     trainer = resumable_trainer_class(cfg.sampler)(model=model, args=args, train_dataset=dataset,
                                         data_collator=make_collator(family, processor))
-    resume = cfg.resume and any((stage / "checkpoints").glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=True if resuming else None)
 
     summary = trainable_summary(model)
     if cfg.lora:
@@ -279,6 +302,34 @@ def finetune(cfg: FinetuneConfig) -> Path:
             shutil.rmtree(out)
         stage.rename(out)
     return out
+
+
+def _check_resume(stage: Path, record: dict[str, Any], overwrite: bool, progress: bool) -> bool:
+    """Whether the checkpoints in ``stage`` may be resumed with ``record``'s recipe: yes when it is the one
+    they were trained with; a different one is a one-line error, or with ``--overwrite`` a fresh start (the
+    stage is removed). A stage from before recipes were recorded cannot be checked: it resumes, with a warning."""
+    import sys
+
+    from smfa.rundir import read_json
+
+    path = stage / "checkpoints" / RESUME_RECIPE
+    if not path.is_file():
+        print(f"warning: {stage} records no recipe (written by an older smfa): resuming without checking that "
+              "the options are the ones it was started with", file=sys.stderr)
+        return True
+    recorded = read_json(path, lambda msg: OutputError(f"{msg}: the unfinished run's record is corrupt; pass "
+                                                        "--overwrite without --resume to start over"))
+    changes = resume_changes(recorded, record)
+    if not changes:
+        return True
+    if not overwrite:
+        raise ConfigError(f"the unfinished run in {stage} was started with other options ({'; '.join(changes)}): "
+                          "pass the same options to resume it, or --overwrite to start over")
+    if progress:
+        print(f"starting over: the unfinished run in {stage} was started with other options ({'; '.join(changes)})",
+              flush=True)
+    shutil.rmtree(stage)
+    return False
 
 
 def _last_loss(history: list[dict[str, Any]]) -> float | None:
