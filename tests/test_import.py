@@ -208,9 +208,6 @@ def test_mllmu_task_columns_as_json_text(tmp_path: Path, capsys) -> None:
 # ---- evaluation sets hold no training rows -------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="eval sets are built by smfa.bench.load.Bench.eval_sets (not an importer): it "
-                   "puts every train-phrasing row of a person in <group>/<kind>, so ft_Data's training rows sit beside "
-                   "MLLMU's Generation_Task rows in the sets its generation ROUGE-L is read from")
 def test_mllmu_generation_sets_hold_no_training_rows(mllmu_bench: Path) -> None:
     sets = Bench.load(mllmu_bench).eval_sets("10")
     for name in ("forget/image_memory", "retain/image_memory"):

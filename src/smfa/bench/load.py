@@ -221,7 +221,9 @@ class Bench:
         ``{group}/{kind}`` (train phrasing, training images), ``{group}/{kind}/paraphrase`` and
         ``{group}/{kind}/unseen_image`` (held-out image variant; not for text memory),
         ``{group}/text_memory/multi_fact`` (held-out pairs of facts in one question, on benches that have them); plus
-        ``general_vqa`` (held-out shape pictures). Anchor rows are never included.
+        ``general_vqa`` (held-out shape pictures). Anchor rows are never included; where a set has
+        evaluation-only rows (``trainable: false``: an imported benchmark's own test questions, e.g. MLLMU-Bench's
+        Generation_Task beside its ``ft_Data`` training pairs) it holds those alone.
 
         ``target="visual"`` (MMUnlearner's setting: forget only the visual link): the forget people's
         text-memory sets are named ``forget_text/text_memory/...`` instead of ``forget/text_memory/...`` —
@@ -250,6 +252,8 @@ class Bench:
                         ]
                         if (fmt != GENERATION or variant == MULTI_FACT) and not rows:
                             continue  # choice, cloze and multi-fact sets exist only where a bench has such questions
+                        if any(not q.trainable for q in rows):  # an imported benchmark's own evaluation questions:
+                            rows = [q for q in rows if not q.trainable]  # scored alone, never beside training rows
                         kept = group == FORGET_GROUP and kind == TEXT_MEMORY  # named by the setting rule
                         if kept and fmt == GENERATION and variant == "" and text_memory_group(target) != FORGET_GROUP:
                             continue  # kept name-only training rows are the methods' anchor: never scored
