@@ -145,3 +145,24 @@ def test_the_parent_answers_cache_is_kept_apart_per_dtype_and_device_kind(monkey
     for parent in (fp32, bf16, fp32, bf16):
         parent_retain_metrics(parent, bench, cfg, digest="d" * 64)
     assert asked == [torch.float32, torch.bfloat16]  # one generation per precision; the repeats are cache hits
+
+
+@pytest.mark.slow
+def test_forget_with_a_key_file_signs_its_record_and_never_copies_the_key(capsys, micro_bench_dir: Path,
+                                                                          micro_vanilla: Path, tmp_path: Path) -> None:
+    key = _key(tmp_path / "key")
+    request = ["forget", "--bench", str(micro_bench_dir), "--model", str(micro_vanilla), "--people", "p0011,p0029",
+               "--method", "ga", "--param", "max_steps=1", "--reference", "none", "--no-eval"]
+    # A missing key fails in one line before any work.
+    rc = main(request + ["--out", str(tmp_path / "none"), "--key-file", str(tmp_path / "missing")])
+    _one_line_error((rc, [], capsys.readouterr().err.strip().splitlines()), "--key-file", "does not exist")
+    assert not (tmp_path / "none").exists()
+    run = tmp_path / "request"
+    assert main(request + ["--out", str(run), "--key-file", str(key)]) == 0
+    capsys.readouterr()
+    assert (run / AUDIT_SIG).is_file()
+    secret = key.read_bytes().strip()
+    assert not any(secret in p.read_bytes() for p in run.rglob("*") if p.is_file())
+    rc, out, _ = _verify(capsys, run, key)
+    assert rc == 0 and "signature holds" in out[0]
+    _one_line_error(_verify(capsys, run), "is signed")

@@ -165,7 +165,9 @@ def test_the_anchor_can_train_on_the_few_shot_anchor_alone(tmp_path: Path) -> No
 
     row = lambda i: SimpleNamespace(id=f"q{i}", answer=f"a{i}")  # noqa: E731
     data = UnlearnData(forget_rows=[row(0)], anchor_rows=[row(1), row(2)], reference_rows=[row(3)])
-    ctx = SimpleNamespace(data=data, model_digest="d", seed=0)
+    from smfa.models.placement import CPU_FP32
+
+    ctx = SimpleNamespace(data=data, model_digest="d", seed=0, placement=CPU_FP32)
     both = get_method("smfa").config(reference="self-full")
     few = get_method("smfa").config(overrides={"anchor_reference": False}, reference="self-full")
     assert [r.id for r in anchor_rows(ctx, both)] == ["q1", "q2", "q3"]

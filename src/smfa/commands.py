@@ -108,7 +108,7 @@ def _unlearn(args: argparse.Namespace) -> int:
         if getattr(args, name, None) is not None:
             params[name] = getattr(args, name)
     names = ["bench", "model", "out", "method", "forget", "forget_people", "target", "anchor_size", "reference", "seed", "method_config",
-             "eval_limit", "judge", "oracle", "trust_remote_code", "overwrite", "device", "dtype"]
+             "eval_limit", "judge", "oracle", "trust_remote_code", "overwrite", "device", "dtype", "audit_key_file"]
     over = _overrides(args, names)
     over["params"] = params
     over["evaluate"] = args.evaluate
@@ -147,9 +147,10 @@ def _add_unlearn(sub: Any) -> None:
     _bool_pair(p, "lora", "LoRA on the language model", "full fine-tuning of the language model")
     p.add_argument("--anchor-size", type=int, dest="anchor_size", help="size of the few-shot retain anchor D_r^few")
     p.add_argument("--reference", choices=REFERENCE_BUDGETS,
-                   help="data budget: none (default, the anchor only), self (+ the reference pool's memory questions "
-                        "answered by the vanilla itself, for every method's retain term) or self-full (+ their "
-                        "understanding questions and general-VQA training pictures, answered likewise)")
+                   help="data budget: auto (default: self-full for a method with a retain term on a bench with a "
+                        "reference pool, else none), none (the paper recipe: the anchor only), self (+ the reference "
+                        "pool's memory questions answered by the vanilla itself, for every method's retain term) or "
+                        "self-full (+ their understanding questions and general-VQA training pictures, answered likewise)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any method hyper-parameter (repeatable)")
     p.add_argument("--method-config", dest="method_config", help="YAML with the method's hyper-parameters")
     p.add_argument("--seed", type=int)
@@ -160,6 +161,9 @@ def _add_unlearn(sub: Any) -> None:
     add_placement_options(p)
     p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")
+    p.add_argument("--key-file", dest="audit_key_file", metavar="PATH",
+                   help="sign the audit record with HMAC-SHA256 under the key in this file (RUN/audit.sig); the key stays "
+                        "yours, never copied into the run; check with smfa audit verify RUN --key-file PATH")
     p.add_argument("--config", help="YAML recipe with UnlearnConfig fields")
     p.set_defaults(func=_unlearn)
 
@@ -291,7 +295,7 @@ def _add_compare(sub: Any) -> None:
                    "--people retain --forget F), or 'train' to train them here with the vanilla's recipe")
     p.add_argument("--forget", help="comma list of forget splits (default 5,10,15)")
     p.add_argument("--methods", help="comma list (default smfa,idk,ga_diff,kl_min,npo,mmunlearner,ties,ga)")
-    p.add_argument("--reference", choices=REFERENCE_BUDGETS, help="data budget of every method (see smfa unlearn --help)")
+    p.add_argument("--reference", choices=REFERENCE_BUDGETS, help="data budget of every method (default auto; none = the paper recipe; see smfa unlearn --help)")
     p.add_argument("--target", choices=TARGETS)
     p.add_argument("--out", help="comparison directory")
     p.add_argument("--eval-limit", type=int, dest="eval_limit")

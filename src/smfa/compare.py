@@ -30,7 +30,7 @@ class CompareConfig:
     # Oracles for forget quality (KS p-value), one per ratio: "F=RUN,F=RUN", one RUN (valid for the one ratio
     # it left out), or "train" (trained here on retain only with the vanilla's recipe, one per ratio).
     oracle: str | None = None
-    reference: str = "none"  # data budget of every method: none (anchor only) | self | self-full (+ the self-labelled reference pool, see unlearn.reference_questions)
+    reference: str = "auto"  # data budget of every method: auto (self-full where a method has a retain term) | none (the paper recipe) | self | self-full (unlearn.resolve_reference)
     eval_limit: int | None = 200
     judge: str = "offline"
     seed: int = 0

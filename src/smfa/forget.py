@@ -134,7 +134,7 @@ def _forget(args: Any) -> int:
     if args.k is not None:
         params["k"] = args.k
     over = _overrides(args, ["bench", "model", "out", "method", "target", "seed", "method_config", "eval_limit",
-                             "judge", "attacks", "overwrite", "reference", "device", "dtype"])
+                             "judge", "attacks", "overwrite", "reference", "device", "dtype", "audit_key_file"])
     over.update(forget_people=args.people, params=params, evaluate=args.evaluate, request_eval=True,
                 anchor_cache=args.anchor_cache,
                 eval_limit=REQUEST_EVAL_LIMIT if args.eval_limit is None else args.eval_limit)
@@ -189,6 +189,9 @@ def register(sub: Any) -> None:
                    help="in a chain, train the refusal of every earlier request's people again (default on, for methods "
                         "that train refusals: smfa, idk, ties): a suppression list of their questions with refusal "
                         "labels, never a private answer; the audit says what is kept")
+    p.add_argument("--key-file", dest="audit_key_file", metavar="PATH",
+                   help="sign the audit record with HMAC-SHA256 under the key in this file (RUN/audit.sig); the key stays "
+                        "yours, never copied into the run; check with smfa audit verify RUN --key-file PATH")
     p.add_argument("--no-anchor-cache", dest="anchor_cache", action="store_false", default=True,
                    help="retrain the retaining anchor even when one trained on the same weights is cached")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")

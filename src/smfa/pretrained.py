@@ -32,6 +32,8 @@ PRETRAINED_JSON = "pretrained.json"
 # tests/fixtures/pretrained (the test suite's vanilla, a 60-person bench).
 RECIPES: dict[str, dict[str, Any]] = {
     "tiny-seed0": {"bench": {"preset": "tiny", "seed": 0}, "finetune": {}},
+    # The gold standard of the demo's forget-10 rows: the same recipe on the retain people only.
+    "tiny-seed0-oracle10": {"bench": {"preset": "tiny", "seed": 0}, "finetune": {"people": "retain", "forget": "10"}},
     "micro-seed0": {
         # 60 people: a 0.3 reference share keeps 23 people in the forget-10 retain evaluation pool (0.6: 13)
         "bench": {"preset": "tiny", "seed": 0, "n_people": 60, "n_shape_images": 160, "anchor_size": 24,
@@ -115,8 +117,8 @@ def shipped_models() -> list[tuple[Path, dict[str, Any]]]:
 
 def find_pretrained(bench: Any, cfg: Any) -> tuple[Path | None, str]:
     """The shipped model for (bench, finetune config), or ``None`` and one line saying why none fits."""
-    if cfg.model != "tiny" or cfg.people != "all" or cfg.lora:
-        return None, "shipped models are tiny vanillas (--model tiny --people all, no LoRA)"
+    if cfg.model != "tiny" or cfg.lora:
+        return None, "shipped models are tiny models trained from scratch (--model tiny, no LoRA)"
     models = shipped_models()
     if not models:
         return None, "no shipped tiny vanilla is installed"
@@ -128,13 +130,19 @@ def find_pretrained(bench: Any, cfg: Any) -> tuple[Path | None, str]:
         return None, f"no shipped vanilla was trained on this bench (content {content[:12]}); shipped: {names}"
     key = recipe_key(bench, cfg)
     for d, m in same_bench:
-        if m.get("recipe_key") == key:
-            return d, f"shipped vanilla {d.name} (trained on this bench with this recipe)"
+        if m.get("recipe_key") == key and m.get("left_out", []) == _left_out(bench, cfg):
+            what = "vanilla" if cfg.people == "all" else f"oracle (never saw forget split {cfg.forget})"
+            return d, f"shipped {what} {d.name} (trained on this bench with this recipe)"
     d, m = same_bench[0]
     mine = recipe_of(cfg)
     differs = sorted(k for k, v in (m.get("recipe") or {}).items() if k in mine and mine[k] != v)
     why = f"its recipe differs in {', '.join(differs)}" if differs else "its model architecture or recipe differs"
     return None, f"shipped vanilla {d.name} fits this bench but {why}"
+
+
+def _left_out(bench: Any, cfg: Any) -> list[str]:
+    """The people an oracle never saw (splits are not in the content checksum, so they are checked apart)."""
+    return sorted(bench.forget_people(cfg.forget)) if cfg.people == "retain" else []
 
 
 def install_pretrained(src: Path, bench: Any, cfg: Any, out: Path) -> Path:
@@ -148,7 +156,8 @@ def install_pretrained(src: Path, bench: Any, cfg: Any, out: Path) -> Path:
         write_manifest(
             stage, "finetune", asdict(cfg), seed=cfg.seed,
             bench={"path": str(bench.root), "checksum": bench.checksum, "preset": bench.meta.get("preset")},
-            data={"rows": meta.get("rows"), "people": "all", "forget_left_out": None},
+            data={"rows": meta.get("rows"), "people": cfg.people,
+                  "forget_left_out": cfg.forget if cfg.people == "retain" else None},
             pretrained={"source": str(src), "name": src.name, "trained_with": meta.get("versions"),
                         "recipe_key": meta.get("recipe_key")},
             final_loss=meta.get("final_loss"),
@@ -169,6 +178,7 @@ def write_pretrained(run: Path, bench: Any, cfg: Any, dest: Path) -> Path:
                       "version": bench.meta.get("version"), "checksum": bench.checksum},
             "recipe_key": recipe_key(bench, cfg),
             "recipe": recipe_of(cfg),
+            **({"left_out": _left_out(bench, cfg)} if cfg.people == "retain" else {}),
             "rows": (manifest.get("data") or {}).get("rows"),
             "final_loss": manifest.get("final_loss"),
             "versions": manifest.get("versions"),

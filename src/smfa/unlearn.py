@@ -62,6 +62,7 @@ class UnlearnConfig:
     request_eval: bool = False  # evaluate only what a request's audit needs (EvalConfig.request_sets; smfa forget)
     anchor_cache: bool = False  # reuse a retaining anchor trained on the same parent weights and data (smfa forget)
     keep_earlier: bool = True  # a chain's MFA also refuses every earlier request's people (a suppression list: their questions, refusal labels; methods that train refusals)
+    audit_key_file: str | None = None  # sign the audit record with HMAC-SHA256 under the key in this file (audit.sig; docs/audit.md); the key is never copied into the run
 
 
 def select_data(bench: Any, forget: str | ForgetSet, target: str, anchor_size: int | None, seed: int,
@@ -184,7 +185,7 @@ def _label_key(bench: Any, rows: list[Any], model_digest: str, placement: Any) -
 def unlearn(cfg: UnlearnConfig) -> Path:
     """Run ``cfg.method`` and write RUN/{model/, manifest.json, audit.json, audit.md, eval/, adapters/ (SMFA),
     sculpt/ (SMFA)}."""
-    from smfa.audit import weight_hashes
+    from smfa.audit import read_key, weight_hashes
     from smfa.bench import Bench
     from smfa.forget import chain_record, read_chain, resolve_forget
     from smfa.methods import get_method
@@ -203,6 +204,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     placement = resolve_placement(cfg.device, cfg.dtype)
     check_trainable(placement, not hp.lora, f"--method {cfg.method} (lora: false)")
     autocast_flags(hp.autocast, placement)  # an impossible autocast fails before loading
+    audit_key = read_key(cfg.audit_key_file)  # a missing or weak key fails before any work
     chain = read_chain(cfg.model, bench)  # earlier requests when --model is an unlearning run
     group = resolve_forget(bench, str(cfg.forget), cfg.forget_people, chain.earlier_people)
     # Earlier people are kept refused by methods that train refusals; the others have no refusal label to give.
@@ -289,7 +291,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
                     reference_model=chain.root if reference is not None else None,
                     anchor_cache_hit=ctx.anchor_cache_hit,
                     wall={"unlearn": wall, "evaluation": time.perf_counter() - t_eval if cfg.evaluate else None,
-                          "total": time.perf_counter() - t_start})
+                          "total": time.perf_counter() - t_start}, key=audit_key)
     return Path(cfg.out)
 
 

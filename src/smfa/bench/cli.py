@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     build.add_argument("--n-people", type=int, default=None, help="number of people (default: 200 tiny, 1000 full; at least 40)")
     build.add_argument("--reference-share", type=float, default=None,
                        help="share of the retain people set apart as the reference pool, whose questions (never labels) "
-                       "a --reference budget may use; retain metrics use the rest (default 0.3)")
+                       "a --reference budget may use; retain metrics use the rest (default 0.6)")
     build.add_argument("--shape-images", type=int, default=None,
                        help="general-VQA shape pictures, 20%% of them held out for evaluation (default: 500 tiny, 2000 full)")
     build.add_argument("--variants", type=int, default=None,

@@ -20,7 +20,8 @@ import torch
 from smfa.bench.schema import IMAGE_MEMORY, TEXT_MEMORY
 from smfa.errors import ConfigError
 from smfa.sculpt.mask import MODES
-from smfa.methods.base import Method, MethodConfig, UnlearnContext, prepare_trainable, register_method, train_sft
+from smfa.methods.base import (Method, MethodConfig, UnlearnContext, prepare_trainable, register_method, train_sft,
+                               world_size)
 
 FORGET_ADAPTER = "forget"  # adapters/forget: the MFA (image view in dual mode)
 FORGET_TEXT_ADAPTER = "forget_text"  # adapters/forget_text: the text-view MFA (dual mode only)
@@ -92,7 +93,7 @@ def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
 
     values = asdict(hp)
     common = {f.name: values[f.name] for f in fields(MethodConfig)}
-    blob = {"vanilla": str(ctx.vanilla.source), "forget": [r.id for r in forget_rows],
+    blob = {"vanilla": ctx.model_digest or str(ctx.vanilla.source), "forget": [r.id for r in forget_rows],
             "anchor": [r.id for r in ctx.data.anchor_rows], "seed": ctx.seed, "target": ctx.target,
             "anchor_repeat": int(getattr(hp, "anchor_repeat", 1)), "hp": common}
     if ctx.placement.dtype != torch.float32:  # an MFA trained in half precision is another MFA (fp32 keys unchanged)
@@ -173,7 +174,9 @@ def anchor_key(ctx: UnlearnContext, hp: AdapterPairConfig) -> str | None:
     blob = {"model": ctx.model_digest, "retain": [(r.id, r.answer) for r in anchor_rows(ctx, hp)], "seed": ctx.seed,
             "hp": {f.name: values[f.name] for f in fields(MethodConfig)}, "anchor_epochs": hp.anchor_epochs,
             "versions": {k: v for k, v in package_versions().items() if k in ("torch", "transformers", "peft")},
-            "loss": "answer-view"}  # RAs trained when the LM head ran over every position differ in the last bits
+            "loss": "answer-view",  # RAs trained when the LM head ran over every position differ in the last bits
+            # where and how many steps: epochs are passes over the data whatever the accumulation and processes
+            "placement": ctx.placement.describe(), "world_size": world_size(), "steps": "passes"}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
 
 
