@@ -200,6 +200,11 @@ def test_a_chain_of_two_requests_reports_the_earlier_peoples_leak(micro_bench_di
     assert not {g["person_id"] for g in gens if g["set"].startswith("retain/")} & set(FIRST + SECOND)
     assert {g["person_id"] for g in gens if g["set"].startswith("earlier1/")} == set(FIRST)
     assert "| 1 | 4 |" in (out / "audit.md").read_text()
+    # the default keeps request 1's people refused, and the audit says what is kept: never a private answer
+    audit = json.loads((out / "audit.json").read_text())
+    kept = audit["suppression"]
+    assert kept["people"] == sorted(FIRST) and kept["rows"] > 0 and kept["private_answers_kept"] is False
+    assert "earlier requests kept refused" in (out / "audit.md").read_text()
 
 
 @pytest.mark.slow

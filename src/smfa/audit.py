@@ -126,6 +126,11 @@ def render_audit_md(audit: dict[str, Any]) -> str:
         lines.append(f"- reference model of the method (the chain's root): {audit['reference_model']}")
     if audit.get("anchor_cache_hit"):
         lines.append("- retaining anchor: reused from the cache (trained earlier on the same parent weights and data)")
+    kept = audit.get("suppression")
+    if kept is not None and audit["chain"]:
+        lines.append(f"- earlier requests kept refused: {kept['rows']} questions about {len(kept['people'])} people "
+                     "(wording, photo and person id with refusal labels; no private answer is kept)" if kept["rows"]
+                     else f"- earlier requests kept refused: no ({kept['why']})")
     lines += ["", "## Measured leak of the request's people", ""]
     if audit["leak"] is None:
         lines.append("Not measured (the run was made with --no-eval).")
@@ -312,6 +317,17 @@ def parent_retain_metrics(parent: Any, bench: Any, cfg: Any, digest: str | None)
     return compute_overall(compute_all_sets(gens, make_judge(cfg, bench)), cfg.target)
 
 
+def suppression_record(cfg: Any, group: Any, data: Any) -> dict[str, Any]:
+    """What a chain keeps of its earlier requests: the people and the number of their questions trained again
+    with refusal labels (``smfa.unlearn.suppression_list``: no private answer), or why nothing is kept."""
+    rows = [r for r in data.forget_rows if r.person_id not in group.people]
+    why = ("" if rows else "no earlier request" if not group.earlier
+           else "--no-keep-earlier-refusals" if not getattr(cfg, "keep_earlier", False)
+           else f"{cfg.method} trains no refusals")
+    return {"people": sorted({r.person_id for r in rows}), "rows": len(rows),
+            "private_answers_kept": any(r.answer for r in rows), "why": why}
+
+
 def write_audit(stage: Path, *, run: Path, cfg: Any, hp: Any, group: Any, data: Any, bench: Any,
                 requests: dict[str, Any], input_dir: Path | None, input_hashes: dict[str, str],
                 output_hashes: dict[str, str], metrics: Any, parent_retain: Any, reference_model: str | None,
@@ -333,6 +349,7 @@ def write_audit(stage: Path, *, run: Path, cfg: Any, hp: Any, group: Any, data: 
         "bench": {"path": str(bench.root), "checksum": bench.checksum},
         "method": cfg.method, "hyperparameters": asdict(hp), "config": asdict(cfg),
         "reference_model": reference_model, "anchor_cache_hit": anchor_cache_hit,
+        "suppression": suppression_record(cfg, group, data),
         "weights": {"input": {"dir": str(Path(input_dir).resolve()) if input_dir else str(cfg.model), "files": input_hashes},
                     "output": {"dir": "model", "files": output_hashes}},
         "leak": leak_record(metrics.overall) if metrics is not None else None,
