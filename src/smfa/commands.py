@@ -294,7 +294,8 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("--oracle", help="oracles for forget quality, one per ratio: 'F=RUN,F=RUN' (each trained with "
                    "--people retain --forget F), or 'train' to train them here with the vanilla's recipe")
     p.add_argument("--forget", help="comma list of forget splits (default 5,10,15)")
-    p.add_argument("--methods", help="comma list (default smfa,idk,ga_diff,kl_min,npo,mmunlearner,ties,ga)")
+    p.add_argument("--methods", help="comma list (default smfa,idk,ga_diff,kl_min,npo,mmunlearner,ties,ga); NAME@BUDGET "
+                   "runs a method with its own data budget, e.g. smfa@none (the paper recipe) beside smfa")
     p.add_argument("--reference", choices=REFERENCE_BUDGETS, help="data budget of every method (default auto; none = the paper recipe; see smfa unlearn --help)")
     p.add_argument("--target", choices=TARGETS)
     p.add_argument("--out", help="comparison directory")

@@ -105,12 +105,26 @@ def _reference_eval(cfg: CompareConfig, source: str, label: str, forget: str, ce
     return out
 
 
-def _cell_config(cfg: CompareConfig, name: str, forget: str, cell: Path, oracle: str | None) -> Any:
+def method_entry(entry: str) -> tuple[str, str | None]:
+    """A ``--methods`` entry: a method name, or ``NAME@BUDGET`` for that method with its own data budget
+    (``smfa@none``: SMFA's paper recipe beside the default one). Unknown names and budgets fail here."""
+    from smfa.methods import get_method
+    from smfa.unlearn import check_budget
+
+    name, sep, budget = entry.partition("@")
+    get_method(name)
+    if sep:
+        check_budget(budget)
+    return name, (budget if sep else None)
+
+
+def _cell_config(cfg: CompareConfig, entry: str, forget: str, cell: Path, oracle: str | None) -> Any:
     from smfa.unlearn import UnlearnConfig
 
+    name, budget = method_entry(entry)
     return UnlearnConfig(bench=cfg.bench, model=cfg.model, out=str(cell), method=name, forget=forget,
-                         target=cfg.target, seed=cfg.seed, params=dict(cfg.params.get(name, {})),
-                         reference=cfg.reference, eval_limit=cfg.eval_limit, judge=cfg.judge, oracle=oracle,
+                         target=cfg.target, seed=cfg.seed, params=dict(cfg.params.get(entry, cfg.params.get(name, {}))),
+                         reference=budget or cfg.reference, eval_limit=cfg.eval_limit, judge=cfg.judge, oracle=oracle,
                          overwrite=cell.exists(), progress=cfg.progress, device=cfg.device, dtype=cfg.dtype,
                          shared_dir=str(cell.parent / ".shared"))
 
@@ -205,7 +219,7 @@ def stale_cells(cfg: CompareConfig, out: Path, bench: Any, oracles: dict[str, st
             changes = _field_changes(manifest.get("config") or {}, asdict(now), asdict(UnlearnConfig()), _NOT_COMPARED)
             # The budget the cell resolved ``reference`` to (a changed ``reference`` or bench is caught above).
             budget = (manifest.get("data") or {}).get("budget") or now.reference
-            hp = get_method(name).config(now.method_config, now.params, target=now.target, reference=budget)
+            hp = get_method(now.method).config(now.method_config, now.params, target=now.target, reference=budget)
             changes += _field_changes(manifest.get("hyperparameters") or {}, asdict(hp), asdict(type(hp)()))
             changes += _path_changes(manifest.get("config") or {}, now, ("oracle",))
             changes += _common_changes(manifest, bench, where)
@@ -248,14 +262,13 @@ def _stale_message(out: Path, stale: dict[Path, list[str]]) -> str:
 
 
 def compare(cfg: CompareConfig) -> Path:
-    from smfa.methods import get_method
     from smfa.report import compare_runs
     from smfa.unlearn import unlearn
 
     if not cfg.methods or not cfg.forget:
         raise ConfigError("--methods and --forget need at least one value each")
-    for name in cfg.methods:
-        get_method(name)  # unknown names fail before any work
+    for entry in cfg.methods:
+        method_entry(entry)  # unknown names and budgets fail before any work
     from smfa.models.placement import resolve_placement
 
     resolve_placement(cfg.device, cfg.dtype)  # an impossible --device/--dtype too
