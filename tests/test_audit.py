@@ -32,7 +32,7 @@ def _run(tmp_path: Path, key_file: Path | None = None) -> Path:
     (parent / "model.safetensors").write_bytes(b"parent weights")
     (run / "model" / "model.safetensors").write_bytes(b"unlearned weights")
     write_audit(run, run=run, cfg=UnlearnConfig(bench=str(tmp_path), model=str(parent), out=str(run)), hp=MethodConfig(),
-                group=SimpleNamespace(label="request", people={"p0011"}), data=SimpleNamespace(forget_rows=[]),
+                group=SimpleNamespace(label="request", people={"p0011"}, earlier=()), data=SimpleNamespace(forget_rows=[]),
                 bench=SimpleNamespace(root=tmp_path, checksum="c" * 64),
                 requests={"parent": str(parent), "chain": [], "root": str(parent)}, input_dir=parent,
                 input_hashes=weight_hashes(parent), output_hashes=weight_hashes(run / "model"), metrics=None,
