@@ -51,7 +51,7 @@ def test_any_difference_says_why_and_trains(micro_bench_dir: Path, shipped, tiny
     found, why = find_pretrained(Bench.load(tiny_bench_dir, verify_images=False), cfg)
     assert found is None and "no shipped vanilla was trained on this bench" in why
     found, why = find_pretrained(bench, replace(cfg, people="retain"))
-    assert found is None and "tiny vanillas" in why
+    assert found is None and "recipe differs in people" in why
     assert find_pretrained(bench, cfg)[0] is not None
 
 
@@ -75,12 +75,30 @@ def test_content_checksum_ignores_png_bytes_and_eval_rows_but_not_training_rows(
     assert content_checksum(Bench.load(copy, verify_images=False)) != before  # a training row
 
 
-def test_the_shipped_tiny_vanilla_is_small_and_describes_itself() -> None:
-    ship = Path(__file__).parents[1] / "src" / "smfa" / "pretrained" / "tiny-seed0"
-    meta = json.loads((ship / "pretrained.json").read_text())
-    assert meta["bench"] == {**meta["bench"], "preset": "tiny", "seed": 0, "version": "2.0"}
-    assert meta["retrain"] and meta["recipe_key"] and meta["versions"]["torch"]
-    assert sum(p.stat().st_size for p in ship.rglob("*") if p.is_file()) <= 10_000_000
+def test_the_shipped_tiny_vanilla_and_oracle_are_small_and_describe_themselves() -> None:
+    root = Path(__file__).parents[1] / "src" / "smfa" / "pretrained"
+    for name in ("tiny-seed0", "tiny-seed0-oracle10"):
+        meta = json.loads((root / name / "pretrained.json").read_text())
+        assert meta["bench"] == {**meta["bench"], "preset": "tiny", "seed": 0, "version": "2.0"}
+        assert meta["retrain"] and meta["recipe_key"] and meta["versions"]["torch"]
+    assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) <= 10_000_000  # both together
+
+
+def test_the_default_bench_finds_its_shipped_vanilla_and_forget_10_oracle(tiny_bench_dir: Path, tmp_path: Path) -> None:
+    """The demo's two models ship: the oracle for exactly the people of forget_10, and it passes the oracle check."""
+    from smfa.eval.pipeline import check_oracle
+
+    bench = Bench.load(tiny_bench_dir, verify_images=False)
+    vanilla, _ = find_pretrained(bench, FinetuneConfig())
+    oracle, why = find_pretrained(bench, FinetuneConfig(people="retain", forget="10"))
+    assert vanilla.name == "tiny-seed0" and oracle.name == "tiny-seed0-oracle10" and "never saw forget split 10" in why
+    assert json.loads((oracle / "pretrained.json").read_text())["left_out"] == sorted(bench.forget_people("10"))
+    found, why = find_pretrained(bench, FinetuneConfig(people="retain", forget="15"))
+    assert found is None and "tiny-seed0-oracle10 fits this bench but its recipe differs in forget" in why
+    run = finetune(FinetuneConfig(bench=str(tiny_bench_dir), out=str(tmp_path / "oracle"), people="retain",
+                                  forget="10", progress=False))  # installed, not trained
+    assert read_manifest(run)["pretrained"]["name"] == "tiny-seed0-oracle10"
+    check_oracle(str(run), bench, "10")  # raises when the oracle saw a forget person or left out a retain one
 
 
 def test_the_cache_installs_the_shipped_vanilla_instead_of_training(micro_bench_dir: Path, shipped, tmp_path: Path,

@@ -133,7 +133,9 @@ def find_pretrained(bench: Any, cfg: Any) -> tuple[Path | None, str]:
         if m.get("recipe_key") == key and m.get("left_out", []) == _left_out(bench, cfg):
             what = "vanilla" if cfg.people == "all" else f"oracle (never saw forget split {cfg.forget})"
             return d, f"shipped {what} {d.name} (trained on this bench with this recipe)"
-    d, m = same_bench[0]
+    # the closest one explains the miss: the same people (vanilla or oracle) and split first
+    d, m = min(same_bench, key=lambda dm: ((dm[1].get("recipe") or {}).get("people") != cfg.people,
+                                           (dm[1].get("recipe") or {}).get("forget") != cfg.forget))
     mine = recipe_of(cfg)
     differs = sorted(k for k, v in (m.get("recipe") or {}).items() if k in mine and mine[k] != v)
     why = f"its recipe differs in {', '.join(differs)}" if differs else "its model architecture or recipe differs"
