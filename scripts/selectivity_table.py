@@ -5,7 +5,8 @@ vanilla's; Meaningful as a difference).
 
     python scripts/selectivity_table.py [--vanilla VANILLA-EVAL] LABEL=EVAL_DIR [LABEL=EVAL_DIR ...]
 
-Runs sharing a LABEL (one per bench seed) are shown as mean ± standard deviation.
+Runs sharing a LABEL (one per bench seed) are shown as mean ± standard deviation. With ``--choose`` (and
+``--vanilla``) it also prints the label the worst-seed rule picks (``choose_worst_seed``): how k is chosen.
 """
 
 from __future__ import annotations
@@ -34,10 +35,29 @@ def _cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     return f"{scale * mean:.{digits}f}" + ("" if spread is None else f" ± {scale * spread:.{digits}f}")
 
 
+def choose_worst_seed(groups: dict[str, list], vanillas: list, bound: float = 0.05) -> str | None:
+    """The rule shipped defaults are chosen by (issue #25): among candidates whose **worst** seed leaks at most
+    ``bound`` by photo and by name, the one with the most retain memory (mean over seeds, as a share of each
+    seed's vanilla); ``None`` when no candidate meets the bound. ``groups``: label → one Overall per seed,
+    ``vanillas``: one Overall per seed, in the same order (or one for all)."""
+    best: tuple[float, str] | None = None
+    for label, runs in groups.items():
+        leaks = [max(o.forget_leak_image or 0.0, o.forget_leak_text or 0.0) for o in runs]
+        if not runs or max(leaks) > bound:
+            continue
+        pairs = zip(runs, vanillas if len(vanillas) == len(runs) else vanillas[:1] * len(runs))
+        kept = [o.retain_memory / v.retain_memory for o, v in pairs if o.retain_memory is not None and v.retain_memory]
+        score = sum(kept) / len(kept) if kept else 0.0
+        if best is None or score > best[0]:
+            best = (score, label)
+    return best[1] if best else None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vanilla", action="append", default=[], help="the vanilla's eval dir(s) (one per seed, "
                    "in the same order as each label's runs) for the ratio columns")
+    p.add_argument("--choose", action="store_true", help="print the label the worst-seed rule picks")
     p.add_argument("runs", nargs="+", metavar="LABEL=EVAL_DIR")
     args = p.parse_args()
     groups: dict[str, list] = {}
@@ -62,6 +82,12 @@ def main() -> None:
                 row.append(_cell([getattr(o, key) / getattr(v, key) for o, v in pairs if getattr(o, key) is not None and getattr(v, key)]))
             row.append(_cell([o.meaningful - v.meaningful for o, v in pairs if o.meaningful is not None], scale=1.0, digits=2))
         print("| " + " | ".join(row) + " |")
+    if args.choose:
+        if not vanillas:
+            raise SystemExit("--choose needs --vanilla (retain memory is compared as a share of the vanilla's)")
+        pick = choose_worst_seed(groups, vanillas)
+        print(f"\nworst-seed rule (photo and name leak <= 5 % on every seed, then the most retain memory): "
+              f"{pick or 'no candidate meets the bound'}")
 
 
 if __name__ == "__main__":

@@ -41,3 +41,21 @@ def test_the_script_refuses_it_before_evaluating(tune, tmp_path: Path, monkeypat
     with pytest.raises(SystemExit, match="no search grid for method 'bogus'"):
         tune.main()
     assert not (tmp_path / "out").exists()  # refused before the vanilla's evaluation
+
+
+def test_k_is_chosen_by_the_worst_seed() -> None:
+    """The validation numbers behind the shipped k (docs/selectivity.md, 81 reference people, seeds 0 / 7 / 1):
+    k 10 keeps more on the mean but leaks 9 % by photo on seed 1, so k 20 is chosen."""
+    from types import SimpleNamespace as O
+
+    spec = importlib.util.spec_from_file_location("selectivity_table", SCRIPT.parent / "selectivity_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    van = [O(retain_memory=1.0)] * 3
+    run = lambda photo, mem: O(forget_leak_image=photo, forget_leak_text=0.0, retain_memory=mem)  # noqa: E731
+    groups = {"k5": [run(0.40, 0.92), run(0.03, 0.93), run(0.44, 0.90)],
+              "k10": [run(0.03, 0.90), run(0.00, 0.91), run(0.09, 0.87)],
+              "k20": [run(0.01, 0.87), run(0.00, 0.88), run(0.00, 0.85)],
+              "k40": [run(0.01, 0.86), run(0.00, 0.87), run(0.00, 0.84)]}
+    assert table.choose_worst_seed(groups, van) == "k20"
+    assert table.choose_worst_seed({"k5": groups["k5"]}, van) is None
