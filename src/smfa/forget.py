@@ -16,7 +16,6 @@ reports their leak beside this request's (``metrics.json`` ``requests``).
 from __future__ import annotations
 
 import argparse
-
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
