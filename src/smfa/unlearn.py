@@ -107,12 +107,18 @@ def check_budget(budget: str) -> None:
 
 
 def resolve_reference(budget: str, method: Any, bench: Any) -> str:
-    """The data budget a run uses: ``auto`` is :data:`DEFAULT_REFERENCE` for a method with a retain term on a
-    bench with a reference pool, else ``none``; any other budget is used as given."""
+    """The data budget a run uses: ``auto`` is :data:`DEFAULT_REFERENCE` for a method with a retain term whose
+    hyper-parameters were chosen for a reference budget (it ships ``configs/methods/reference/NAME.yaml``: smfa,
+    idk, ties) on a bench with a reference pool, else ``none``; any other budget is used as given.
+
+    Why the shipped layer decides: with the reference rows in their retain term, GA Difference and MMUnlearner at
+    their paper-recipe values stopped forgetting (micro bench: mean leak 0.82 and 0.98 against the vanilla's
+    ~1.0; docs/defaults.md) — a method becomes ``auto``'s once its values for the budget are chosen on validation."""
     check_budget(budget)
     if budget != "auto":
         return budget
-    return DEFAULT_REFERENCE if getattr(method, "has_retain_term", True) and bench.reference_people() else "none"
+    tuned = getattr(method, "has_retain_term", True) and method.reference_config_path().is_file()
+    return DEFAULT_REFERENCE if tuned and bench.reference_people() else "none"
 # ``self-full``: at most this many general-VQA training questions (seeded sample) join the reference rows.
 REFERENCE_VQA_ROWS = 500
 
