@@ -42,7 +42,7 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "ga_diff": {"lr": [2e-5, 5e-5, 1e-4, 2e-4, 5e-4], "epochs": [5]},
     "kl_min": {"lr": [5e-5, 1e-4, 2e-4, 5e-4], "epochs": [5]},
     "npo": {"lr": [5e-5, 1e-4, 2e-4, 5e-4], "beta": [0.1]},
-    "mmunlearner": {"lr": [2e-5, 5e-5, 1e-4, 2e-4], "threshold": [1.0]},
+    "mmunlearner": {"lr": [2e-5, 5e-5, 1e-4, 1.4e-4, 2e-4], "threshold": [1.0]},
     # TIES merges SMFA's MFA and RA; at forget_weight 2 (the v1 choice) it erased all retain memory on v2
     # (docs/results.md), at 1 it leaked 31 % on validation.
     "ties": {"density": [0.5, 0.8], "forget_weight": [0.5, 1.0, 1.5]},
