@@ -69,10 +69,10 @@ def run_demo(cfg: DemoConfig) -> Path:
     if cfg.steps is not None:
         recipe.steps = cfg.steps
     vanilla, cached = cached_finetune(bench_dir, recipe)
-    print(f"      {'reused cached' if cached else 'trained'} vanilla: {vanilla}", flush=True)
+    print(f"      {_origin(vanilla, cached)} vanilla: {vanilla}", flush=True)
     # The gold standard: the same recipe on the retain people only (shipped for seed 0, forget 10).
     oracle, cached = cached_finetune(bench_dir, replace(recipe, people="retain", forget=cfg.forget), label="oracle")
-    print(f"      {'reused cached' if cached else 'trained'} oracle (never saw forget {cfg.forget}): {oracle}  "
+    print(f"      {_origin(oracle, cached)} oracle (never saw forget {cfg.forget}): {oracle}  "
           f"{_eta(time.perf_counter() - t0, ['vanilla-eval', 'oracle-eval', *DEMO_METHODS], True)}", flush=True)
     print(f"[3/4] unlearning forget {cfg.forget} % with {', '.join(DEMO_LABELS[m] for m in DEMO_METHODS)} and "
           "evaluating", flush=True)
@@ -85,6 +85,12 @@ def run_demo(cfg: DemoConfig) -> Path:
     print(f"\nreport: {out / 'report.md'}  (plots in {out / ('forget_' + cfg.forget)})  "
           f"total {time.perf_counter() - t0:.0f}s", flush=True)
     return out
+
+
+def _origin(run: Path, cached: bool) -> str:
+    from smfa.rundir import read_manifest
+
+    return "reused cached" if cached else "shipped" if read_manifest(run).get("pretrained") else "trained"
 
 
 def _print_summary(out: Path, forget: str) -> None:
