@@ -30,7 +30,7 @@ class CompareConfig:
     # Oracles for forget quality (KS p-value), one per ratio: "F=RUN,F=RUN", one RUN (valid for the one ratio
     # it left out), or "train" (trained here on retain only with the vanilla's recipe, one per ratio).
     oracle: str | None = None
-    reference: str = "auto"  # data budget of every method: auto (self-full where a method has a retain term) | none (the paper recipe) | self | self-full (unlearn.resolve_reference)
+    reference: str = "auto"  # data budget of every method: auto (self-full for smfa/idk/ties on a bench with a reference pool) | none (the paper recipe) | self | self-full (unlearn.resolve_reference)
     eval_limit: int | None = 200
     judge: str = "offline"
     seed: int = 0
@@ -289,7 +289,7 @@ def compare(cfg: CompareConfig) -> Path:
     if stale and cfg.progress:
         print(f"redoing {len(stale)} finished cell(s) computed with another config (--overwrite)", flush=True)
     if any(c.startswith(("vanilla weights", "bench checksum")) for changes in stale.values() for c in changes):
-        # The shared MFAs are keyed by the vanilla's path and the rows' ids, not their contents.
+        # The shared MFAs are keyed by the rows' ids, not their contents (and older ones by the vanilla's path).
         if (out / "cells" / ".shared").exists():
             shutil.rmtree(out / "cells" / ".shared")
     cells = out / "cells"

@@ -44,7 +44,7 @@ class UnlearnConfig:
     forget_people: str | None = None  # a deletion request: person ids (comma list or a file, one per line) instead of forget
     target: str = "all"  # all (forget photo and name knowledge) | visual (forget the photo link only)
     anchor_size: int | None = None  # size of D_r^few (default: the bench's anchor set)
-    reference: str = "auto"  # auto (self-full for a method with a retain term on a bench with a reference pool, else none) | none (the paper recipe) | self | self-full
+    reference: str = "auto"  # auto (resolve_reference: self-full for smfa/idk/ties on a bench with a reference pool, else none) | none (the paper recipe) | self | self-full
     seed: int = 0
     method_config: str | None = None  # YAML with the method's hyper-parameters
     params: dict[str, Any] = field(default_factory=dict)  # hyper-parameter overrides (k, lr, epochs, ...)
@@ -96,8 +96,8 @@ def suppression_list(rows: list[Any]) -> list[Any]:
 
 
 REFERENCE_BUDGETS = ("auto", "none", "self", "self-full")
-# What ``auto`` (the default) means for a method with a retain term on a bench with a reference pool: the
-# selective recipe (docs/selectivity.md); ``none`` is the paper recipe (the anchor alone).
+# What ``auto`` (the default) resolves to where it gives a budget (:func:`resolve_reference`): the selective
+# recipe (docs/selectivity.md); ``none`` is the paper recipe (the anchor alone).
 DEFAULT_REFERENCE = "self-full"
 
 
@@ -119,6 +119,8 @@ def resolve_reference(budget: str, method: Any, bench: Any) -> str:
         return budget
     tuned = getattr(method, "has_retain_term", True) and method.reference_config_path().is_file()
     return DEFAULT_REFERENCE if tuned and bench.reference_people() else "none"
+
+
 # ``self-full``: at most this many general-VQA training questions (seeded sample) join the reference rows.
 REFERENCE_VQA_ROWS = 500
 
@@ -166,13 +168,13 @@ def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed
     path = None
     if cache is not None and model_digest is not None:
         path = Path(cache) / f"{_label_key(bench, rows, model_digest, placement)}.json"
-        if path.is_file():
-            answers = json.loads(path.read_text(encoding="utf-8"))["answers"]
-            return [replace(q, answer=a, fact=a) for q, a in zip(rows, answers) if a.strip()]
-    answers = generate_answers(vanilla, rows, bench, progress=progress, desc="labelling the reference pool",
-                               batch_size=LABEL_DECODING["batch_size"], max_new_tokens=LABEL_DECODING["max_new_tokens"])
-    if path is not None:
-        write_json_atomic(path, {"bench": bench.checksum, "model": model_digest, "n": len(rows), "answers": answers})
+    if path is not None and path.is_file():
+        answers = json.loads(path.read_text(encoding="utf-8"))["answers"]
+    else:
+        answers = generate_answers(vanilla, rows, bench, progress=progress, desc="labelling the reference pool",
+                                   batch_size=LABEL_DECODING["batch_size"], max_new_tokens=LABEL_DECODING["max_new_tokens"])
+        if path is not None:
+            write_json_atomic(path, {"bench": bench.checksum, "model": model_digest, "n": len(rows), "answers": answers})
     return [replace(q, answer=a, fact=a) for q, a in zip(rows, answers) if a.strip()]
 
 
