@@ -32,6 +32,23 @@ def test_missing_model_directory(capsys, tiny_bench_dir: Path, tmp_path: Path) -
     assert not (tmp_path / "e").exists()
 
 
+def test_a_missing_relative_path_with_a_slash_is_an_error_never_a_hub_fetch(capsys, tiny_bench_dir: Path, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    """``runs/vanila`` (a typo) was taken for a hub id and fetched; hub ids need ``hf:`` now."""
+    import transformers
+
+    def no_fetch(*_a, **_k):
+        raise AssertionError("a hub fetch was attempted")
+
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", no_fetch)
+    monkeypatch.chdir(tmp_path)
+    rc, err = _run(capsys, ["eval", "--bench", str(tiny_bench_dir), "--model", "runs/vanila", "--out", str(tmp_path / "e")])
+    _one_line_error(rc, err, "does not exist", "hf:runs/vanila")
+    rc, err = _run(capsys, ["eval", "--bench", str(tiny_bench_dir), "--model", "hf:a/b/c", "--out", str(tmp_path / "e")])
+    _one_line_error(rc, err, "not a hub id")
+    assert not (tmp_path / "e").exists()
+
+
 def test_corrupt_model_directory(capsys, tiny_bench_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "model"
     bad.mkdir()

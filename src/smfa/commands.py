@@ -52,7 +52,7 @@ def _add_finetune(sub: Any) -> None:
         "refusal questions. --people retain trains the oracle that never sees the forget people.",
     )
     p.add_argument("--bench", help="bench directory (smfa bench build)")
-    p.add_argument("--model", help="'tiny' (built-in, no download) or a HF model directory / hub id (default tiny)")
+    p.add_argument("--model", help="'tiny' (built-in, no download) or a HF model directory, or hf:ORG/NAME to download from the hub (default tiny)")
     p.add_argument("--out", help="run directory to write")
     p.add_argument("--people", choices=TRAINING_PEOPLE, help="all = vanilla (default); retain = oracle")
     p.add_argument("--forget", help=f"forget split the oracle leaves out (default 15); {FORGET_HELP}")
@@ -189,7 +189,7 @@ def _add_eval(sub: Any) -> None:
         "scores, understanding accuracy, refusal and leak rates; forget quality vs an oracle; attacks.",
     )
     p.add_argument("--bench", help="bench directory")
-    p.add_argument("--model", help="run directory (finetune/unlearn), model directory or hub id")
+    p.add_argument("--model", help="run directory (finetune/unlearn), model directory, or hf:ORG/NAME (hub)")
     p.add_argument("--out", help="evaluation directory to write")
     p.add_argument("--forget", help=f"forget split (default 10); {FORGET_HELP}")
     p.add_argument("--forget-people", dest="forget_people", metavar="IDS",

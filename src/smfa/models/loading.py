@@ -1,5 +1,7 @@
-"""Loading models for every stage: a run directory, a local HF model directory, or (only when the user asks)
-a hub id. Weights are read with safetensors; ``trust_remote_code`` is off unless asked for."""
+"""Loading models for every stage: a run directory, a local HF model directory, or (only when the user asks,
+with the ``hf:`` prefix) a hub id. A local path that does not exist is an error, never a hub fetch: a typo
+such as ``runs/vanila`` must not download (and, with ``--trust-remote-code``, run) somebody's repository.
+Weights are read with safetensors; ``trust_remote_code`` is off unless asked for."""
 
 from __future__ import annotations
 
@@ -21,6 +23,20 @@ class LoadedModel:
     processor: Any
     family: FamilyAdapter
     source: str  # path or hub id
+
+
+HUB_PREFIX = "hf:"  # ``hf:org/name``: the one way to ask for a hub download
+
+
+def hub_id(source: str | Path) -> str | None:
+    """The hub id of an explicit ``hf:org/name`` request, else None (``source`` is a local path)."""
+    text = str(source)
+    if not text.startswith(HUB_PREFIX):
+        return None
+    repo = text[len(HUB_PREFIX):]
+    if not repo or repo.count("/") > 1 or repo.startswith(("/", ".")):
+        raise ModelError(f"{text!r} is not a hub id; write hf:ORG/NAME (e.g. hf:llava-hf/llava-1.5-7b-hf)")
+    return repo
 
 
 def _check_model_dir(path: Path) -> str:
@@ -58,16 +74,18 @@ def load_model(
     the CPU."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    local = model_dir_of(source)
+    repo = hub_id(source)
+    local = None if repo is not None else model_dir_of(source)
     if local is not None:
         model_type = _check_model_dir(local)
         family = family_for_model_type(model_type)
         ref: str = str(local)
         kwargs: dict[str, Any] = {"local_files_only": True}
-    elif "/" in str(source) and not str(source).startswith((".", "/")):
-        ref, kwargs, family = str(source), {}, None  # hub id: only when the user asked for it
+    elif repo is not None:
+        ref, kwargs, family = repo, {}, None
     else:
-        raise ModelError(f"model {source} does not exist; pass a finetune run directory, a HF model directory or a hub id")
+        hint = f" (to download from the hub, write {HUB_PREFIX}{source})" if "/" in str(source) else ""
+        raise ModelError(f"model {source} does not exist; pass a finetune run directory or a HF model directory{hint}")
     try:
         processor = AutoProcessor.from_pretrained(ref, trust_remote_code=trust_remote_code, **kwargs)
         model = AutoModelForImageTextToText.from_pretrained(
