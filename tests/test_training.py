@@ -234,3 +234,22 @@ def test_finetune_with_augmented_views_adds_one_copy_per_image_row(micro_bench_d
     assert "augment" not in recipe_of(FinetuneConfig()) and recipe_of(FinetuneConfig(augment=2))["augment"] == 2
     with pytest.raises(ConfigError, match="--augment must be an integer >= 0"):
         finetune(_short(micro_bench_dir, tmp_path / "bad", augment=-1))
+
+
+def test_encoding_over_the_ram_budget_is_lazy_and_gives_the_same_examples(micro_bench_dir, micro_vanilla) -> None:
+    """Encoded data larger than $SMFA_ENCODE_RAM_GB is encoded per example when trained on (a ``full``
+    bench's 336 px pixel tensors would need ~100 GB up front); the examples are the same either way."""
+    from smfa.bench import Bench
+    from smfa.data import EncodedDataset, LazyEncodedDataset, TrainItem, encode_items
+    from smfa.models.loading import load_model
+
+    bench, loaded = Bench.load(micro_bench_dir), load_model(micro_vanilla)
+    rows = [q for q in bench.questions if q.image is not None][:6] + [q for q in bench.questions if q.image is None][:6]
+    items = [TrainItem(r, r.answer, augment=i % 2) for i, r in enumerate(rows)]
+    kwargs = dict(bench=bench, family=loaded.family, processor=loaded.processor, progress=False)
+    eager, lazy = encode_items(items, **kwargs), encode_items(items, **kwargs, budget_bytes=0)
+    assert isinstance(eager, EncodedDataset) and isinstance(lazy, LazyEncodedDataset)
+    for i in range(len(items)):
+        assert eager[i].keys() == lazy[i].keys()
+        assert all(torch.equal(eager[i][k], lazy[i][k]) for k in eager[i]), i
+    assert isinstance(encode_items(items, **kwargs, budget_bytes=10**9), EncodedDataset)

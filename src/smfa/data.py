@@ -113,6 +113,46 @@ class EncodedDataset(Dataset):
         return self.examples[i]
 
 
+class LazyEncodedDataset(Dataset):
+    """Examples encoded when the Trainer asks for them, nothing kept: host memory stays that of one batch
+    whatever the data's size (a ``full``-preset bench's pixel tensors at 336 px would fill ~100 GB)."""
+
+    def __init__(self, items: Sequence[TrainItem], encode: Any):
+        self.items = list(items)
+        self._encode = encode
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self._encode(self.items[i])
+
+
+# Encoded data above this size is encoded lazily (per example, when trained on) instead of up front.
+ENCODE_RAM_ENV = "SMFA_ENCODE_RAM_GB"
+DEFAULT_ENCODE_RAM_GB = 2.0
+
+
+def encode_budget_bytes() -> int:
+    """How much host memory up-front encoding may use (``$SMFA_ENCODE_RAM_GB``, default 2)."""
+    import os
+
+    from smfa.errors import ConfigError
+
+    text = os.environ.get(ENCODE_RAM_ENV, str(DEFAULT_ENCODE_RAM_GB))
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"${ENCODE_RAM_ENV} must be a number of GB, got {text!r}") from None
+    if not value >= 0:
+        raise ConfigError(f"${ENCODE_RAM_ENV} must be >= 0, got {text!r}")
+    return int(value * 1024**3)
+
+
+def example_bytes(example: dict[str, torch.Tensor]) -> int:
+    return sum(v.numel() * v.element_size() for v in example.values() if isinstance(v, torch.Tensor))
+
+
 def encode_items(
     items: Sequence[TrainItem],
     *,
@@ -122,18 +162,31 @@ def encode_items(
     images: ImageCache | None = None,
     desc: str = "encoding",
     progress: bool = True,
-) -> EncodedDataset:
-    images = images or ImageCache(bench)
-    examples = []
-    for item in tqdm(items, desc=desc, disable=not progress, leave=False):
-        image = images.get(item.row)
+    budget_bytes: int | None = None,
+) -> EncodedDataset | LazyEncodedDataset:
+    """Encode ``items`` up front when they fit in ``budget_bytes`` (default :func:`encode_budget_bytes`),
+    estimated from the first example; else return a dataset that encodes each example when asked (and loads
+    its image each time, so no image cache grows either). Both give the same examples."""
+    budget = encode_budget_bytes() if budget_bytes is None else budget_bytes
+    cache = images or ImageCache(bench)
+
+    def encode(item: TrainItem, load: Any = cache.get) -> dict[str, torch.Tensor]:
+        image = load(item.row)
         if item.augment and image is not None:  # the same view for the same (image, copy) in every run
             image = augment_image(image, random.Random(f"augment/{item.row.image}/{item.augment}"))
         example = family.encode(processor, item.row.question, image, item.answer)
         if item.distill:
             example[DISTILL_KEY] = torch.tensor(True)
-        examples.append(example)
-    return EncodedDataset(examples)
+        return example
+
+    # The largest example among the first with an image and the first without, times the number of items.
+    sample = [next((it for it in items if (it.row.image is None) == text_only), None) for text_only in (False, True)]
+    if items and max(example_bytes(encode(it)) for it in sample if it is not None) * len(items) > budget:
+        def uncached(row: Question) -> Any:
+            return None if row.image is None else bench.load_image(row)
+
+        return LazyEncodedDataset(items, lambda item: encode(item, uncached))
+    return EncodedDataset([encode(item) for item in tqdm(items, desc=desc, disable=not progress, leave=False)])
 
 
 @dataclass
