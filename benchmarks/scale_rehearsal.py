@@ -102,7 +102,8 @@ def stages(quick: bool, bench: Path, vanilla_src: Path, run: Path, person: str, 
     out.append(("eval-attacks", ["eval", "--bench", str(bench), "--model", str(run / "smfa"), "--out", str(run / "eval"),
                                  "--forget-people", person, "--limit", "1", "--attacks", attacks,
                                  "--relearn-steps", "1", "--relearn-batch-size", str(batch), *common]))
-    out.append(("sculpt-merge", ["sculpt", str(run / "smfa"), "--k", "20", "--merge-to", str(run / "merged"), *common]))
+    # --merge-to sculpts on the CPU, shard by shard, in the checkpoint's dtype (no --device/--dtype)
+    out.append(("sculpt-merge", ["sculpt", str(run / "smfa"), "--k", "20", "--merge-to", str(run / "merged")]))
     if not quick:
         out.append(("forget", ["forget", "--model", str(run / "vanilla"), "--bench", str(bench), "--people", person,
                                "--out", str(run / "forget"), "--reference", "none", "--eval-limit", "1", *step, *common]))

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from smfa.methods import get_method, method_names
@@ -93,3 +94,20 @@ def test_the_reference_layer_applies_only_with_a_reference_budget(method: str) -
     if method in ("smfa", "idk"):  # the MFA they share is trained the same way under the budget
         assert m.config(reference="self").forget_repeat == 2 and m.config().forget_repeat == 1
     assert asdict(m.config(None, {"lr": 5e-4}, reference="self"))["lr"] == 5e-4  # the user's values win
+
+
+@pytest.mark.parametrize("name", ["smfa", "ga_diff", "mmunlearner"])
+def test_real_checkpoints_get_the_one_gpu_memory_plan_under_the_users_values(name: str) -> None:
+    """>= 100 M parameters: gradient checkpointing and batch 4 x 4 accumulation (the tiny preset's 16 per
+    step, so the same passes); the user's --param still wins; the tiny model keeps its preset."""
+    from smfa.methods import get_method
+    from smfa.models.scale import REAL_SCALE_PARAMS, is_real_scale
+
+    method = get_method(name)
+    tiny, real = method.config(), method.config(real=True)
+    assert (real.batch_size, real.grad_accum, real.gradient_checkpointing) == (4, 4, True)
+    assert real.batch_size * real.grad_accum == tiny.batch_size * tiny.grad_accum
+    assert real.lr == tiny.lr and not tiny.gradient_checkpointing
+    assert method.config(overrides={"batch_size": 2}, real=True).batch_size == 2
+    assert not is_real_scale(torch.nn.Linear(10, 10))
+    assert is_real_scale(torch.nn.Linear(REAL_SCALE_PARAMS // 1000, 1000, bias=False))

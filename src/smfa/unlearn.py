@@ -195,11 +195,13 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     sculpt/ (SMFA)}."""
     from smfa.audit import read_key, weight_hashes
     from smfa.bench import Bench
+    from smfa.distributed import full_state_dict, wait_for_main
     from smfa.forget import chain_record, read_chain, resolve_forget
     from smfa.methods import get_method
     from smfa.methods.base import UnlearnContext, world_size
     from smfa.models.loading import load_model, model_dir_of
-    from smfa.models.placement import autocast_flags, check_trainable, is_main_process, resolve_placement
+    from smfa.models.scale import is_real_scale
+    from smfa.models.placement import autocast_flags, check_trainable, resolve_placement
 
     t_start = time.perf_counter()
     method = get_method(cfg.method)
@@ -228,6 +230,8 @@ def unlearn(cfg: UnlearnConfig) -> Path:
 
         parse_attacks(cfg.attacks)
     vanilla = load_model(cfg.model, placement=placement, trust_remote_code=cfg.trust_remote_code)
+    if is_real_scale(vanilla.model):  # a real checkpoint: the one-GPU memory plan under the user's values
+        hp = method.config(cfg.method_config, cfg.params, target=cfg.target, reference=budget, real=True)
     input_dir = model_dir_of(cfg.model)
     input_hashes = weight_hashes(input_dir) if input_dir is not None else {}
     # Methods that compare with the original model (NPO's reference, KL's target) use the chain's root, not
@@ -246,8 +250,9 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         from smfa.cache import cache_dir
 
         anchor_cache = cache_dir() / "anchors"
-    main = is_main_process()  # under DDP every rank trains; rank 0 alone evaluates and writes the run
-    with atomic_run_dir(Path(cfg.out), overwrite=cfg.overwrite, discard=not main) as stage:
+    # Every rank trains; the main process alone saves, evaluates and writes the run, and the others wait until
+    # it is in place (``smfa compare`` reads it next).
+    with wait_for_main() as main, atomic_run_dir(Path(cfg.out), overwrite=cfg.overwrite, discard=not main) as stage:
         ctx = UnlearnContext(bench=bench, vanilla=vanilla, data=data, target=cfg.target, seed=cfg.seed,
                              work_dir=stage, progress=cfg.progress, placement=placement,
                              shared_dir=Path(cfg.shared_dir) if cfg.shared_dir else None,
@@ -256,10 +261,14 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         model = method.run(ctx, hp)
         # A reused adapter's training time counts, so wall times compare what each method costs alone.
         wall = time.perf_counter() - t0 + ctx.reused_train_s
+        weights = full_state_dict(model)  # FSDP / ZeRO-3: gathered from every rank (None: the module's own)
         if not main:
             return Path(cfg.out)
-        model.save_pretrained(stage / "model", safe_serialization=True)
+        model.save_pretrained(stage / "model", state_dict=weights, safe_serialization=True)
         vanilla.processor.save_pretrained(stage / "model")
+        if weights is not None:  # a sharded model generates only with every rank: evaluate the saved weights
+            del model, weights
+            model = load_model(stage / "model", placement=placement).model
         requests = chain_record(chain, group, cfg.model, len(data.forget_rows))
         write_manifest(
             stage, "unlearn", asdict(cfg),

@@ -24,7 +24,7 @@ class GA(Method):
     has_retain_term = False
 
     def run(self, ctx: UnlearnContext, hp: MethodConfig) -> torch.nn.Module:
-        model = prepare_trainable(ctx, hp, ctx.fresh_model())
+        model = prepare_trainable(ctx, hp, ctx.trainee(hp))
 
         def loss_fn(m, forget, retain):
             return ga_loss(*answer_logits(m, forget))

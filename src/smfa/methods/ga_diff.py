@@ -23,7 +23,7 @@ class GADiff(Method):
     description = "gradient ascent on forget interleaved with NLL descent on the few retain samples"
 
     def run(self, ctx: UnlearnContext, hp: MethodConfig) -> torch.nn.Module:
-        model = prepare_trainable(ctx, hp, ctx.fresh_model())
+        model = prepare_trainable(ctx, hp, ctx.trainee(hp))
 
         def loss_fn(m, forget, retain):
             return ga_diff_loss(*answer_logits(m, forget), *answer_logits(m, retain), hp.retain_weight)

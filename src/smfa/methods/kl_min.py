@@ -25,7 +25,7 @@ class KLMin(Method):
     description = "gradient ascent on forget + KL to the frozen vanilla on retain"
 
     def run(self, ctx: UnlearnContext, hp: MethodConfig) -> torch.nn.Module:
-        model = prepare_trainable(ctx, hp, ctx.fresh_model())
+        model = prepare_trainable(ctx, hp, ctx.trainee(hp))
         reference = ctx.reference_model.eval()
 
         def loss_fn(m, forget, retain):

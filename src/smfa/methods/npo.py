@@ -25,7 +25,7 @@ class NPO(Method):
     description = "negative preference optimisation on forget (reference = vanilla) + retain NLL"
 
     def run(self, ctx: UnlearnContext, hp: NPOConfig) -> torch.nn.Module:  # type: ignore[override]
-        model = prepare_trainable(ctx, hp, ctx.fresh_model())
+        model = prepare_trainable(ctx, hp, ctx.trainee(hp))
         reference = ctx.reference_model.eval()
 
         def loss_fn(m, forget, retain):

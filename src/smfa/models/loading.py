@@ -84,7 +84,9 @@ def load_model(
     elif repo is not None:
         ref, kwargs, family = repo, {}, None
     else:
-        hint = f" (to download from the hub, write {HUB_PREFIX}{source})" if "/" in str(source) else ""
+        text = str(source)
+        looks_like_hub = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not text.endswith("/")
+        hint = f" (to download from the hub, write {HUB_PREFIX}{text})" if looks_like_hub else ""
         raise ModelError(f"model {source} does not exist; pass a finetune run directory or a HF model directory{hint}")
     try:
         processor = AutoProcessor.from_pretrained(ref, trust_remote_code=trust_remote_code, **kwargs)

@@ -79,6 +79,7 @@ def build_llava_checkpoint(out: str | Path, corpus: Iterable[str], *, shape: Mod
     vision_px, patch = shape.vision["image_size"], shape.vision["patch_size"]
     processor = build_processor(list(corpus), TinyModelConfig(image_size=vision_px, patch_size=patch))
     tok = processor.tokenizer
+    tok.model_max_length = shape.text["max_position_embeddings"]
     if len(tok) > shape.text["vocab_size"]:
         raise ValueError(f"the corpus tokenizer has {len(tok)} tokens, more than {shape.name}'s vocabulary")
     text = LlamaConfig(**shape.text, num_hidden_layers=layers, pad_token_id=tok.pad_token_id,
