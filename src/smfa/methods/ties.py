@@ -39,9 +39,10 @@ class TIESConfig(AdapterPairConfig):
 
 
 def ties_delta(delta_forget: torch.Tensor, delta_anchor: torch.Tensor, hp: TIESConfig) -> torch.Tensor:
+    """PEFT's TIES of the two dense deltas, in float32 on their device."""
     from peft.utils.merge_utils import ties
 
-    weights = torch.tensor([hp.forget_weight, hp.anchor_weight], dtype=torch.float32)
+    weights = torch.tensor([hp.forget_weight, hp.anchor_weight], dtype=torch.float32, device=delta_forget.device)
     return ties([delta_forget.float(), delta_anchor.float()], weights, hp.density, hp.majority_sign_method)
 
 
@@ -61,7 +62,8 @@ class TIES(Method):
         model = ctx.fresh_model()
         params = dict(model.named_parameters())
         with torch.no_grad():
-            for name, d_f, d_a in paired_dense_deltas(out / FORGET_ADAPTER, out / ANCHOR_ADAPTER):
+            device = next(iter(params.values())).device
+            for name, d_f, d_a in paired_dense_deltas(out / FORGET_ADAPTER, out / ANCHOR_ADAPTER, device):
                 w = params[name]
-                w.add_(ties_delta(d_f, d_a, hp).to(w.device, w.dtype))
+                w.add_(ties_delta(d_f, d_a, hp).to(w.dtype))
         return model

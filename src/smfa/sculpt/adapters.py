@@ -169,12 +169,13 @@ def dense_deltas(adapter_dir: str | Path) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def paired_dense_deltas(
-    forget_adapter_dir: str | Path, anchor_adapter_dir: str | Path
+    forget_adapter_dir: str | Path, anchor_adapter_dir: str | Path, device: torch.device | str = "cpu"
 ) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-    """Yield ``(weight name, ΔW_f, ΔW_a)`` one module at a time, after checking the adapters match."""
+    """Yield ``(weight name, ΔW_f, ΔW_a)`` one module at a time, after checking the adapters match; each
+    dense delta is built from its low-rank factors on ``device`` (the model's, so a GPU merge stays there)."""
     forget = LoraAdapter(forget_adapter_dir, "forget adapter")
     anchor = LoraAdapter(anchor_adapter_dir, "anchor adapter")
     check_compatible(forget, anchor)
     for module in forget.modules:
-        yield f"{module}.weight", forget.delta(module).dense(), anchor.delta(module).dense()
+        yield f"{module}.weight", forget.delta(module).to(device).dense(), anchor.delta(module).to(device).dense()
 
