@@ -1,6 +1,10 @@
 """``smfa compare``: every method at every forget ratio on the same vanilla model, evaluated by the same code,
 in one table (the paper's main-table layout + leak rates, forget quality vs the oracle, wall time) with plots.
 
+Under ``torchrun`` / ``accelerate launch`` every rank trains each cell together; the main process alone
+evaluates and writes cells, tables and the report, and the other ranks wait for it before reading anything
+it wrote (:mod:`smfa.distributed`), so every rank ends with the same tables.
+
 It resumes: a finished cell (unlearning run, reference evaluation, trained oracle) is not recomputed when it
 was computed as it would be now. One that was computed otherwise — another eval limit, seed, method
 hyper-parameter, bench, vanilla, precision — is refused before any work, naming the cell and the fields;
@@ -15,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smfa.distributed import barrier, on_main_process, wait_for_main
 from smfa.errors import ConfigError, OutputError
 from smfa.rundir import check_output_dir, read_manifest, write_json_atomic, write_manifest, write_text_atomic
 
@@ -82,7 +87,8 @@ def _train_oracle(cfg: CompareConfig, forget: str, out: Path, redo: bool) -> str
 
     run = out / "oracles" / f"oracle-f{forget}"
     if redo or not (run / "manifest.json").is_file():
-        finetune(_oracle_config(cfg, forget, run))
+        with wait_for_main():  # every rank trains, the main process writes; the others read the oracle next
+            finetune(_oracle_config(cfg, forget, run))
     return str(run)
 
 
@@ -101,7 +107,7 @@ def _reference_eval(cfg: CompareConfig, source: str, label: str, forget: str, ce
 
     out = cells / f"{label}-f{forget}"
     if redo or not (out / "metrics.json").is_file():
-        evaluate(_reference_config(cfg, source, label, forget, out, oracle))
+        evaluate(_reference_config(cfg, source, label, forget, out, oracle))  # on the main process; the others wait
     return out
 
 
@@ -284,16 +290,15 @@ def compare(cfg: CompareConfig) -> Path:
     if out.exists() and not (out / "cells").is_dir() and not cfg.allow_existing:
         check_output_dir(out, overwrite=False)  # an unrelated existing directory: refuse
     stale = stale_cells(cfg, out, bench, oracles)
+    barrier()  # every rank has read the finished cells before the main process rewrites any
     if stale and not cfg.overwrite:
         raise ConfigError(_stale_message(out, stale))
     if stale and cfg.progress:
         print(f"redoing {len(stale)} finished cell(s) computed with another config (--overwrite)", flush=True)
-    if any(c.startswith(("vanilla weights", "bench checksum")) for changes in stale.values() for c in changes):
-        # The shared MFAs are keyed by the rows' ids, not their contents (and older ones by the vanilla's path).
-        if (out / "cells" / ".shared").exists():
-            shutil.rmtree(out / "cells" / ".shared")
+    # The shared MFAs are keyed by the rows' ids, not their contents (and older ones by the vanilla's path).
+    drop_shared = any(c.startswith(("vanilla weights", "bench checksum")) for changes in stale.values() for c in changes)
     cells = out / "cells"
-    cells.mkdir(parents=True, exist_ok=True)
+    on_main_process(_prepare_cells, cells, drop_shared)
     tables: dict[str, Any] = {}
     t_all = time.perf_counter()
     for forget in cfg.forget:
@@ -316,11 +321,11 @@ def compare(cfg: CompareConfig) -> Path:
         for name in cfg.methods:
             cell = cells / f"{name}-f{forget}"
             if cell in stale or not _cell_done(cell):
-                unlearn(_cell_config(cfg, name, forget, cell, oracle))
+                unlearn(_cell_config(cfg, name, forget, cell, oracle))  # returns once the main process wrote it
             runs.append(cell / "eval")
             labels.append(name)
             walls.append(read_manifest(cell).get("wall_time_s"))
-        paths = compare_runs(runs, labels, out / f"forget_{forget}", wall_times=walls)
+        paths = on_main_process(compare_runs, runs, labels, out / f"forget_{forget}", wall_times=walls)
         tables[forget] = {k: str(v) for k, v in paths.items()}
     summary = ["# Method comparison", "", f"- bench: `{cfg.bench}`", f"- vanilla: `{cfg.model}`",
                f"- setting: **{cfg.target}**", ""]
@@ -329,7 +334,17 @@ def compare(cfg: CompareConfig) -> Path:
                     f"![methods](forget_{forget}/{Path(paths['bars']).name})",
                     f"![trade-off](forget_{forget}/{Path(paths['tradeoff']).name})",
                     f"![selectivity](forget_{forget}/{Path(paths['selectivity']).name})", ""]
-    write_text_atomic(out / "report.md", "\n".join(summary))
-    write_json_atomic(out / "tables.json", tables)
-    write_manifest(out, "compare", asdict(cfg), wall_time_s=round(time.perf_counter() - t_all, 2))
+    on_main_process(_write_summary, out, "\n".join(summary), tables, cfg, round(time.perf_counter() - t_all, 2))
     return out
+
+
+def _prepare_cells(cells: Path, drop_shared: bool) -> None:
+    if drop_shared and (cells / ".shared").exists():
+        shutil.rmtree(cells / ".shared")
+    cells.mkdir(parents=True, exist_ok=True)
+
+
+def _write_summary(out: Path, report: str, tables: dict[str, Any], cfg: CompareConfig, wall_s: float) -> None:
+    write_text_atomic(out / "report.md", report)
+    write_json_atomic(out / "tables.json", tables)
+    write_manifest(out, "compare", asdict(cfg), wall_time_s=wall_s)

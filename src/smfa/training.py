@@ -83,6 +83,13 @@ def trainable_summary(model: torch.nn.Module) -> dict[str, Any]:
     return {"trainable_parameters": n_train, "total_parameters": n_all, "trainable_tensors": names}
 
 
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Gradient checkpointing, the one setting of every stage (LoRA or full fine-tuning). Non-reentrant: the
+    reentrant variant drops the gradients of blocks whose inputs do not require grad (frozen embeddings), and
+    under DDP with a PEFT model it fires a LoRA weight's gradient hook twice per step ("marked ready twice")."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def apply_lora(model: torch.nn.Module, family: Any, r: int, alpha: int, dropout: float, gradient_checkpointing: bool = False):
     """Wrap ``model`` with a PEFT LoRA on the language model's linear layers only."""
     from peft import LoraConfig, get_peft_model
@@ -91,8 +98,7 @@ def apply_lora(model: torch.nn.Module, family: Any, r: int, alpha: int, dropout:
     if not targets:
         raise ConfigError(f"no LoRA target found for family {family.name} (regex {family.lora_target_regex()})")
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()  # checkpointed blocks need inputs that require grad
+        enable_checkpointing(model)
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=family.lora_target_regex(), bias="none")
     return get_peft_model(model, config)
 
@@ -261,7 +267,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     if cfg.lora:
         model = apply_lora(model, family, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.gradient_checkpointing)
     elif cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        enable_checkpointing(model)
 
     items = reference_items(rows)
     items += augmented_items(items, cfg.augment)
@@ -277,8 +283,11 @@ def finetune(cfg: FinetuneConfig) -> Path:
     summary = trainable_summary(model)
     if cfg.lora:
         model = model.merge_and_unload()
-    if trainer.is_world_process_zero():  # one writer under DDP/FSDP (every rank holds the same weights)
-        model.save_pretrained(stage / "model", safe_serialization=True)
+    from smfa.distributed import full_state_dict
+
+    weights = full_state_dict(model)  # FSDP / ZeRO-3: gathered from every rank (None: the module's own)
+    if trainer.is_world_process_zero():  # one writer under DDP/FSDP
+        model.save_pretrained(stage / "model", state_dict=weights, safe_serialization=True)
         processor.save_pretrained(stage / "model")
         write_jsonl_atomic(stage / "train_log.jsonl", trainer.state.log_history)
         world = int(getattr(trainer.args, "world_size", 1))

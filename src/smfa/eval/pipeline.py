@@ -279,7 +279,14 @@ def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, ext
 
 
 def evaluate(cfg: EvalConfig) -> Path:
-    """``smfa eval``: load the model and bench, evaluate, write ``cfg.out`` atomically."""
+    """``smfa eval``: load the model and bench, evaluate, write ``cfg.out`` atomically. Under a distributed
+    launch the main process alone does it; the other ranks wait until ``cfg.out`` is written."""
+    from smfa.distributed import on_main_process
+
+    return on_main_process(_evaluate, cfg)
+
+
+def _evaluate(cfg: EvalConfig) -> Path:
     from smfa.bench import Bench
     from smfa.models.loading import load_model
     from smfa.models.placement import resolve_placement

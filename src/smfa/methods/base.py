@@ -405,10 +405,8 @@ def prepare_trainable(ctx: UnlearnContext, hp: MethodConfig, model: torch.nn.Mod
     return model
 
 
-def enable_checkpointing(model: torch.nn.Module) -> None:
-    """Gradient checkpointing for full fine-tuning. Non-reentrant: the reentrant variant drops the gradients
-    of blocks whose inputs do not require grad (the embeddings are frozen here)."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+# Gradient checkpointing has one owner, the training engine (non-reentrant); methods import it from here.
+from smfa.training import enable_checkpointing  # noqa: E402
 
 
 def finish(model: torch.nn.Module) -> torch.nn.Module:

@@ -137,10 +137,15 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
     model = prepare_trainable(ctx, hp, ctx.fresh_model())
     model = train_sft(ctx, model, hp, ctx.encode(items, desc=f"encoding {tag}"), tag=tag,
                       reference=ctx.vanilla.model if distill and ctx.data.reference_rows else None)
-    if shared is not None:  # staged and renamed at the end: never a half-written adapter
-        with atomic_run_dir(shared, overwrite=True) as stage:
-            model.save_pretrained(stage)
-            write_json_atomic(stage / "train.json", {"train_s": round(time.perf_counter() - t0, 2), "tag": tag})
+    if shared is not None:  # the main process stores it, staged and renamed (never half-written); the others wait
+        from smfa.distributed import full_state_dict, wait_for_main
+
+        weights = full_state_dict(model)  # FSDP / ZeRO-3: gathered from every rank
+        with wait_for_main() as main:
+            if main:
+                with atomic_run_dir(shared, overwrite=True) as stage:
+                    model.save_pretrained(stage, state_dict=weights)
+                    write_json_atomic(stage / "train.json", {"train_s": round(time.perf_counter() - t0, 2), "tag": tag})
     return model
 
 
@@ -194,10 +199,15 @@ def save_anchor(ctx: UnlearnContext, hp: AdapterPairConfig, dest: Path) -> None:
         shutil.copytree(cached, dest)
         ctx.anchor_cache_hit = True
         return
-    train_anchor(ctx, hp).save_pretrained(dest)
-    if cached is not None:  # staged and renamed: never a half-written adapter in the cache
-        with atomic_run_dir(cached, overwrite=True) as stage:
-            shutil.copytree(dest, stage, dirs_exist_ok=True)
+    from smfa.distributed import full_state_dict, wait_for_main
+
+    model = train_anchor(ctx, hp)
+    model.save_pretrained(dest, state_dict=full_state_dict(model))  # FSDP / ZeRO-3: gathered from every rank
+    if cached is not None:  # the main process stores it, staged and renamed (never half-written); the others wait
+        with wait_for_main() as main:
+            if main:
+                with atomic_run_dir(cached, overwrite=True) as stage:
+                    shutil.copytree(dest, stage, dirs_exist_ok=True)
 
 
 def adapters_dir(run_dir: Path) -> Path:

@@ -1,0 +1,126 @@
+"""Several processes (``torchrun`` / ``accelerate launch``): who writes, who waits, and full weights to save.
+
+Every rank trains (DDP, FSDP, ZeRO); the main process alone evaluates and writes run directories, shared
+adapters and caches; the other ranks wait at a barrier until it is done and only then read what it wrote.
+Alone (no launcher, ``WORLD_SIZE`` unset or 1) every helper here is a no-op: the one process is the main one.
+
+A library below the stages: it imports nothing of smfa.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+class RankFailed(RuntimeError):
+    """Raised on the ranks that waited for another one which failed (its own error is raised there)."""
+
+
+def world_size() -> int:
+    """Processes launched together (``WORLD_SIZE``, set by ``torchrun`` / ``accelerate launch``); 1 alone."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """True unless this is a rank other than 0 of a distributed launch."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _group_ready() -> bool:
+    """Whether collectives can run: the process group of a launch of several processes, initialised here
+    through accelerate's ``PartialState`` (the same state the HF ``Trainer`` uses) when nothing has yet —
+    ``smfa compare`` evaluates before its first training starts one."""
+    if world_size() <= 1 or not torch.distributed.is_available():
+        return False
+    if not torch.distributed.is_initialized():
+        from accelerate import PartialState
+
+        # gloo without a GPU, the launcher's device backend (nccl) with one; as the Trainer chooses.
+        PartialState(cpu=not torch.cuda.is_available())
+    return torch.distributed.is_initialized()
+
+
+def barrier() -> None:
+    """Wait until every rank reaches this point (no-op alone)."""
+    if _group_ready():
+        torch.distributed.barrier()
+
+
+@contextlib.contextmanager
+def wait_for_main() -> Iterator[bool]:
+    """Every rank runs the block and gets whether it is the main process (which alone writes, inside it); on
+    leaving it every rank waits until all have left it, so that what the main process wrote is there for the
+    others to read. A failure on any rank is raised on every rank (its own error where it happened, a
+    :class:`RankFailed` naming it elsewhere) instead of leaving the others waiting for ever."""
+    main = is_main_process()
+    error: BaseException | None = None
+    try:
+        yield main
+    except BaseException as exc:  # re-raised below, after the others have heard of it
+        error = exc
+    if _group_ready():
+        statuses: list[Any] = [None] * world_size()
+        torch.distributed.all_gather_object(statuses, None if error is None else f"{type(error).__name__}: {error}")
+        failed = [(rank, msg) for rank, msg in enumerate(statuses) if msg is not None]
+        if failed and error is None:
+            rank, msg = failed[0]
+            raise RankFailed(f"rank {rank} failed while this rank waited for it: {msg}")
+    if error is not None:
+        raise error
+
+
+def on_main_process(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` on the main process only; every rank waits for it and gets its return value
+    (it must pickle: paths, dicts of them). Alone: simply ``fn(*args, **kwargs)``."""
+    result: list[Any] = [None]
+    with wait_for_main() as main:
+        if main:
+            result[0] = fn(*args, **kwargs)
+    if _group_ready():
+        torch.distributed.broadcast_object_list(result, src=0)
+    return result[0]
+
+
+@contextlib.contextmanager
+def main_process_first() -> Iterator[None]:
+    """The main process runs the block first (e.g. fills a cache), then the other ranks run it (and read
+    what it wrote)."""
+    main = is_main_process()
+    if not main:
+        barrier()
+    yield
+    if main:
+        barrier()
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The full weights of a model sharded by FSDP (1 or 2) or DeepSpeed ZeRO-3, gathered on the CPU of the
+    main process (other ranks may get an empty dict); ``None`` when ``model``'s own ``state_dict`` is already
+    complete (one process, DDP, ZeRO-1/2). A collective when sharded: every rank must call it.
+
+    The same calls as accelerate's ``Accelerator.get_state_dict``, read from the model itself, so that a
+    stage can save a model whose ``Trainer`` (and accelerator) is gone. Saving the module's own tensors
+    instead writes each rank's shard (FSDP) or empty tensors (ZeRO-3)."""
+    params = list(model.parameters())
+    if any(hasattr(p, "ds_id") for p in params):  # ZeRO-3: each parameter partitioned across ranks
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if is_main_process() else {}
+    from torch.distributed.tensor import DTensor
+
+    fsdp1 = any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules())
+    if not fsdp1 and not any(isinstance(p, DTensor) for p in params):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

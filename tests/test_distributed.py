@@ -1,0 +1,133 @@
+"""Several processes (smfa.distributed): alone every helper is a no-op; under 2 gloo processes on the CPU
+(``torch.distributed.run``, as tests/test_placement.py's DDP tests) ``compare`` evaluates and writes each cell
+once and every rank reads the same tables, a LoRA model trains under DDP with gradient checkpointing, and a
+model sharded with FSDP2 is saved whole.
+
+accelerate turns FSDP on only on accelerators (on the CPU its state is MULTI_CPU whatever the config says), so
+the FSDP test shards with torch's own ``fully_shard`` (what accelerate's ``fsdp_version: 2`` applies) and
+checks the saving path the stages use: ``finish`` → ``full_state_dict`` → ``save_pretrained(state_dict=...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from smfa.distributed import (RankFailed, barrier, full_state_dict, is_main_process, main_process_first, on_main_process,
+                              wait_for_main)
+
+HELPERS = Path(__file__).parent / "helpers"
+
+
+def _torchrun(helper: str, *args: object, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --nproc_per_node 2 tests/helpers/HELPER ARGS`` on a free port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           str(HELPERS / helper), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"})
+
+
+def _results(out: Path) -> list[dict]:
+    return [json.loads((out / f"result-{rank}.json").read_text()) for rank in (0, 1)]
+
+
+# ---- one process: the helpers are no-ops ------------------------------------------------------------------
+def test_alone_every_helper_is_a_no_op(monkeypatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    assert is_main_process()
+    barrier()
+    with main_process_first():
+        pass
+    assert on_main_process(lambda a, b=0: a + b, 2, b=3) == 5
+    with pytest.raises(ValueError, match="boom"), wait_for_main() as main:
+        assert main
+        raise ValueError("boom")
+    assert full_state_dict(torch.nn.Linear(2, 2)) is None  # an unsharded module's own state dict is complete
+
+
+def test_a_rank_other_than_0_is_not_the_main_process(monkeypatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    assert not is_main_process()
+
+
+def test_lora_checkpointing_is_non_reentrant(micro_vanilla: Path) -> None:
+    """One setting for every stage (smfa.training.enable_checkpointing): the reentrant checkpoint is what
+    crashes DDP with a PEFT model (see the 2-process test below)."""
+    from smfa.models.loading import load_model
+    from smfa.training import apply_lora
+
+    vanilla = load_model(micro_vanilla)
+    model = apply_lora(vanilla.model, vanilla.family, 4, 4, 0.0, gradient_checkpointing=True)
+    funcs = [m._gradient_checkpointing_func for m in model.modules() if hasattr(m, "_gradient_checkpointing_func")]
+    assert funcs and {f.keywords.get("use_reentrant") for f in funcs} == {False}
+
+
+# ---- two gloo processes -----------------------------------------------------------------------------------
+def test_a_failure_of_the_main_process_reaches_the_waiting_rank(tmp_path: Path) -> None:
+    """The rank waiting for the main process raises its error instead of waiting for ever (or reading
+    files never written); ``main_process_first`` lets the main process go first."""
+    res = _torchrun("ddp_rank_failure.py", tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    main, other = _results(tmp_path)
+    assert main["raised"] == "ConfigError: the main process could not write"
+    assert other["raised"].startswith(f"{RankFailed.__name__}: rank 0 failed") and "could not write" in other["raised"]
+    assert (tmp_path / "order.txt").read_text().split() == ["0", "1"]
+
+
+@pytest.mark.slow
+def test_compare_under_two_processes_writes_each_cell_once(micro_bench_dir: Path, micro_vanilla: Path,
+                                                           tmp_path: Path) -> None:
+    """2 gloo processes run `compare` (IDK and SMFA sharing one MFA, and the vanilla's reference row): both
+    train every cell; the main process alone evaluates each cell once and stores the shared MFA once, and
+    both ranks end reading the same tables. Before, rank 1 read ``cells/idk-f10/manifest.json`` before
+    rank 0 had written it (OutputError: no manifest.json) and crashed the run."""
+    res = _torchrun("ddp_compare.py", micro_bench_dir, micro_vanilla, tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    main, other = _results(tmp_path)
+    assert main["world_size"] == other["world_size"] == 2
+    assert sorted(main["evaluations"]) == ["idk-f10", "smfa-f10", "vanilla-f10"] and other["evaluations"] == []
+    assert (main["shared_writes"], other["shared_writes"]) == (1, 0)
+    assert main["smfa_reused_mfa_s"] > 0  # SMFA read the MFA that IDK's cell stored (after the barrier)
+    assert main["tables_digest"] == other["tables_digest"]
+    assert main["entries"] == [".shared", "idk-f10", "smfa-f10", "vanilla-f10"]  # no staging directory left
+
+
+@pytest.mark.slow
+def test_ddp_lora_step_with_gradient_checkpointing(micro_bench_dir: Path, micro_vanilla: Path, tmp_path: Path) -> None:
+    """2 gloo processes train a LoRA model with gradient checkpointing under DDP: no "marked ready twice"
+    crash (what the reentrant checkpoint gives here: checked by hand, the helper with use_reentrant=True
+    fails on lora_B of layers.1.mlp.down_proj), the LoRA B matrices (zero at the start) move, and both ranks
+    end with the same LoRA weights."""
+    res = _torchrun("ddp_peft_checkpointing.py", micro_bench_dir, micro_vanilla, tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = _results(tmp_path)
+    for r in results:
+        assert r["world_size"] == 2 and r["wrappers"] == ["DistributedDataParallel"]
+        assert r["checkpointing"] == [True] and r["reentrant"] == [False]
+        assert r["n_lora_b"] > 0 and r["lora_b_max"] > 1e-4, r
+    assert results[0]["digest"] == results[1]["digest"]
+
+
+@pytest.mark.slow
+def test_fsdp2_sharded_model_is_saved_whole(micro_vanilla: Path, tmp_path: Path) -> None:
+    """2 gloo processes shard a LoRA model with FSDP2, merge it (``finish``) and save it as the stages do: the
+    saved model reloads with exactly the weights of the same LoRA merged unsharded. Saving the module's own
+    tensors on rank 0, as the stages did, fails on these shards."""
+    res = _torchrun("fsdp_save.py", micro_vanilla, tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    main, other = _results(tmp_path)
+    assert main["sharded_parameters"] > 0 and main["gathered_tensors"] > 0 and other["gathered_tensors"] == 0
+    assert main["merged_changed"] > 1e-3  # the merge moved the weights: the check below can see a wrong one
+    assert main["shapes_match"] and main["max_diff"] == 0.0, main
+    assert main["unwrapped"] != "full", main
