@@ -173,7 +173,8 @@ def _eval(args: argparse.Namespace) -> int:
     from smfa.eval.pipeline import EvalConfig, evaluate
 
     names = ["bench", "model", "out", "forget", "forget_people", "target", "limit", "judge", "judge_base_url", "judge_model",
-             "questions", "oracle", "vanilla", "attacks", "batch_size", "trust_remote_code", "overwrite", "device", "dtype"]
+             "questions", "oracle", "vanilla", "attacks", "relearn_steps", "relearn_lr", "relearn_share", "relearn_batch_size",
+             "relearn_params", "batch_size", "trust_remote_code", "overwrite", "device", "dtype"]
     cfg = resolve_config(EvalConfig, args.config, _overrides(args, names))
     out = evaluate(cfg)
     print(f"evaluation written to {out} (metrics.json, generations.jsonl, report.md)")
@@ -203,6 +204,16 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--oracle", help="oracle run (retain-only): adds forget quality (KS test p-value)")
     p.add_argument("--vanilla", help="vanilla run: its forget quality as a reference point")
     p.add_argument("--attacks", help="'all' or a comma list: paraphrase,unseen_image,cross_modal,prompt,relearn,quantize,mia")
+    # The relearn attack's protocol (docs/robustness.md); unset: the model's default (tiny: full, 3e-4; else LoRA, 1e-4)
+    p.add_argument("--relearn-steps", type=int, dest="relearn_steps", help="relearn attack: optimiser steps (default 20)")
+    p.add_argument("--relearn-lr", type=float, dest="relearn_lr",
+                   help="relearn attack: AdamW lr (default: 3e-4 full on the tiny model; 1e-4 LoRA / 1e-5 full on real families)")
+    p.add_argument("--relearn-share", type=float, dest="relearn_share",
+                   help="relearn attack: fraction of each forget person's facts trained on; the rest is asked (default 0.5)")
+    p.add_argument("--relearn-batch-size", type=int, dest="relearn_batch_size", help="relearn attack: rows per step (default 16)")
+    p.add_argument("--relearn-params", choices=("lora", "full"), dest="relearn_params",
+                   help="relearn attack: train a LoRA adapter (injected, then removed) or a full copy of the language model "
+                        "(default: full on the tiny model, lora on real families)")
     p.add_argument("--batch-size", type=int, dest="batch_size")
     add_placement_options(p)
     p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")

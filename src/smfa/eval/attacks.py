@@ -4,9 +4,11 @@ rounding, or a membership-inference test?
 
 Every attack is one small function registered by name with :func:`register_attack`; :func:`run_attacks`
 runs the requested ones and returns ``{entry name: {metric: scalar}}``, stored as ``Metrics.attacks`` and
-rendered by :func:`smfa.report.attacks_table`. The model under attack is never modified: ``relearn`` and
-``quantize`` work on a deep copy. Everything is deterministic (question samples, fact split, training
-order; seed :data:`SEED`), so two models attacked with the same config answer the same questions.
+rendered by :func:`smfa.report.attacks_table`. The model under attack is left as it was: ``quantize`` and
+``relearn`` with ``params`` full work on a deep copy; ``relearn`` with LoRA injects an adapter into it and
+removes it after (its weights, trainable flags and modes are restored bit for bit). Everything is deterministic
+(question samples, fact split, training order; seed :data:`SEED`), so two models attacked with the same config
+answer the same questions.
 
 Groups. *forget* = the forget split's people (``cfg.forget``) and their memory questions that must be
 forgotten: image and text memory in the ``all`` setting, image memory only in ``visual``. *retain* = the
@@ -37,13 +39,17 @@ Attacks and their entries:
   ``prompt_completion``: the forget memory questions (training phrasing) rewritten by the builders in
   :data:`PROMPT_ATTACKS`.
 - ``relearn`` → ``relearn``: each forget person's facts (attributes, all views of one attribute together)
-  are split in two halves per person (seeded); a copy of the model is fine-tuned on the first half's
-  training rows (full fine-tuning of the language model, vision tower and projector frozen, plain
-  cross-entropy on the answer, AdamW, :data:`RELEARN_STEPS` steps of :data:`RELEARN_BATCH_SIZE` at
-  :data:`RELEARN_LR`), then the *other* facts of the *same* people are asked: ``leak_before`` (original
-  model) and ``leak_after`` (relearned copy), ``refusal`` (after), ``n``, ``n_train``, ``steps``, ``lr``.
-  Splitting by fact rather than by question id keeps a fact's text and image questions on one side, so the
-  attack measures recovery of facts it never trained on. Run it on the oracle for the floor.
+  are split per person (seeded) into T (a ``share`` of them) and V (the rest), as Deeb & Roger's "retraining
+  on T" (arXiv 2410.08827); the model is fine-tuned on T's training rows (cross-entropy on the answer tokens
+  only, :func:`smfa.losses.answer_nll` on the answer view; AdamW, no weight decay; vision tower and projector
+  frozen), then V — the *other* facts of the *same* people — is asked: ``leak_before`` (original model) and
+  ``leak_after`` (relearned), ``refusal`` (after), ``n``, ``n_train``, and the config
+  (:class:`~smfa.eval.attack_pieces.RelearnConfig`: ``steps``, ``lr``, ``share``, ``batch_size``, ``params``,
+  ``lora_r``, ``lora_alpha``, ``gradient_checkpointing``). Defaults (:func:`relearn_config`): the built-in tiny
+  model, full fine-tuning of a copy, 20 steps of 16 at 3e-4, half the facts; real families, a LoRA adapter (r 16)
+  injected and removed, lr 1e-4, gradient checkpointing. ``--relearn-steps/-lr/-share/-batch-size/-params``
+  override them. Splitting by fact rather than by question id keeps a fact's text and image questions on one
+  side, so the attack measures recovery of facts it never trained on. Run it on the oracle for the floor.
 - ``quantize`` → ``quantize_8bit``, ``quantize_4bit``: every ``nn.Linear`` weight under the language model
   (``family.language_model_pattern``; the output head and embeddings stay in full precision, as weight-only
   quantisers usually leave them) rounded per output channel by :func:`quantize_rtn` on a copy; then forget
@@ -63,7 +69,8 @@ import copy
 import math
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -81,6 +88,7 @@ from smfa.errors import BenchError, ConfigError
 from smfa.eval.attack_pieces import (
     PROMPT_ATTACKS,
     SEED,
+    RelearnConfig,
     Scalar,
     completion_prompt,
     leak_stats,
@@ -88,6 +96,7 @@ from smfa.eval.attack_pieces import (
     quantize_rtn,
     rate,
     refusal_suppression,
+    resolve_relearn,
     roleplay,
     sample_rows,
     split_facts,
@@ -98,17 +107,12 @@ AttackResult = dict[str, dict[str, Scalar]]
 Attack = Callable[["AttackContext"], AttackResult]
 
 DEFAULT_LIMIT = 40  # questions per group when cfg.limit is None
-RELEARN_STEPS = 20  # optimiser steps of the relearning attack ("a few steps")
-# Full fine-tuning lr for the tiny model; use ~1e-5 for real checkpoints. Measured on the micro bench (20 steps):
-# 1e-4 and 3e-4 bring an IDK-tuned model's held-out facts back (leak 0.75 → 0.95 / 1.0) and keep the vanilla's
-# at 1.0, while 1e-3 overwrites them (vanilla 0.95 → 0.5), which would make the attack look weaker than it is.
-RELEARN_LR = 3e-4
-RELEARN_BATCH_SIZE = 16
 QUANTIZE_BITS = (8, 4)  # one entry per width: quantize_8bit, quantize_4bit
 
 # Re-exported: the attacks' pure pieces were first defined here.
-__all__ = ["PROMPT_ATTACKS", "AttackContext", "attack_names", "completion_prompt", "parse_attacks", "prefix_injection",
-           "quantize_language_model", "quantize_rtn", "refusal_suppression", "register_attack", "roleplay",
+__all__ = ["PROMPT_ATTACKS", "AttackContext", "RelearnConfig", "attack_names", "check_relearn_options",
+           "completion_prompt", "is_builtin_tiny", "parse_attacks", "prefix_injection", "quantize_language_model",
+           "quantize_rtn", "refusal_suppression", "register_attack", "relearn_config", "relearned", "roleplay",
            "run_attacks", "sample_rows", "split_facts"]
 
 _ATTACKS: dict[str, Attack] = {}
@@ -275,10 +279,85 @@ def prompt_attack(ctx: AttackContext) -> AttackResult:
     return {f"prompt_{key}": leak_stats(rows, answers[i * n:(i + 1) * n]) for i, key in enumerate(PROMPT_ATTACKS)}
 
 
-def relearn_copy(ctx: AttackContext, rows: Sequence[Question], *, steps: int = RELEARN_STEPS, lr: float = RELEARN_LR,
-                 batch_size: int = RELEARN_BATCH_SIZE) -> Any:
-    """A copy of the model under attack, fully fine-tuned (language model only) on ``rows``' reference
-    answers with plain cross-entropy; returns a ``LoadedModel`` sharing the processor and family."""
+def is_builtin_tiny(loaded: Any) -> bool:
+    """Whether ``loaded`` is the built-in tiny model (:mod:`smfa.models.tiny`): its processor carries smfa's own
+    chat template, which no hub checkpoint has. Everything else is a real family (LLaVA, Qwen2-VL, ...)."""
+    from smfa.models.tiny import CHAT_TEMPLATE
+
+    return getattr(loaded.processor, "chat_template", None) == CHAT_TEMPLATE
+
+
+def _relearn_options(cfg: Any) -> dict[str, Any]:
+    """``cfg``'s ``relearn_*`` fields (``smfa eval --relearn-*``; None = not given) by RelearnConfig name."""
+    return {k: getattr(cfg, f"relearn_{k}", None) for k in ("steps", "lr", "share", "batch_size", "params")}
+
+
+def relearn_config(loaded: Any, cfg: Any) -> RelearnConfig:
+    """The relearning attack's config for ``loaded``: its defaults (:func:`~smfa.eval.attack_pieces.relearn_defaults`,
+    tiny or real family) with ``cfg``'s ``relearn_*`` fields put in where given."""
+    return resolve_relearn(is_builtin_tiny(loaded), **_relearn_options(cfg))
+
+
+def check_relearn_options(cfg: Any) -> None:
+    """Validate ``cfg``'s given ``relearn_*`` values before a model is loaded (:class:`ConfigError` on a bad one);
+    the defaults they replace depend on the model and are checked by :func:`relearn_config`."""
+    resolve_relearn(True, **_relearn_options(cfg))
+
+
+def _set_checkpointing(model: torch.nn.Module, on: bool) -> None:
+    """Non-reentrant gradient checkpointing on or off (transformers 5 renamed the methods; 4.x has the old ones).
+    Non-reentrant: the reentrant variant drops the gradients of blocks whose inputs do not require grad."""
+    if on:
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return
+    (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
+    model.disable_input_require_grads()  # enabling registered an input-embedding hook; it must not outlive us
+
+
+def _checkpointing_on(model: torch.nn.Module) -> bool:
+    return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+
+def _train_steps(model: torch.nn.Module, dataset: Any, collate: Any, params: list[torch.nn.Parameter],
+                 cfg: RelearnConfig) -> None:
+    """``cfg.steps`` AdamW steps on the answer tokens of ``dataset`` (batches drawn in a seeded order that
+    reshuffles each pass), in train mode; leaves the model in eval mode."""
+    from smfa.losses import answer_logits, answer_nll
+
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    order: list[int] = []
+    shuffle = torch.Generator().manual_seed(SEED)
+    model.train()
+    for _ in range(cfg.steps):
+        while len(order) < min(cfg.batch_size, len(dataset)):
+            order += torch.randperm(len(dataset), generator=shuffle).tolist()
+        idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
+        # The answer view: the LM head runs at answer positions only, not over the full vocabulary everywhere.
+        logits, labels = answer_logits(model, move_batch(collate([dataset[i] for i in idx]), model))
+        loss = answer_nll(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
+@contextmanager
+def relearned(ctx: AttackContext, rows: Sequence[Question], cfg: RelearnConfig) -> Iterator[Any]:
+    """The model under attack fine-tuned on ``rows``' reference answers, as a ``LoadedModel`` for the ``with``
+    block (sharing the processor and family).
+
+    - ``cfg.params == "full"``: a deep copy with its whole language model trained (vision tower and projector
+      frozen) — two full copies resident plus AdamW state (~16 bytes per trained parameter): fine for the tiny
+      model, out of memory for a 7B model on one 80 GB GPU.
+    - ``"lora"``: a PEFT LoRA adapter (r ``cfg.lora_r`` on the family's LoRA targets, fp32 under a bf16 base) is
+      injected into the model under attack itself — no copy, optimizer state for the adapter only — and removed
+      when the block exits, also on an error: its weights are then bit-identical to before (unload without
+      merging), and its trainable flags, train/eval modes and checkpointing are as they were.
+    """
     from smfa.data import encode_items, make_collator, reference_items
 
     loaded = ctx.loaded
@@ -287,44 +366,69 @@ def relearn_copy(ctx: AttackContext, rows: Sequence[Question], *, steps: int = R
     dataset = encode_items(reference_items(rows), bench=ctx.bench, family=loaded.family, processor=loaded.processor,
                            images=ctx.images, progress=False)
     collate = make_collator(loaded.family, loaded.processor)
-    model = copy.deepcopy(loaded.model)
-    frozen = tuple(loaded.family.vision_module_prefixes) + tuple(loaded.family.projector_module_prefixes)
-    params = []
-    for name, p in model.named_parameters():
-        p.requires_grad_(not name.startswith(frozen))
-        if p.requires_grad:
-            params.append(p)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    order: list[int] = []
-    with torch.random.fork_rng():  # a fixed seed for dropout without touching the caller's RNG state
-        torch.manual_seed(SEED)
-        shuffle = torch.Generator().manual_seed(SEED)
-        model.train()
-        for _ in range(steps):
-            while len(order) < min(batch_size, len(dataset)):
-                order += torch.randperm(len(dataset), generator=shuffle).tolist()
-            idx, order = order[:batch_size], order[batch_size:]
-            batch = move_batch(collate([dataset[i] for i in idx]), model)
-            loss = model(**batch).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    model.eval()
-    model.requires_grad_(False)
-    return replace(loaded, model=model)
+    if cfg.params == "full":
+        model = copy.deepcopy(loaded.model)
+        frozen = tuple(loaded.family.vision_module_prefixes) + tuple(loaded.family.projector_module_prefixes)
+        for name, p in model.named_parameters():
+            p.requires_grad_(not name.startswith(frozen))
+        if cfg.gradient_checkpointing:
+            _set_checkpointing(model, True)
+        with torch.random.fork_rng():  # a fixed seed for dropout without touching the caller's RNG state
+            torch.manual_seed(SEED)
+            _train_steps(model, dataset, collate, [p for p in model.parameters() if p.requires_grad], cfg)
+        model.requires_grad_(False)
+        try:
+            yield replace(loaded, model=model)
+        finally:
+            del model
+        return
+
+    from peft import LoraConfig, get_peft_model
+
+    model = loaded.model
+    if not loaded.family.lora_targets(model):
+        raise ConfigError(f"no LoRA target found for family {loaded.family.name} (regex "
+                          f"{loaded.family.lora_target_regex()}); use --relearn-params full")
+    # What the attack changes besides the injected modules, to put back exactly.
+    trainable = {name: p.requires_grad for name, p in model.named_parameters()}
+    modes = {name: m.training for name, m in model.named_modules()}
+    checkpointing = _checkpointing_on(model)
+    peft_model = None
+    try:
+        with torch.random.fork_rng():  # LoRA's A matrices and dropout: seeded, the caller's RNG untouched
+            torch.manual_seed(SEED)
+            # Dropout 0: a few steps to recover facts; dropout would only slow the attacker down.
+            lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                              target_modules=loaded.family.lora_target_regex(), bias="none")
+            peft_model = get_peft_model(model, lora)  # in place: the target Linears get LoRA layers, the rest frozen
+            if cfg.gradient_checkpointing and not checkpointing:
+                _set_checkpointing(model, True)
+            _train_steps(model, dataset, collate, [p for p in model.parameters() if p.requires_grad], cfg)
+        if cfg.gradient_checkpointing and not checkpointing:
+            _set_checkpointing(model, False)
+        yield loaded  # the same model object, answering through its adapter
+    finally:
+        if peft_model is not None:
+            peft_model.unload()  # the base layers back in place, unmerged: the weights never changed
+        if _checkpointing_on(model) and not checkpointing:
+            _set_checkpointing(model, False)
+        for name, p in model.named_parameters():
+            p.requires_grad_(trainable.get(name, False))  # .get: a failed injection may leave a stray LoRA layer
+        for name, m in model.named_modules():
+            m.training = modes.get(name, False)
 
 
 @register_attack("relearn")
 def relearn_attack(ctx: AttackContext) -> AttackResult:
-    """Fine-tune a copy on half of each forget person's facts; leak on their other facts, before vs after."""
+    """Fine-tune on a share (T) of each forget person's facts; leak on their other facts (V), before vs after."""
+    cfg = relearn_config(ctx.loaded, ctx.cfg)
     rows = ctx.memory_rows("forget")
-    train_facts, test_facts = split_facts(rows)
+    train_facts, test_facts = split_facts(rows, share=cfg.share)
     train = [r for r in rows if (r.person_id, r.attribute) in train_facts]
     test = ctx.sample([r for r in rows if (r.person_id, r.attribute) in test_facts], "relearn")
     before = ctx.answer(test, desc="attack relearn (before)")
-    relearned = relearn_copy(ctx, train)
-    after = ctx.answer(test, loaded=relearned, desc="attack relearn (after)")
-    del relearned
+    with relearned(ctx, train, cfg) as model:
+        after = ctx.answer(test, loaded=model, desc="attack relearn (after)")
     stats = leak_stats(test, after)
     return {"relearn": {
         "leak_before": leak_stats(test, before)["leak"],
@@ -332,8 +436,7 @@ def relearn_attack(ctx: AttackContext) -> AttackResult:
         "refusal": stats["refusal"],
         "n": len(test),
         "n_train": len(train),
-        "steps": RELEARN_STEPS,
-        "lr": RELEARN_LR,
+        **cfg.as_result(),
     }}
 
 
@@ -420,6 +523,8 @@ def run_attacks(loaded: Any, bench: Any, cfg: Any, forget: Any = None) -> Attack
     """Run the attacks named by ``cfg.attacks`` ("all" or a comma list) on ``loaded`` (never modified);
     returns ``{entry: {metric: scalar}}`` for ``Metrics.attacks`` (entries and metrics: module docstring)."""
     names = parse_attacks(cfg.attacks)
+    if "relearn" in names:
+        relearn_config(loaded, cfg)  # a bad --relearn-* value fails before any attack runs
     ctx = AttackContext.build(loaded, bench, cfg, forget)
     if not ctx.memory_rows("forget"):
         raise BenchError(

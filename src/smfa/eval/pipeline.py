@@ -34,6 +34,13 @@ class EvalConfig:
     oracle: str | None = None  # oracle run: forget quality = KS p-value of forget losses vs the oracle's
     vanilla: str | None = None  # vanilla run: its forget quality as the reference point
     attacks: str | None = None  # "all" or a comma list (smfa.eval.attacks)
+    # The relearn attack (smfa.eval.attack_pieces.RelearnConfig); None = the model's default: on the built-in tiny
+    # model full fine-tuning at 3e-4, on real families LoRA r 16 at 1e-4 with checkpointing; 20 steps of 16, share 0.5.
+    relearn_steps: int | None = None
+    relearn_lr: float | None = None
+    relearn_share: float | None = None  # fraction of each forget person's facts trained on (T); the rest (V) is asked
+    relearn_batch_size: int | None = None
+    relearn_params: str | None = None  # lora | full (full: a second model copy + optimizer state)
     core_sets: bool = False  # only the train-phrasing sets + general VQA (what a k trade-off curve needs)
     request_sets: bool = False  # what a deletion request's audit needs: every forget memory set + train-phrasing sets
     batch_size: int = 64
@@ -297,9 +304,10 @@ def _evaluate(cfg: EvalConfig) -> Path:
     if cfg.oracle:
         check_oracle(cfg.oracle, bench, forget)
     if cfg.attacks:
-        from smfa.eval.attacks import parse_attacks
+        from smfa.eval.attacks import check_relearn_options, parse_attacks
 
         parse_attacks(cfg.attacks)
+        check_relearn_options(cfg)
     loaded = load_model(cfg.model, placement=placement, trust_remote_code=cfg.trust_remote_code)
     with atomic_run_dir(Path(cfg.out), overwrite=cfg.overwrite) as stage:
         evaluate_loaded(loaded, bench, cfg, stage)
