@@ -111,7 +111,7 @@ QUANTIZE_BITS = (8, 4)  # one entry per width: quantize_8bit, quantize_4bit
 
 # Re-exported: the attacks' pure pieces were first defined here.
 __all__ = ["PROMPT_ATTACKS", "AttackContext", "RelearnConfig", "attack_names", "check_relearn_options",
-           "completion_prompt", "is_builtin_tiny", "parse_attacks", "prefix_injection", "quantize_language_model",
+           "completion_prompt", "parse_attacks", "prefix_injection", "quantize_language_model",
            "quantize_rtn", "refusal_suppression", "register_attack", "relearn_config", "relearned", "roleplay",
            "run_attacks", "sample_rows", "split_facts"]
 
@@ -279,14 +279,6 @@ def prompt_attack(ctx: AttackContext) -> AttackResult:
     return {f"prompt_{key}": leak_stats(rows, answers[i * n:(i + 1) * n]) for i, key in enumerate(PROMPT_ATTACKS)}
 
 
-def is_builtin_tiny(loaded: Any) -> bool:
-    """Whether ``loaded`` is the built-in tiny model (:mod:`smfa.models.tiny`): its processor carries smfa's own
-    chat template, which no hub checkpoint has. Everything else is a real family (LLaVA, Qwen2-VL, ...)."""
-    from smfa.models.tiny import CHAT_TEMPLATE
-
-    return getattr(loaded.processor, "chat_template", None) == CHAT_TEMPLATE
-
-
 def _relearn_options(cfg: Any) -> dict[str, Any]:
     """``cfg``'s ``relearn_*`` fields (``smfa eval --relearn-*``; None = not given) by RelearnConfig name."""
     return {k: getattr(cfg, f"relearn_{k}", None) for k in ("steps", "lr", "share", "batch_size", "params")}
@@ -294,8 +286,10 @@ def _relearn_options(cfg: Any) -> dict[str, Any]:
 
 def relearn_config(loaded: Any, cfg: Any) -> RelearnConfig:
     """The relearning attack's config for ``loaded``: its defaults (:func:`~smfa.eval.attack_pieces.relearn_defaults`,
-    tiny or real family) with ``cfg``'s ``relearn_*`` fields put in where given."""
-    return resolve_relearn(is_builtin_tiny(loaded), **_relearn_options(cfg))
+    tiny or real scale, :func:`smfa.models.scale.is_real_scale`) with ``cfg``'s ``relearn_*`` fields put in where given."""
+    from smfa.models.scale import is_real_scale
+
+    return resolve_relearn(not is_real_scale(loaded.model), **_relearn_options(cfg))
 
 
 def check_relearn_options(cfg: Any) -> None:

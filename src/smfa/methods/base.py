@@ -140,8 +140,15 @@ class UnlearnContext:
         return (self.reference or self.vanilla).model
 
     def fresh_model(self) -> torch.nn.Module:
-        """A trainable copy of the vanilla model (the vanilla stays intact for reference/merging)."""
+        """A copy of the vanilla model with weights of its own (full fine-tuning, a merge target): the
+        vanilla stays intact for reference and merging. At 7B this is the second full-size model."""
         return copy.deepcopy(self.vanilla.model)
+
+    def trainee(self, hp: MethodConfig) -> torch.nn.Module:
+        """The model a method trains: with LoRA, a view of the vanilla that shares its (frozen) weights —
+        the adapters are injected into the view's own modules, no weight is copied and the vanilla's are
+        never written (:func:`finish` merges into a copy); with full fine-tuning, :meth:`fresh_model`."""
+        return shared_weights_view(self.vanilla.model) if hp.lora else self.fresh_model()
 
     def encode(self, items: list[Any], desc: str = "encoding"):
         from smfa.data import encode_items
@@ -171,17 +178,23 @@ class Method:
         return Path(__file__).resolve().parent.parent / "configs" / "methods" / "reference" / f"{self.name}.yaml"
 
     def config(self, yaml_path: str | None = None, overrides: dict[str, Any] | None = None,
-               target: str = "all", reference: str = "none") -> MethodConfig:
+               target: str = "all", reference: str = "none", real: bool = False) -> MethodConfig:
         """Dataclass defaults ← shipped tiny-preset YAML (← its visual-setting layer ← its reference-budget
-        layer) ← user YAML ← overrides."""
+        layer ← with ``real``, the real-checkpoint memory plan ``configs/methods/real.yaml``) ← user YAML ←
+        overrides."""
         from smfa.config import resolve_config
 
         shipped = [self.default_config_path()] + ([self.default_config_path(target)] if target != "all" else [])
         shipped += [self.reference_config_path()] if reference != "none" else []
+        shipped += [REAL_CONFIG] if real else []
         return resolve_config(self.config_cls, [p for p in shipped if p.is_file()] + [yaml_path], overrides)
 
     def run(self, ctx: UnlearnContext, hp: MethodConfig) -> torch.nn.Module:
         raise NotImplementedError
+
+
+# The real-checkpoint layer of every method's config (smfa.models.scale).
+REAL_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "methods" / "real.yaml"
 
 
 # ---- paired forget/retain data -----------------------------------------------------------------
@@ -409,11 +422,23 @@ def prepare_trainable(ctx: UnlearnContext, hp: MethodConfig, model: torch.nn.Mod
 from smfa.training import enable_checkpointing  # noqa: E402
 
 
+def shared_weights_view(model: torch.nn.Module) -> torch.nn.Module:
+    """A structural copy of ``model`` whose parameters and buffers are ``model``'s own tensors: modules can be
+    swapped in it (PEFT's LoRA layers) without touching ``model``, and it costs no weight memory."""
+    memo: dict[int, Any] = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return copy.deepcopy(model, memo)
+
+
 def finish(model: torch.nn.Module) -> torch.nn.Module:
-    """Merge a PEFT model back into plain weights (no-op for full fine-tuning)."""
-    if hasattr(model, "merge_and_unload"):
-        return model.merge_and_unload()
-    return model
+    """Merge a PEFT model into plain weights of its own (no-op for full fine-tuning). The base may be a
+    :func:`shared_weights_view` of the vanilla, so the merge goes into a copy: the vanilla is never written."""
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    from torch.distributed.tensor import DTensor
+
+    if any(isinstance(p, DTensor) for p in model.parameters()):  # FSDP2 sharded its own parameters: merge
+        return model.merge_and_unload()  # in place (a sharded module cannot be deep-copied)
+    return copy.deepcopy(model).merge_and_unload()
 
 
 def retain_dataset(ctx: UnlearnContext):

@@ -127,14 +127,14 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
         from peft import PeftModel
 
         ctx.reused_train_s += float(json.loads((shared / "train.json").read_text())["train_s"])
-        return PeftModel.from_pretrained(ctx.fresh_model(), shared, is_trainable=False)
+        return PeftModel.from_pretrained(ctx.trainee(hp), shared, is_trainable=False)
     forget_repeat = int(getattr(hp, "forget_repeat", 1))
     refusals = refusal_items(forget_rows * forget_repeat, seed=ctx.seed)
     refusals += augmented_items(refusal_items(forget_rows, seed=ctx.seed + 1), int(getattr(hp, "forget_augment", 0)))
     distill = getattr(hp, "reference_loss", "ce") == "kl"
     items = refusals + reference_items(ctx.data.anchor_rows) * repeat + reference_items(ctx.data.reference_rows, distill)
     t0 = time.perf_counter()
-    model = prepare_trainable(ctx, hp, ctx.fresh_model())
+    model = prepare_trainable(ctx, hp, ctx.trainee(hp))
     model = train_sft(ctx, model, hp, ctx.encode(items, desc=f"encoding {tag}"), tag=tag,
                       reference=ctx.vanilla.model if distill and ctx.data.reference_rows else None)
     if shared is not None:  # the main process stores it, staged and renamed (never half-written); the others wait
@@ -155,7 +155,7 @@ def train_anchor(ctx: UnlearnContext, hp: AdapterPairConfig) -> torch.nn.Module:
     from smfa.data import reference_items
 
     anchor_hp = replace(hp, epochs=hp.anchor_epochs)
-    model = prepare_trainable(ctx, anchor_hp, ctx.fresh_model())
+    model = prepare_trainable(ctx, anchor_hp, ctx.trainee(anchor_hp))
     return train_sft(ctx, model, anchor_hp, ctx.encode(reference_items(anchor_rows(ctx, hp)), desc="encoding anchor"), tag="anchor")
 
 
