@@ -253,3 +253,32 @@ def test_encoding_over_the_ram_budget_is_lazy_and_gives_the_same_examples(micro_
         assert eager[i].keys() == lazy[i].keys()
         assert all(torch.equal(eager[i][k], lazy[i][k]) for k in eager[i]), i
     assert isinstance(encode_items(items, **kwargs, budget_bytes=10**9), EncodedDataset)
+
+
+def test_full_finetuning_keeps_fp32_master_weights_where_auto_picks_bf16() -> None:
+    """--dtype auto on a GPU resolves to bf16: full fine-tuning then loads fp32 weights and autocasts the
+    forward to bf16; an explicit --dtype bf16, or LoRA (fp32 adapters), keeps the resolved dtype."""
+    from smfa.models.placement import Placement, master_weights
+
+    gpu_bf16 = Placement(torch.device("cpu"), torch.bfloat16)  # the device does not enter the rule
+    assert master_weights(gpu_bf16, True, "auto") == (Placement(gpu_bf16.device, torch.float32), True)
+    assert master_weights(gpu_bf16, True, "bf16") == (gpu_bf16, False)
+    assert master_weights(gpu_bf16, False, "auto") == (gpu_bf16, False)
+
+
+def test_a_bf16_lora_step_keeps_fp32_trainable_parameters(micro_bench_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """bf16 base weights, fp32 LoRA adapters after a step through smfa's Trainer path (the adapters moved)."""
+    import smfa.training as training
+
+    seen: dict[str, torch.dtype] = {}
+    summary = training.trainable_summary
+
+    def spy(model):
+        seen.update({n: p.dtype for n, p in model.named_parameters() if p.requires_grad})
+        seen["frozen"] = next(p.dtype for n, p in model.named_parameters() if not p.requires_grad and "layers" in n)
+        return summary(model)
+
+    monkeypatch.setattr(training, "trainable_summary", spy)
+    finetune(_short(micro_bench_dir, tmp_path / "bf16", lora=True, steps=1, lr=1e-2, dtype="bf16", gradient_checkpointing=None))
+    frozen = seen.pop("frozen")
+    assert frozen == torch.bfloat16 and seen and all(d == torch.float32 for d in seen.values()), (frozen, seen)

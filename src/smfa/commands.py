@@ -73,7 +73,9 @@ def _add_finetune(sub: Any) -> None:
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
                    help="train the tiny vanilla even when a shipped one fits this bench and recipe")
     p.add_argument("--save-steps", type=int, dest="save_steps", help="checkpoint every N steps (resume points)")
-    p.add_argument("--gradient-checkpointing", action="store_true", default=None, dest="gradient_checkpointing")
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   dest="gradient_checkpointing",
+                   help="recompute activations in the backward pass (default: on for a real checkpoint, off for tiny)")
     p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast (mixed precision) in training")
     add_placement_options(p)
     p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code",

@@ -76,6 +76,8 @@ def recipe_of(cfg: Any) -> dict[str, Any]:
         fields.pop("dtype", None)
     if not fields.get("augment"):
         fields.pop("augment", None)
+    if fields.get("gradient_checkpointing") is None:  # auto: off for the tiny model, whose recipes say false
+        fields["gradient_checkpointing"] = False
     return fields
 
 

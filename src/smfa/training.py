@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ class FinetuneConfig:
     """How the vanilla (or oracle) model is trained. Defaults are the tiny preset's, measured on 2 CPU cores."""
 
     bench: str = ""  # bench directory (smfa bench build)
-    model: str = "tiny"  # "tiny" (built-in, random init) or a HF model directory / hub id
+    model: str = "tiny"  # "tiny" (built-in, random init) or a HF model directory / hf:ORG/NAME (hub)
     out: str = ""  # run directory to write
     people: str = "all"  # "all" → vanilla; "retain" → oracle (never sees the forget people)
     forget: str = "15"  # with people=retain: which forget split the oracle leaves out (15 ⊇ 10 ⊇ 5)
@@ -41,7 +41,7 @@ class FinetuneConfig:
     pretrained: bool = True  # tiny vanilla: use a shipped model trained on this bench with this recipe (smfa.pretrained)
     seed: int = 0
     save_steps: int = 500  # checkpoint interval (resume point)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = None  # None: on for a real checkpoint (smfa.models.scale), off for the tiny model
     bf16: bool = False  # bf16 autocast (mixed precision) in the forward pass
     device: str = "auto"  # auto | cpu | cuda | cuda:N (smfa.models.placement)
     dtype: str = "auto"  # auto | bf16 | fp16 | fp32: the weights' dtype (auto: bf16 on a GPU, fp32 on the CPU)
@@ -228,10 +228,13 @@ def finetune(cfg: FinetuneConfig) -> Path:
         raise ConfigError("--steps and --batch-size must be positive")
     if not isinstance(cfg.augment, int) or cfg.augment < 0:
         raise ConfigError(f"--augment must be an integer >= 0 (got {cfg.augment!r})")
-    from smfa.models.placement import check_trainable, place, resolve_placement
+    from smfa.models.placement import check_trainable, master_weights, place, resolve_placement
 
     placement = resolve_placement(cfg.device, cfg.dtype)
     check_trainable(placement, not cfg.lora, "smfa finetune without --lora")
+    placement, mixed = master_weights(placement, not cfg.lora, cfg.dtype)
+    if mixed:  # fp32 master weights, bf16 forward (recorded in the manifest's config)
+        cfg = replace(cfg, bf16=True)
     out = Path(cfg.out).expanduser().resolve()
     stage = staging_dir(out)
     if stage.exists() and not (cfg.resume or cfg.overwrite):
@@ -264,6 +267,10 @@ def finetune(cfg: FinetuneConfig) -> Path:
     else:
         loaded = load_model(cfg.model, placement=placement, trust_remote_code=cfg.trust_remote_code)
         model, processor, family = loaded.model, loaded.processor, loaded.family
+    if cfg.gradient_checkpointing is None:  # recorded resolved in the manifest
+        from smfa.models.scale import is_real_scale
+
+        cfg = replace(cfg, gradient_checkpointing=is_real_scale(model))
     if cfg.lora:
         model = apply_lora(model, family, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.gradient_checkpointing)
     elif cfg.gradient_checkpointing:

@@ -141,6 +141,17 @@ def check_trainable(placement: Placement, full_finetune: bool, what: str) -> Non
                           "fp16 weights; use --dtype bf16 or fp32 (or LoRA)")
 
 
+def master_weights(placement: Placement, full_finetune: bool, dtype_asked: str) -> tuple[Placement, bool]:
+    """(the weights' placement, whether the forward autocasts to bf16) for training. Full fine-tuning with
+    ``--dtype auto`` keeps fp32 master weights where auto would have picked bf16 (a GPU): the weights load in
+    fp32 and the forward runs in bf16 (mixed precision), so small updates are not rounded away. An explicit
+    ``--dtype bf16`` trains pure bf16 as asked (half the memory). LoRA keeps the base in the resolved dtype:
+    PEFT holds the adapters, the only trained tensors, in fp32."""
+    if full_finetune and dtype_asked == "auto" and placement.dtype == torch.bfloat16:
+        return Placement(placement.device, torch.float32), True
+    return placement, False
+
+
 def place(model: torch.nn.Module, placement: Placement) -> torch.nn.Module:
     """Move ``model`` (every parameter and buffer) to the placement's device, floating-point tensors cast to
     its dtype."""
