@@ -122,6 +122,29 @@ def test_quantize_language_model_touches_only_the_language_model() -> None:
         quantize_language_model(model, Family(language_model_pattern="text_model"), 4)
 
 
+def test_quantized_in_place_restores_the_exact_weights_also_on_error() -> None:
+    """The quantisation attack rounds the attacked model itself (no second model on the accelerator) and
+    puts the exact weights back afterwards."""
+    from smfa.eval.attacks import quantized_in_place
+
+    @dataclass
+    class Family:
+        name: str = "fake"
+        language_model_pattern: str = r"language_model"
+
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.language_model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with quantized_in_place(model, Family(), 4) as err:
+        assert 0.0 < err < 0.2
+        assert torch.equal(model.language_model[0].weight, quantize_rtn(before["language_model.0.weight"], 4))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    with pytest.raises(RuntimeError, match="boom"), quantized_in_place(model, Family(), 8):
+        raise RuntimeError("boom")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
 # ---- prompt builders ------------------------------------------------------------------------------------
 def test_prompt_builders() -> None:
     q = "Where does Alda Venmark live?"

@@ -436,7 +436,7 @@ def relearn_attack(ctx: AttackContext) -> AttackResult:
 
 def quantize_language_model(model: torch.nn.Module, family: Any, bits: int) -> float:
     """Round, in place, every ``nn.Linear`` weight under the language model (``family.language_model_pattern``)
-    with :func:`quantize_rtn`; returns ‖W_q − W‖_F / ‖W‖_F over those matrices. Use it on a copy."""
+    with :func:`quantize_rtn`; returns ‖W_q − W‖_F / ‖W‖_F over those matrices (:func:`quantized_in_place` restores them)."""
     pattern = re.compile(family.language_model_pattern)
     err = total = 0.0
     with torch.no_grad():
@@ -455,6 +455,22 @@ def quantize_language_model(model: torch.nn.Module, family: Any, bits: int) -> f
     return math.sqrt(err / total)
 
 
+@contextmanager
+def quantized_in_place(model: torch.nn.Module, family: Any, bits: int) -> Iterator[float]:
+    """The model under attack with its language-model Linear weights rounded (:func:`quantize_language_model`),
+    yielding the relative weight error; the exact weights come back afterwards (also on error). The originals
+    wait in host memory, so the accelerator never holds a second model (a 7B one is 14 GB in bf16)."""
+    pattern = re.compile(family.language_model_pattern)
+    weights = [m.weight for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and pattern.search(name)]
+    saved = [w.detach().to("cpu", copy=True) for w in weights]
+    try:
+        yield quantize_language_model(model, family, bits)
+    finally:
+        with torch.no_grad():
+            for w, original in zip(weights, saved):
+                w.copy_(original)
+
+
 @register_attack("quantize")
 def quantize_attack(ctx: AttackContext) -> AttackResult:
     """Re-evaluate forget, retain and general VQA after 8- and 4-bit per-channel RTN of the language model."""
@@ -465,12 +481,9 @@ def quantize_attack(ctx: AttackContext) -> AttackResult:
     leak_before = leak_stats(forget, ctx.answer(forget, desc="attack quantize (before)"))["leak"]
     out: AttackResult = {}
     for bits in QUANTIZE_BITS:
-        model = copy.deepcopy(ctx.loaded.model)
-        rel_error = quantize_language_model(model, ctx.loaded.family, bits)
-        quantized = replace(ctx.loaded, model=model)
-        (f_rows, f_ans), (r_rows, r_ans), v_ans = ctx.forget_and_retain("", loaded=quantized, extra=vqa,
-                                                                         desc=f"attack quantize {bits}-bit")
-        del quantized, model
+        with quantized_in_place(ctx.loaded.model, ctx.loaded.family, bits) as rel_error:
+            (f_rows, f_ans), (r_rows, r_ans), v_ans = ctx.forget_and_retain("", extra=vqa,
+                                                                             desc=f"attack quantize {bits}-bit")
         out[f"quantize_{bits}bit"] = {
             **leak_stats(f_rows, f_ans),
             "leak_before": leak_before,
