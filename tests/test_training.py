@@ -282,3 +282,24 @@ def test_a_bf16_lora_step_keeps_fp32_trainable_parameters(micro_bench_dir: Path,
     finetune(_short(micro_bench_dir, tmp_path / "bf16", lora=True, steps=1, lr=1e-2, dtype="bf16", gradient_checkpointing=None))
     frozen = seen.pop("frozen")
     assert frozen == torch.bfloat16 and seen and all(d == torch.float32 for d in seen.values()), (frozen, seen)
+
+
+def test_the_evaluation_prompt_cache_stays_within_its_byte_budget() -> None:
+    """Encoded prompts are reused, least recently used dropped first beyond the budget."""
+    from types import SimpleNamespace
+
+    from smfa.data import ImageCache
+
+    calls: list[str] = []
+
+    class Family:
+        def encode(self, processor, text, image):
+            calls.append(text)
+            return {"input_ids": torch.zeros(250, dtype=torch.int32)}  # 1,000 bytes
+
+    cache = ImageCache(bench=None, prompt_budget_bytes=2500)
+    row = SimpleNamespace(image=None)
+    for text in ("a", "b", "a", "c", "a", "b"):
+        cache.encoded_prompt(Family(), None, text, row)
+    assert calls == ["a", "b", "c", "b"]  # "a" reused twice; "b" dropped for "c" (least recently used)
+    assert cache._prompt_bytes <= 2500

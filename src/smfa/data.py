@@ -78,16 +78,29 @@ class ImageCache:
     encoded prompts of evaluation questions, so that re-evaluating the same questions (a k sweep, attacks)
     does not run the processor again."""
 
-    def __init__(self, bench: Any):
+    def __init__(self, bench: Any, prompt_budget_bytes: int | None = None):
+        from collections import OrderedDict
+
         self.bench = bench
         self._cache: dict[str, Any] = {}
-        self._prompts: dict[tuple[int, str, str | None], dict[str, torch.Tensor]] = {}
+        # Encoded prompts, least recently used first, within a byte budget (default $SMFA_ENCODE_RAM_GB): a
+        # full-preset evaluation at 336 px holds ~1.4 MB of pixels per prompt.
+        self._prompts: OrderedDict[tuple[int, str, str | None], dict[str, torch.Tensor]] = OrderedDict()
+        self._prompt_bytes = 0
+        self._budget = encode_budget_bytes() if prompt_budget_bytes is None else prompt_budget_bytes
 
     def encoded_prompt(self, family: FamilyAdapter, processor: Any, text: str, row: Question) -> dict[str, torch.Tensor]:
         key = (id(processor), text, row.image)
         enc = self._prompts.get(key)
-        if enc is None:
-            enc = self._prompts[key] = family.encode(processor, text, self.get(row))
+        if enc is not None:
+            self._prompts.move_to_end(key)
+            return enc
+        enc = family.encode(processor, text, self.get(row))
+        self._prompts[key] = enc
+        self._prompt_bytes += example_bytes(enc)
+        while self._prompt_bytes > self._budget and self._prompts:
+            _, dropped = self._prompts.popitem(last=False)
+            self._prompt_bytes -= example_bytes(dropped)
         return enc
 
     def get(self, row: Question) -> Any:
