@@ -255,6 +255,25 @@ def test_accumulate_fisher_adds_scaled_squared_gradients_in_place():
     assert layer.weight.grad.tolist() == [[3.0, 0.0]]  # gradients untouched
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_accumulate_fisher_rounds_as_the_reference_formula(dtype):
+    """The accumulator is ``Σ grad.float().pow(2).mul_(scale)`` bit for bit (the formula the saliency masks
+    of earlier runs came from), with a scale that is not a power of two; the gradients stay untouched."""
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn(64, 33, generator=g).to(dtype) for _ in range(3)]
+    layer = torch.nn.Linear(33, 64, bias=False).to(dtype)
+    fisher: dict[str, torch.Tensor] = {}
+    reference = None
+    for grad in grads:
+        layer.weight.grad = grad.clone()
+        accumulate_fisher(fisher, layer.named_parameters(), scale=1.0 / 3)
+        assert torch.equal(layer.weight.grad, grad)
+        squared = grad.float().pow(2).mul_(1.0 / 3)
+        reference = squared if reference is None else reference.add_(squared)
+    assert fisher["weight"].dtype == torch.float32
+    assert torch.equal(fisher["weight"], reference)
+
+
 def test_accumulate_fisher_rejects_shape_mismatch_and_negative_scale():
     layer = torch.nn.Linear(2, 1)
     layer.weight.grad = torch.ones(1, 2)
@@ -276,6 +295,24 @@ def test_saliency_mask_and_share_on_small_dicts():
     strict = saliency_mask(forget, preserve, threshold=2.5)
     assert strict["a"].tolist() == [False, False, False, True]
     assert mask_share(strict) == pytest.approx(2 / 6)
+
+
+def test_saliency_mask_free_consumes_both_dicts_and_gives_the_same_bits():
+    g = torch.Generator().manual_seed(1)
+    shapes = {"a": (40, 17), "b": (9,)}
+    forget = {k: torch.rand(s, generator=g) ** 3 for k, s in shapes.items()}
+    preserve = {k: torch.rand(s, generator=g) ** 3 for k, s in shapes.items()}
+    forget["a"][0, :5] = 0.0
+    preserve["a"][1, :5] = 0.0
+    for threshold in (1.0, 0.7):
+        kept = saliency_mask(forget, preserve, threshold=threshold)
+        f_copy = {k: v.clone() for k, v in forget.items()}
+        p_copy = {k: v.clone() for k, v in preserve.items()}
+        freed = saliency_mask(f_copy, p_copy, threshold=threshold, free=True)
+        assert f_copy == {} and p_copy == {}  # nothing Fisher-sized left
+        assert set(freed) == set(kept)
+        assert all(torch.equal(freed[k], kept[k]) for k in kept)
+        assert 0.1 < mask_share(freed) < 0.9
 
 
 def test_saliency_mask_errors():

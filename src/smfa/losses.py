@@ -260,13 +260,16 @@ def accumulate_fisher(
 
     Call after each backward pass; ``scale`` = 1/number-of-batches gives the mean. Updated in place
     because ``fisher`` is the caller's accumulator: one float32 tensor per parameter, kept across
-    batches, and copying it on each call would double the memory of a model-sized buffer. Parameters
-    whose ``grad`` is None (frozen or unused) are skipped and get no entry."""
+    batches, and copying it on each call would double the memory of a model-sized buffer. The only
+    temporary is one float32 copy of the parameter being added (``grad² · scale`` is rounded exactly as
+    ``grad.float().pow(2).mul_(scale)``; a fused ``addcmul_`` would round differently and move mask bits).
+    An accumulator may live on another device than the gradient (MMUnlearner keeps finished ones on the
+    CPU). Parameters whose ``grad`` is None (frozen or unused) are skipped and get no entry."""
     _check_weight("scale", scale)
     for name, param in named_params:
         if param.grad is None:
             continue
-        squared = param.grad.detach().float().pow(2).mul_(scale)
+        squared = param.grad.detach().to(torch.float32, copy=True).square_().mul_(scale)
         if name not in fisher:
             fisher[name] = squared
             continue
@@ -283,12 +286,18 @@ def saliency_mask(
     fisher_preserve: Mapping[str, Tensor],
     threshold: float = 1.0,
     eps: float = 1e-12,
+    *,
+    free: bool = False,
 ) -> dict[str, Tensor]:
     """MMUnlearner's parameter mask (SPEC: ``mask = F_f / F_p ≥ 1``): for each parameter,
     ``mask = F_f / (F_p + ε) ≥ threshold`` element-wise — the entries more important to the forget
     set than to what must be preserved. Entries with zero forget Fisher are never masked.
 
-    Both dicts must have the same names and shapes; returns bool tensors under the same names."""
+    Both dicts must have the same names and shapes; returns bool tensors under the same names, each on
+    the device of its preserve Fisher. ``free=True`` consumes both dicts (they must be mutable dicts that
+    nothing else reads): each parameter's pair is popped and divided in place as its mask is made, so the
+    Fisher memory shrinks while the mask (1 byte an entry against 8) grows, and nothing Fisher-sized is
+    left afterwards. Both ways give the same bits."""
     if not math.isfinite(threshold) or threshold <= 0:
         raise ConfigError(f"saliency threshold must be a finite number > 0 (MMUnlearner uses 1.0); got {threshold!r}")
     if not math.isfinite(eps) or eps <= 0:
@@ -299,15 +308,21 @@ def saliency_mask(
             f"forget and preserve Fisher dicts name different parameters ({missing[:5]}"
             f"{' ...' if len(missing) > 5 else ''}): compute both on the same trainable parameters"
         )
-    masks = {}
     for name, forget in fisher_forget.items():
-        preserve = fisher_preserve[name]
-        if forget.shape != preserve.shape:
+        if forget.shape != fisher_preserve[name].shape:
             raise ValueError(
-                f"Fisher shapes differ for {name!r}: forget {tuple(forget.shape)} vs preserve {tuple(preserve.shape)}"
+                f"Fisher shapes differ for {name!r}: forget {tuple(forget.shape)} vs preserve "
+                f"{tuple(fisher_preserve[name].shape)}"
             )
-        ratio = forget.float() / (preserve.float().to(forget.device) + eps)
-        masks[name] = ratio >= threshold
+    masks = {}
+    for name in list(fisher_forget):
+        if free:
+            preserve = fisher_preserve.pop(name).float().add_(eps)  # type: ignore[attr-defined]
+            forget = fisher_forget.pop(name).float().to(preserve.device)  # type: ignore[attr-defined]
+            masks[name] = forget.div_(preserve) >= threshold
+        else:
+            preserve = fisher_preserve[name].float()
+            masks[name] = fisher_forget[name].float().to(preserve.device) / (preserve + eps) >= threshold
     return masks
 
 

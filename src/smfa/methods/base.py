@@ -258,6 +258,16 @@ def _make_trainer_class():
             loss = self.loss_fn(model, inputs["forget"], inputs.get("retain"))
             return (loss, None) if return_outputs else loss
 
+        def create_optimizer(self, model=None):
+            # With a mask, Adam state only for the masked entries (smfa.optim): dense AdamW would hold two
+            # moments of every trained weight, 26 GB in bf16 at 7B (README "MMUnlearner at 7B: memory plan").
+            if self.grad_mask and self.optimizer is None:
+                from smfa.optim import masked_adamw_for_trainer
+
+                bare = self.accelerator.unwrap_model(self.model if model is None else model)
+                self.optimizer = masked_adamw_for_trainer(self, bare, self.grad_mask)
+            return super().create_optimizer(model)
+
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
             if self.grad_mask:

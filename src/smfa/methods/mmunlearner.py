@@ -10,6 +10,11 @@
 3. Gradient ascent on forget interleaved with NLL descent on retain, every step; the update touches only
    masked entries — everything outside the mask (and every non-target parameter) stays frozen.
 Full fine-tuning of the masked entries (saliency is per weight entry, so not LoRA).
+
+Memory (README "MMUnlearner at 7B: memory plan"): the forget Fisher is moved to the CPU when the model is
+on an accelerator while the preserve Fisher accumulates, both are consumed into the bool mask parameter by
+parameter, and nothing Fisher-sized is alive during training; AdamW keeps state only for the masked entries
+(``smfa.optim.MaskedAdamW``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from smfa.losses import accumulate_fisher, answer_logits, answer_nll, ga_diff_lo
 from smfa.methods.base import (Method, MethodConfig, UnlearnContext, enable_checkpointing, forget_dataset,
                                register_method, retain_dataset, train_unlearner)
 from smfa.models.placement import move_batch
+from smfa.optim import dense_adamw_state_bytes, masked_adamw_state_bytes
 from smfa.rundir import write_json_atomic
 
 
@@ -47,6 +53,21 @@ def fisher_diagonal(model: torch.nn.Module, dataset, collate, batch_size: int, n
     return fisher
 
 
+def saliency(model: torch.nn.Module, forget_ds, preserve_ds, collate, batch_size: int, names: set[str],
+             threshold: float) -> tuple[dict[str, torch.Tensor], bool]:
+    """The saliency mask ``F_f / F_p ≥ threshold`` (bool, on the model's device) and whether the forget
+    Fisher was offloaded. At most one fp32 Fisher dict is on the model's device at a time: on an accelerator
+    the finished forget Fisher waits on the CPU (one host copy, ~26 GB at 7B) while the preserve Fisher
+    accumulates, then both are consumed into the mask parameter by parameter. Accumulating on the CPU every
+    batch instead would cost a device-to-host copy and a CPU add of every weight per batch."""
+    f_forget = fisher_diagonal(model, forget_ds, collate, batch_size, names)
+    offloaded = any(t.device.type != "cpu" for t in f_forget.values())
+    for name in list(f_forget):  # one parameter at a time: the device copy is freed as its host copy lands
+        f_forget[name] = f_forget[name].cpu()
+    f_preserve = fisher_diagonal(model, preserve_ds, collate, batch_size, names)
+    return saliency_mask(f_forget, f_preserve, threshold=threshold, free=True), offloaded
+
+
 @register_method
 class MMUnlearner(Method):
     name = "mmunlearner"
@@ -63,17 +84,21 @@ class MMUnlearner(Method):
         collate = make_collator(ctx.vanilla.family, ctx.vanilla.processor)
         forget_ds = forget_dataset(ctx)
         preserve_ds = ctx.encode(reference_items(ctx.data.preserve_rows), desc="encoding preserve")
-        f_forget = fisher_diagonal(model, forget_ds, collate, hp.batch_size, targets)
-        f_preserve = fisher_diagonal(model, preserve_ds, collate, hp.batch_size, targets)
-        mask = saliency_mask(f_forget, f_preserve, threshold=hp.threshold)
+        mask, offloaded = saliency(model, forget_ds, preserve_ds, collate, hp.batch_size, targets, hp.threshold)
+        params = dict(model.named_parameters())
         write_json_atomic(ctx.work_dir / "saliency.json", {
             "threshold": hp.threshold, "share_masked": mask_share(mask),
             "per_parameter": {k: float(v.float().mean()) for k, v in mask.items()},
             "preserve_rows": len(ctx.data.preserve_rows),
+            "fisher_offloaded": offloaded,
+            # What the masked AdamW will hold (two moments of each masked entry) against dense AdamW.
+            "optimizer_state_bytes": masked_adamw_state_bytes({params[k]: v for k, v in mask.items()}),
+            "dense_adamw_state_bytes": dense_adamw_state_bytes(params[k] for k in mask),
+            "mask_bytes": sum(v.numel() * v.element_size() for v in mask.values()),
         })
 
         def loss_fn(m, forget, retain):
             return ga_diff_loss(*answer_logits(m, forget), *answer_logits(m, retain), hp.retain_weight)
 
         return train_unlearner(ctx, model, hp, forget_ds, retain_dataset(ctx), loss_fn,
-                               grad_mask={k: v for k, v in mask.items()}, tag="mmunlearner")
+                               grad_mask=mask, tag="mmunlearner")
