@@ -245,6 +245,18 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         data.reference_rows = self_labelled_reference(bench, vanilla, budget, seed=cfg.seed, progress=cfg.progress,
                                                       forgotten=group.forgotten, cache=cache_dir() / "reference-labels",
                                                       model_digest=_digest(input_hashes), placement=placement)
+    eval_cfg = gold_losses = None
+    if cfg.evaluate:
+        from smfa.distributed import is_main_process
+        from smfa.eval.pipeline import EvalConfig, gold_reference_losses
+
+        eval_cfg = EvalConfig(bench=cfg.bench, model=str(cfg.out), forget=str(cfg.forget),
+                              forget_people=",".join(sorted(group.people)) if group.label == REQUEST_LABEL else None,
+                              earlier=[sorted(p) for p in group.earlier], target=cfg.target, limit=cfg.eval_limit,
+                              judge=cfg.judge, oracle=cfg.oracle, vanilla=cfg.model, attacks=cfg.attacks,
+                              request_sets=cfg.request_eval, progress=cfg.progress, device=cfg.device, dtype=cfg.dtype)
+        if cfg.oracle and is_main_process():  # now, beside the vanilla only: never a third model in memory
+            gold_losses = gold_reference_losses(bench, eval_cfg, vanilla=vanilla)
     anchor_cache = None
     if cfg.anchor_cache:
         from smfa.cache import cache_dir
@@ -288,16 +300,11 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         t_eval = time.perf_counter()
         if cfg.evaluate:
             from smfa.audit import parent_retain_metrics
-            from smfa.eval.pipeline import EvalConfig, evaluate_loaded
+            from smfa.eval.pipeline import evaluate_loaded
             from smfa.models.loading import LoadedModel
 
-            eval_cfg = EvalConfig(bench=cfg.bench, model=str(cfg.out), forget=str(cfg.forget),
-                                  forget_people=",".join(sorted(group.people)) if group.label == REQUEST_LABEL else None,
-                                  earlier=[sorted(p) for p in group.earlier], target=cfg.target, limit=cfg.eval_limit,
-                                  judge=cfg.judge, oracle=cfg.oracle, vanilla=cfg.model, attacks=cfg.attacks,
-                                  request_sets=cfg.request_eval, progress=cfg.progress, device=cfg.device, dtype=cfg.dtype)
             loaded = LoadedModel(model=model, processor=vanilla.processor, family=vanilla.family, source=str(cfg.out))
-            metrics = evaluate_loaded(loaded, bench, eval_cfg, stage / "eval",
+            metrics = evaluate_loaded(loaded, bench, eval_cfg, stage / "eval", gold_losses=gold_losses,
                                       extra={"method": cfg.method, "unlearn_wall_time_s": round(wall, 2)})
             parent_retain = parent_retain_metrics(vanilla, bench, eval_cfg, _digest(input_hashes))
         from smfa.audit import write_audit

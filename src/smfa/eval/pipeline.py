@@ -178,13 +178,43 @@ def check_oracle(oracle: str | Path, bench: Any, forget: str | ForgetSet) -> Non
                           f"with --people retain --forget {group.label}")
 
 
-def reference_losses(source: str, bench: Any, rows: list[Question], cfg: EvalConfig) -> list[float]:
+def reference_losses(source: str, bench: Any, rows: list[Question], cfg: EvalConfig, loaded: Any = None) -> list[float]:
+    """The answer losses of ``source`` (the oracle or the vanilla) on ``rows``; ``loaded``: that model, already
+    in memory (the unlearn stage's vanilla), so it is not loaded a second time."""
     from smfa.eval.generate import answer_losses
     from smfa.models.loading import load_model
     from smfa.models.placement import resolve_placement
 
-    other = load_model(source, placement=resolve_placement(cfg.device, cfg.dtype), trust_remote_code=cfg.trust_remote_code)
+    other = loaded or load_model(source, placement=resolve_placement(cfg.device, cfg.dtype),
+                                 trust_remote_code=cfg.trust_remote_code)
     return answer_losses(other, rows, bench, batch_size=cfg.batch_size, progress=cfg.progress)
+
+
+def evaluation_sets(bench: Any, cfg: EvalConfig, forget: ForgetSet) -> dict[str, list[Question]]:
+    """The question sets ``cfg`` evaluates (bench sets, earlier requests' sets, user probes)."""
+    sets = bench.eval_sets(forget, target=cfg.target, limit=cfg.limit)
+    if cfg.core_sets:  # drop the paraphrase / unseen-image variants
+        sets = {name: rows for name, rows in sets.items() if name.count("/") <= 1}
+    if cfg.request_sets:
+        sets = {name: rows for name, rows in sets.items() if is_request_set(name)}
+    sets.update(earlier_sets(bench, forget, cfg.target, cfg.limit))
+    if cfg.questions:
+        sets["user"] = load_user_questions(cfg.questions, bench)
+    return sets
+
+
+def gold_reference_losses(bench: Any, cfg: EvalConfig, vanilla: Any = None) -> dict[str, list[float]]:
+    """The oracle's (and, with ``cfg.vanilla``, the vanilla's) answer losses on the forget-memory rows the
+    gold standard compares, by source. ``smfa unlearn`` computes them before training, while the vanilla
+    (``vanilla``, reused) is the only other model in memory: at 7B the oracle never sits beside both the
+    vanilla and the unlearned model."""
+    forget = eval_group(bench, cfg)
+    sets = evaluation_sets(bench, cfg, forget)
+    rows = [r for name in _forget_memory_sets(sets, cfg.target) for r in sets[name]]
+    out = {str(cfg.oracle): reference_losses(str(cfg.oracle), bench, rows, cfg)}
+    if cfg.vanilla:
+        out[str(cfg.vanilla)] = reference_losses(str(cfg.vanilla), bench, rows, cfg, loaded=vanilla)
+    return out
 
 
 def eval_group(bench: Any, cfg: EvalConfig) -> ForgetSet:
@@ -233,9 +263,10 @@ def request_leaks(set_metrics: dict[str, Any], group: ForgetSet, target: str) ->
 
 
 def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, extra: dict[str, Any] | None = None,
-                    images: Any = None):
+                    images: Any = None, gold_losses: dict[str, list[float]] | None = None):
     """Evaluate an in-memory model and write the evaluation files into ``out_dir`` (created). ``images``: a
-    shared :class:`smfa.data.ImageCache` when the same questions are evaluated again (k sweeps)."""
+    shared :class:`smfa.data.ImageCache` when the same questions are evaluated again (k sweeps);
+    ``gold_losses``: :func:`gold_reference_losses` computed earlier (else the oracle is loaded here)."""
     from smfa.eval.gold import gold_standard
     from smfa.eval.metrics import compute_all_sets, compute_overall
     from smfa.eval.schema import Metrics, save_metrics
@@ -244,14 +275,7 @@ def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, ext
 
     t0 = time.perf_counter()
     forget = eval_group(bench, cfg)
-    sets = bench.eval_sets(forget, target=cfg.target, limit=cfg.limit)
-    if cfg.core_sets:  # drop the paraphrase / unseen-image variants
-        sets = {name: rows for name, rows in sets.items() if name.count("/") <= 1}
-    if cfg.request_sets:
-        sets = {name: rows for name, rows in sets.items() if is_request_set(name)}
-    sets.update(earlier_sets(bench, forget, cfg.target, cfg.limit))
-    if cfg.questions:
-        sets["user"] = load_user_questions(cfg.questions, bench)
+    sets = evaluation_sets(bench, cfg, forget)
     forget_people = set(forget.forgotten)
     loss_sets = _forget_memory_sets(sets, cfg.target)
     gens = generate_sets(loaded, bench, sets, forget_people, cfg=cfg, loss_sets=loss_sets, images=images)
@@ -263,8 +287,9 @@ def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, ext
         check_oracle(cfg.oracle, bench, forget)
         loss_rows = [r for name in loss_sets for r in sets[name]]
         mine = [g.loss for g in gens if g.set in loss_sets]
-        oracle = reference_losses(cfg.oracle, bench, loss_rows, cfg)
-        vanilla = reference_losses(cfg.vanilla, bench, loss_rows, cfg) if cfg.vanilla else None
+        known = gold_losses or {}
+        oracle = known.get(str(cfg.oracle)) or reference_losses(cfg.oracle, bench, loss_rows, cfg)
+        vanilla = (known.get(str(cfg.vanilla)) or reference_losses(cfg.vanilla, bench, loss_rows, cfg)) if cfg.vanilla else None
         gold = gold_standard(mine, oracle, vanilla, oracle=str(cfg.oracle), sets=list(loss_sets))
     attacks = None
     if cfg.attacks:
