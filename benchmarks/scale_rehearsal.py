@@ -8,8 +8,9 @@ CLI runs them, each in its own process:
   finetune (LoRA) → unlearn --method M (every method, or SMFA + MMUnlearner with --quick) → eval --attacks
   → sculpt --merge-to → forget
 
-with one forget person, a small anchor and one optimiser step per training phase (memory, not quality, is
-measured). For each stage the process's peak resident memory (``wait4``'s maxrss) and the most full-size
+with one forget person, a small anchor, one optimiser step per training phase and one question per core
+evaluation set (memory, not quality, is measured; ``unlearn`` runs with ``--no-eval``: the ``eval`` stage
+measures evaluation, with the relearn attack — or every attack — on the SMFA run). For each stage the process's peak resident memory (``wait4``'s maxrss) and the most full-size
 model copies resident at once (``_rehearsal_probe.py``) are recorded; a line through the depths gives the
 per-layer slope, and the peak is projected to the real depth (32 layers, 24 vision layers).
 
@@ -97,16 +98,17 @@ def stages(quick: bool, bench: Path, vanilla_src: Path, run: Path, person: str, 
     for m in methods:
         out.append((f"unlearn-{m}", ["unlearn", "--method", m, "--bench", str(bench), "--model", str(run / "vanilla"),
                                      "--out", str(run / m), "--forget-people", person, "--reference", "none",
-                                     "--anchor-size", "4", "--eval-limit", "1", *step, *common]))
+                                     "--anchor-size", "4", "--no-eval", *step, *common]))
     attacks = "relearn" if quick else "all"
     out.append(("eval-attacks", ["eval", "--bench", str(bench), "--model", str(run / "smfa"), "--out", str(run / "eval"),
                                  "--forget-people", person, "--limit", "1", "--attacks", attacks,
+                                 "--config", str(run.parent.parent / "core-sets.yaml"),
                                  "--relearn-steps", "1", "--relearn-batch-size", str(batch), *common]))
     # --merge-to sculpts on the CPU, shard by shard, in the checkpoint's dtype (no --device/--dtype)
     out.append(("sculpt-merge", ["sculpt", str(run / "smfa"), "--k", "20", "--merge-to", str(run / "merged")]))
     if not quick:
         out.append(("forget", ["forget", "--model", str(run / "vanilla"), "--bench", str(bench), "--people", person,
-                               "--out", str(run / "forget"), "--reference", "none", "--eval-limit", "1", *step, *common]))
+                               "--out", str(run / "forget"), "--reference", "none", "--no-eval", *step, *common]))
     return out
 
 
@@ -166,6 +168,7 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "smfa.cli", "bench", "build", "--preset", "full", "--n-people", "40",
                         "--shape-images", "60", "--anchor-size", "8", "--out", str(bench_dir), "--quiet", "--overwrite"],
                        check=True)
+    (work / "core-sets.yaml").write_text("core_sets: true\n")  # eval: the bench's core sets, no variants
     bench = Bench.load(bench_dir)
     person = sorted(bench.forget_people("10"))[0]
     corpus = tiny_corpus(bench)
