@@ -100,12 +100,15 @@ def test_quantize_rtn_rejects_non_matrix(weight: torch.Tensor) -> None:
         quantize_rtn(weight, 8)
 
 
-def test_quantize_language_model_touches_only_the_language_model() -> None:
-    @dataclass
-    class Family:
-        name: str = "fake"
-        language_model_pattern: str = r"language_model"
+@dataclass
+class Family:
+    """What quantisation reads of a family adapter."""
 
+    name: str = "fake"
+    language_model_pattern: str = r"language_model"
+
+
+def test_quantize_language_model_touches_only_the_language_model() -> None:
     torch.manual_seed(0)
     model = torch.nn.Module()
     model.language_model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
@@ -126,11 +129,6 @@ def test_quantized_in_place_restores_the_exact_weights_also_on_error() -> None:
     """The quantisation attack rounds the attacked model itself (no second model on the accelerator) and
     puts the exact weights back afterwards."""
     from smfa.eval.attacks import quantized_in_place
-
-    @dataclass
-    class Family:
-        name: str = "fake"
-        language_model_pattern: str = r"language_model"
 
     torch.manual_seed(0)
     model = torch.nn.Module()
