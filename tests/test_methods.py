@@ -156,3 +156,36 @@ def test_compare_reuses_smfa_mfa_for_idk(micro_bench_dir: Path, micro_vanilla: P
     b = load_file(str(out / "cells" / "idk-f10" / "model" / "model.safetensors"))
     assert a.keys() == b.keys()
     assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-6
+
+
+def test_lora_trainees_share_the_vanillas_weights_and_never_write_them() -> None:
+    """A LoRA phase trains a view of the vanilla (no weight copied: at 7B a copy is 14 GB); the adapters
+    live in the view's modules only, and the merge (``finish``) writes into a copy, never the vanilla."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from smfa.methods.base import MethodConfig, UnlearnContext, finish
+    from smfa.models.families import family_for
+    from smfa.models.tiny import TinyModelConfig, build_processor, build_tiny_model
+    from smfa.training import apply_lora
+
+    cfg = TinyModelConfig(vision_hidden=16, vision_layers=1, text_hidden=32, text_layers=1, text_intermediate=64)
+    vanilla = build_tiny_model(build_processor(["a tiny corpus of words"], cfg), cfg)
+    before = {k: v.clone() for k, v in vanilla.state_dict().items()}
+    ctx = UnlearnContext(bench=None, vanilla=SimpleNamespace(model=vanilla), data=None, target="all", seed=0,
+                         work_dir=Path("."))
+    view = ctx.trainee(MethodConfig(lora=True))
+    assert all(a.data_ptr() == b.data_ptr() for a, b in zip(view.parameters(), vanilla.parameters()))
+    trainee = apply_lora(view, family_for(vanilla), r=4, alpha=4, dropout=0.0)
+    assert not any("lora_" in name for name, _ in vanilla.named_modules())
+    with torch.no_grad():  # an update of the adapters
+        for name, p in trainee.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.1)
+    merged = finish(trainee)
+    assert all(torch.equal(vanilla.state_dict()[k], v) for k, v in before.items())
+    moved = [k for k, v in merged.state_dict().items() if k in before and not torch.equal(v, before[k])]
+    assert moved and all("language_model" in k for k in moved)
+    full = ctx.trainee(MethodConfig(lora=False))
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(full.parameters(), vanilla.parameters()))
