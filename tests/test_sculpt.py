@@ -22,6 +22,7 @@ from smfa.sculpt import (
     REPORT_JSON,
     REPORT_MD,
     LoraAdapter,
+    LowRankDelta,
     aggregate_stats,
     dense_deltas,
     mask_stats,
@@ -34,6 +35,8 @@ from smfa.sculpt import (
     sculpt_mask,
     write_sculpt_report,
 )
+from smfa.sculpt.mask import row_parallel
+from smfa.sculpt.shards import ShardRewrite, read_header, rewrite_shards
 
 # ---- hand-made 2×3 case ------------------------------------------------------------------------------
 # ‖ΔW_f‖² = ‖ΔW_a‖² = 41, so ρ = 1 (up to ε). Per entry (ΔW_f, ΔW_a):
@@ -490,6 +493,60 @@ def test_truncated_shard_is_reported(tmp_path: Path, llama_setup, bf16_checkpoin
     shard.write_bytes(shard.read_bytes()[:-10])
     with pytest.raises(ModelError, match=shard.name):
         sculpt_checkpoint(src, forget, anchor, tmp_path / "out", 1.0, progress=False)
+
+
+def test_merge_is_the_same_whatever_the_number_of_threads() -> None:
+    """Bug: the rows were split between threads at arbitrary rows, so the weights and the stats of a merge
+    changed with the number of threads (MKL's sums depend on a call's row count)."""
+    gen = torch.Generator().manual_seed(0)
+    rows, cols = 37, 11008  # blocks of 11 rows: 4 of them, the last one short
+
+    def low_rank(r: int) -> LowRankDelta:
+        return LowRankDelta(torch.randn(rows, r, generator=gen) * 1e-3, torch.randn(r, cols, generator=gen) / cols**0.5)
+
+    forget, anchor = low_rank(16), low_rank(8)
+    weight = torch.randn(rows, cols, generator=gen) * 0.02  # float32: no rounding to hide a difference
+    merged = []
+    with row_parallel():
+        for workers in (1, 2, 3):
+            out = torch.empty_like(weight)
+            merged.append((out, sculpt_merge._merge_weight(weight, out, [(forget, 1.0)], anchor, "both", 1e-12, workers)))
+    for out, stats in merged[1:]:
+        assert torch.equal(out, merged[0][0])
+        assert stats == merged[0][1]
+    assert 0 < merged[0][1][0].share_masked < 1
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_rewrite_shards_transforms_every_tensor_once_in_output_order(tmp_path: Path, workers: int) -> None:
+    """The pipeline (reader, transform threads, writer, across shard boundaries) equals a naive rewrite."""
+    gen = torch.Generator().manual_seed(0)
+    jobs, expected = [], {}
+    for s in range(3):
+        tensors = {f"s{s}.w{i}": torch.randn(5 + i, 7, generator=gen).to(torch.bfloat16 if i % 2 else torch.float32)
+                   for i in range(6)}
+        tensors[f"s{s}.ids"] = torch.arange(10, dtype=torch.int64)
+        src, dst = tmp_path / f"in-{s}.safetensors", tmp_path / f"out-{s}.safetensors"
+        save_file(tensors, src, metadata={"format": "pt"})
+        metadata, entries = read_header(src)
+        changed = {n for n in tensors if n.endswith(("w1", "w2", "w5"))} if s != 1 else set()  # shard 1: copied only
+        expected[dst] = {n: t * 2 if n in changed else t for n, t in tensors.items()}
+        jobs.append(ShardRewrite(src, dst, metadata, entries,
+                                 {n: lambda t, n=n: (calls.append(n), t.mul_(2), n.upper())[2] for n in changed}))
+    calls: list[str] = []
+    done: list[tuple[str, object]] = []
+    rewrite_shards(jobs, workers, on_done=lambda name, result: done.append((name, result)))
+
+    in_output_order = [n for job in jobs for n in sorted(job.transforms, key=lambda n: read_header(job.dst)[1][n].begin)]
+    assert sorted(calls) == sorted(in_output_order) and len(in_output_order) == 6  # each exactly once
+    assert done == [(n, n.upper()) for n in in_output_order]
+    for dst, tensors in expected.items():
+        got = load_file(dst)
+        assert got.keys() == tensors.keys()
+        for name, t in tensors.items():
+            assert got[name].dtype == t.dtype and torch.equal(got[name], t), name
+        with safe_open(str(dst), "pt") as fh:
+            assert fh.metadata() == {"format": "pt"}
 
 
 # ---- `smfa sculpt RUN --merge-to DIR` --------------------------------------------------------------------

@@ -10,7 +10,9 @@ For one weight matrix, with ``ΔW_f`` the forgetting update (MFA) and ``ΔW_a`` 
 
 Every sculpt — these functions and both merges (:mod:`smfa.sculpt.merge`) — runs one block kernel
 (:func:`sculpt_rows` → ``_mask_block``): the same float32 arithmetic on blocks of rows small enough to stay
-in the CPU caches, built from a dense tensor or from LoRA factors (:class:`LowRankDelta`).
+in the CPU caches, built from a dense tensor or from LoRA factors (:class:`LowRankDelta`), with the same
+blocks and the same single-threaded BLAS calls whatever the number of threads, so the results never
+depend on it.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ MODES = ("both", "conflict", "magnitude", "none")
 EPS = 1e-12
 
 _FLOAT32_MAX = torch.finfo(torch.float32).max
-# Elements per block of rows: a worker's six float32 scratch blocks (6 × 512 KiB) stay in the CPU caches,
-# which is what makes the ~15 element-wise passes per block cheap. A GPU wants fewer, larger launches.
+# Elements per block of rows: small enough that a worker's five float32 scratch blocks stay in L2/L3, large
+# enough that torch's per-op overhead (a few µs) stays small against ~12 element-wise passes; measured on
+# 2 EPYC cores, 2¹⁵ and 2¹⁶ were slower. A GPU wants fewer, larger launches.
 _BLOCK_ELEMS_CPU = 1 << 17
 _BLOCK_ELEMS_GPU = 1 << 24
 _MAX_CPU_WORKERS = 8
@@ -120,34 +123,38 @@ def cosine_from_dot(dot: float, norm_a: float, norm_b: float) -> float:
 
 
 def _mask_block(
-    df: torch.Tensor, da: torch.Tensor, k_rho: float, mode: str, p: torch.Tensor, g: torch.Tensor, s: torch.Tensor
+    df: torch.Tensor, da: torch.Tensor, k_rho: float, mode: str, masks: torch.Tensor, sums: torch.Tensor
 ) -> torch.Tensor:
-    """Zero the masked entries of the float32 block ``df`` in place (``da`` is only read).
+    """Zero the masked entries of the flat float32 block ``df`` in place (``da`` is only read); return M.
 
-    ``p``, ``g``, ``s`` are float32 scratch tensors shaped like ``df``; on return they hold C, R and M as
-    1.0/0.0. Returns the float32 sums (|M|, |C|, |R|, ‖ΔW'_f‖²) of the block, counts exact below 2²⁴
-    entries. Masks are kept as floats on purpose: torch's bool-output kernels are several times slower.
+    ``masks`` is a (3, n) float32 scratch tensor whose rows receive M, C and R as 1.0/0.0: one tensor, so
+    that their counts are one reduction. Its last row may be ``da`` itself (then ``da`` is overwritten; one
+    view does not need it again). Writes the float32 sums (|M|, |C|, |R|, ‖ΔW'_f‖²) of the block into
+    ``sums``, counts exact below 2²⁴ entries. Masks are floats on purpose: torch's bool-output kernels are
+    several times slower.
     """
-    torch.mul(df, da, out=p)
-    torch.lt(p, 0, out=p)  # C: ΔW_a ⊙ ΔW_f < 0
-    torch.abs(da, out=g).mul_(k_rho)
-    torch.lt(g, torch.abs(df, out=s), out=g)  # R: k·ρ·|ΔW_a| < |ΔW_f| (strict: ties are not in R)
+    mask, conflict, dominated = masks
+    torch.mul(df, da, out=conflict)
+    torch.lt(conflict, 0, out=conflict)  # C: ΔW_a ⊙ ΔW_f < 0
+    torch.abs(da, out=dominated).mul_(k_rho)
+    torch.lt(dominated, torch.abs(df, out=mask), out=dominated)  # R: k·ρ·|ΔW_a| < |ΔW_f| (strict: ties are not in R)
     if mode == "both":
-        torch.mul(p, g, out=s)
+        torch.mul(conflict, dominated, out=mask)
     elif mode == "conflict":
-        s.copy_(p)
+        mask.copy_(conflict)
     elif mode == "magnitude":
-        s.copy_(g)
+        mask.copy_(dominated)
     else:
-        s.zero_()
+        mask.zero_()
     if mode != "none":
-        df.addcmul_(df, s, value=-1)  # df − df·1 is exactly 0 where masked; df − df·0 is df elsewhere
-    flat = df.reshape(-1)
-    return torch.stack((s.sum(), p.sum(), g.sum(), torch.dot(flat, flat)))
+        df.addcmul_(df, mask, value=-1)  # df − df·1 is exactly +0 where masked; df − df·0 is df elsewhere
+    torch.sum(masks, dim=1, out=sums[:3])
+    torch.dot(df, df, out=sums[3])
+    return mask
 
 
 def _fill(matrix: torch.Tensor | LowRankDelta, i: int, j: int, out: torch.Tensor) -> None:
-    """Rows i:j of a dense matrix or of a low-rank update, as float32, into ``out``."""
+    """Rows i:j of a dense matrix or of a low-rank update, as float32, into ``out`` (shaped like them)."""
     if isinstance(matrix, torch.Tensor):
         out.copy_(matrix[i:j])
     else:
@@ -156,7 +163,8 @@ def _fill(matrix: torch.Tensor | LowRankDelta, i: int, j: int, out: torch.Tensor
 
 @contextlib.contextmanager
 def row_parallel() -> Iterator[int]:
-    """For a merge: torch ops single-threaded, parallelism from threads that own disjoint row ranges.
+    """For a merge: torch ops single-threaded, parallelism from threads that own disjoint work (row ranges
+    of a weight in memory, whole tensors of a checkpoint).
 
     OpenMP's per-op barriers stall badly when another process holds a core (every one of the thousands of
     small ops waits for a descheduled thread); independent threads do not. Yields the number of threads
@@ -168,6 +176,17 @@ def row_parallel() -> Iterator[int]:
         yield max(1, min(threads, _MAX_CPU_WORKERS))
     finally:
         torch.set_num_threads(threads)
+
+
+def single_threaded_pool(workers: int, name: str) -> ThreadPoolExecutor:
+    """A thread pool whose threads run torch (and MKL) single-threaded.
+
+    A new thread starts with OpenMP's default team size (all cores), whatever ``torch.set_num_threads``
+    said in the main thread: MKL would then run each call on several threads (oversubscribing the cores
+    the pool already uses) and, at some shapes, round differently from a single-threaded call.
+    """
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name, initializer=torch.set_num_threads,
+                              initargs=(1,))
 
 
 def sculpt_rows(
@@ -185,7 +204,8 @@ def sculpt_rows(
     ``sink(i, j, block)`` (and, if given, the block of M as 1.0/0.0 to ``mask_sink``). Never holds more
     than a few blocks. Returns per view the float64 totals (|M|, |C|, |R|, ‖ΔW'_f‖²).
 
-    With ``workers`` > 1 (CPU, inside :func:`row_parallel`) the rows are split between that many threads.
+    With ``workers`` > 1 (CPU, inside :func:`row_parallel`) the blocks are split between that many threads,
+    whole blocks each and every thread single-threaded in MKL: the results are the same for any number.
     """
     rows, cols = shape
     elems = _BLOCK_ELEMS_CPU if device.type == "cpu" else _BLOCK_ELEMS_GPU
@@ -193,38 +213,45 @@ def sculpt_rows(
     n_views = len(forgets)
 
     def run(lo: int, hi: int) -> torch.Tensor:
-        buf = lambda: torch.empty(block, cols, dtype=torch.float32, device=device)  # noqa: E731
-        da, p, g, s, acc = buf(), buf(), buf(), buf(), buf()
+        # Flat scratch blocks (1-D, for the counts' reductions); with one view, ΔW_a's block is R's row.
+        full = block * cols
+        buf = lambda: torch.empty(full, dtype=torch.float32, device=device)  # noqa: E731
+        masks = torch.empty(3, full, dtype=torch.float32, device=device)
+        da = masks[2] if n_views == 1 else buf()
+        acc = buf()
         df = buf() if n_views > 1 else acc  # view 0 is built in acc, later views in df and added
-        sums = []
-        for i in range(lo, hi, block):
+        sums = torch.empty(-(-(hi - lo) // block), n_views, 4, dtype=torch.float32, device=device)
+        for b, i in enumerate(range(lo, hi, block)):
             j = min(i + block, hi)
-            h = j - i
-            _fill(anchor, i, j, da[:h])
+            n = (j - i) * cols
+            # Slices only for a short last block: torch's per-call overhead is a real share of a block's time.
+            a_, f_, u_, m_ = (da, df, acc, masks) if n == full else (da[:n], df[:n], acc[:n], masks[:, :n])
+            _fill(anchor, i, j, a_.view(j - i, cols))
             for v, (forget, k_rho) in enumerate(forgets):
-                d = (df if v else acc)[:h]
-                _fill(forget, i, j, d)
-                sums.append(_mask_block(d, da[:h], k_rho, mode, p[:h], g[:h], s[:h]))
+                d = f_ if v else u_
+                _fill(forget, i, j, d.view(j - i, cols))
+                mask = _mask_block(d, a_, k_rho, mode, m_, sums[b, v])
                 if mask_sink is not None:
-                    mask_sink(i, j, s[:h])
+                    mask_sink(i, j, mask.view(j - i, cols))
                 if v:
-                    acc[:h].add_(d)
+                    u_.add_(d)
             if n_views > 1:
-                acc[:h].mul_(1.0 / n_views)
-            sink(i, j, acc[:h])
-        if not sums:
-            return torch.zeros(n_views, 4, dtype=torch.float64, device=device)
-        return torch.stack(sums).double().view(-1, n_views, 4).sum(0)
+                u_.mul_(1.0 / n_views)
+            sink(i, j, u_.view(j - i, cols))
+        return sums
 
-    workers = min(workers, -(-rows // block)) if device.type == "cpu" else 1
+    blocks = -(-rows // block)
+    workers = min(workers, blocks) if device.type == "cpu" else 1
     if workers <= 1:
-        totals = run(0, rows)
+        sums = run(0, rows)
     else:
-        step = -(-rows // workers)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sculpt") as pool:
+        # Each thread gets whole blocks, so the blocks (and the results: MKL's sums depend on a call's row
+        # count) and the order of the totals' sums are the same whatever the number of threads.
+        step = -(-blocks // workers) * block
+        with single_threaded_pool(workers, "sculpt") as pool:
             parts = [pool.submit(run, lo, min(lo + step, rows)) for lo in range(0, rows, step)]
-            totals = sum(part.result() for part in parts)
-    return totals
+            sums = torch.cat([part.result() for part in parts])
+    return sums.double().sum(0)
 
 
 def stats_from_totals(totals: list[float], numel: int, rho: float, norm_f: float, norm_a: float, cosine: float) -> MaskStats:
