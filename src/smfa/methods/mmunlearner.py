@@ -39,12 +39,15 @@ class MMUnlearnerConfig(MethodConfig):
     threshold: float = 1.0  # mask = F_f / F_p ≥ threshold (paper: 1)
 
 
-def fisher_diagonal(model: torch.nn.Module, dataset, collate, batch_size: int, names: set[str]) -> dict[str, torch.Tensor]:
+def fisher_diagonal(model: torch.nn.Module, dataset, collate, batch_size: int, names: set[str],
+                    desc: str = "Fisher", progress: bool = True) -> dict[str, torch.Tensor]:
     """Mean over batches of grad² of the answer NLL, for the parameters in ``names``."""
+    from tqdm.auto import tqdm
+
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     fisher: dict[str, torch.Tensor] = {}
     n = len(loader)
-    for batch in loader:
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
         batch = move_batch(batch, model)
         model.zero_grad(set_to_none=True)
         answer_nll(*answer_logits(model, batch)).backward()
@@ -54,17 +57,17 @@ def fisher_diagonal(model: torch.nn.Module, dataset, collate, batch_size: int, n
 
 
 def saliency(model: torch.nn.Module, forget_ds, preserve_ds, collate, batch_size: int, names: set[str],
-             threshold: float) -> tuple[dict[str, torch.Tensor], bool]:
+             threshold: float, progress: bool = True) -> tuple[dict[str, torch.Tensor], bool]:
     """The saliency mask ``F_f / F_p ≥ threshold`` (bool, on the model's device) and whether the forget
     Fisher was offloaded. At most one fp32 Fisher dict is on the model's device at a time: on an accelerator
     the finished forget Fisher waits on the CPU (one host copy, ~26 GB at 7B) while the preserve Fisher
     accumulates, then both are consumed into the mask parameter by parameter. Accumulating on the CPU every
     batch instead would cost a device-to-host copy and a CPU add of every weight per batch."""
-    f_forget = fisher_diagonal(model, forget_ds, collate, batch_size, names)
+    f_forget = fisher_diagonal(model, forget_ds, collate, batch_size, names, "Fisher (forget)", progress)
     offloaded = any(t.device.type != "cpu" for t in f_forget.values())
     for name in list(f_forget):  # one parameter at a time: the device copy is freed as its host copy lands
         f_forget[name] = f_forget[name].cpu()
-    f_preserve = fisher_diagonal(model, preserve_ds, collate, batch_size, names)
+    f_preserve = fisher_diagonal(model, preserve_ds, collate, batch_size, names, "Fisher (preserve)", progress)
     return saliency_mask(f_forget, f_preserve, threshold=threshold, free=True), offloaded
 
 
@@ -84,7 +87,8 @@ class MMUnlearner(Method):
         collate = make_collator(ctx.vanilla.family, ctx.vanilla.processor)
         forget_ds = forget_dataset(ctx)
         preserve_ds = ctx.encode(reference_items(ctx.data.preserve_rows), desc="encoding preserve")
-        mask, offloaded = saliency(model, forget_ds, preserve_ds, collate, hp.batch_size, targets, hp.threshold)
+        mask, offloaded = saliency(model, forget_ds, preserve_ds, collate, hp.batch_size, targets, hp.threshold,
+                                   progress=ctx.progress)
         params = dict(model.named_parameters())
         write_json_atomic(ctx.work_dir / "saliency.json", {
             "threshold": hp.threshold, "share_masked": mask_share(mask),
