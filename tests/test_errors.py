@@ -154,7 +154,7 @@ def test_killed_checkpoint_merge_leaves_no_complete_output(tmp_path: Path, monke
         m = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
         m.save_pretrained(tmp_path / name)
     calls = {"n": 0}
-    real = sculpt._merge_module
+    real = sculpt._module_stats
 
     def dying(*args, **kwargs):
         calls["n"] += 1
@@ -162,7 +162,7 @@ def test_killed_checkpoint_merge_leaves_no_complete_output(tmp_path: Path, monke
             raise KeyboardInterrupt("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sculpt, "_merge_module", dying)
+    monkeypatch.setattr(sculpt, "_module_stats", dying)
     with pytest.raises(KeyboardInterrupt):
         sculpt.sculpt_checkpoint(tmp_path / "src", tmp_path / "f", tmp_path / "a", tmp_path / "out", k=1.0, progress=False)
     assert not (tmp_path / "out").exists()
