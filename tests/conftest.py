@@ -98,3 +98,28 @@ class Floors:
 @pytest.fixture
 def floor(request: pytest.FixtureRequest) -> Floors:
     return Floors(request.node.nodeid)
+
+
+@pytest.fixture
+def run_micro_mmunlearner(micro_bench_dir: Path, micro_vanilla: Path, tmp_path: Path):
+    """``run(placement, max_steps)``: MMUnlearner on a slice of the micro bench (32 forget rows, 16 anchor
+    rows) written to ``tmp_path``; returns (the unlearned model, the vanilla's weights before)."""
+
+    def run(placement, max_steps: int):
+        from smfa.bench import Bench
+        from smfa.methods import get_method
+        from smfa.methods.base import UnlearnContext
+        from smfa.models.loading import load_model
+        from smfa.unlearn import select_data
+
+        bench = Bench.load(micro_bench_dir)
+        data = select_data(bench, "10", "all", None, 0)
+        data.forget_rows, data.anchor_rows = data.forget_rows[:32], data.anchor_rows[:16]
+        vanilla = load_model(micro_vanilla, placement=placement)
+        before = {k: v.detach().clone() for k, v in vanilla.model.named_parameters()}
+        ctx = UnlearnContext(bench=bench, vanilla=vanilla, data=data, target="all", seed=0, work_dir=tmp_path,
+                             progress=False, placement=placement)
+        method = get_method("mmunlearner")
+        return method.run(ctx, method.config(None, {"max_steps": max_steps})), before
+
+    return run

@@ -106,18 +106,13 @@ def test_trainer_builds_masked_adamw_from_its_arguments_and_refuses_other_optimi
 
 
 @pytest.mark.slow
-def test_mmunlearner_trains_with_state_on_masked_entries_only(monkeypatch, micro_bench_dir, micro_vanilla, tmp_path) -> None:
+def test_mmunlearner_trains_with_state_on_masked_entries_only(monkeypatch, run_micro_mmunlearner, tmp_path) -> None:
     """MMUnlearner on the micro bench: the Trainer's optimizer is MaskedAdamW with 2 values of state per masked
     entry, saliency.json reports those bytes against dense AdamW's, and entries outside the mask stay put."""
     import json
 
     import smfa.methods.base as base
-    from smfa.bench import Bench
-    from smfa.methods import get_method
-    from smfa.methods.base import UnlearnContext
-    from smfa.models.loading import load_model
     from smfa.models.placement import resolve_placement
-    from smfa.unlearn import select_data
 
     seen = {}
     make = base._make_trainer_class
@@ -131,15 +126,7 @@ def test_mmunlearner_trains_with_state_on_masked_entries_only(monkeypatch, micro
 
     monkeypatch.setattr(base, "_make_trainer_class", recording_class)
     placement = resolve_placement("cpu", "fp32")
-    bench = Bench.load(micro_bench_dir)
-    data = select_data(bench, "10", "all", None, 0)
-    data.forget_rows, data.anchor_rows = data.forget_rows[:32], data.anchor_rows[:16]
-    vanilla = load_model(micro_vanilla, placement=placement)
-    before = {k: v.detach().clone() for k, v in vanilla.model.named_parameters()}
-    ctx = UnlearnContext(bench=bench, vanilla=vanilla, data=data, target="all", seed=0, work_dir=tmp_path,
-                         progress=False, placement=placement)
-    method = get_method("mmunlearner")
-    model = method.run(ctx, method.config(None, {"max_steps": 2}))
+    model, before = run_micro_mmunlearner(placement, 2)
 
     optimizer, mask = seen["optimizer"], seen["mask"]
     assert isinstance(optimizer, MaskedAdamW)

@@ -233,27 +233,13 @@ def test_compare_hands_device_and_dtype_to_every_stage(monkeypatch, micro_bench_
     assert sorted(seen) == [("eval", "cpu", "bf16")] * 2 + [("finetune", "cpu", "bf16"), ("unlearn", "cpu", "bf16")]
 
 
-def test_mmunlearner_in_bf16_masks_and_trainee_follow_and_frozen_entries_hold(monkeypatch, micro_bench_dir: Path,
-                                                                               micro_vanilla: Path, tmp_path: Path) -> None:
+def test_mmunlearner_in_bf16_masks_and_trainee_follow_and_frozen_entries_hold(monkeypatch, run_micro_mmunlearner,
+                                                                               tmp_path: Path) -> None:
     """MMUnlearner (full fine-tuning, saliency masks) with a bf16 placement: the trainee trains in bf16,
     its masks sit on its device, and one step leaves every entry outside the mask unchanged."""
-    from smfa.bench import Bench
-    from smfa.methods import get_method
-    from smfa.methods.base import UnlearnContext
-    from smfa.models.loading import load_model
-    from smfa.unlearn import select_data
-
     seen = _record_placements(monkeypatch)
     placement = resolve_placement("cpu", "bf16")
-    bench = Bench.load(micro_bench_dir)
-    data = select_data(bench, "10", "all", None, 0)
-    data.forget_rows, data.anchor_rows = data.forget_rows[:32], data.anchor_rows[:16]
-    vanilla = load_model(micro_vanilla, placement=placement)
-    before = {k: v.detach().clone() for k, v in vanilla.model.named_parameters()}
-    ctx = UnlearnContext(bench=bench, vanilla=vanilla, data=data, target="all", seed=0, work_dir=tmp_path,
-                         progress=False, placement=placement)
-    method = get_method("mmunlearner")
-    model = method.run(ctx, method.config(None, {"max_steps": 1}))
+    model, before = run_micro_mmunlearner(placement, 1)
     (tensors,) = seen["trainee"]
     assert {(d, t) for _, d, t in tensors} == {("cpu", torch.bfloat16)}
     assert seen["mask"] == [{"cpu"}]
