@@ -55,8 +55,6 @@ LLAVA_1_5_7B = ModelShape(
                image_seq_length=576),
 )
 
-SHAPES = {s.name: s for s in (LLAVA_1_5_7B,)}
-
 
 def shrunk(shape: ModelShape, **sizes: int) -> ModelShape:
     """The same family with smaller widths (tests and ``--dry-run``s): keys of ``text``/``vision`` prefixed
