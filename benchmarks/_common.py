@@ -24,7 +24,7 @@ def tiny_setup(workdir: str, steps: int | None = None) -> tuple[Path, Path]:
     or comes from the smfa cache."""
     from smfa.bench import build_bench, preset_config
     from smfa.cache import cached_finetune
-    from smfa.training import FinetuneConfig
+    from smfa.stages.finetune import FinetuneConfig
 
     bench = Path(workdir) / "bench-tiny"
     if not (bench / "bench.json").is_file():

@@ -64,7 +64,7 @@ def main() -> int:
 
     seen: list[dict] = []
     watch_models(seen)
-    from smfa.cli import main as smfa_main
+    from smfa.cli.main import main as smfa_main
 
     t0 = time.perf_counter()
     rc = 1

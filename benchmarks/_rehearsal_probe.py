@@ -57,7 +57,7 @@ def main() -> int:
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    from smfa.cli import main as smfa_main
+    from smfa.cli.main import main as smfa_main
 
     t0 = time.perf_counter()
     try:

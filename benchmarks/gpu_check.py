@@ -110,12 +110,12 @@ def retention_check(method: str, kept: dict[str, float | None], vanilla: dict[st
 
 def tiny_pipeline(work: Path, sizes: Sizes, device: str, dtype: str, margin: float, floor: float, rows: list[Row]) -> None:
     from smfa.bench import build_bench, preset_config
-    from smfa.compare import CompareConfig, compare
+    from smfa.stages.compare import CompareConfig, compare
     from smfa.eval.schema import load_metrics
     from smfa.methods import method_names
     from smfa.pretrained import RECIPES
     from smfa.rundir import read_manifest
-    from smfa.training import FinetuneConfig, finetune
+    from smfa.stages.finetune import FinetuneConfig, finetune
 
     recipe = RECIPES["tiny-seed0" if sizes.bench == "tiny" else "micro-seed0"]
     if sizes.bench == "micro":  # the tests' shipped micro vanilla, when this is a source checkout

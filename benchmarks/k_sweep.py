@@ -15,8 +15,8 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--eval-limit", type=int, default=200, help="questions per evaluation set (both sides)")
     args = p.parse_args()
-    from smfa.sweep import SweepConfig, sculpt_sweep
-    from smfa.unlearn import UnlearnConfig, unlearn
+    from smfa.stages.sweep import SweepConfig, sculpt_sweep
+    from smfa.stages.unlearn import UnlearnConfig, unlearn
 
     bench, vanilla = tiny_setup(args.workdir, args.steps)
     run = Path(args.workdir) / "k_sweep-smfa"

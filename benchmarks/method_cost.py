@@ -14,7 +14,7 @@ from _common import parser, tiny_setup  # noqa: E402
 
 CHILD = """
 import json, resource, sys, time
-from smfa.unlearn import UnlearnConfig, unlearn
+from smfa.stages.unlearn import UnlearnConfig, unlearn
 bench, vanilla, out, method = sys.argv[1:5]
 t0 = time.perf_counter()
 unlearn(UnlearnConfig(bench=bench, model=vanilla, out=out, method=method, forget="10", evaluate=False,

@@ -21,7 +21,7 @@ import torch
 
 from smfa.bench import Bench, build_bench, preset_config
 from smfa.pretrained import RECIPES, package_run, write_pretrained
-from smfa.training import FinetuneConfig, finetune
+from smfa.stages.finetune import FinetuneConfig, finetune
 
 ROOT = Path(__file__).resolve().parents[1]
 DEST = {"tiny-seed0": ROOT / "src/smfa/pretrained", "tiny-seed0-oracle10": ROOT / "src/smfa/pretrained",

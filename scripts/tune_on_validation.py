@@ -116,8 +116,8 @@ def main() -> None:
 
     from smfa.eval.pipeline import EvalConfig, evaluate
     from smfa.eval.schema import load_metrics
-    from smfa.sweep import SweepConfig, sculpt_sweep
-    from smfa.unlearn import UnlearnConfig, unlearn
+    from smfa.stages.sweep import SweepConfig, sculpt_sweep
+    from smfa.stages.unlearn import UnlearnConfig, unlearn
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ def micro_bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def micro_vanilla(micro_bench_dir: Path) -> Path:
     """The vanilla tiny model trained on the micro bench (memorises every profile)."""
     from smfa.cache import cached_finetune
-    from smfa.training import FinetuneConfig
+    from smfa.stages.finetune import FinetuneConfig
 
     run, _ = cached_finetune(micro_bench_dir, FinetuneConfig(**_MICRO["finetune"], progress=False))
     return run
@@ -110,7 +110,7 @@ def run_micro_mmunlearner(micro_bench_dir: Path, micro_vanilla: Path, tmp_path: 
         from smfa.methods import get_method
         from smfa.methods.base import UnlearnContext
         from smfa.models.loading import load_model
-        from smfa.unlearn import select_data
+        from smfa.stages.unlearn import select_data
 
         bench = Bench.load(micro_bench_dir)
         data = select_data(bench, "10", "all", None, 0)

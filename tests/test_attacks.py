@@ -246,7 +246,7 @@ def test_relearn_options_from_the_command_line(monkeypatch: pytest.MonkeyPatch, 
                                                capsys: pytest.CaptureFixture) -> None:
     """``smfa eval --relearn-*`` reaches EvalConfig; a bad value is a one-line error before any model is loaded."""
     import smfa.eval.pipeline as pipeline
-    from smfa.cli import main
+    from smfa.cli.main import main
     from smfa.eval.attacks import check_relearn_options
 
     seen = []

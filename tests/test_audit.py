@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from smfa.audit import AUDIT_JSON, AUDIT_MD, AUDIT_SIG, weight_hashes, write_audit
-from smfa.cli import main
+from smfa.stages.audit import AUDIT_JSON, AUDIT_MD, AUDIT_SIG, weight_hashes, write_audit
+from smfa.cli.main import main
 
 
 def _key(path: Path) -> Path:
@@ -22,9 +22,9 @@ def _key(path: Path) -> Path:
 
 def _run(tmp_path: Path, key_file: Path | None = None) -> Path:
     """An unlearning run's audit record over stand-in weight files (the parent's and the run's own)."""
-    from smfa.audit import read_key
+    from smfa.stages.audit import read_key
     from smfa.methods.base import MethodConfig
-    from smfa.unlearn import UnlearnConfig
+    from smfa.stages.unlearn import UnlearnConfig
 
     parent, run = tmp_path / "parent", tmp_path / "run"
     parent.mkdir()
@@ -123,7 +123,7 @@ def test_the_parent_answers_cache_is_kept_apart_per_dtype_and_device_kind(monkey
     """The parent's retain answers are cached per weight digest; answers in bf16 are not those in fp32, so a
     parent loaded in another precision asks its questions again, and one in the same precision does not."""
     import smfa.eval.pipeline as pipeline
-    from smfa.audit import parent_retain_metrics
+    from smfa.stages.audit import parent_retain_metrics
     from smfa.bench import Bench
     from smfa.eval.pipeline import EvalConfig
     from smfa.eval.schema import Generation

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from smfa.cli import main
+from smfa.cli.main import main
 
 pytestmark = pytest.mark.slow
 

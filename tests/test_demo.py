@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_shows_default_and_paper_smfa_idk_and_the_oracle(tmp_path: Path, monkeypatch, capsys) -> None:
-    from smfa.demo import DemoConfig, run_demo
+    from smfa.stages.demo import DemoConfig, run_demo
 
     monkeypatch.setenv("SMFA_CACHE_DIR", str(tmp_path / "cache"))
     out = run_demo(DemoConfig(out=str(tmp_path / "demo"), steps=10, method_steps=3, eval_limit=3))

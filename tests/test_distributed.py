@@ -65,7 +65,7 @@ def test_lora_checkpointing_is_non_reentrant(micro_vanilla: Path) -> None:
     """One setting for every stage (smfa.training.enable_checkpointing): the reentrant checkpoint is what
     crashes DDP with a PEFT model (see the 2-process test below)."""
     from smfa.models.loading import load_model
-    from smfa.training import apply_lora
+    from smfa.training.engine import apply_lora
 
     vanilla = load_model(micro_vanilla)
     model = apply_lora(vanilla.model, vanilla.family, 4, 4, 0.0, gradient_checkpointing=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from smfa.cli import main
+from smfa.cli.main import main
 
 
 def _run(capsys, argv: list[str]) -> tuple[int, str]:

@@ -463,7 +463,7 @@ def test_lora_targets_are_language_model_linears_only(case):
 
 def test_lora_b_matrices_move_after_one_step_with_gradient_checkpointing(case):
     c, _, processor, family = case
-    from smfa.training import apply_lora
+    from smfa.training.engine import apply_lora
 
     model, _ = c.build()  # fresh: PEFT wraps the model in place
     model = apply_lora(model, family, r=4, alpha=8, dropout=0.0, gradient_checkpointing=True)

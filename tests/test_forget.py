@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from smfa.bench import Bench
-from smfa.cli import main
+from smfa.cli.main import main
 
 # Micro bench (tests/conftest.py): p0011, p0029, p0042 are forget_5; p0004 is an evaluation-pool person with
 # rows in the retain anchor (a request may name anyone known, so the anchor must drop them); p0034, p0038,
@@ -34,7 +34,7 @@ def _one_line_error(capsys, rc: int, *needles: str) -> None:
 # ---- no model needed -----------------------------------------------------------------------------------------
 def test_people_from_a_comma_list_or_a_file(tmp_path: Path) -> None:
     from smfa.errors import ConfigError
-    from smfa.forget import parse_people
+    from smfa.stages.forget import parse_people
 
     assert parse_people(" p1, p2,,p1 ") == ["p1", "p2"]
     ids = tmp_path / "ids.txt"
@@ -46,7 +46,7 @@ def test_people_from_a_comma_list_or_a_file(tmp_path: Path) -> None:
 
 def test_the_forget_group_decides_forget_retain_and_anchor(micro_bench_dir: Path) -> None:
     from smfa.errors import ConfigError
-    from smfa.unlearn import select_data
+    from smfa.stages.unlearn import select_data
 
     bench = Bench.load(micro_bench_dir)
     # A split resolves as before (val keeps forget_15 out of retain).
@@ -75,7 +75,7 @@ def test_the_forget_group_decides_forget_retain_and_anchor(micro_bench_dir: Path
     truth = {q.id: q for q in bench.questions}
     assert all(truth[q.id].answer and truth[q.id].question == q.question for q in suppressed)
     from smfa.methods import get_method  # the default keeps them for methods that train refusals, and only those
-    from smfa.unlearn import UnlearnConfig
+    from smfa.stages.unlearn import UnlearnConfig
     assert UnlearnConfig().keep_earlier is True
     assert [m for m in ("smfa", "idk", "ties", "ga", "ga_diff", "npo", "kl_min", "mmunlearner")
             if get_method(m).trains_refusals] == ["smfa", "idk", "ties"]

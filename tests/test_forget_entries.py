@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from smfa.bench import Bench
-from smfa.cli import main
+from smfa.cli.main import main
 
 # forget_15 people outside forget_10 (tests/conftest.py's micro bench): a sweep that evaluates forget_10
 # instead of the request never meets them.
@@ -92,7 +92,7 @@ def test_an_unlearn_manifest_records_the_effective_batch_size(request_run: Path)
 
 
 def test_the_sweep_of_a_request_evaluates_its_people(request_run: Path, tmp_path: Path) -> None:
-    from smfa.sweep import SweepConfig, sculpt_sweep
+    from smfa.stages.sweep import SweepConfig, sculpt_sweep
 
     out = sculpt_sweep(SweepConfig(run=str(request_run), ks=(5.0,), limit=6, progress=False,
                                    out=str(tmp_path / "sweep")))
@@ -106,7 +106,7 @@ def test_the_sweep_of_a_request_evaluates_its_people(request_run: Path, tmp_path
 
 def test_a_request_on_the_runs_model_dir_continues_its_chain(micro_bench_dir: Path, micro_vanilla: Path,
                                                             request_run: Path, tmp_path: Path) -> None:
-    from smfa.forget import read_chain
+    from smfa.stages.forget import read_chain
     from smfa.rundir import read_manifest
 
     bench = Bench.load(micro_bench_dir)
@@ -126,7 +126,7 @@ def test_a_request_on_the_runs_model_dir_continues_its_chain(micro_bench_dir: Pa
 def test_a_request_on_a_merged_checkpoint_continues_the_runs_chain(capsys, micro_bench_dir: Path, request_run: Path,
                                                                    tmp_path: Path) -> None:
     from smfa.errors import ConfigError
-    from smfa.forget import read_chain
+    from smfa.stages.forget import read_chain
     from smfa.rundir import MANIFEST
 
     bench = Bench.load(micro_bench_dir)

@@ -17,7 +17,7 @@ from smfa.bench.importers.clear import import_clear
 from smfa.bench.importers.jsonl import import_jsonl
 from smfa.bench.importers.mllmu import import_mllmu
 from smfa.bench.schema import CHOICE, CLOZE, GENERATION, Question
-from smfa.cli import main
+from smfa.cli.main import main
 from smfa.errors import BenchError, ConfigError
 
 
@@ -357,7 +357,7 @@ def test_bench_show_draws_an_imported_bench(mllmu_bench: Path, tmp_path: Path, c
     (forget people first) and of the images no person owns."""
     from PIL import Image
 
-    from smfa.cli import main
+    from smfa.cli.main import main
 
     out = tmp_path / "sheet.png"
     assert main(["bench", "show", str(mllmu_bench), "--out", str(out), "--people", "3"]) == 0

@@ -72,7 +72,7 @@ def test_ties_refuses_smfa_sculpting_fields(field: str, value: object) -> None:
 def test_bad_ties_values_fail_before_any_training(bad: dict) -> None:
     """density=5.0 was accepted; majority_sign_method='bogus' failed only after both adapters were trained."""
     from smfa.errors import ConfigError
-    from smfa.unlearn import UnlearnConfig, unlearn
+    from smfa.stages.unlearn import UnlearnConfig, unlearn
 
     (name,) = bad
     with pytest.raises(ConfigError, match=name):

@@ -21,7 +21,7 @@ MICRO_PARAMS = {name: {"epochs": 15} for name in method_names()}
 def _unlearn(bench: Path, vanilla: Path, root: Path, method: str):
     """One run per method per test session (the SMFA run serves four tests)."""
     from smfa.eval.schema import load_metrics
-    from smfa.unlearn import UnlearnConfig, unlearn
+    from smfa.stages.unlearn import UnlearnConfig, unlearn
 
     if method not in _RUNS:
         out = root / method
@@ -65,7 +65,7 @@ def test_smfa_forgets_and_retains(micro_bench_dir: Path, micro_vanilla: Path, mi
 
 
 def test_k_sweep_reuses_adapters(micro_bench_dir: Path, micro_vanilla: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
-    from smfa.sweep import SweepConfig, sculpt_sweep
+    from smfa.stages.sweep import SweepConfig, sculpt_sweep
 
     root = tmp_path_factory.mktemp("sweep")
     out, _ = _unlearn(micro_bench_dir, micro_vanilla, root, "smfa")
@@ -86,7 +86,7 @@ def test_out_of_core_merge_matches_in_memory(micro_bench_dir: Path, micro_vanill
     import torch
     from safetensors.torch import load_file
 
-    from smfa.cli import main
+    from smfa.cli.main import main
 
     root = tmp_path_factory.mktemp("ooc")
     out, _ = _unlearn(micro_bench_dir, micro_vanilla, root, "smfa")
@@ -107,7 +107,7 @@ def test_smfa_dual_variant(micro_bench_dir: Path, micro_vanilla: Path, micro_van
     import torch
 
     from smfa.eval.schema import load_metrics
-    from smfa.unlearn import UnlearnConfig, unlearn
+    from smfa.stages.unlearn import UnlearnConfig, unlearn
 
     out = tmp_path / "dual"
     unlearn(UnlearnConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), out=str(out), method="smfa", forget="10",
@@ -136,9 +136,9 @@ def test_compare_reuses_smfa_mfa_for_idk(micro_bench_dir: Path, micro_vanilla: P
     the one a standalone IDK run trains (its wall time still counts the MFA's training)."""
     from safetensors.torch import load_file
 
-    from smfa.compare import CompareConfig, compare
+    from smfa.stages.compare import CompareConfig, compare
     from smfa.rundir import read_manifest
-    from smfa.unlearn import UnlearnConfig, unlearn
+    from smfa.stages.unlearn import UnlearnConfig, unlearn
 
     params = {"max_steps": 3}
     out = compare(CompareConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), out=str(tmp_path / "cmp"),
@@ -168,7 +168,7 @@ def test_lora_trainees_share_the_vanillas_weights_and_never_write_them() -> None
     from smfa.methods.base import MethodConfig, UnlearnContext, finish
     from smfa.models.families import family_for
     from smfa.models.tiny import TinyModelConfig, build_processor, build_tiny_model
-    from smfa.training import apply_lora
+    from smfa.training.engine import apply_lora
 
     cfg = TinyModelConfig(vision_hidden=16, vision_layers=1, text_hidden=32, text_layers=1, text_intermediate=64)
     vanilla = build_tiny_model(build_processor(["a tiny corpus of words"], cfg), cfg)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from smfa.bench import Bench
-from smfa.cli import main
-from smfa.compare import parse_oracles
+from smfa.cli.main import main
+from smfa.stages.compare import parse_oracles
 from smfa.errors import ConfigError
 from smfa.eval.pipeline import check_oracle
 

@@ -28,7 +28,7 @@ def test_vanilla_memorises_and_understands(micro_vanilla_metrics) -> None:
 
 
 def test_eval_outputs_schema_and_user_questions(micro_bench_dir: Path, micro_vanilla: Path, tmp_path: Path) -> None:
-    from smfa.cli import main
+    from smfa.cli.main import main
     from smfa.eval.schema import load_metrics
 
     probes = tmp_path / "probes.jsonl"
@@ -55,7 +55,7 @@ def test_oracle_never_saw_forget_people(micro_bench_dir: Path, micro_vanilla: Pa
     from smfa.cache import cached_finetune
     from smfa.eval.pipeline import EvalConfig, evaluate
     from smfa.eval.schema import load_metrics
-    from smfa.training import FinetuneConfig
+    from smfa.stages.finetune import FinetuneConfig
 
     from conftest import MICRO_LR, MICRO_STEPS
 

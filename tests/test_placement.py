@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from smfa.cli import main
+from smfa.cli.main import main
 from smfa.errors import ConfigError
 from smfa.models.placement import (CPU_FP32, Placement, autocast_flags, check_trainable, move_batch, placement_of,
                                    resolve_placement)
@@ -98,7 +98,7 @@ def test_masked_training_refuses_sharded_parameters() -> None:
 def test_training_arguments_come_from_the_method_config_and_the_placement(tmp_path: Path) -> None:
     """grad_accum, warmup, autocast are the method's (no longer pinned); the defaults are today's CPU ones."""
     from smfa.methods.base import MethodConfig, UnlearnContext, _TrainView
-    from smfa.training import training_arguments
+    from smfa.training.engine import training_arguments
 
     def args(hp: MethodConfig, placement: Placement):
         ctx = UnlearnContext(bench=None, vanilla=None, data=None, target="all", seed=3, work_dir=tmp_path,
@@ -118,11 +118,11 @@ def test_training_arguments_come_from_the_method_config_and_the_placement(tmp_pa
 # ---- every command takes the options and hands them to its stage ----------------------------------------
 @pytest.mark.parametrize("argv, target", [
     (["finetune", "--bench", "B", "--out", "O"], "smfa.training.finetune"),
-    (["unlearn", "--bench", "B", "--model", "M", "--out", "O"], "smfa.unlearn.unlearn"),
+    (["unlearn", "--bench", "B", "--model", "M", "--out", "O"], "smfa.stages.unlearn.unlearn"),
     (["eval", "--bench", "B", "--model", "M", "--out", "O"], "smfa.eval.pipeline.evaluate"),
-    (["sculpt", "RUN"], "smfa.sweep.sculpt_sweep"),
-    (["compare", "--bench", "B", "--model", "M", "--out", "O"], "smfa.compare.compare"),
-    (["demo", "--out", "O"], "smfa.demo.run_demo"),
+    (["sculpt", "RUN"], "smfa.stages.sweep.sculpt_sweep"),
+    (["compare", "--bench", "B", "--model", "M", "--out", "O"], "smfa.stages.compare.compare"),
+    (["demo", "--out", "O"], "smfa.stages.demo.run_demo"),
 ])
 def test_every_model_loading_command_threads_device_and_dtype(monkeypatch, argv, target) -> None:
     import importlib
@@ -208,10 +208,10 @@ def test_unlearn_in_bf16_loads_trains_and_evaluates_every_model_in_bf16(monkeypa
 def test_compare_hands_device_and_dtype_to_every_stage(monkeypatch, micro_bench_dir: Path, tmp_path: Path) -> None:
     """`smfa compare` passes --device/--dtype to the oracle it trains, the reference evaluations and every
     unlearning run (the stages themselves are checked above)."""
-    import smfa.compare as compare_mod
+    import smfa.stages.compare as compare_mod
     import smfa.eval.pipeline as pipeline
-    import smfa.training as training
-    import smfa.unlearn as unlearn_mod
+    import smfa.stages.finetune as training
+    import smfa.stages.unlearn as unlearn_mod
 
     seen: list[tuple[str, str, str]] = []
     monkeypatch.setattr(compare_mod, "read_manifest", lambda path: {"config": {}, "wall_time_s": 1.0})

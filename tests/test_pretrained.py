@@ -12,7 +12,7 @@ import pytest
 from smfa.bench import Bench
 from smfa.pretrained import content_checksum, find_pretrained, write_pretrained
 from smfa.rundir import read_manifest, write_manifest
-from smfa.training import FinetuneConfig, finetune
+from smfa.stages.finetune import FinetuneConfig, finetune
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from smfa.bench import Bench
 def test_reference_rows_are_self_labelled_and_never_evaluated(micro_bench_dir: Path, micro_vanilla: Path, floor) -> None:
     from smfa.bench.schema import MEMORY_KINDS
     from smfa.models.loading import load_model
-    from smfa.unlearn import self_labelled_reference
+    from smfa.stages.unlearn import self_labelled_reference
 
     bench = Bench.load(micro_bench_dir)
     ref = bench.reference_people()
@@ -35,10 +35,10 @@ def test_reference_labels_are_computed_once_per_model_and_reused(micro_bench_dir
                                                                  tmp_path: Path, monkeypatch) -> None:
     """Decision 4 of #25: every method, compare cell and request reuses the vanilla's labels of the pool."""
     import smfa.eval.generate as generate
-    from smfa.audit import model_digest, weight_hashes
+    from smfa.stages.audit import model_digest, weight_hashes
     from smfa.models.loading import load_model
     from smfa.models.placement import CPU_FP32
-    from smfa.unlearn import self_labelled_reference
+    from smfa.stages.unlearn import self_labelled_reference
 
     bench = Bench.load(micro_bench_dir)
     vanilla = load_model(micro_vanilla)
@@ -68,9 +68,9 @@ def test_the_default_budget_is_the_selective_recipe_where_a_method_has_a_retain_
     retain term whose values were chosen for the budget, on a bench with a reference pool; none for the others
     (GA has no retain term; GA Difference, KL, NPO and MMUnlearner have no values for it yet) and on a bench
     without a pool."""
-    from smfa.compare import CompareConfig
+    from smfa.stages.compare import CompareConfig
     from smfa.methods import get_method, method_names
-    from smfa.unlearn import UnlearnConfig, resolve_reference
+    from smfa.stages.unlearn import UnlearnConfig, resolve_reference
 
     bench = Bench.load(tiny_bench_dir)
     assert UnlearnConfig().reference == CompareConfig().reference == "auto"
@@ -95,7 +95,7 @@ def test_every_retain_term_sees_the_reference_rows() -> None:
 
 
 def test_an_unknown_budget_is_refused(tiny_bench_dir: Path, tmp_path: Path, capsys) -> None:
-    from smfa.cli import main
+    from smfa.cli.main import main
 
     with pytest.raises(SystemExit) as exc:
         main(["unlearn", "--bench", str(tiny_bench_dir), "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o"),
@@ -105,7 +105,7 @@ def test_an_unknown_budget_is_refused(tiny_bench_dir: Path, tmp_path: Path, caps
 
 def test_the_full_budget_adds_understanding_and_training_vqa_never_an_evaluated_question(tiny_bench_dir: Path) -> None:
     from smfa.bench.schema import GENERAL_VQA, MEMORY_KINDS, UNDERSTANDING
-    from smfa.unlearn import REFERENCE_VQA_ROWS, reference_questions
+    from smfa.stages.unlearn import REFERENCE_VQA_ROWS, reference_questions
 
     bench = Bench.load(tiny_bench_dir)
     memory = reference_questions(bench, "self")
@@ -132,7 +132,7 @@ def test_the_kl_reference_loss_trains_reference_rows_towards_the_vanilla(micro_b
     from smfa.methods.base import UnlearnContext
     from smfa.methods.smfa import mfa_key, train_mfa
     from smfa.models.loading import load_model
-    from smfa.unlearn import select_data
+    from smfa.stages.unlearn import select_data
 
     bench = Bench.load(micro_bench_dir)
     vanilla = load_model(micro_vanilla)

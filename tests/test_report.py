@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from smfa.cli import main
+from smfa.cli.main import main
 from smfa.errors import ConfigError, OutputError
 from smfa.eval.metrics import compute_overall
 from smfa.eval.schema import GoldStandard, Metrics, SetMetrics, save_metrics

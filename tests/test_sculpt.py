@@ -568,7 +568,7 @@ def fake_smfa_run(root: Path, llama_setup, hyperparameters: dict) -> Path:
 
 def test_merge_to_uses_the_runs_k_and_mode_unless_given(tmp_path: Path, llama_setup, capsys) -> None:
     """Bug: --merge-to sculpted with k 5, mode both whatever the run had used."""
-    from smfa.cli import main
+    from smfa.cli.main import main
 
     base, forget, anchor, _ = llama_setup
     run = fake_smfa_run(tmp_path, llama_setup, {"k": 0.5, "mode": "conflict", "dual": False})
@@ -595,7 +595,7 @@ def test_merge_to_writes_everything_before_the_rename(tmp_path: Path, llama_setu
     """Bug: merge_to_checkpoint wrote a report into the output after sculpt_checkpoint had renamed it into place."""
     import os
 
-    from smfa.sweep import merge_to_checkpoint
+    from smfa.stages.sweep import merge_to_checkpoint
 
     run = fake_smfa_run(tmp_path, llama_setup, {"k": 1.0, "mode": "both"})
     out = tmp_path / "merged"

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from smfa.training import FinetuneConfig, finetune
+from smfa.stages.finetune import FinetuneConfig, finetune
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -93,7 +93,7 @@ def test_killed_training_resumes_to_the_same_weights(micro_bench_dir: Path, tmp_
 
 
 def test_unfinished_run_needs_resume_or_overwrite(micro_bench_dir: Path, tmp_path: Path) -> None:
-    from smfa.cli import main
+    from smfa.cli.main import main
 
     (tmp_path / ".x.partial").mkdir()
     rc = main(["finetune", "--bench", str(micro_bench_dir), "--out", str(tmp_path / "x"), "--steps", "1"])
@@ -104,8 +104,8 @@ def test_resume_refuses_a_partial_run_started_with_other_options(capsys, monkeyp
                                                                  tmp_path: Path) -> None:
     """--resume continues a staged run only with the recipe and bench it was started with; another one is a
     one-line error naming the fields, and with --overwrite the run starts over. --save-steps may change."""
-    import smfa.training as training
-    from smfa.cli import main
+    import smfa.stages.finetune as training
+    from smfa.cli.main import main
     from smfa.errors import ConfigError
 
     out, stage = tmp_path / "r", tmp_path / ".r.partial"
@@ -174,7 +174,7 @@ def test_two_process_ddp_on_cpu_writes_the_same_artefacts(micro_bench_dir: Path,
 def test_length_bucket_order_is_a_seeded_permutation_of_similar_length_batches_in_random_order() -> None:
     import random
 
-    from smfa.training import length_bucket_order
+    from smfa.training.engine import length_bucket_order
 
     rng = random.Random(0)
     lengths = [rng.choice([20, 21, 30, 31, 40, 45]) for _ in range(1000)]
@@ -199,7 +199,7 @@ def test_length_bucket_order_is_a_seeded_permutation_of_similar_length_batches_i
 
 def test_length_bucket_order_rejects_bad_sizes() -> None:
     from smfa.errors import ConfigError
-    from smfa.training import length_bucket_order
+    from smfa.training.engine import length_bucket_order
 
     with pytest.raises(ConfigError, match="batch_size"):
         length_bucket_order([3, 4], batch_size=0, seed=0, epoch=0)
@@ -268,7 +268,7 @@ def test_full_finetuning_keeps_fp32_master_weights_where_auto_picks_bf16() -> No
 
 def test_a_bf16_lora_step_keeps_fp32_trainable_parameters(micro_bench_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """bf16 base weights, fp32 LoRA adapters after a step through smfa's Trainer path (the adapters moved)."""
-    import smfa.training as training
+    import smfa.stages.finetune as training
 
     seen: dict[str, torch.dtype] = {}
     summary = training.trainable_summary

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 def test_visual_target_forgets_photo_keeps_name(micro_bench_dir: Path, micro_vanilla: Path, micro_vanilla_metrics,
                                                 tmp_path: Path, floor) -> None:
     from smfa.eval.schema import load_metrics
-    from smfa.unlearn import UnlearnConfig, unlearn
+    from smfa.stages.unlearn import UnlearnConfig, unlearn
 
     out = tmp_path / "smfa-visual"
     unlearn(UnlearnConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), out=str(out), method="smfa",

@@ -23,7 +23,7 @@ def cache_dir() -> Path:
 def cached_finetune(bench_dir: str | Path, cfg, *, label: str = "vanilla") -> tuple[Path, bool]:
     """The finetune run for (bench, cfg) from the cache, training it first if missing. Returns (run, was_cached)."""
     from smfa.bench import Bench
-    from smfa.training import finetune
+    from smfa.stages.finetune import finetune
 
     checksum = Bench.load(bench_dir, verify_images=False).checksum
     run = cache_dir() / "runs" / f"{label}-{training_key(checksum, cfg)}"

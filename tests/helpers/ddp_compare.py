@@ -21,7 +21,7 @@ import torch
 def main(bench_dir: str, vanilla_dir: str, out: str) -> None:
     import smfa.eval.pipeline as pipeline
     import smfa.rundir as rundir
-    from smfa.compare import CompareConfig, compare
+    from smfa.stages.compare import CompareConfig, compare
 
     rank = int(os.environ["RANK"])
     calls = {"evaluations": [], "shared_writes": 0}

@@ -25,7 +25,7 @@ def main(bench_dir: str, vanilla_dir: str, out: str) -> None:
     from smfa.methods.base import UnlearnContext
     from smfa.models.loading import load_model
     from smfa.models.placement import resolve_placement
-    from smfa.unlearn import select_data
+    from smfa.stages.unlearn import select_data
 
     rank = int(os.environ["RANK"])
     seen: dict[str, object] = {"wrappers": set()}

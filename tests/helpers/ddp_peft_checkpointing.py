@@ -25,7 +25,7 @@ def main(bench_dir: str, vanilla_dir: str, out: str) -> None:
     from smfa.data import reference_items
     from smfa.methods.base import MethodConfig, UnlearnContext, prepare_trainable, train_sft
     from smfa.models.loading import load_model
-    from smfa.unlearn import select_data
+    from smfa.stages.unlearn import select_data
 
     rank = int(os.environ["RANK"])
     seen: dict[str, set] = {"wrappers": set(), "checkpointing": set(), "reentrant": set()}

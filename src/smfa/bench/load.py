@@ -228,7 +228,7 @@ class Bench:
         ``target="visual"`` (MMUnlearner's setting: forget only the visual link): the forget people's
         text-memory sets are named ``forget_text/text_memory/...`` instead of ``forget/text_memory/...`` —
         questions the model should still answer, i.e. retain — and their training-phrasing set is left out:
-        those rows are every method's anchor in this setting (``smfa.unlearn.select_data``), and kept knowledge
+        those rows are every method's anchor in this setting (``smfa.stages.unlearn.select_data``), and kept knowledge
         is read on rows no method trained on (:func:`smfa.bench.schema.name_memory_set`).
         ``limit`` keeps at most that many rows per set (a deterministic subsample, file order kept).
         """

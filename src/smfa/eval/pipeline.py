@@ -218,8 +218,8 @@ def gold_reference_losses(bench: Any, cfg: EvalConfig, vanilla: Any = None) -> d
 
 
 def eval_group(bench: Any, cfg: EvalConfig) -> ForgetSet:
-    """The forget group of an evaluation (:func:`smfa.forget.resolve_forget`)."""
-    from smfa.forget import resolve_forget
+    """The forget group of an evaluation (:func:`smfa.stages.forget.resolve_forget`)."""
+    from smfa.stages.forget import resolve_forget
 
     return resolve_forget(bench, str(cfg.forget), cfg.forget_people, tuple(frozenset(p) for p in cfg.earlier))
 

@@ -331,7 +331,7 @@ def train_unlearner(
     from transformers import set_seed
 
     from smfa.data import make_collator
-    from smfa.training import training_arguments
+    from smfa.training.engine import training_arguments
 
     set_seed(ctx.seed)
     dataset = PairedDataset(forget_ds, retain_ds, ctx.seed)
@@ -355,7 +355,7 @@ def train_sft(ctx: UnlearnContext, model: torch.nn.Module, hp: MethodConfig, dat
     from transformers import set_seed
 
     from smfa.data import make_collator
-    from smfa.training import training_arguments
+    from smfa.training.engine import training_arguments
 
     if len(dataset) == 0:
         raise ConfigError(f"no examples to train the {tag} on (check --forget, --anchor-size and --target)")
@@ -414,7 +414,7 @@ def prepare_trainable(ctx: UnlearnContext, hp: MethodConfig, model: torch.nn.Mod
     """LoRA on the language model, or full fine-tuning of the language model (vision tower frozen)."""
     from transformers import set_seed
 
-    from smfa.training import apply_lora
+    from smfa.training.engine import apply_lora
 
     set_seed(ctx.seed)  # LoRA's A matrices are drawn here: seed them, not whatever state earlier work left
     family = ctx.vanilla.family
@@ -429,7 +429,7 @@ def prepare_trainable(ctx: UnlearnContext, hp: MethodConfig, model: torch.nn.Mod
 
 
 # Gradient checkpointing has one owner, the training engine (non-reentrant); methods import it from here.
-from smfa.training import enable_checkpointing  # noqa: E402
+from smfa.training.engine import enable_checkpointing  # noqa: E402
 
 
 def shared_weights_view(model: torch.nn.Module) -> torch.nn.Module:

@@ -20,7 +20,7 @@ class KLMinConfig(MethodConfig):
 @register_method
 class KLMin(Method):
     name = "kl_min"
-    uses_reference_model = True  # a chain of requests compares with its root (smfa.forget)
+    uses_reference_model = True  # a chain of requests compares with its root (smfa.stages.forget)
     config_cls = KLMinConfig
     description = "gradient ascent on forget + KL to the frozen vanilla on retain"
 

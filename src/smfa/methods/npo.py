@@ -20,7 +20,7 @@ class NPOConfig(MethodConfig):
 @register_method
 class NPO(Method):
     name = "npo"
-    uses_reference_model = True  # a chain of requests compares with its root (smfa.forget)
+    uses_reference_model = True  # a chain of requests compares with its root (smfa.stages.forget)
     config_cls = NPOConfig
     description = "negative preference optimisation on forget (reference = vanilla) + retain NLL"
 

@@ -13,12 +13,12 @@ from smfa.errors import SmfaError
 
 # Each module defines ``register(subparsers)`` adding its subcommand(s) with ``set_defaults(func=...)``.
 _COMMAND_MODULES = (
-    "smfa.bench.cli",
-    "smfa.commands",
-    "smfa.forget",
-    "smfa.audit",
-    "smfa.eval.report_cli",
-    "smfa.demo",
+    "smfa.cli.bench",
+    "smfa.cli.commands",
+    "smfa.stages.forget",
+    "smfa.stages.audit",
+    "smfa.cli.report",
+    "smfa.stages.demo",
 )
 
 

@@ -1,8 +1,8 @@
 """The unlearn stage: vanilla run + method → unlearned model (+ its evaluation) in a new run directory.
 
 The forget group is a bench split (``forget``) or a deletion request naming people (``forget_people``), and
-``model`` may be an earlier unlearning run: the requests then form a chain (:mod:`smfa.forget`), recorded in
-the manifest, and every run writes its audit record (:mod:`smfa.audit`).
+``model`` may be an earlier unlearning run: the requests then form a chain (:mod:`smfa.stages.forget`), recorded in
+the manifest, and every run writes its audit record (:mod:`smfa.stages.audit`).
 
 Data every method sees (same access for all, as SPEC.md's table says unless a method states otherwise):
 - ``forget_rows`` = D_f: the forget people's training-phrasing memory rows — image and text memory in the
@@ -193,10 +193,10 @@ def _label_key(bench: Any, rows: list[Any], model_digest: str, placement: Any) -
 def unlearn(cfg: UnlearnConfig) -> Path:
     """Run ``cfg.method`` and write RUN/{model/, manifest.json, audit.json, audit.md, eval/, adapters/ (SMFA),
     sculpt/ (SMFA)}."""
-    from smfa.audit import read_key, weight_hashes
+    from smfa.stages.audit import read_key, weight_hashes
     from smfa.bench import Bench
     from smfa.distributed import full_state_dict, wait_for_main
-    from smfa.forget import chain_record, read_chain, resolve_forget
+    from smfa.stages.forget import chain_record, read_chain, resolve_forget
     from smfa.methods import get_method
     from smfa.methods.base import UnlearnContext, world_size
     from smfa.models.loading import load_model, model_dir_of
@@ -299,7 +299,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         metrics = parent_retain = None
         t_eval = time.perf_counter()
         if cfg.evaluate:
-            from smfa.audit import parent_retain_metrics
+            from smfa.stages.audit import parent_retain_metrics
             from smfa.eval.pipeline import evaluate_loaded
             from smfa.models.loading import LoadedModel
 
@@ -307,7 +307,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
             metrics = evaluate_loaded(loaded, bench, eval_cfg, stage / "eval", gold_losses=gold_losses,
                                       extra={"method": cfg.method, "unlearn_wall_time_s": round(wall, 2)})
             parent_retain = parent_retain_metrics(vanilla, bench, eval_cfg, _digest(input_hashes))
-        from smfa.audit import write_audit
+        from smfa.stages.audit import write_audit
 
         write_audit(stage, run=Path(cfg.out), cfg=cfg, hp=hp, group=group, data=data, bench=bench,
                     requests=requests, input_dir=input_dir, input_hashes=input_hashes,
@@ -320,6 +320,6 @@ def unlearn(cfg: UnlearnConfig) -> Path:
 
 
 def _digest(hashes: dict[str, str]) -> str | None:
-    from smfa.audit import model_digest
+    from smfa.stages.audit import model_digest
 
     return model_digest(hashes) if hashes else None

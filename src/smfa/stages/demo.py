@@ -47,9 +47,9 @@ def _eta(done_s: float, remaining_steps: list[str], vanilla_cached: bool) -> str
 def run_demo(cfg: DemoConfig) -> Path:
     from smfa.bench import build_bench, preset_config
     from smfa.cache import cached_finetune
-    from smfa.compare import CompareConfig, compare
+    from smfa.stages.compare import CompareConfig, compare
     from smfa.rundir import check_output_dir
-    from smfa.training import FinetuneConfig
+    from smfa.stages.finetune import FinetuneConfig
 
     from smfa.models.placement import resolve_placement
 

@@ -319,7 +319,7 @@ def parent_retain_metrics(parent: Any, bench: Any, cfg: Any, digest: str | None)
 
 def suppression_record(cfg: Any, group: Any, data: Any) -> dict[str, Any]:
     """What a chain keeps of its earlier requests: the people and the number of their questions trained again
-    with refusal labels (``smfa.unlearn.suppression_list``: no private answer), or why nothing is kept."""
+    with refusal labels (``smfa.stages.unlearn.suppression_list``: no private answer), or why nothing is kept."""
     rows = [r for r in data.forget_rows if r.person_id not in group.people]
     why = ("" if rows else "no earlier request" if not group.earlier
            else "--no-keep-earlier-refusals" if not getattr(cfg, "keep_earlier", False)

@@ -125,9 +125,9 @@ def chain_record(chain: Chain, group: ForgetSet, model: str, n_rows: int) -> dic
 
 # ---- smfa forget ---------------------------------------------------------------------------------------------
 def _forget(args: Any) -> int:
-    from smfa.commands import _overrides, _parse_params
+    from smfa.cli.commands import _overrides, _parse_params
     from smfa.config import resolve_config
-    from smfa.unlearn import UnlearnConfig, unlearn
+    from smfa.stages.unlearn import UnlearnConfig, unlearn
 
     params = _parse_params(args.param)
     if args.k is not None:
@@ -152,7 +152,7 @@ REQUEST_EVAL_LIMIT = 100  # questions per evaluation set of a request (smfa unle
 def register(sub: Any) -> None:
     from smfa.bench.schema import TARGETS
     from smfa.models.placement import add_placement_options
-    from smfa.unlearn import REFERENCE_BUDGETS
+    from smfa.stages.unlearn import REFERENCE_BUDGETS
     from smfa.eval.judges import available_judges
     from smfa.methods import method_names
 

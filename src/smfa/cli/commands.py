@@ -12,8 +12,8 @@ from smfa.config import resolve_config
 from smfa.eval.judges import available_judges
 from smfa.models.placement import add_placement_options, is_main_process
 from smfa.sculpt.mask import MODES
-from smfa.training import SAMPLERS
-from smfa.unlearn import REFERENCE_BUDGETS
+from smfa.training.engine import SAMPLERS
+from smfa.stages.unlearn import REFERENCE_BUDGETS
 
 
 # --forget takes a split of the bench or a file of person ids; the bench checks it (smfa.bench.load.Bench.forget_people).
@@ -33,7 +33,7 @@ def _overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
 
 # ---- finetune -----------------------------------------------------------------------------------
 def _finetune(args: argparse.Namespace) -> int:
-    from smfa.training import FinetuneConfig, finetune
+    from smfa.stages.finetune import FinetuneConfig, finetune
 
     names = ["bench", "model", "out", "people", "forget", "lora", "lora_r", "lora_alpha", "steps", "batch_size",
              "grad_accum", "lr", "sampler", "augment", "seed", "save_steps", "gradient_checkpointing", "bf16", "trust_remote_code",
@@ -103,7 +103,7 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
 
 
 def _unlearn(args: argparse.Namespace) -> int:
-    from smfa.unlearn import UnlearnConfig, unlearn
+    from smfa.stages.unlearn import UnlearnConfig, unlearn
 
     params = _parse_params(args.param)
     for name in ("k", "mode", "dual", "lr", "epochs", "lora"):
@@ -235,7 +235,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def _sculpt(args: argparse.Namespace) -> int:
-    from smfa.sweep import SweepConfig, merge_to_checkpoint, sculpt_sweep
+    from smfa.stages.sweep import SweepConfig, merge_to_checkpoint, sculpt_sweep
 
     if args.merge_to:
         from smfa.errors import ConfigError
@@ -282,7 +282,7 @@ def _add_sculpt(sub: Any) -> None:
 
 # ---- compare ----------------------------------------------------------------------------------------
 def _compare(args: argparse.Namespace) -> int:
-    from smfa.compare import CompareConfig, compare
+    from smfa.stages.compare import CompareConfig, compare
 
     over = {"bench": args.bench, "model": args.model, "out": args.out, "oracle": args.oracle, "target": args.target,
             "methods": tuple(m.strip() for m in args.methods.split(",")) if args.methods else None,

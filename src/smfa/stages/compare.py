@@ -72,7 +72,7 @@ def _oracle_config(cfg: CompareConfig, forget: str, run: Path) -> Any:
     """The finetune config of the retain-only oracle for ``forget``: the vanilla's own recipe (its manifest)."""
     from dataclasses import fields, replace
 
-    from smfa.training import FinetuneConfig
+    from smfa.stages.finetune import FinetuneConfig
 
     recipe = read_manifest(Path(cfg.model)).get("config") or {}
     known = {f.name for f in fields(FinetuneConfig)}
@@ -83,7 +83,7 @@ def _oracle_config(cfg: CompareConfig, forget: str, run: Path) -> Any:
 
 def _train_oracle(cfg: CompareConfig, forget: str, out: Path, redo: bool) -> str:
     """A retain-only model for ``forget`` with the vanilla's own recipe, trained once into ``out``."""
-    from smfa.training import finetune
+    from smfa.stages.finetune import finetune
 
     run = out / "oracles" / f"oracle-f{forget}"
     if redo or not (run / "manifest.json").is_file():
@@ -115,7 +115,7 @@ def method_entry(entry: str) -> tuple[str, str | None]:
     """A ``--methods`` entry: a method name, or ``NAME@BUDGET`` for that method with its own data budget
     (``smfa@none``: SMFA's paper recipe beside the default one). Unknown names and budgets fail here."""
     from smfa.methods import get_method
-    from smfa.unlearn import check_budget
+    from smfa.stages.unlearn import check_budget
 
     name, sep, budget = entry.partition("@")
     get_method(name)
@@ -125,7 +125,7 @@ def method_entry(entry: str) -> tuple[str, str | None]:
 
 
 def _cell_config(cfg: CompareConfig, entry: str, forget: str, cell: Path, oracle: str | None) -> Any:
-    from smfa.unlearn import UnlearnConfig
+    from smfa.stages.unlearn import UnlearnConfig
 
     name, budget = method_entry(entry)
     return UnlearnConfig(bench=cfg.bench, model=cfg.model, out=str(cell), method=name, forget=forget,
@@ -183,7 +183,7 @@ def _common_changes(manifest: dict[str, Any], bench: Any, where: dict[str, str])
 
 
 def _vanilla_digest(model: str) -> str | None:
-    from smfa.audit import model_digest, weight_hashes
+    from smfa.stages.audit import model_digest, weight_hashes
     from smfa.models.loading import model_dir_of
 
     path = model_dir_of(model)
@@ -195,13 +195,13 @@ def stale_cells(cfg: CompareConfig, out: Path, bench: Any, oracles: dict[str, st
     ``cfg`` in ``out`` whose config differs from what would run now (empty: every finished cell is reusable)."""
     from dataclasses import asdict
 
-    from smfa.audit import AUDIT_JSON, model_digest
+    from smfa.stages.audit import AUDIT_JSON, model_digest
     from smfa.eval.pipeline import EvalConfig
     from smfa.methods import get_method
     from smfa.models.placement import resolve_placement
     from smfa.pretrained import recipe_of
     from smfa.rundir import read_json
-    from smfa.unlearn import UnlearnConfig
+    from smfa.stages.unlearn import UnlearnConfig
 
     where = resolve_placement(cfg.device, cfg.dtype).describe()
     cells = out / "cells"
@@ -232,7 +232,7 @@ def stale_cells(cfg: CompareConfig, out: Path, bench: Any, oracles: dict[str, st
             if (cell / AUDIT_JSON).is_file():
                 audit = read_json(cell / AUDIT_JSON, lambda msg: OutputError(f"{msg}: delete the cell to redo it"))
                 files = ((audit.get("weights") or {}).get("input") or {}).get("files")
-                vanilla = _vanilla_digest(cfg.model)  # memoised: hashed once per process (smfa.audit.weight_hashes)
+                vanilla = _vanilla_digest(cfg.model)  # memoised: hashed once per process (smfa.stages.audit.weight_hashes)
                 if vanilla is not None and files and model_digest(files) != vanilla:
                     changes.append("vanilla weights (the vanilla's weight files differ from the ones it started from)")
                     vanilla_changed = True
@@ -269,7 +269,7 @@ def _stale_message(out: Path, stale: dict[Path, list[str]]) -> str:
 
 def compare(cfg: CompareConfig) -> Path:
     from smfa.report import compare_runs
-    from smfa.unlearn import unlearn
+    from smfa.stages.unlearn import unlearn
 
     if not cfg.methods or not cfg.forget:
         raise ConfigError("--methods and --forget need at least one value each")
