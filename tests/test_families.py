@@ -29,6 +29,7 @@ from smfa.data import make_collator
 from smfa.errors import ModelError
 from smfa.eval.generate import generate_answers
 from smfa.models.families import FamilyAdapter, family_for, family_for_model_type, supported_model_types
+from smfa.models.loading import image_only_processor_class
 
 IMAGE_PX = 32
 QUESTIONS = ("What colour is the sky?", "Who is in the photo?", "Where does she live?")
@@ -61,15 +62,6 @@ def bpe_tokenizer(special_tokens: list[str], bos_added: str | None = None, **kwa
             single=f"{bos_added} $A", special_tokens=[(bos_added, tok.token_to_id(bos_added))]
         )
     return PreTrainedTokenizerFast(tokenizer_object=tok, padding_side="right", **kwargs)
-
-
-def _without_video_slot(processor_cls: type) -> type:
-    """The family's processor with its video slot removed (a video processor needs torchvision)."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        processor_cls.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-    return type(processor_cls.__name__, (processor_cls,), {"__init__": __init__})
 
 
 def text_config(tok: Any, **extra: Any) -> dict[str, Any]:
@@ -118,7 +110,7 @@ def build_llava_onevision():
     )
     pinpoints = [[IMAGE_PX, IMAGE_PX], [IMAGE_PX, 2 * IMAGE_PX], [2 * IMAGE_PX, IMAGE_PX], [2 * IMAGE_PX, 2 * IMAGE_PX]]
     image_processor = LlavaOnevisionImageProcessorPil(size={"height": IMAGE_PX, "width": IMAGE_PX}, image_grid_pinpoints=pinpoints)
-    processor = _without_video_slot(LlavaOnevisionProcessor)(
+    processor = image_only_processor_class(LlavaOnevisionProcessor)(
         image_processor=image_processor, tokenizer=tok, num_image_tokens=(IMAGE_PX // 8) ** 2,
         vision_feature_select_strategy="full", chat_template=CHATML_IMAGE_TEMPLATE.replace("IMAGE", "<image>\n"),
     )
@@ -145,7 +137,7 @@ def _qwen_tokenizer_and_processor(processor_cls: type):
         size={"shortest_edge": 16 * 16, "longest_edge": IMAGE_PX * IMAGE_PX}, patch_size=8, merge_size=2, temporal_patch_size=2
     )
     template = CHATML_IMAGE_TEMPLATE.replace("IMAGE", "<|vision_start|><|image_pad|><|vision_end|>")
-    processor = _without_video_slot(processor_cls)(image_processor=image_processor, tokenizer=tok, chat_template=template)
+    processor = image_only_processor_class(processor_cls)(image_processor=image_processor, tokenizer=tok, chat_template=template)
     return tok, processor
 
 
@@ -480,3 +472,20 @@ def test_lora_b_matrices_move_after_one_step_with_gradient_checkpointing(case):
     optimizer.step()
     moved = [n for n, p in lora_b.items() if not torch.equal(p.detach(), before[n])]
     assert len(moved) == len(lora_b)
+
+
+def test_a_saved_model_loads_back_with_its_processor(case, tmp_path):
+    """Every family saved as a model directory loads through smfa's loader (image-and-video processors without
+    their video part: no torchvision here) and encodes an image question exactly as the processor it was saved from."""
+    from smfa.models.loading import load_model
+
+    c, model, processor, family = case
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    processor.save_pretrained(tmp_path)
+    loaded = load_model(tmp_path)
+    assert loaded.family.name == family.name
+    want = make_collator(family, processor)([family.encode(processor, QUESTIONS[0], image(), ANSWERS[0])])
+    got = make_collator(loaded.family, loaded.processor)([loaded.family.encode(loaded.processor, QUESTIONS[0], image(), ANSWERS[0])])
+    assert want.keys() == got.keys()
+    for key in want:
+        assert torch.equal(want[key], got[key]), key

@@ -5,6 +5,8 @@ Weights are read with safetensors; ``trust_remote_code`` is off unless asked for
 
 from __future__ import annotations
 
+import inspect
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +74,7 @@ def load_model(
     """Load (model, processor, family adapter) from a run dir, a model dir or a hub id; with ``placement``
     (:func:`smfa.models.placement.resolve_placement`), in its dtype and on its device, else as stored, on
     the CPU."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     repo = hub_id(source)
     local = None if repo is not None else model_dir_of(source)
@@ -89,7 +91,7 @@ def load_model(
         hint = f" (to download from the hub, write {HUB_PREFIX}{text})" if looks_like_hub else ""
         raise ModelError(f"model {source} does not exist; pass a finetune run directory or a HF model directory{hint}")
     try:
-        processor = AutoProcessor.from_pretrained(ref, trust_remote_code=trust_remote_code, **kwargs)
+        processor = _load_processor(ref, trust_remote_code, kwargs)
         model = AutoModelForImageTextToText.from_pretrained(
             ref, dtype=placement.dtype if placement else "auto", trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
         )
@@ -100,3 +102,44 @@ def load_model(
     if placement is not None:
         place(model, placement)
     return LoadedModel(model=model, processor=processor, family=family, source=ref)
+
+
+def image_only_processor_class(processor_cls: type) -> type:
+    """``processor_cls`` (an image-and-video processor such as Qwen2-VL's) without its video slot: smfa passes
+    images only, and a video processor needs torchvision. transformers reads a processor's parts from its
+    ``__init__`` signature, so the subclass's signature is what drops the slot."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        processor_cls.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+    # The processor's other settings stay in the signature, so that save_pretrained writes them.
+    signature = inspect.signature(processor_cls.__init__)
+    __init__.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for name, p in signature.parameters.items() if name != "video_processor"])
+    return type(processor_cls.__name__, (processor_cls,), {"__init__": __init__})
+
+
+def _load_processor(ref: str, trust_remote_code: bool, kwargs: dict[str, Any]):
+    """The model's own processor; for a family whose processor also handles video, when its video part cannot
+    be loaded (torchvision missing, or no video config in the directory), the same processor without it."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoTokenizer
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+    try:
+        return AutoProcessor.from_pretrained(ref, trust_remote_code=trust_remote_code, **kwargs)
+    except (OSError, ImportError, ValueError) as exc:
+        if "video" not in str(exc).lower():
+            raise
+        config = AutoConfig.from_pretrained(ref, trust_remote_code=trust_remote_code, **kwargs)
+        processor_cls = PROCESSOR_MAPPING.get(type(config), None)
+        if processor_cls is None:
+            raise
+    tokenizer = AutoTokenizer.from_pretrained(ref, trust_remote_code=trust_remote_code, **kwargs)
+    image_processor = AutoImageProcessor.from_pretrained(ref, trust_remote_code=trust_remote_code, **kwargs)
+    # The processor's own settings (e.g. LLaVA-OneVision's image tokens per tile) from its saved config.
+    saved, _ = processor_cls.get_processor_dict(ref, **kwargs)
+    own = set(inspect.signature(processor_cls.__init__).parameters) - {"self", "image_processor", "tokenizer",
+                                                                      "video_processor", "chat_template", "kwargs"}
+    return image_only_processor_class(processor_cls)(image_processor=image_processor, tokenizer=tokenizer,
+                                                     chat_template=tokenizer.chat_template,
+                                                     **{k: v for k, v in saved.items() if k in own})
