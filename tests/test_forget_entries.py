@@ -28,11 +28,12 @@ PEOPLE = ["p0034", "p0038", "p0058"]
     (3, 16, 1, 1, 0.5, 1),  # at least one step
 ])
 def test_optimiser_steps_count_passes_over_the_rows(monkeypatch, rows, batch, accum, world, epochs, steps) -> None:
-    from smfa.methods.base import MethodConfig, _steps
+    from smfa.methods.base import MethodConfig
+    from smfa.training.runs import optimizer_steps
 
     monkeypatch.setenv("WORLD_SIZE", str(world))
-    assert _steps(rows, MethodConfig(batch_size=batch, grad_accum=accum, epochs=epochs)) == steps
-    assert _steps(rows, MethodConfig(batch_size=batch, grad_accum=accum, epochs=epochs, max_steps=3)) == min(3, steps)
+    assert optimizer_steps(rows, MethodConfig(batch_size=batch, grad_accum=accum, epochs=epochs)) == steps
+    assert optimizer_steps(rows, MethodConfig(batch_size=batch, grad_accum=accum, epochs=epochs, max_steps=3)) == min(3, steps)
 
 
 class _Counted:
@@ -52,7 +53,9 @@ class _Counted:
 def test_gradient_accumulation_halves_the_steps_and_keeps_the_examples(micro_bench_dir: Path, micro_vanilla: Path,
                                                                        tmp_path: Path) -> None:
     from smfa.data import reference_items
-    from smfa.methods.base import MethodConfig, UnlearnContext, UnlearnData, prepare_trainable, train_sft
+    from smfa.methods.base import MethodConfig
+    from smfa.methods.context import UnlearnContext, UnlearnData
+    from smfa.training.runs import prepare_trainable, train_sft
     from smfa.models.loading import load_model
 
     bench = Bench.load(micro_bench_dir)

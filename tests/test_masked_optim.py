@@ -111,11 +111,11 @@ def test_mmunlearner_trains_with_state_on_masked_entries_only(monkeypatch, run_m
     entry, saliency.json reports those bytes against dense AdamW's, and entries outside the mask stay put."""
     import json
 
-    import smfa.methods.base as base
+    import smfa.training.trainer as engine_trainer
     from smfa.models.placement import resolve_placement
 
     seen = {}
-    make = base._make_trainer_class
+    make = engine_trainer.trainer_class
 
     def recording_class():
         class Recording(make()):
@@ -124,7 +124,7 @@ def test_mmunlearner_trains_with_state_on_masked_entries_only(monkeypatch, run_m
                 return seen["optimizer"]
         return Recording
 
-    monkeypatch.setattr(base, "_make_trainer_class", recording_class)
+    monkeypatch.setattr(engine_trainer, "trainer_class", recording_class)
     placement = resolve_placement("cpu", "fp32")
     model, before = run_micro_mmunlearner(placement, 2)
 

@@ -165,10 +165,12 @@ def test_lora_trainees_share_the_vanillas_weights_and_never_write_them() -> None
 
     import torch
 
-    from smfa.methods.base import MethodConfig, UnlearnContext, finish
+    from smfa.methods.base import MethodConfig
+    from smfa.methods.context import UnlearnContext
     from smfa.models.families import family_for
     from smfa.models.tiny import TinyModelConfig, build_processor, build_tiny_model
     from smfa.training.engine import apply_lora
+    from smfa.training.runs import finish
 
     cfg = TinyModelConfig(vision_hidden=16, vision_layers=1, text_hidden=32, text_layers=1, text_intermediate=64)
     vanilla = build_tiny_model(build_processor(["a tiny corpus of words"], cfg), cfg)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from smfa.errors import OutputError
-from smfa.eval.gold import forget_losses, forget_quality, gold_standard, mia_auc
+from smfa.eval.gold import forget_quality, gold_standard, mia_auc
 from smfa.eval.judges import JudgeItem, get_judge
 from smfa.eval.metrics import compute_all_sets, compute_overall, compute_set_metrics, parse_set_name, rouge_l
 from smfa.eval.text import answer_is_correct, contains_fact, is_refusal, leaks_fact, normalize, polar_answer, states_fact
@@ -400,16 +400,7 @@ def test_mia_auc_on_hand_made_losses():
     assert mia_auc([0.1, 0.3, 0.2], [0.2, 0.4]) == pytest.approx(4.5 / 6)
 
 
-def test_gold_standard_and_forget_losses():
-    gens = [
-        _gen("forget/image_memory", "a", loss=1.0, qid="q2"),
-        _gen("forget/text_memory", "b", kind="text_memory", loss=2.0, qid="q1"),
-        _gen("forget/image_memory/paraphrase", "c", loss=9.0, qid="q3"),  # held-out phrasing: not in the test
-        _gen("retain/image_memory", "d", loss=9.0, forget=False, qid="q4"),
-        _gen("forget/image_memory", "e", loss=None, qid="q5"),
-    ]
-    assert forget_losses(gens) == (["q1", "q2"], [2.0, 1.0])
-    assert forget_losses(gens, "visual") == (["q2"], [1.0])
+def test_gold_standard():
     g = gold_standard([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], vanilla_losses=[7.0, 8.0, 9.0], oracle="o")
     assert g.forget_quality == pytest.approx(1.0)
     assert g.vanilla_forget_quality == pytest.approx(0.1)  # separated samples of 3: 2 / C(6, 3)

@@ -86,7 +86,7 @@ def test_move_batch_and_placement_of() -> None:
 
 def test_masked_training_refuses_sharded_parameters() -> None:
     """Under FSDP/DeepSpeed the mask could not reach the gradients: refused before training, not skipped."""
-    from smfa.methods.base import check_mask_supported
+    from smfa.training.trainer import check_mask_supported
 
     check_mask_supported(SimpleNamespace(is_fsdp_enabled=False, is_deepspeed_enabled=False), {"w": torch.ones(1)})
     check_mask_supported(SimpleNamespace(is_fsdp_enabled=True, is_deepspeed_enabled=False), None)  # no mask: fine
@@ -97,13 +97,15 @@ def test_masked_training_refuses_sharded_parameters() -> None:
 
 def test_training_arguments_come_from_the_method_config_and_the_placement(tmp_path: Path) -> None:
     """grad_accum, warmup, autocast are the method's (no longer pinned); the defaults are today's CPU ones."""
-    from smfa.methods.base import MethodConfig, UnlearnContext, _TrainView
+    from smfa.methods.base import MethodConfig
+    from smfa.methods.context import UnlearnContext
+    from smfa.training.runs import TrainView
     from smfa.training.engine import training_arguments
 
     def args(hp: MethodConfig, placement: Placement):
         ctx = UnlearnContext(bench=None, vanilla=None, data=None, target="all", seed=3, work_dir=tmp_path,
                              progress=False, placement=placement)
-        return training_arguments(_TrainView(hp, ctx), tmp_path / "ckpt", steps=100, save_steps=0, placement=placement)
+        return training_arguments(TrainView(hp, ctx), tmp_path / "ckpt", steps=100, save_steps=0, placement=placement)
 
     default = args(MethodConfig(), CPU_FP32)
     assert (default.gradient_accumulation_steps, default.warmup_steps, default.bf16, default.fp16, default.use_cpu,
@@ -143,8 +145,8 @@ def test_merge_to_refuses_device_options(capsys, tmp_path: Path) -> None:
 def _record_placements(monkeypatch) -> dict[str, list]:
     """Hooks that record the device and dtype of every loaded model, of every trainee's parameters and
     buffers at its first step, of the reference model and of the saliency masks."""
-    import smfa.methods.base as base
     import smfa.models.loading as loading
+    import smfa.training.trainer as engine_trainer
 
     seen: dict[str, list] = {"loaded": [], "trainee": [], "reference": [], "mask": []}
     load = loading.load_model
@@ -154,7 +156,7 @@ def _record_placements(monkeypatch) -> dict[str, list]:
         seen["loaded"].append({(t.device.type, t.dtype) for t in loaded.model.state_dict().values() if t.is_floating_point()})
         return loaded
 
-    make = base._make_trainer_class
+    make = engine_trainer.trainer_class
 
     def recording_class():
         class Recording(make()):
@@ -172,7 +174,7 @@ def _record_placements(monkeypatch) -> dict[str, list]:
         return Recording
 
     monkeypatch.setattr(loading, "load_model", recording_load)
-    monkeypatch.setattr(base, "_make_trainer_class", recording_class)
+    monkeypatch.setattr(engine_trainer, "trainer_class", recording_class)
     return seen
 
 

@@ -87,7 +87,7 @@ def test_the_default_budget_is_the_selective_recipe_where_a_method_has_a_retain_
 
 
 def test_every_retain_term_sees_the_reference_rows() -> None:
-    from smfa.methods.base import UnlearnData
+    from smfa.methods.context import UnlearnData
 
     data = UnlearnData(forget_rows=["f"], anchor_rows=["a1", "a2"], reference_rows=["r1"])
     assert data.retain_rows == ["a1", "a2", "r1"]
@@ -129,7 +129,7 @@ def test_the_kl_reference_loss_trains_reference_rows_towards_the_vanilla(micro_b
     and the MFA's cache key differs from the cross-entropy one (IDK and SMFA share an MFA only when equal)."""
     from smfa.data import DISTILL_KEY, make_collator, reference_items, refusal_items
     from smfa.methods import get_method
-    from smfa.methods.base import UnlearnContext
+    from smfa.methods.context import UnlearnContext
     from smfa.methods.smfa import mfa_key, train_mfa
     from smfa.models.loading import load_model
     from smfa.stages.unlearn import select_data
@@ -162,7 +162,7 @@ def test_the_anchor_can_train_on_the_few_shot_anchor_alone(tmp_path: Path) -> No
 
     from smfa.errors import ConfigError
     from smfa.methods import get_method
-    from smfa.methods.base import UnlearnData
+    from smfa.methods.context import UnlearnData
     from smfa.methods.smfa import anchor_key, anchor_rows
 
     row = lambda i: SimpleNamespace(id=f"q{i}", answer=f"a{i}")  # noqa: E731

@@ -18,18 +18,18 @@ import torch
 
 
 def main(bench_dir: str, vanilla_dir: str, out: str) -> None:
-    import smfa.methods.base as base
     import smfa.methods.mmunlearner as mmu
+    import smfa.training.trainer as engine_trainer
     from smfa.bench import Bench
     from smfa.methods import get_method
-    from smfa.methods.base import UnlearnContext
+    from smfa.methods.context import UnlearnContext
     from smfa.models.loading import load_model
     from smfa.models.placement import resolve_placement
     from smfa.stages.unlearn import select_data
 
     rank = int(os.environ["RANK"])
     seen: dict[str, object] = {"wrappers": set()}
-    make = base._make_trainer_class
+    make = engine_trainer.trainer_class
 
     def recording_trainer_class():
         cls = make()
@@ -47,7 +47,7 @@ def main(bench_dir: str, vanilla_dir: str, out: str) -> None:
         seen["mask"] = {k: v.clone() for k, v in grad_mask.items()}
         return train(*args, grad_mask=grad_mask, **kwargs)
 
-    base._make_trainer_class = recording_trainer_class
+    engine_trainer.trainer_class = recording_trainer_class
     mmu.train_unlearner = recording_train
 
     method = get_method("mmunlearner")

@@ -20,16 +20,18 @@ import torch
 
 
 def main(bench_dir: str, vanilla_dir: str, out: str) -> None:
-    import smfa.methods.base as base
+    import smfa.training.trainer as engine_trainer
     from smfa.bench import Bench
     from smfa.data import reference_items
-    from smfa.methods.base import MethodConfig, UnlearnContext, prepare_trainable, train_sft
+    from smfa.methods.base import MethodConfig
+    from smfa.methods.context import UnlearnContext
     from smfa.models.loading import load_model
     from smfa.stages.unlearn import select_data
+    from smfa.training.runs import prepare_trainable, train_sft
 
     rank = int(os.environ["RANK"])
     seen: dict[str, set] = {"wrappers": set(), "checkpointing": set(), "reentrant": set()}
-    make = base._sft_trainer_class
+    make = engine_trainer.trainer_class
 
     def recording_trainer_class():
         cls = make()
@@ -47,7 +49,7 @@ def main(bench_dir: str, vanilla_dir: str, out: str) -> None:
 
         return Recording
 
-    base._sft_trainer_class = recording_trainer_class
+    engine_trainer.trainer_class = recording_trainer_class
     bench = Bench.load(bench_dir)
     data = select_data(bench, "10", "all", None, 0)
     vanilla = load_model(vanilla_dir)

@@ -26,9 +26,9 @@ def main(vanilla_dir: str, out: str) -> None:
     from torch.distributed.tensor import DTensor
 
     from smfa.distributed import barrier, full_state_dict, is_main_process
-    from smfa.methods.base import finish
     from smfa.models.loading import load_model
     from smfa.training.engine import apply_lora
+    from smfa.training.runs import finish
 
     barrier()  # starts the gloo process group (smfa.distributed)
     rank = int(os.environ["RANK"])

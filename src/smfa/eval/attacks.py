@@ -65,13 +65,12 @@ Attacks and their entries:
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -96,12 +95,11 @@ from smfa.eval.attack_pieces import (
     quantize_rtn,
     rate,
     refusal_suppression,
-    resolve_relearn,
     roleplay,
     sample_rows,
     split_facts,
 )
-from smfa.models.placement import move_batch
+from smfa.eval.relearn import check_relearn_options, relearn_config, relearned
 
 AttackResult = dict[str, dict[str, Scalar]]
 Attack = Callable[["AttackContext"], AttackResult]
@@ -109,7 +107,7 @@ Attack = Callable[["AttackContext"], AttackResult]
 DEFAULT_LIMIT = 40  # questions per group when cfg.limit is None
 QUANTIZE_BITS = (8, 4)  # one entry per width: quantize_8bit, quantize_4bit
 
-# Re-exported: the attacks' pure pieces were first defined here.
+# The attacks' pure pieces (attack_pieces) and the relearning machinery (relearn) are importable from here too.
 __all__ = ["PROMPT_ATTACKS", "AttackContext", "RelearnConfig", "attack_names", "check_relearn_options",
            "completion_prompt", "parse_attacks", "prefix_injection", "quantize_language_model",
            "quantize_rtn", "refusal_suppression", "register_attack", "relearn_config", "relearned", "roleplay",
@@ -277,139 +275,6 @@ def prompt_attack(ctx: AttackContext) -> AttackResult:
     answers = ctx.answer(all_rows, questions, desc="attack prompt")
     n = len(rows)
     return {f"prompt_{key}": leak_stats(rows, answers[i * n:(i + 1) * n]) for i, key in enumerate(PROMPT_ATTACKS)}
-
-
-def _relearn_options(cfg: Any) -> dict[str, Any]:
-    """``cfg``'s ``relearn_*`` fields (``smfa eval --relearn-*``; None = not given) by RelearnConfig name."""
-    return {k: getattr(cfg, f"relearn_{k}", None) for k in ("steps", "lr", "share", "batch_size", "params")}
-
-
-def relearn_config(loaded: Any, cfg: Any) -> RelearnConfig:
-    """The relearning attack's config for ``loaded``: its defaults (:func:`~smfa.eval.attack_pieces.relearn_defaults`,
-    tiny or real scale, :func:`smfa.models.scale.is_real_scale`) with ``cfg``'s ``relearn_*`` fields put in where given."""
-    from smfa.models.scale import is_real_scale
-
-    return resolve_relearn(not is_real_scale(loaded.model), **_relearn_options(cfg))
-
-
-def check_relearn_options(cfg: Any) -> None:
-    """Validate ``cfg``'s given ``relearn_*`` values before a model is loaded (:class:`ConfigError` on a bad one);
-    the defaults they replace depend on the model and are checked by :func:`relearn_config`."""
-    resolve_relearn(True, **_relearn_options(cfg))
-
-
-def _set_checkpointing(model: torch.nn.Module, on: bool) -> None:
-    """Non-reentrant gradient checkpointing on or off (transformers 5 renamed the methods; 4.x has the old ones).
-    Non-reentrant: the reentrant variant drops the gradients of blocks whose inputs do not require grad."""
-    if on:
-        enable = getattr(model, "activation_checkpointing_enable", None)
-        if enable is not None:
-            enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        return
-    (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
-    model.disable_input_require_grads()  # enabling registered an input-embedding hook; it must not outlive us
-
-
-def _checkpointing_on(model: torch.nn.Module) -> bool:
-    return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
-
-
-def _train_steps(model: torch.nn.Module, dataset: Any, collate: Any, params: list[torch.nn.Parameter],
-                 cfg: RelearnConfig) -> None:
-    """``cfg.steps`` AdamW steps on the answer tokens of ``dataset`` (batches drawn in a seeded order that
-    reshuffles each pass), in train mode; leaves the model in eval mode."""
-    from smfa.losses import answer_logits, answer_nll
-
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    order: list[int] = []
-    shuffle = torch.Generator().manual_seed(SEED)
-    model.train()
-    for _ in range(cfg.steps):
-        while len(order) < min(cfg.batch_size, len(dataset)):
-            order += torch.randperm(len(dataset), generator=shuffle).tolist()
-        idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
-        # The answer view: the LM head runs at answer positions only, not over the full vocabulary everywhere.
-        logits, labels = answer_logits(model, move_batch(collate([dataset[i] for i in idx]), model))
-        loss = answer_nll(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    model.eval()
-
-
-@contextmanager
-def relearned(ctx: AttackContext, rows: Sequence[Question], cfg: RelearnConfig) -> Iterator[Any]:
-    """The model under attack fine-tuned on ``rows``' reference answers, as a ``LoadedModel`` for the ``with``
-    block (sharing the processor and family).
-
-    - ``cfg.params == "full"``: a deep copy with its whole language model trained (vision tower and projector
-      frozen) — two full copies resident plus AdamW state (~16 bytes per trained parameter): fine for the tiny
-      model, out of memory for a 7B model on one 80 GB GPU.
-    - ``"lora"``: a PEFT LoRA adapter (r ``cfg.lora_r`` on the family's LoRA targets, fp32 under a bf16 base) is
-      injected into the model under attack itself — no copy, optimizer state for the adapter only — and removed
-      when the block exits, also on an error: its weights are then bit-identical to before (unload without
-      merging), and its trainable flags, train/eval modes and checkpointing are as they were.
-    """
-    from smfa.data import encode_items, make_collator, reference_items
-
-    loaded = ctx.loaded
-    if not rows:
-        raise ConfigError("the relearning attack has no forget facts to train on (each forget person needs >= 2 facts)")
-    dataset = encode_items(reference_items(rows), bench=ctx.bench, family=loaded.family, processor=loaded.processor,
-                           images=ctx.images, progress=False)
-    collate = make_collator(loaded.family, loaded.processor)
-    if cfg.params == "full":
-        model = copy.deepcopy(loaded.model)
-        frozen = tuple(loaded.family.vision_module_prefixes) + tuple(loaded.family.projector_module_prefixes)
-        for name, p in model.named_parameters():
-            p.requires_grad_(not name.startswith(frozen))
-        if cfg.gradient_checkpointing:
-            _set_checkpointing(model, True)
-        with torch.random.fork_rng():  # a fixed seed for dropout without touching the caller's RNG state
-            torch.manual_seed(SEED)
-            _train_steps(model, dataset, collate, [p for p in model.parameters() if p.requires_grad], cfg)
-        model.requires_grad_(False)
-        try:
-            yield replace(loaded, model=model)
-        finally:
-            del model
-        return
-
-    from peft import LoraConfig, get_peft_model
-
-    model = loaded.model
-    if not loaded.family.lora_targets(model):
-        raise ConfigError(f"no LoRA target found for family {loaded.family.name} (regex "
-                          f"{loaded.family.lora_target_regex()}); use --relearn-params full")
-    # What the attack changes besides the injected modules, to put back exactly.
-    trainable = {name: p.requires_grad for name, p in model.named_parameters()}
-    modes = {name: m.training for name, m in model.named_modules()}
-    checkpointing = _checkpointing_on(model)
-    peft_model = None
-    try:
-        with torch.random.fork_rng():  # LoRA's A matrices and dropout: seeded, the caller's RNG untouched
-            torch.manual_seed(SEED)
-            # Dropout 0: a few steps to recover facts; dropout would only slow the attacker down.
-            lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                              target_modules=loaded.family.lora_target_regex(), bias="none")
-            peft_model = get_peft_model(model, lora)  # in place: the target Linears get LoRA layers, the rest frozen
-            if cfg.gradient_checkpointing and not checkpointing:
-                _set_checkpointing(model, True)
-            _train_steps(model, dataset, collate, [p for p in model.parameters() if p.requires_grad], cfg)
-        if cfg.gradient_checkpointing and not checkpointing:
-            _set_checkpointing(model, False)
-        yield loaded  # the same model object, answering through its adapter
-    finally:
-        if peft_model is not None:
-            peft_model.unload()  # the base layers back in place, unmerged: the weights never changed
-        if _checkpointing_on(model) and not checkpointing:
-            _set_checkpointing(model, False)
-        for name, p in model.named_parameters():
-            p.requires_grad_(trainable.get(name, False))  # .get: a failed injection may leave a stray LoRA layer
-        for name, m in model.named_modules():
-            m.training = modes.get(name, False)
 
 
 @register_attack("relearn")

@@ -18,10 +18,9 @@ from collections.abc import Iterable, Sequence
 
 from scipy.stats import ks_2samp, rankdata
 
-from smfa.bench.schema import forgotten_kinds
-from smfa.eval.schema import EvalError, Generation, GoldStandard
+from smfa.eval.schema import EvalError, GoldStandard
 
-__all__ = ["GoldStandard", "forget_losses", "forget_quality", "gold_standard", "mia_auc"]
+__all__ = ["GoldStandard", "forget_quality", "gold_standard", "mia_auc"]
 
 
 def _losses(values: Iterable[float | None], what: str) -> list[float]:
@@ -55,20 +54,6 @@ def mia_auc(member_losses: Sequence[float], nonmember_losses: Sequence[float]) -
     n_m, n_n = len(members), len(others)
     u = float(sum(ranks[:n_m])) - n_m * (n_m + 1) / 2
     return u / (n_m * n_n)
-
-
-def forget_losses(generations: Iterable[Generation], target: str = "all") -> tuple[list[str], list[float]]:
-    """Question ids and losses of the forget memory questions (training phrasing) that carry a loss:
-    image and text memory in the ``all`` setting, image memory only in ``visual``. Sorted by question id,
-    so two models' lists line up."""
-    kinds = forgotten_kinds(target)
-    rows = sorted(
-        (g.question_id, g.loss)
-        for g in generations
-        if g.is_forget_person and g.kind in kinds and g.set.count("/") == 1 and g.set.startswith("forget/")
-        and g.loss is not None
-    )
-    return [q for q, _ in rows], [float(v) for _, v in rows]
 
 
 def gold_standard(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from smfa.losses import answer_logits, ga_loss
-from smfa.methods.base import (Method, MethodConfig, UnlearnContext, finish, forget_dataset,
-                               prepare_trainable, register_method, train_unlearner)
+from smfa.methods.base import LossMethod, MethodConfig, register_method
 
 
 @dataclass
@@ -17,16 +17,11 @@ class GAConfig(MethodConfig):
 
 
 @register_method
-class GA(Method):
+class GA(LossMethod):
     name = "ga"
     config_cls = GAConfig
     description = "gradient ascent on the forget set"
     has_retain_term = False
 
-    def run(self, ctx: UnlearnContext, hp: MethodConfig) -> torch.nn.Module:
-        model = prepare_trainable(ctx, hp, ctx.trainee(hp))
-
-        def loss_fn(m, forget, retain):
-            return ga_loss(*answer_logits(m, forget))
-
-        return finish(train_unlearner(ctx, model, hp, forget_dataset(ctx), None, loss_fn, tag="ga"))
+    def loss(self, hp: GAConfig, model: torch.nn.Module, forget: Any, retain: None, reference: None) -> torch.Tensor:
+        return ga_loss(*answer_logits(model, forget))

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
-from smfa.methods.base import Method, MethodConfig, UnlearnContext, finish, register_method
+from smfa.methods.base import Method, MethodConfig, register_method
+from smfa.methods.context import UnlearnContext
 from smfa.methods.smfa import check_mfa_data_fields, train_mfa
+from smfa.training.runs import finish
 
 
 @dataclass

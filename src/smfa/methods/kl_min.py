@@ -4,12 +4,12 @@ frozen vanilla model."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from smfa.losses import answer_logits, kl_min_loss
-from smfa.methods.base import (Method, MethodConfig, UnlearnContext, finish, forget_dataset,
-                               prepare_trainable, register_method, retain_dataset, train_unlearner)
+from smfa.methods.base import LossMethod, MethodConfig, register_method
 
 
 @dataclass
@@ -18,21 +18,15 @@ class KLMinConfig(MethodConfig):
 
 
 @register_method
-class KLMin(Method):
+class KLMin(LossMethod):
     name = "kl_min"
     uses_reference_model = True  # a chain of requests compares with its root (smfa.stages.forget)
     config_cls = KLMinConfig
     description = "gradient ascent on forget + KL to the frozen vanilla on retain"
 
-    def run(self, ctx: UnlearnContext, hp: MethodConfig) -> torch.nn.Module:
-        model = prepare_trainable(ctx, hp, ctx.trainee(hp))
-        reference = ctx.reference_model.eval()
-
-        def loss_fn(m, forget, retain):
-            with torch.no_grad():
-                ref_logits, _ = answer_logits(reference, retain)
-            retain_logits, retain_labels = answer_logits(m, retain)
-            return kl_min_loss(*answer_logits(m, forget), retain_logits, ref_logits, retain_labels, hp.retain_weight)
-
-        return finish(train_unlearner(ctx, model, hp, forget_dataset(ctx), retain_dataset(ctx), loss_fn,
-                                      reference=reference, tag="kl_min"))
+    def loss(self, hp: KLMinConfig, model: torch.nn.Module, forget: Any, retain: Any,
+             reference: torch.nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            ref_logits, _ = answer_logits(reference, retain)
+        retain_logits, retain_labels = answer_logits(model, retain)
+        return kl_min_loss(*answer_logits(model, forget), retain_logits, ref_logits, retain_labels, hp.retain_weight)

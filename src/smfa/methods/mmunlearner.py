@@ -25,12 +25,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from smfa.data import make_collator, reference_items
-from smfa.losses import accumulate_fisher, answer_logits, answer_nll, ga_diff_loss, mask_share, saliency_mask
-from smfa.methods.base import (Method, MethodConfig, UnlearnContext, enable_checkpointing, forget_dataset,
-                               register_method, retain_dataset, train_unlearner)
-from smfa.models.placement import move_batch
+from smfa.losses import accumulate_fisher, answer_logits, ga_diff_loss, mask_share, saliency_mask
+from smfa.methods.base import Method, MethodConfig, register_method
+from smfa.methods.context import UnlearnContext, forget_dataset, retain_dataset
 from smfa.optim import dense_adamw_state_bytes, masked_adamw_state_bytes
 from smfa.rundir import write_json_atomic
+from smfa.training.engine import enable_checkpointing
+from smfa.training.runs import train_unlearner
+from smfa.training.trainer import answer_nll_loss
 
 
 @dataclass
@@ -41,16 +43,16 @@ class MMUnlearnerConfig(MethodConfig):
 
 def fisher_diagonal(model: torch.nn.Module, dataset, collate, batch_size: int, names: set[str],
                     desc: str = "Fisher", progress: bool = True) -> dict[str, torch.Tensor]:
-    """Mean over batches of grad² of the answer NLL, for the parameters in ``names``."""
+    """Mean over batches of grad² of the answer NLL, for the parameters in ``names``: a gradient pass over
+    the data (no optimiser step), with the training runs' answer-view loss."""
     from tqdm.auto import tqdm
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     fisher: dict[str, torch.Tensor] = {}
     n = len(loader)
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        batch = move_batch(batch, model)
         model.zero_grad(set_to_none=True)
-        answer_nll(*answer_logits(model, batch)).backward()
+        answer_nll_loss(model, batch).backward()
         accumulate_fisher(fisher, ((k, p) for k, p in model.named_parameters() if k in names), scale=1.0 / n)
     model.zero_grad(set_to_none=True)
     return fisher

@@ -12,16 +12,20 @@ its own k, averaged (the variant of the authors' code).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from smfa.bench.schema import IMAGE_MEMORY, TEXT_MEMORY
 from smfa.errors import ConfigError
 from smfa.sculpt.mask import MODES
-from smfa.methods.base import (Method, MethodConfig, UnlearnContext, prepare_trainable, register_method, train_sft,
-                               world_size)
+from smfa.distributed import world_size
+from smfa.methods.base import Method, MethodConfig, register_method
+from smfa.methods.context import UnlearnContext
+from smfa.training.runs import prepare_trainable, train_sft
 
 FORGET_ADAPTER = "forget"  # adapters/forget: the MFA (image view in dual mode)
 FORGET_TEXT_ADAPTER = "forget_text"  # adapters/forget_text: the text-view MFA (dual mode only)
@@ -214,6 +218,19 @@ def adapters_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "adapters"
 
 
+def merged_adapter_pair(ctx: UnlearnContext, hp: AdapterPairConfig, views: dict[str, list],
+                        merge: Callable[[torch.nn.Module, Path], Any]) -> tuple[torch.nn.Module, Any]:
+    """The sequence SMFA and TIES share: an MFA per forget view (``views``: adapter name → forget rows) and the
+    RA, saved under ``adapters/``; then ``merge(model, adapters dir)`` into a copy of the vanilla. Returns the
+    merged copy and what ``merge`` returned."""
+    out = adapters_dir(ctx.work_dir)
+    for tag, rows in views.items():
+        train_mfa(ctx, hp, rows, tag).save_pretrained(out / tag)
+    save_anchor(ctx, hp, out / ANCHOR_ADAPTER)
+    model = ctx.fresh_model()
+    return model, merge(model, out)
+
+
 @register_method
 class SMFA(Method):
     name = "smfa"
@@ -226,7 +243,6 @@ class SMFA(Method):
 
         if not hp.lora:
             raise ConfigError("SMFA sculpts LoRA adapters: it needs lora: true")
-        out = adapters_dir(ctx.work_dir)
         views = {FORGET_ADAPTER: ctx.data.forget_rows}
         if hp.dual:
             views = {
@@ -235,15 +251,15 @@ class SMFA(Method):
             }
             if not views[FORGET_TEXT_ADAPTER]:
                 raise ConfigError("--dual needs text-memory forget rows; with --target visual use a single MFA")
-        for tag, rows in views.items():
-            train_mfa(ctx, hp, rows, tag).save_pretrained(out / tag)
-        save_anchor(ctx, hp, out / ANCHOR_ADAPTER)
-        model = ctx.fresh_model()
-        report = merge_sculpted_into(
-            model, out / FORGET_ADAPTER, out / ANCHOR_ADAPTER, hp.k, hp.mode,
-            forget_adapter_dir2=out / FORGET_TEXT_ADAPTER if hp.dual else None,
-            k2=hp.k_text if hp.dual else None, progress=ctx.progress,
-        )
+
+        def sculpt(model: torch.nn.Module, out: Path):
+            return merge_sculpted_into(
+                model, out / FORGET_ADAPTER, out / ANCHOR_ADAPTER, hp.k, hp.mode,
+                forget_adapter_dir2=out / FORGET_TEXT_ADAPTER if hp.dual else None,
+                k2=hp.k_text if hp.dual else None, progress=ctx.progress,
+            )
+
+        model, report = merged_adapter_pair(ctx, hp, views, sculpt)
         # Record run-relative adapter paths (the staging directory is renamed when the run finishes).
         report.anchor_adapter = f"adapters/{ANCHOR_ADAPTER}"
         for view in report.views:

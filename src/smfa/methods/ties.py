@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from smfa.errors import ConfigError
-from smfa.methods.base import Method, UnlearnContext, register_method
-from smfa.methods.smfa import ANCHOR_ADAPTER, FORGET_ADAPTER, AdapterPairConfig, adapters_dir, save_anchor, train_mfa
+from smfa.methods.base import Method, register_method
+from smfa.methods.context import UnlearnContext
+from smfa.methods.smfa import ANCHOR_ADAPTER, FORGET_ADAPTER, AdapterPairConfig, merged_adapter_pair
 
 MAJORITY_SIGN_METHODS = ("total", "frequency")  # PEFT's choices for the sign election
 
@@ -54,16 +56,20 @@ class TIES(Method):
     trains_refusals = True
 
     def run(self, ctx: UnlearnContext, hp: TIESConfig) -> torch.nn.Module:  # type: ignore[override]
-        from smfa.sculpt import paired_dense_deltas
-
-        out = adapters_dir(ctx.work_dir)
-        train_mfa(ctx, hp, ctx.data.forget_rows, FORGET_ADAPTER).save_pretrained(out / FORGET_ADAPTER)
-        save_anchor(ctx, hp, out / ANCHOR_ADAPTER)
-        model = ctx.fresh_model()
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            device = next(iter(params.values())).device
-            for name, d_f, d_a in paired_dense_deltas(out / FORGET_ADAPTER, out / ANCHOR_ADAPTER, device):
-                w = params[name]
-                w.add_(ties_delta(d_f, d_a, hp).to(w.dtype))
+        model, _ = merged_adapter_pair(ctx, hp, {FORGET_ADAPTER: ctx.data.forget_rows},
+                                       lambda model, out: merge_ties_into(model, out / FORGET_ADAPTER, out / ANCHOR_ADAPTER, hp))
         return model
+
+
+def merge_ties_into(model: torch.nn.Module, forget_dir: Path, anchor_dir: Path, hp: TIESConfig) -> None:
+    """``W += TIES(ΔW_f, ΔW_a)`` in place, module by module, each adapter module on the weight
+    :func:`~smfa.sculpt.targets.resolve_targets` maps it to."""
+    from smfa.sculpt import LoraAdapter, paired_dense_deltas, resolve_targets
+
+    params = dict(model.named_parameters(remove_duplicate=False))  # tied weights answer to both names
+    targets = resolve_targets(LoraAdapter(forget_dir, "forget adapter").modules, params, where="the model")
+    with torch.no_grad():
+        device = next(iter(params.values())).device
+        for name, d_f, d_a in paired_dense_deltas(forget_dir, anchor_dir, device):
+            w = params[targets[name.removesuffix(".weight")]]
+            w.add_(ties_delta(d_f, d_a, hp).to(w.dtype))

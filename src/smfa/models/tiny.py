@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from smfa.errors import ConfigError
 
@@ -179,7 +178,3 @@ def build_tiny(bench, cfg: TinyModelConfig | None = None, seed: int = 0):
     processor = build_processor(tiny_corpus(bench), cfg)
     return build_tiny_model(processor, cfg, seed=seed), processor
 
-
-def save_pretrained_pair(model, processor, out: Path) -> None:
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)

@@ -1,5 +1,6 @@
-"""The training engine every stage trains with: the HF ``TrainingArguments`` of every run, LoRA and gradient
-checkpointing set-up, the length-bucket sampler and the resumable ``Trainer``."""
+"""The training engine every stage trains with: the HF ``TrainingArguments`` of every run, LoRA set-up,
+gradient checkpointing (its one owner: on, off, whether on), the length-bucket sampler, and the vanilla
+fine-tune's entry to the one ``Trainer`` (:mod:`smfa.training.trainer`)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,24 @@ def trainable_summary(model: torch.nn.Module) -> dict[str, Any]:
 def enable_checkpointing(model: torch.nn.Module) -> None:
     """Gradient checkpointing, the one setting of every stage (LoRA or full fine-tuning). Non-reentrant: the
     reentrant variant drops the gradients of blocks whose inputs do not require grad (frozen embeddings), and
-    under DDP with a PEFT model it fires a LoRA weight's gradient hook twice per step ("marked ready twice")."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    under DDP with a PEFT model it fires a LoRA weight's gradient hook twice per step ("marked ready twice").
+    transformers 5 names the method ``activation_checkpointing_enable``; 4.x has the old name."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def disable_checkpointing(model: torch.nn.Module) -> None:
+    """Undo :func:`enable_checkpointing`, including the input-embedding hook that enabling registered."""
+    (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
+    model.disable_input_require_grads()
+
+
+def checkpointing_on(model: torch.nn.Module) -> bool:
+    """Whether any module of ``model`` recomputes its activations in the backward pass."""
+    return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
 
 
 def apply_lora(model: torch.nn.Module, family: Any, r: int, alpha: int, dropout: float, gradient_checkpointing: bool = False):
@@ -39,14 +56,15 @@ def apply_lora(model: torch.nn.Module, family: Any, r: int, alpha: int, dropout:
 
 
 def training_arguments(cfg: Any, output_dir: Path, *, steps: int, save_steps: int, placement: Any = None,
-                       **extra: Any):
-    """The HF ``TrainingArguments`` of every training stage; ``placement`` (a resolved ``--device``/``--dtype``,
-    default the CPU in fp32) decides the device, ``cfg``'s ``bf16``/``fp16`` the mixed precision."""
+                       **overrides: Any):
+    """The HF ``TrainingArguments`` of every training run; ``placement`` (a resolved ``--device``/``--dtype``,
+    default the CPU in fp32) decides the device, ``cfg``'s ``bf16``/``fp16`` the mixed precision, and
+    ``overrides`` replace any of the values below (the relearning attack: a constant lr, no clipping)."""
     from smfa.models.placement import CPU_FP32
     from smfa.training.arguments import PlacedTrainingArguments
 
     placement = placement or CPU_FP32
-    return PlacedTrainingArguments(
+    values = dict(
         placement_device=str(placement.device),
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg.batch_size,
@@ -70,8 +88,8 @@ def training_arguments(cfg: Any, output_dir: Path, *, steps: int, save_steps: in
         use_cpu=placement.device.type == "cpu",
         disable_tqdm=not getattr(cfg, "progress", True),
         save_only_model=False,
-        **extra,
     )
+    return PlacedTrainingArguments(**{**values, **overrides})
 
 
 SAMPLERS = ("random", "length_buckets")
@@ -116,30 +134,10 @@ class LengthBucketSampler(torch.utils.data.Sampler):
 
 
 def resumable_trainer_class(sampler: str = "random"):
-    """The HF ``Trainer`` with a resume that restores the model for every architecture.
+    """The one ``Trainer`` (:func:`smfa.training.trainer.trainer_class`) with ``sampler`` set: the vanilla
+    fine-tune's entry point (its own loss, a resume that restores every architecture)."""
+    import functools
 
-    transformers saves some architectures (LLaVA among them) under legacy tensor names that the Trainer's
-    own resume passes to ``load_state_dict(strict=False)`` unmapped — silently restoring nothing. Loading
-    the checkpoint with ``from_pretrained`` maps the names; a strict load then fails loudly if anything is
-    still missing.
-    """
-    from transformers import Trainer
+    from smfa.training.trainer import trainer_class
 
-    class ResumableTrainer(Trainer):
-        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
-            model = model if model is not None else self.model
-            if hasattr(model, "peft_config"):  # adapter checkpoints use PEFT's own names
-                return super()._load_from_checkpoint(resume_from_checkpoint, model)
-            dtype = next(model.parameters()).dtype
-            restored = type(model).from_pretrained(resume_from_checkpoint, dtype=dtype, local_files_only=True)
-            model.load_state_dict(restored.state_dict(), strict=True)
-            return None
-
-        def _get_train_sampler(self, train_dataset=None):
-            if sampler != "length_buckets":
-                return super()._get_train_sampler(train_dataset)
-            dataset = train_dataset if train_dataset is not None else self.train_dataset
-            lengths = [len(example["input_ids"]) for example in dataset]
-            return LengthBucketSampler(lengths, self.args.train_batch_size, self.args.seed)
-
-    return ResumableTrainer
+    return functools.partial(trainer_class(), sampler=sampler)
