@@ -13,7 +13,7 @@
       fail on the GPU for that known gap, not for bf16 — its row shows the number;
     - it ran where asked: the device and dtype of each cell's manifest ``placement``.
 (b) A checkpoint of LLaVA-1.5-7B's shape (Llama-2-7B language model, CLIP ViT-L/14-336 vision tower; random
-    weights from :func:`smfa.models.synthetic.build_llava_checkpoint`, nothing downloaded) saved to disk and
+    weights from :func:`smfa.models.synthetic.build_checkpoint`, nothing downloaded) saved to disk and
     taken through smfa's own CLI, each stage in its own process under ``_gpu_probe.py``:
 
         smfa bench build --preset full --n-people 40 --shape-images 60 --anchor-size 8
@@ -291,7 +291,7 @@ def llava_cli(work: Path, sizes: Sizes, device: str, dtype: str, rows: list[Row]
 
     from smfa.bench import Bench
     from smfa.models.placement import DTYPES
-    from smfa.models.synthetic import LLAVA_1_5_7B, build_llava_checkpoint, full_size_params, shrunk
+    from smfa.models.synthetic import LLAVA_1_5_7B, build_checkpoint, full_size_params, shrunk
     from smfa.models.tiny import tiny_corpus
 
     shape = shrunk(LLAVA_1_5_7B, **sizes.shrink) if sizes.shrink else LLAVA_1_5_7B
@@ -306,18 +306,18 @@ def llava_cli(work: Path, sizes: Sizes, device: str, dtype: str, rows: list[Row]
 
     t0 = time.perf_counter()
     bench_dir = work / "bench"
-    image_size = ["--image-size", str(shape.vision["image_size"])] if sizes.shrink else []
+    image_size = ["--image-size", str(shape.image_size)] if sizes.shrink else []
     subprocess.run([sys.executable, "-m", "smfa.cli", "bench", "build", "--preset", "full", "--n-people", "40",
                     "--shape-images", "60", "--anchor-size", "8", *image_size, "--out", str(bench_dir), "--quiet"],
                    check=True, stdout=subprocess.DEVNULL)
     bench = Bench.load(bench_dir)
     person = sorted(bench.forget_people("10"))[0]
-    rows.append(Row("b 7B", f"bench build (full preset, 40 people, {shape.vision['image_size']} px)",
+    rows.append(Row("b 7B", f"bench build (full preset, 40 people, {shape.image_size} px)",
                     f"{time.perf_counter() - t0:.1f} s"))
 
     t0 = time.perf_counter()
     src = work / "model"
-    build_llava_checkpoint(src, tiny_corpus(bench), shape=shape, layers=sizes.layers, vision_layers=sizes.vision_layers,
+    build_checkpoint(src, tiny_corpus(bench), shape=shape, layers=sizes.layers, vision_layers=sizes.vision_layers,
                            dtype=DTYPES[dtype])
     what = "LLaVA-1.5-7B-shaped" if not sizes.shrink else "LLaVA-shaped (--small widths)"
     rows.append(Row("b 7B", f"{what} checkpoint, {sizes.layers} + {sizes.vision_layers} layers, random weights",

@@ -1,8 +1,9 @@
-"""The 7B path rehearsed on the CPU: smfa's own commands on LLaVA-1.5-7B-wide models of reduced depth.
+"""The 7B path rehearsed on the CPU: smfa's own commands on 7B-wide models of reduced depth.
 
 A random-weight checkpoint with LLaVA-1.5-7B's real widths (hidden 4096, MLP 11008, 32 heads, vocabulary
-32,064, CLIP ViT-L/14 at 336 px → 576 image tokens per photo; ``smfa.models.synthetic``) is built at 1, 2
-and 4 language-model layers, and a small bench at 336 px is rendered. At each depth the stages run as the
+32,064, CLIP ViT-L/14 at 336 px → 576 image tokens per photo) or Qwen2-VL-7B's (``--family qwen2-vl``:
+hidden 3584, MLP 18944, vocabulary 152,064, 144 image tokens per photo; ``smfa.models.synthetic``) is built
+at 1, 2 and 4 language-model layers, and a small bench at 336 px is rendered. At each depth the stages run as the
 CLI runs them, each in its own process:
 
   finetune (LoRA) → unlearn --method M (every method, or SMFA + MMUnlearner with --quick) → eval --attacks
@@ -12,7 +13,8 @@ with one forget person, a small anchor, one optimiser step per training phase an
 evaluation set (memory, not quality, is measured; ``unlearn`` runs with ``--no-eval``: the ``eval`` stage
 measures evaluation, with the relearn attack — or every attack — on the SMFA run). For each stage the process's peak resident memory (``wait4``'s maxrss) and the most full-size
 model copies resident at once (``_rehearsal_probe.py``) are recorded; a line through the depths gives the
-per-layer slope, and the peak is projected to the real depth (32 layers, 24 vision layers).
+per-layer slope, and the peak is projected to the real depth (LLaVA: 32 layers, 24 vision layers; Qwen2-VL: 28
+and 32).
 
 The CPU runs in fp32 (this CPU has no bf16 matrix units: a bf16 matmul is ~50× slower), so the projection
 to a bf16 model on a GPU replaces the resident copies' fp32 weights by the full model's bf16 weights
@@ -22,6 +24,7 @@ torch's CPU kernels and the mapped weight files.
 
     python benchmarks/scale_rehearsal.py --quick            # 1 and 2 layers, SMFA + MMUnlearner, ~15 min
     python benchmarks/scale_rehearsal.py                    # 1, 2, 4 layers, every stage and method
+    python benchmarks/scale_rehearsal.py --quick --family qwen2-vl
 
 The last line is ``worst projected 7B peak: <X> GB in <stage>; at most <N> full model copies``.
 """
@@ -148,6 +151,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="1 and 2 layers, SMFA + MMUnlearner + relearn + sculpt")
     ap.add_argument("--layers", default=None, help="comma list of depths (default 1,2,4; --quick 1,2)")
     ap.add_argument("--batch", type=int, default=1, help="training batch size of every stage (default 1)")
+    ap.add_argument("--family", choices=("llava-1.5", "qwen2-vl"), default="llava-1.5",
+                    help="whose 7B widths (default llava-1.5)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default=None, help="where checkpoints and runs go (default a temporary directory)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -156,10 +161,11 @@ def main() -> int:
     depths = [int(x) for x in (args.layers or ("1,2" if args.quick else "1,2,4")).split(",")]
 
     from smfa.bench import Bench
-    from smfa.models.synthetic import LLAVA_1_5_7B, build_llava_checkpoint, full_size_params
+    from smfa.models.synthetic import LLAVA_1_5_7B, QWEN2_VL_7B, build_checkpoint, full_size_params
     from smfa.models.tiny import tiny_corpus
 
-    shape = LLAVA_1_5_7B
+    shape = QWEN2_VL_7B if args.family == "qwen2-vl" else LLAVA_1_5_7B
+    prefix = "" if shape is LLAVA_1_5_7B else f"{args.family}-"  # each family's checkpoints in its own folders
     work = Path(args.workdir or tempfile.mkdtemp(prefix="smfa-rehearsal-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -176,27 +182,27 @@ def main() -> int:
 
     measured: list[Measurement] = []
     for layers in depths:
-        layer_dir = work / f"L{layers}"
+        layer_dir = work / f"{prefix}L{layers}"
         shutil.rmtree(layer_dir / "runs", ignore_errors=True)
         (layer_dir / "runs").mkdir(parents=True, exist_ok=True)
         src = layer_dir / "model"
         if not (src / "config.json").is_file():
-            build_llava_checkpoint(src, corpus, shape=shape, layers=layers, vision_layers=VISION_LAYERS)
+            build_checkpoint(src, corpus, shape=shape, layers=layers, vision_layers=VISION_LAYERS)
         print(f"depth {layers}: {full_size_params(shape, layers, VISION_LAYERS) / 1e9:.2f} B parameters", flush=True)
         for name, argv in stages(args.quick, bench_dir, src, layer_dir / "runs", person, args.batch):
             measured.append(run_stage(name, layers, argv, layer_dir, args.threads,
-                                      (shape.text["vocab_size"], shape.text["hidden_size"])))
+                                      shape.embedding_shape))
 
     full = shape.layers
     built = {full: full_size_params(shape, full, VISION_LAYERS) * 4}
     projections = project(measured, full_size_params(shape) * 2, built, full)
     print()
-    print(f"LLaVA-1.5-7B width, batch {args.batch}, fp32 on the CPU; projected to {full} layers in bf16 "
+    print(f"{shape.name} width, batch {args.batch}, fp32 on the CPU; projected to {full} layers in bf16 "
           f"(target ≤ {TARGET_GB:.0f} GB, ≤ {TARGET_COPIES} copies); {time.perf_counter() - t0:.0f} s")
     print(table(projections, depths))
     failed = [m for m in measured if m.rc != 0]
     for m in failed:
-        print(f"stage {m.stage} at {m.layers} layers failed (rc {m.rc}); log: {work / f'L{m.layers}' / (m.stage + '.log')}")
+        print(f"stage {m.stage} at {m.layers} layers failed (rc {m.rc}); log: {work / f'{prefix}L{m.layers}' / (m.stage + '.log')}")
     if args.json:
         Path(args.json).write_text(json.dumps({"measured": [m.__dict__ for m in measured],
                                                "projections": [p.__dict__ for p in projections]}, indent=1))
