@@ -87,13 +87,15 @@ def run_stage(name: str, layers: int, argv: list[str], work: Path, threads: int,
     return m
 
 
-def stages(quick: bool, bench: Path, vanilla_src: Path, run: Path, person: str, batch: int) -> list[tuple[str, list[str]]]:
-    """(stage name, smfa argv) in order; later stages read earlier stages' runs under ``run``."""
+def stages(quick: bool, bench: Path, vanilla_src: Path, run: Path, person: str, batch: int,
+           methods: list[str] | None = None) -> list[tuple[str, list[str]]]:
+    """(stage name, smfa argv) in order; later stages read earlier stages' runs under ``run``. ``methods``
+    (default: SMFA + MMUnlearner with ``quick``, else every method) must include smfa (eval and sculpt read it)."""
     from smfa.methods import method_names
 
     common = ["--device", "cpu", "--dtype", "fp32"]
     step = ["--param", "max_steps=1", "--param", f"batch_size={batch}"]
-    methods = ["smfa", "mmunlearner"] if quick else method_names()
+    methods = methods or (["smfa", "mmunlearner"] if quick else method_names())
     out: list[tuple[str, list[str]]] = [
         ("finetune-lora", ["finetune", "--bench", str(bench), "--model", str(vanilla_src), "--out", str(run / "vanilla"),
                            "--lora", "--steps", "1", "--batch-size", str(batch), "--save-steps", "0", *common]),
@@ -153,12 +155,17 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=1, help="training batch size of every stage (default 1)")
     ap.add_argument("--family", choices=("llava-1.5", "qwen2-vl"), default="llava-1.5",
                     help="whose 7B widths (default llava-1.5)")
+    ap.add_argument("--methods", default=None, help="comma list of methods to unlearn with (must include smfa; "
+                    "default smfa,mmunlearner with --quick, else all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default=None, help="where checkpoints and runs go (default a temporary directory)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--json", default=None, help="also write the measurements and projections here")
     args = ap.parse_args()
     depths = [int(x) for x in (args.layers or ("1,2" if args.quick else "1,2,4")).split(",")]
+    methods = args.methods.split(",") if args.methods else None
+    if methods is not None and "smfa" not in methods:
+        ap.error("--methods must include smfa: the eval and sculpt stages read its run")
 
     from smfa.bench import Bench
     from smfa.models.synthetic import LLAVA_1_5_7B, QWEN2_VL_7B, build_checkpoint, full_size_params
@@ -189,7 +196,7 @@ def main() -> int:
         if not (src / "config.json").is_file():
             build_checkpoint(src, corpus, shape=shape, layers=layers, vision_layers=VISION_LAYERS)
         print(f"depth {layers}: {full_size_params(shape, layers, VISION_LAYERS) / 1e9:.2f} B parameters", flush=True)
-        for name, argv in stages(args.quick, bench_dir, src, layer_dir / "runs", person, args.batch):
+        for name, argv in stages(args.quick, bench_dir, src, layer_dir / "runs", person, args.batch, methods):
             measured.append(run_stage(name, layers, argv, layer_dir, args.threads,
                                       shape.embedding_shape))
 
