@@ -247,7 +247,7 @@ def test_relearn_options_from_the_command_line(monkeypatch: pytest.MonkeyPatch, 
     """``smfa eval --relearn-*`` reaches EvalConfig; a bad value is a one-line error before any model is loaded."""
     import smfa.eval.pipeline as pipeline
     from smfa.cli.main import main
-    from smfa.eval.attacks import check_relearn_options
+    from smfa.eval.relearn import check_relearn_options
 
     seen = []
     monkeypatch.setattr(pipeline, "evaluate", lambda cfg: seen.append(cfg) or cfg.out)
@@ -389,7 +389,8 @@ def test_lora_relearn_leaves_the_model_bit_identical(micro_bench_dir: Path, micr
     from dataclasses import replace
 
     from smfa.bench import Bench
-    from smfa.eval.attacks import AttackContext, relearned
+    from smfa.eval.attacks import AttackContext
+    from smfa.eval.relearn import relearned
     from smfa.eval.generate import answer_losses
     from smfa.eval.pipeline import EvalConfig
     from smfa.models.loading import load_model
@@ -443,7 +444,8 @@ def test_lora_relearn_recovers_an_idk_tuned_model(micro_bench_dir: Path, micro_v
     from dataclasses import replace
 
     from smfa.bench import Bench
-    from smfa.eval.attacks import AttackContext, relearned
+    from smfa.eval.attacks import AttackContext
+    from smfa.eval.relearn import relearned
     from smfa.eval.pipeline import EvalConfig
     from smfa.models.loading import load_model
     from smfa.refusals import sample_refusal

@@ -1,20 +1,16 @@
 """The relearning attack's machinery (the ``relearn`` attack of :mod:`smfa.eval.attacks`): its config from the
-command line, and :func:`relearned` — the model under attack fine-tuned on a few of its forgotten facts, on the
-one ``Trainer`` (:mod:`smfa.training.trainer`): ``steps`` AdamW steps (no weight decay, a constant lr, no
-gradient clipping, no autocast) on the answer tokens, batches drawn in a seeded order that reshuffles each
-pass over the rows (:class:`SeededBatches`)."""
+command line, and :func:`relearned` — the model under attack fine-tuned on a few of its forgotten facts
+(:func:`train_steps`: AdamW on the training engine's answer-view loss, checkpointing through the engine),
+batches drawn in a seeded order that reshuffles each pass over the rows (:class:`SeededBatches`)."""
 
 from __future__ import annotations
 
 import copy
-import random
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import torch
 
 from smfa.errors import ConfigError
@@ -41,7 +37,7 @@ def check_relearn_options(cfg: Any) -> None:
     resolve_relearn(True, **_relearn_options(cfg))
 
 
-class SeededBatches(torch.utils.data.Sampler):
+class SeededBatches:
     """``steps`` batches of ``batch_size`` row indices (all rows when there are fewer), taken in turn from
     seeded permutations of the rows laid end to end: every pass reshuffles, and a batch may span two passes."""
 
@@ -61,56 +57,23 @@ class SeededBatches(torch.utils.data.Sampler):
             yield batch
 
 
-@contextmanager
-def _rng_kept() -> Iterator[None]:
-    """The Python, NumPy and torch RNG states as they were on entry, back on exit (the ``Trainer`` seeds all
-    three when it is built; the attack's own seeding is done by its caller)."""
-    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.random.set_rng_state(states[2])
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
-
-
 def train_steps(model: torch.nn.Module, dataset: Any, collate: Any, params: list[torch.nn.Parameter],
                 cfg: RelearnConfig) -> None:
-    """``cfg.steps`` AdamW steps of ``params`` on the answer tokens of ``dataset`` (:class:`SeededBatches`), on
-    the one ``Trainer``; the RNG states the training draws from are the caller's, and ``model`` is left in
-    eval mode with its config as it was."""
-    from smfa.models.placement import Placement
-    from smfa.training import trainer as engine_trainer
-    from smfa.training.engine import training_arguments
+    """``cfg.steps`` AdamW steps of ``params`` (no weight decay, a constant lr, no clipping, no autocast) on the
+    answer tokens of ``dataset`` in the :class:`SeededBatches` order, in train mode; leaves ``model`` in eval
+    mode. A loop of its own, not the ``Trainer``: the attack runs inside evaluation, which under a distributed
+    launch is the main process's alone, and the ``Trainer`` would wrap the model for, and synchronise with,
+    ranks that are not training."""
+    from smfa.training.trainer import answer_nll_loss
 
-    first = next(model.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    config = getattr(model, "config", None)
-    use_cache = getattr(config, "use_cache", None)
-    with tempfile.TemporaryDirectory() as out:
-        args = training_arguments(
-            _ArgsView(cfg), out, steps=cfg.steps, save_steps=0, placement=Placement(first.device, first.dtype),
-            lr_scheduler_type="constant", max_grad_norm=0.0, logging_strategy="no")
-        with _rng_kept():
-            trainer = engine_trainer.trainer_class()(
-                model=model, args=args, train_dataset=dataset, data_collator=collate,
-                loss=engine_trainer.answer_nll_loss, batches=SeededBatches(len(dataset), cfg.batch_size, cfg.steps),
-                optimizers=(optimizer, None))
-        if config is not None and use_cache is not None:
-            config.use_cache = use_cache  # the Trainer turns the generation cache off; the attacked model keeps its own
-        trainer.train()
+    model.train()
+    for batch in SeededBatches(len(dataset), cfg.batch_size, cfg.steps):
+        loss = answer_nll_loss(model, collate([dataset[i] for i in batch]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
     model.eval()
-
-
-class _ArgsView:
-    """The fields ``training_arguments`` reads, from a :class:`RelearnConfig` (one process, fp32 arithmetic)."""
-
-    def __init__(self, cfg: RelearnConfig):
-        self.batch_size, self.lr = cfg.batch_size, cfg.lr
-        self.grad_accum, self.seed, self.progress = 1, SEED, False
 
 
 @contextmanager

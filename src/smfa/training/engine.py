@@ -56,15 +56,14 @@ def apply_lora(model: torch.nn.Module, family: Any, r: int, alpha: int, dropout:
 
 
 def training_arguments(cfg: Any, output_dir: Path, *, steps: int, save_steps: int, placement: Any = None,
-                       **overrides: Any):
+                       **extra: Any):
     """The HF ``TrainingArguments`` of every training run; ``placement`` (a resolved ``--device``/``--dtype``,
-    default the CPU in fp32) decides the device, ``cfg``'s ``bf16``/``fp16`` the mixed precision, and
-    ``overrides`` replace any of the values below (the relearning attack: a constant lr, no clipping)."""
+    default the CPU in fp32) decides the device, ``cfg``'s ``bf16``/``fp16`` the mixed precision."""
     from smfa.models.placement import CPU_FP32
     from smfa.training.arguments import PlacedTrainingArguments
 
     placement = placement or CPU_FP32
-    values = dict(
+    return PlacedTrainingArguments(
         placement_device=str(placement.device),
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg.batch_size,
@@ -88,8 +87,8 @@ def training_arguments(cfg: Any, output_dir: Path, *, steps: int, save_steps: in
         use_cpu=placement.device.type == "cpu",
         disable_tqdm=not getattr(cfg, "progress", True),
         save_only_model=False,
+        **extra,
     )
-    return PlacedTrainingArguments(**{**values, **overrides})
 
 
 SAMPLERS = ("random", "length_buckets")

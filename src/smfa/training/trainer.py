@@ -1,12 +1,13 @@
-"""The one HF ``Trainer`` of every training run — the vanilla fine-tune, every unlearning method's phases
-and the relearning attack — and the losses it is given: a run passes ``loss`` (a function of the model and
-a collated batch) or none for the model's own loss, a ``grad_mask`` to freeze weight entries, a frozen
-``reference`` model, a ``sampler`` or a fixed ``batches`` order."""
+"""The one HF ``Trainer`` of every training run — the vanilla fine-tune and every unlearning method's phases —
+and the answer-view losses runs train on: a run passes ``loss`` (a function of the model and a collated
+batch) or none for the model's own loss, a ``grad_mask`` to freeze weight entries, a frozen ``reference``
+model, a ``sampler``. (The relearning attack's few steps, inside evaluation, are a loop of their own on the
+same loss: ``smfa.eval.relearn.train_steps``.)"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -42,16 +43,14 @@ def trainer_class() -> type:
           for the masked entries only (:mod:`smfa.optim`);
         - ``reference``: a frozen model a loss reads, moved to the training device and put in eval mode;
         - ``sampler="length_buckets"``: :class:`~smfa.training.engine.LengthBucketSampler`;
-        - ``batches``: a batch sampler that fixes every step's rows (one epoch of ``max_steps`` batches);
         - a resume that restores the model for every architecture (:meth:`_load_from_checkpoint`).
         """
 
         def __init__(self, *args: Any, loss: LossFn | None = None, grad_mask: dict[str, torch.Tensor] | None = None,
-                     reference: torch.nn.Module | None = None, sampler: str = "random",
-                     batches: Iterable[list[int]] | None = None, **kwargs: Any):
+                     reference: torch.nn.Module | None = None, sampler: str = "random", **kwargs: Any):
             super().__init__(*args, **kwargs)
             check_mask_supported(self, grad_mask)
-            self.loss, self.sampler, self.batches = loss, sampler, batches
+            self.loss, self.sampler = loss, sampler
             if loss is not None:
                 self.model_accepts_loss_kwargs = False  # the mean of the batch, not a sum over num_items_in_batch
             # The mask and the frozen reference model follow the trainee to its training device.
@@ -84,14 +83,6 @@ def trainer_class() -> type:
                     if m is not None and p.grad is not None:
                         p.grad.mul_(m.to(p.grad.dtype))
             return loss
-
-        def get_train_dataloader(self):
-            if self.batches is None:
-                return super().get_train_dataloader()
-            # A generator of its own: starting the loader draws its base seed from it, not from the global RNG.
-            loader = torch.utils.data.DataLoader(self.train_dataset, batch_sampler=self.batches, num_workers=0,
-                                                 collate_fn=self.data_collator, generator=torch.Generator())
-            return self.accelerator.prepare(loader)
 
         def _get_train_sampler(self, train_dataset=None):
             if self.sampler != "length_buckets":
