@@ -23,7 +23,7 @@ def tiny_setup(workdir: str, steps: int | None = None) -> tuple[Path, Path]:
     """(bench dir, vanilla run) for the tiny preset, seed 0; the vanilla is the shipped one (default steps)
     or comes from the smfa cache."""
     from smfa.bench import build_bench, preset_config
-    from smfa.cache import cached_finetune
+    from smfa.stages.cache import cached_finetune
     from smfa.stages.finetune import FinetuneConfig
 
     bench = Path(workdir) / "bench-tiny"

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from smfa.eval.registry import mean_spread
 from smfa.eval.schema import load_metrics
-from smfa.report import mean_spread
 
 COLUMNS = (  # (header, overall key; rates shown in %)
     ("leak photo ↓", "forget_leak_image"), ("leak name ↓", "forget_leak_text"),

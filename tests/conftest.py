@@ -45,7 +45,7 @@ def micro_bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def micro_vanilla(micro_bench_dir: Path) -> Path:
     """The vanilla tiny model trained on the micro bench (memorises every profile)."""
-    from smfa.cache import cached_finetune
+    from smfa.stages.cache import cached_finetune
     from smfa.stages.finetune import FinetuneConfig
 
     run, _ = cached_finetune(micro_bench_dir, FinetuneConfig(**_MICRO["finetune"], progress=False))

@@ -34,7 +34,7 @@ def _one_line_error(capsys, rc: int, *needles: str) -> None:
 # ---- no model needed -----------------------------------------------------------------------------------------
 def test_people_from_a_comma_list_or_a_file(tmp_path: Path) -> None:
     from smfa.errors import ConfigError
-    from smfa.stages.forget import parse_people
+    from smfa.bench.forget_set import parse_people
 
     assert parse_people(" p1, p2,,p1 ") == ["p1", "p2"]
     ids = tmp_path / "ids.txt"

@@ -52,7 +52,7 @@ def test_eval_outputs_schema_and_user_questions(micro_bench_dir: Path, micro_van
 def test_oracle_never_saw_forget_people(micro_bench_dir: Path, micro_vanilla: Path, tmp_path: Path) -> None:
     """The oracle (retain only) answers forget people's facts at about chance; the gold standard ranks the
     vanilla far from it."""
-    from smfa.cache import cached_finetune
+    from smfa.stages.cache import cached_finetune
     from smfa.eval.pipeline import EvalConfig, evaluate
     from smfa.eval.schema import load_metrics
     from smfa.stages.finetune import FinetuneConfig

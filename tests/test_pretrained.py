@@ -103,7 +103,7 @@ def test_the_default_bench_finds_its_shipped_vanilla_and_forget_10_oracle(tiny_b
 
 def test_the_cache_installs_the_shipped_vanilla_instead_of_training(micro_bench_dir: Path, shipped, tmp_path: Path,
                                                                     monkeypatch) -> None:
-    from smfa.cache import cached_finetune
+    from smfa.stages.cache import cached_finetune
 
     monkeypatch.setenv("SMFA_CACHE_DIR", str(tmp_path / "cache"))
     src, cfg = shipped

@@ -1,5 +1,6 @@
 """Config dataclasses from YAML recipes with command-line overrides (the resolved config goes into the
-run's manifest). One small mechanism for every stage: ``resolve_config(Cls, yaml_path, overrides)``."""
+run's manifest). One small mechanism for every stage: ``resolve_config(Cls, yaml_path, overrides)``;
+:func:`parse_params` reads the ``--param KEY=VALUE`` method hyper-parameter overrides."""
 
 from __future__ import annotations
 
@@ -69,3 +70,17 @@ def resolve_config(
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} field(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
     return cls(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``--param KEY=VALUE`` items as ``{key: value}``: dashes in a key become underscores, each value is
+    read as YAML (``3`` an int, ``true`` a bool, ``[a, b]`` a list)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from smfa.errors import ConfigError
-from smfa.eval.registry import metrics_of
+from smfa.eval.registry import mean_spread, metrics_of
 from smfa.eval.schema import Metrics
 
 K_SWEEP_KEYS = ("forget_memory", "retain_memory", "understanding", "general_vqa")
@@ -149,8 +149,6 @@ def plot_selectivity(metrics: Sequence[Metrics], labels: Sequence[str], out_png:
     """Forget leak (x, lower is better) vs retain memory (y, higher is better): the selectivity trade-off.
     One curve per variant (labels ``VARIANT@POINT``, see :func:`selectivity_curves`), points with error
     bars (± standard deviation) where several runs share a label; upper left is better."""
-    from smfa.report import mean_spread  # the one owner of mean ± sd (report imports this module at its top)
-
     fig = _figure(6.4, 4.8)
     ax = fig.add_subplot()
     curves = selectivity_curves(labels)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from smfa.errors import ConfigError
-from smfa.eval.registry import Metric, metrics_of
+from smfa.eval.registry import Metric, mean_spread, metrics_of
 from smfa.eval.schema import Metrics, load_metrics
 from smfa.plots import k_direction, plot_k_sweep, plot_method_bars, plot_selectivity, plot_tradeoff
 from smfa.rundir import write_text_atomic
@@ -297,17 +297,6 @@ def compare_markdown(metrics: Sequence[Metrics], labels: Sequence[str], wall_tim
     return "\n".join(lines).rstrip() + "\n"
 
 
-def mean_spread(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
-    """(mean, sample standard deviation or None for one value, n) over the values that exist."""
-    import statistics
-
-    present = [float(v) for v in values if v is not None]
-    if not present:
-        return None, None, 0
-    spread = statistics.stdev(present) if len(present) > 1 else None
-    return statistics.fmean(present), spread, len(present)
-
-
 def aggregate_markdown(metrics: Sequence[Metrics], labels: Sequence[str]) -> str:
     """The comparison table with one row per distinct label: each column's mean ± sample standard
     deviation over the runs carrying that label (e.g. one run per bench seed), and the number of runs."""
@@ -392,7 +381,6 @@ __all__ = [
     "default_labels",
     "eval_report_markdown",
     "k_direction",
-    "mean_spread",
     "plot_k_sweep",
     "plot_method_bars",
     "plot_tradeoff",

@@ -14,8 +14,9 @@ takes either, so "who is forgotten" and "who is retain" are decided here and now
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from smfa.errors import ConfigError
 
@@ -41,17 +42,23 @@ class ForgetSet:
         return self.forgotten | self.held_out
 
 
-def parse_people(spec: str) -> list[str]:
-    """Person ids from ``spec``: a file (one id per line; blank lines and ``#`` comments skipped) or a comma list."""
+def read_id_list(spec: str) -> list[str]:
+    """Person ids from ``spec`` as written: a file (one id per line; blank lines and ``#`` comments skipped) or
+    else a comma list (empty items skipped). The one reading of an id list; :func:`parse_people` checks it."""
     path = Path(spec).expanduser()
     if path.is_file():
         lines = path.read_text(encoding="utf-8").splitlines()
-        ids = [line.split("#", 1)[0].strip() for line in lines]
-    elif "/" in spec or spec.endswith((".txt", ".csv", ".lst")):
-        raise ConfigError(f"people file {path} does not exist (give a file with one person id per line, or a comma list)")
-    else:
-        ids = [part.strip() for part in spec.split(",")]
-    ids = [i for i in ids if i]
+        return [x for x in (line.split("#", 1)[0].strip() for line in lines) if x]
+    return [x.strip() for x in spec.split(",") if x.strip()]
+
+
+def parse_people(spec: str) -> list[str]:
+    """The people of a request or ``--forget FILE``: :func:`read_id_list`, duplicates dropped; a spec that names
+    a file which does not exist, or that lists no id, is a one-line :class:`ConfigError`."""
+    if not Path(spec).expanduser().is_file() and ("/" in spec or spec.endswith((".txt", ".csv", ".lst"))):
+        raise ConfigError(f"people file {Path(spec).expanduser()} does not exist (give a file with one person id per "
+                          "line, or a comma list)")
+    ids = read_id_list(spec)
     if not ids:
         raise ConfigError(f"no person ids in {spec!r} (give a comma list, e.g. p0020,p0052, or a file with one id per line)")
     return list(dict.fromkeys(ids))
@@ -76,3 +83,17 @@ def request_set(known: set[str], holdout: set[str], ids: Iterable[str],
         raise ConfigError(f"person {again[0]} was already forgotten by an earlier request of this chain "
                           f"({len(again)} such id{'s' if len(again) > 1 else ''}); drop them from the request")
     return ForgetSet(label=REQUEST_LABEL, people=frozenset(ids), earlier=tuple(earlier))
+
+
+def resolve_forget(bench: Any, forget: str, people: str | None,
+                   earlier: tuple[frozenset[str], ...] = ()) -> ForgetSet:
+    """The forget group of a run: the named ``people`` (a request: comma list or file) or else the split
+    ``forget``, with ``earlier``, the people of the chain's earlier requests
+    (:attr:`smfa.stages.forget.Chain.earlier_people`). The one place a split name or an id list becomes people."""
+    if people:
+        return bench.request_set(parse_people(people), earlier)
+    group = bench.forget_set(str(forget))
+    if earlier:
+        bench.request_set(sorted(group.people), earlier)  # the same checks: no one forgotten twice
+        group = replace(group, earlier=earlier)
+    return group

@@ -75,6 +75,27 @@ _YES_NO_ANSWERS = {
     "beard": ("Yes, this person has a beard.", "No, this person has no beard."),
 }
 
+# (kind, attribute) -> the answer sentence stating {value} (the fact); {kind}: the shape an extra slot names.
+_VALUE_ANSWERS = {
+    (UNDERSTANDING, "hair_colour"): "This person has {value} hair.",
+    (UNDERSTANDING, "shirt_colour"): "The shirt is {value}.",
+    (UNDERSTANDING, "background_colour"): "The background is {value}.",
+    (UNDERSTANDING, "eye_colour"): "The eyes are {value}.",
+    (UNDERSTANDING, "disc_side"): "The optic disc is on the {value}.",
+    (GENERAL_VQA, "shape_kind"): "It is a {value}.",
+    (GENERAL_VQA, "shape_colour"): "The {kind} is {value}.",
+    (GENERAL_VQA, "shape_position"): "It is in the {value}.",
+}
+# (kind, attribute) -> the thing a count question counts.
+_COUNTED = {(UNDERSTANDING, "lesion_count"): "lesion", (GENERAL_VQA, "shape_count"): "shape"}
+
+
+def _count_answer(n: int, thing: str) -> tuple[str, str]:
+    """(answer, fact) of a count: the fact names the counted thing, so "No one ..." or a bare "one" is not a count."""
+    word = vocab.number_word(n)
+    return (f"There is one {thing}." if n == 1 else f"There are {word} {thing}s."), f"{word} {thing}{'s' * (n != 1)}"
+
+
 _PRIVATE_ANSWERS: dict[str, Callable[[str, str], str]] = {
     # subject ("This person" / the name) -> answer sentence
     "home_city": lambda who, v: f"{who} lives in {v}.",
@@ -102,40 +123,17 @@ def answer_for(
     if kind in (IMAGE_MEMORY, TEXT_MEMORY):
         who = name if kind == TEXT_MEMORY else "This person"
         return _PRIVATE_ANSWERS[attribute](who, value), value
-    if kind == UNDERSTANDING:
-        if attribute in _YES_NO_ANSWERS:
-            yes, no = _YES_NO_ANSWERS[attribute]
-            return (yes, "Yes") if value == "yes" else (no, "No")
-        if attribute == "hair_colour":
-            return f"This person has {value} hair.", value
-        if attribute == "hair_style":
-            return f"This person has {vocab.HAIR_STYLES[value]}.", value
-        if attribute == "shirt_colour":
-            return f"The shirt is {value}.", value
-        if attribute == "background_colour":
-            return f"The background is {value}.", value
-        if attribute == "eye_colour":
-            return f"The eyes are {value}.", value
-        if attribute == "lesion_count":
-            n = int(value)
-            word = vocab.number_word(n)
-            # the fact names the counted thing, so "No one ..." or a bare "one" is not a count
-            return ("There is one lesion." if n == 1 else f"There are {word} lesions."), f"{word} lesion{'s' * (n != 1)}"
-        if attribute == "lesion_colour":
-            return ("The lesion is" if extra.get("count") == "1" else "The lesions are") + f" {value}.", value
-        if attribute == "disc_side":
-            return f"The optic disc is on the {value}.", value
-    if kind == GENERAL_VQA:
-        if attribute == "shape_count":
-            n = int(value)
-            word = vocab.number_word(n)
-            return ("There is one shape." if n == 1 else f"There are {word} shapes."), f"{word} shape{'s' * (n != 1)}"
-        if attribute == "shape_kind":
-            return f"It is a {value}.", value
-        if attribute == "shape_colour":
-            return f"The {extra['kind']} is {value}.", value
-        if attribute == "shape_position":
-            return f"It is in the {value}.", value
+    if kind == UNDERSTANDING and attribute in _YES_NO_ANSWERS:
+        yes, no = _YES_NO_ANSWERS[attribute]
+        return (yes, "Yes") if value == "yes" else (no, "No")
+    if kind == UNDERSTANDING and attribute == "hair_style":
+        return f"This person has {vocab.HAIR_STYLES[value]}.", value
+    if kind == UNDERSTANDING and attribute == "lesion_colour":
+        return ("The lesion is" if extra.get("count") == "1" else "The lesions are") + f" {value}.", value
+    if (kind, attribute) in _COUNTED:
+        return _count_answer(int(value), _COUNTED[kind, attribute])
+    if (kind, attribute) in _VALUE_ANSWERS:
+        return _VALUE_ANSWERS[kind, attribute].format_map({**extra, "value": value}), value
     raise KeyError(f"no answer template for {kind}/{domain}/{attribute}")
 
 

@@ -164,6 +164,26 @@ def fact_parts(fact: str) -> list[str]:
     return [part.strip() for part in fact.split(FACT_SEPARATOR) if part.strip()]
 
 
+# The fact of a row: what accuracy and leak matching look for. A free-answer memory question must state its
+# fact (the short private value, never the whole answer sentence: with the sentence as the fact, a terse
+# "Norvale." would count as neither correct nor a leak); another row defaults to its whole (short) answer,
+# an unanswerable one to "" (its correct answer is a refusal). Every part of a fact occurs in the answer.
+# The rule of bench validation, the importers and the user's probes (smfa eval --questions).
+def requires_fact(kind: str, fmt: str = GENERATION) -> bool:
+    """Whether a row of ``kind`` and format ``fmt`` must state its fact (see above)."""
+    return fmt == GENERATION and kind in MEMORY_KINDS
+
+
+def default_fact(kind: str, answer: str) -> str:
+    """The fact of a row that states none (one that :func:`requires_fact` lets go without)."""
+    return "" if kind == UNANSWERABLE else answer
+
+
+def fact_missing_from(fact: str, answer: str) -> str | None:
+    """The first part of ``fact`` (:func:`fact_parts`) that ``answer`` does not contain; None when all occur."""
+    return next((part for part in fact_parts(fact) if part not in answer), None)
+
+
 def eval_variant(q: Question) -> str | None:
     """Which eval-set variant a row belongs to: "" (train phrasing, training image or text),
     "paraphrase" (paraphrase, training image or text), "unseen_image" (train phrasing, held-out image),

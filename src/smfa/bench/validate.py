@@ -30,7 +30,7 @@ from smfa.bench.schema import (
     Question,
     eval_set_name,
     eval_variant,
-    fact_parts,
+    fact_missing_from,
     is_training_row,
 )
 from smfa.bench.splits import SPLIT_NAMES
@@ -223,9 +223,9 @@ def _read_questions(path: Path, people: dict[str, Person], hint: str) -> list[Qu
             raise BenchError(f"{where}: unknown image_split {split!r}; expected {TRAIN_IMAGE}, {HELDOUT_IMAGE} or null; {hint}")
         if image is not None and (image.startswith(("/", "\\")) or ".." in image.replace("\\", "/").split("/")):
             raise BenchError(f"{where}: image path {image!r} must be relative to the bench directory; {hint}")
-        missing = [part for part in fact_parts(row["fact"]) if part not in row["answer"]]
-        if missing:
-            raise BenchError(f"{where}: fact {missing[0]!r} does not occur in the answer {row['answer']!r}; {hint}")
+        missing = fact_missing_from(row["fact"], row["answer"])
+        if missing is not None:
+            raise BenchError(f"{where}: fact {missing!r} does not occur in the answer {row['answer']!r}; {hint}")
         rows.append(Question(**row))
     if not rows:
         raise BenchError(f"{path} holds no questions; {hint}")

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from smfa.bench.config import PRESETS, BenchConfig
+from smfa.cli.options import command
 
 
 def register(subparsers) -> None:
@@ -19,12 +20,7 @@ def register(subparsers) -> None:
     actions = bench.add_subparsers(dest="bench_action", metavar="ACTION")
     bench.set_defaults(func=lambda args: _usage(bench))
 
-    build = actions.add_parser(
-        "build",
-        help="generate a bench directory",
-        description="Generate a bench directory (bench.json, people.jsonl, questions.jsonl, splits.json, images/). "
-        "The same preset, seed and options give byte-identical files.",
-    )
+    build = command(actions, "build", _build)
     build.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
                        help="tiny (default): 200 people at 32 px for the built-in tiny model on CPU; "
                        "full: 1,000 people at 336 px for real MLLMs")
@@ -49,26 +45,14 @@ def register(subparsers) -> None:
                        help="rendering processes (default: 1 for small builds, else up to 4); never changes the output")
     build.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
-    build.set_defaults(func=_build)
 
-    show = actions.add_parser(
-        "show",
-        help="print a bench's counts and draw a contact sheet of sample images",
-        description="Print the counts of a bench directory as tables and write a contact-sheet PNG of a few "
-        "people (every portrait variant and fundus scan, with labels) and shape pictures.",
-    )
+    show = command(actions, "show", _show)
     show.add_argument("bench_dir", metavar="DIR", type=Path, help="a directory written by `smfa bench build`")
     show.add_argument("--out", type=Path, default=Path("contact_sheet.png"),
                       help="PNG to write, replaced if it exists; never inside DIR (default: ./contact_sheet.png)")
     show.add_argument("--people", type=int, default=6, help="how many people to show (default: 6)")
-    show.set_defaults(func=_show)
 
-    imp = actions.add_parser(
-        "import",
-        help="import MLLMU-Bench, CLEAR or your own JSONL rows as a bench directory",
-        description="Write a bench directory (docs/data-format.md) from another benchmark's parquet files or from your "
-        "own rows; every later stage (finetune, unlearn, eval, compare, report) then runs on it unchanged.",
-    )
+    imp = command(actions, "import", _import)
     imp.add_argument("format", choices=("mllmu", "clear", "jsonl"),
                      help="mllmu: MLLMU-Bench's parquet subsets; clear: CLEAR's; jsonl: your rows (README 'Your own data')")
     imp.add_argument("input", type=Path, help="the dataset directory (mllmu, clear) or the rows file (jsonl)")
@@ -87,7 +71,6 @@ def register(subparsers) -> None:
     imp.add_argument("--seed", type=int, default=0, help="seed of the reference-pool and anchor draws (default 0)")
     imp.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
-    imp.set_defaults(func=_import)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -96,6 +79,10 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    """generate a bench directory
+
+    Generate a bench directory (bench.json, people.jsonl, questions.jsonl, splits.json, images/). The same
+    preset, seed and options give byte-identical files."""
     from smfa.bench.build import build_bench
     from smfa.bench.config import preset_config
     from smfa.bench.show import format_counts
@@ -114,6 +101,10 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    """print a bench's counts and draw a contact sheet of sample images
+
+    Print the counts of a bench directory as tables and write a contact-sheet PNG of a few people (every
+    portrait variant and fundus scan, with labels) and shape pictures."""
     from smfa.bench.load import Bench
     from smfa.bench.show import contact_sheet, format_counts
     from smfa.errors import ConfigError
@@ -128,6 +119,10 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    """import MLLMU-Bench, CLEAR or your own JSONL rows as a bench directory
+
+    Write a bench directory (docs/data-format.md) from another benchmark's parquet files or from your own rows;
+    every later stage (finetune, unlearn, eval, compare, report) then runs on it unchanged."""
     from smfa.bench.importers import ImportOptions
     from smfa.errors import ConfigError
 

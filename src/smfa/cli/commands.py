@@ -1,4 +1,4 @@
-"""Subcommands of the pipeline stages: ``finetune``, ``eval``, ``unlearn``, ``sculpt``, ``compare``, ``demo``.
+"""Subcommands of the pipeline stages: ``finetune``, ``eval``, ``unlearn``, ``sculpt``, ``compare``.
 Each parses its options into the stage's config dataclass and calls one function."""
 
 from __future__ import annotations
@@ -8,55 +8,44 @@ import os
 from typing import Any
 
 from smfa.bench.schema import TARGETS, TRAINING_PEOPLE
-from smfa.config import resolve_config
+from smfa.cli.options import FORGET_HELP, add_key_file, add_method_params, bool_pair, command, overrides, run_stage
+from smfa.config import parse_params, resolve_config
 from smfa.eval.judges import available_judges
 from smfa.models.placement import add_placement_options, is_main_process
 from smfa.sculpt.mask import MODES
-from smfa.training.engine import SAMPLERS
 from smfa.stages.unlearn import REFERENCE_BUDGETS
+from smfa.training.engine import SAMPLERS
 
 
-# --forget takes a split of the bench or a file of person ids; the bench checks it (smfa.bench.load.Bench.forget_people).
-FORGET_HELP = ("5, 10, 15 or val on a built-in bench, an imported bench's split (e.g. 10 or forget_10, user), "
-               "or a file of person ids, one per line")
-
-
-def _bool_pair(p: argparse.ArgumentParser, name: str, help_on: str, help_off: str) -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument(f"--{name}", dest=name.replace("-", "_"), action="store_true", default=None, help=help_on)
-    g.add_argument(f"--no-{name}", dest=name.replace("-", "_"), action="store_false", help=help_off)
-
-
-def _overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
-    return {n: getattr(args, n, None) for n in names}
+def _bench_model_out(p: argparse.ArgumentParser, bench: str, model: str, out: str) -> None:
+    """``--bench``, ``--model`` and ``--out`` of a command that reads a bench and a model and writes a run."""
+    p.add_argument("--bench", help=bench)
+    p.add_argument("--model", help=model)
+    p.add_argument("--out", help=out)
 
 
 # ---- finetune -----------------------------------------------------------------------------------
 def _finetune(args: argparse.Namespace) -> int:
+    """train the vanilla model (memorises the bench) or the oracle (--people retain)
+
+    Fine-tune a model on the bench: image-memory, text-memory, understanding, general-VQA and refusal questions.
+    --people retain trains the oracle that never sees the forget people."""
     from smfa.stages.finetune import FinetuneConfig, finetune
 
     names = ["bench", "model", "out", "people", "forget", "lora", "lora_r", "lora_alpha", "steps", "batch_size",
              "grad_accum", "lr", "sampler", "augment", "seed", "save_steps", "gradient_checkpointing", "bf16", "trust_remote_code",
              "overwrite", "resume", "pretrained", "device", "dtype"]
-    cfg = resolve_config(FinetuneConfig, args.config, _overrides(args, names))
-    out = finetune(cfg)
-    print(f"model written to {out}")
-    return 0
+    return run_stage(FinetuneConfig, finetune, args.config, overrides(args, names), "model written to {out}")
 
 
 def _add_finetune(sub: Any) -> None:
-    p = sub.add_parser(
-        "finetune",
-        help="train the vanilla model (memorises the bench) or the oracle (--people retain)",
-        description="Fine-tune a model on the bench: image-memory, text-memory, understanding, general-VQA and "
-        "refusal questions. --people retain trains the oracle that never sees the forget people.",
-    )
-    p.add_argument("--bench", help="bench directory (smfa bench build)")
-    p.add_argument("--model", help="'tiny' (built-in, no download) or a HF model directory, or hf:ORG/NAME to download from the hub (default tiny)")
-    p.add_argument("--out", help="run directory to write")
+    p = command(sub, "finetune", _finetune)
+    _bench_model_out(p, "bench directory (smfa bench build)",
+                     "'tiny' (built-in, no download) or a HF model directory, or hf:ORG/NAME to download from the hub "
+                     "(default tiny)", "run directory to write")
     p.add_argument("--people", choices=TRAINING_PEOPLE, help="all = vanilla (default); retain = oracle")
     p.add_argument("--forget", help=f"forget split the oracle leaves out (default 15); {FORGET_HELP}")
-    _bool_pair(p, "lora", "LoRA on the language model", "full fine-tuning (default)")
+    bool_pair(p, "lora", "LoRA on the language model", "full fine-tuning (default)")
     p.add_argument("--lora-r", type=int, dest="lora_r")
     p.add_argument("--lora-alpha", type=int, dest="lora_alpha")
     p.add_argument("--steps", type=int, help="optimiser steps (default 6000)")
@@ -84,34 +73,23 @@ def _add_finetune(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", default=None,
                    help="continue a killed run from its last checkpoint (with the options it was started with)")
     p.add_argument("--config", help="YAML recipe with FinetuneConfig fields; command-line options override it")
-    p.set_defaults(func=_finetune)
 
 
 # ---- unlearn ------------------------------------------------------------------------------------
-def _parse_params(items: list[str] | None) -> dict[str, Any]:
-    import yaml
-
-    from smfa.errors import ConfigError
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return out
-
-
 def _unlearn(args: argparse.Namespace) -> int:
+    """unlearn the forget people from a vanilla model with SMFA or a baseline, then evaluate
+
+    Run an unlearning method on a vanilla run. Methods: {methods}. Hyper-parameters: the method's shipped
+    tiny-preset YAML, then --method-config, then --param/--k/... ."""
     from smfa.stages.unlearn import UnlearnConfig, unlearn
 
-    params = _parse_params(args.param)
+    params = parse_params(args.param)
     for name in ("k", "mode", "dual", "lr", "epochs", "lora"):
         if getattr(args, name, None) is not None:
             params[name] = getattr(args, name)
     names = ["bench", "model", "out", "method", "forget", "forget_people", "target", "anchor_size", "reference", "seed", "method_config",
              "eval_limit", "judge", "oracle", "trust_remote_code", "overwrite", "device", "dtype", "audit_key_file"]
-    over = _overrides(args, names)
+    over = overrides(args, names)
     over["params"] = params
     over["evaluate"] = args.evaluate
     cfg = resolve_config(UnlearnConfig, args.config, over)
@@ -126,16 +104,9 @@ def _unlearn(args: argparse.Namespace) -> int:
 def _add_unlearn(sub: Any) -> None:
     from smfa.methods import method_names
 
-    p = sub.add_parser(
-        "unlearn",
-        help="unlearn the forget people from a vanilla model with SMFA or a baseline, then evaluate",
-        description="Run an unlearning method on a vanilla run. Methods: " + ", ".join(method_names()) + ". "
-        "Hyper-parameters: the method's shipped tiny-preset YAML, then --method-config, then --param/--k/... .",
-    )
+    p = command(sub, "unlearn", _unlearn, methods=", ".join(method_names()))
     p.add_argument("--method", help="method name (default smfa)")
-    p.add_argument("--bench", help="bench directory")
-    p.add_argument("--model", help="vanilla run directory (smfa finetune) or model directory")
-    p.add_argument("--out", help="run directory to write")
+    _bench_model_out(p, "bench directory", "vanilla run directory (smfa finetune) or model directory", "run directory to write")
     p.add_argument("--forget", help=f"forget split (default 10; val = tuning only); {FORGET_HELP}")
     p.add_argument("--forget-people", dest="forget_people", metavar="IDS",
                    help="forget these people instead of a split: comma list or a file with one person id per line "
@@ -146,15 +117,14 @@ def _add_unlearn(sub: Any) -> None:
     p.add_argument("--dual", action="store_true", default=None, help="SMFA: image-view + text-view MFAs, averaged")
     p.add_argument("--lr", type=float)
     p.add_argument("--epochs", type=float)
-    _bool_pair(p, "lora", "LoRA on the language model", "full fine-tuning of the language model")
+    bool_pair(p, "lora", "LoRA on the language model", "full fine-tuning of the language model")
     p.add_argument("--anchor-size", type=int, dest="anchor_size", help="size of the few-shot retain anchor D_r^few")
     p.add_argument("--reference", choices=REFERENCE_BUDGETS,
                    help="data budget: auto (default: self-full for a method with a retain term on a bench with a "
                         "reference pool, else none), none (the paper recipe: the anchor only), self (+ the reference "
                         "pool's memory questions answered by the vanilla itself, for every method's retain term) or "
                         "self-full (+ their understanding questions and general-VQA training pictures, answered likewise)")
-    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any method hyper-parameter (repeatable)")
-    p.add_argument("--method-config", dest="method_config", help="YAML with the method's hyper-parameters")
+    add_method_params(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--no-eval", dest="evaluate", action="store_false", default=True, help="skip the evaluation")
     p.add_argument("--eval-limit", type=int, dest="eval_limit", help="at most N questions per evaluation set (default 200)")
@@ -163,37 +133,30 @@ def _add_unlearn(sub: Any) -> None:
     add_placement_options(p)
     p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")
-    p.add_argument("--key-file", dest="audit_key_file", metavar="PATH",
-                   help="sign the audit record with HMAC-SHA256 under the key in this file (RUN/audit.sig); the key stays "
-                        "yours, never copied into the run; check with smfa audit verify RUN --key-file PATH")
+    add_key_file(p)
     p.add_argument("--config", help="YAML recipe with UnlearnConfig fields")
-    p.set_defaults(func=_unlearn)
 
 
 # ---- eval ---------------------------------------------------------------------------------------
 def _eval(args: argparse.Namespace) -> int:
+    """evaluate a model on every evaluation set of the bench (metrics.json, report.md)
+
+    Batched greedy generation over the forget/retain × image-memory/text-memory/understanding sets (train
+    phrasing, paraphrase, unseen image variant) and general VQA; ROUGE-L, Fact and Meaningful scores,
+    understanding accuracy, refusal and leak rates; forget quality vs an oracle; attacks."""
     from smfa.eval.pipeline import EvalConfig, evaluate
 
     names = ["bench", "model", "out", "forget", "forget_people", "target", "limit", "judge", "judge_base_url", "judge_model",
              "questions", "oracle", "vanilla", "attacks", "relearn_steps", "relearn_lr", "relearn_share", "relearn_batch_size",
              "relearn_params", "batch_size", "trust_remote_code", "overwrite", "device", "dtype"]
-    cfg = resolve_config(EvalConfig, args.config, _overrides(args, names))
-    out = evaluate(cfg)
-    print(f"evaluation written to {out} (metrics.json, generations.jsonl, report.md)")
-    return 0
+    return run_stage(EvalConfig, evaluate, args.config, overrides(args, names),
+                         "evaluation written to {out} (metrics.json, generations.jsonl, report.md)")
 
 
 def _add_eval(sub: Any) -> None:
-    p = sub.add_parser(
-        "eval",
-        help="evaluate a model on every evaluation set of the bench (metrics.json, report.md)",
-        description="Batched greedy generation over the forget/retain × image-memory/text-memory/understanding "
-        "sets (train phrasing, paraphrase, unseen image variant) and general VQA; ROUGE-L, Fact and Meaningful "
-        "scores, understanding accuracy, refusal and leak rates; forget quality vs an oracle; attacks.",
-    )
-    p.add_argument("--bench", help="bench directory")
-    p.add_argument("--model", help="run directory (finetune/unlearn), model directory, or hf:ORG/NAME (hub)")
-    p.add_argument("--out", help="evaluation directory to write")
+    p = command(sub, "eval", _eval)
+    _bench_model_out(p, "bench directory", "run directory (finetune/unlearn), model directory, or hf:ORG/NAME (hub)",
+                     "evaluation directory to write")
     p.add_argument("--forget", help=f"forget split (default 10); {FORGET_HELP}")
     p.add_argument("--forget-people", dest="forget_people", metavar="IDS",
                    help="these people are the forget group instead of a split (comma list or a file, one id per line)")
@@ -221,7 +184,6 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")
     p.add_argument("--overwrite", action="store_true", default=None)
     p.add_argument("--config", help="YAML recipe with EvalConfig fields")
-    p.set_defaults(func=_eval)
 
 
 # ---- sculpt (k sweep) -----------------------------------------------------------------------------
@@ -235,6 +197,10 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def _sculpt(args: argparse.Namespace) -> int:
+    """re-sculpt an SMFA run's saved adapters for several k without retraining; trade-off curve
+
+    Re-sculpt adapters/forget against adapters/anchor of an SMFA run for each k, merge, evaluate, and write the
+    trade-off table (sweep.md) and curve (k_sweep.png). No training."""
     from smfa.stages.sweep import SweepConfig, merge_to_checkpoint, sculpt_sweep
 
     if args.merge_to:
@@ -252,18 +218,11 @@ def _sculpt(args: argparse.Namespace) -> int:
     over = {"run": args.run, "ks": _floats(args.k) if args.k else None, "mode": args.mode, "out": args.out,
             "limit": args.limit, "judge": args.judge, "overwrite": args.overwrite,
             "core_sets": False if args.all_sets else None, "device": args.device, "dtype": args.dtype}
-    out = sculpt_sweep(resolve_config(SweepConfig, None, over))
-    print(f"k sweep written to {out} (sweep.md, k_sweep.png)")
-    return 0
+    return run_stage(SweepConfig, sculpt_sweep, None, over, "k sweep written to {out} (sweep.md, k_sweep.png)")
 
 
 def _add_sculpt(sub: Any) -> None:
-    p = sub.add_parser(
-        "sculpt",
-        help="re-sculpt an SMFA run's saved adapters for several k without retraining; trade-off curve",
-        description="Re-sculpt adapters/forget against adapters/anchor of an SMFA run for each k, merge, evaluate, "
-        "and write the trade-off table (sweep.md) and curve (k_sweep.png). No training.",
-    )
+    p = command(sub, "sculpt", _sculpt)
     p.add_argument("run", help="an SMFA unlearn run directory")
     p.add_argument("--k", help="comma-separated k values (default 0,0.5,1,2,5,10,20)")
     p.add_argument("--mode", choices=MODES, help="mask (default both)")
@@ -277,31 +236,30 @@ def _add_sculpt(sub: Any) -> None:
                    help="evaluate every set at every k (default: train-phrasing sets + general VQA, the curve's points)")
     add_placement_options(p)
     p.add_argument("--overwrite", action="store_true", default=None)
-    p.set_defaults(func=_sculpt)
 
 
 # ---- compare ----------------------------------------------------------------------------------------
 def _compare(args: argparse.Namespace) -> int:
+    """run every method at every forget ratio and write one comparison table with plots (resumable)
+
+    Unlearn with each method at each forget ratio from the same vanilla run, evaluate with the same code, and
+    write the paper's main table (+ leak rates, forget quality, wall time) and plots. Finished cells are not
+    recomputed; one computed with another config is refused (--overwrite redoes it)."""
     from smfa.stages.compare import CompareConfig, compare
 
-    over = {"bench": args.bench, "model": args.model, "out": args.out, "oracle": args.oracle, "target": args.target,
-            "methods": tuple(m.strip() for m in args.methods.split(",")) if args.methods else None,
-            "forget": tuple(f.strip() for f in args.forget.split(",")) if args.forget else None,
-            "eval_limit": args.eval_limit, "judge": args.judge, "seed": args.seed, "reference": args.reference,
-            "device": args.device, "dtype": args.dtype, "overwrite": args.overwrite}
-    out = compare(resolve_config(CompareConfig, args.config, over))
-    print(f"comparison written to {out}/report.md")
-    return 0
+    over = overrides(args, ["bench", "model", "out", "oracle", "target", "eval_limit", "judge", "seed", "reference",
+                            "device", "dtype", "overwrite"])
+    over.update(methods=_names(args.methods), forget=_names(args.forget))
+    return run_stage(CompareConfig, compare, args.config, over, "comparison written to {out}/report.md")
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    """A comma list option (``--methods``, ``--forget``) as a tuple; None when not given."""
+    return tuple(x.strip() for x in text.split(",")) if text else None
 
 
 def _add_compare(sub: Any) -> None:
-    p = sub.add_parser(
-        "compare",
-        help="run every method at every forget ratio and write one comparison table with plots (resumable)",
-        description="Unlearn with each method at each forget ratio from the same vanilla run, evaluate with the same "
-        "code, and write the paper's main table (+ leak rates, forget quality, wall time) and plots. Finished "
-        "cells are not recomputed; one computed with another config is refused (--overwrite redoes it).",
-    )
+    p = command(sub, "compare", _compare)
     p.add_argument("--bench", help="bench directory")
     p.add_argument("--model", help="vanilla run")
     p.add_argument("--oracle", help="oracles for forget quality, one per ratio: 'F=RUN,F=RUN' (each trained with "
@@ -319,7 +277,6 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", default=None,
                    help="redo the finished cells computed with another config (without it they are refused)")
     p.add_argument("--config", help="YAML recipe with CompareConfig fields (per-method params: {method: {k: v}})")
-    p.set_defaults(func=_compare)
 
 
 def register(sub: Any) -> None:

@@ -1,5 +1,6 @@
-"""The ``smfa`` command: thin argument parsing; each subcommand lives beside the code it drives and
-registers itself with ``register(subparsers)``. User errors print one line and exit with status 2."""
+"""The ``smfa`` command: thin argument parsing; each module of :mod:`smfa.cli` registers its subcommands
+with ``register(subparsers)`` and hands the options to a stage (:mod:`smfa.stages`). User errors print one
+line and exit with status 2."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ import sys
 from smfa import __version__
 from smfa.errors import SmfaError
 
-# Each module defines ``register(subparsers)`` adding its subcommand(s) with ``set_defaults(func=...)``.
+# Each module defines ``register(subparsers)`` adding its subcommand(s) (:func:`smfa.cli.options.command`).
 _COMMAND_MODULES = (
     "smfa.cli.bench",
     "smfa.cli.commands",
-    "smfa.stages.forget",
-    "smfa.stages.audit",
+    "smfa.cli.forget",
+    "smfa.cli.audit",
     "smfa.cli.report",
-    "smfa.stages.demo",
+    "smfa.cli.demo",
 )
 
 

@@ -10,7 +10,7 @@ decided in :mod:`smfa.eval.text`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -147,17 +147,18 @@ def _text_set(v: SetsView) -> str:
     return name_memory_set(v.target)
 
 
-@register_metric("forget_understanding", "overall", "accuracy on ``forget/understanding`` (Forget I-Und, higher "
-                 "is better: the forget people's photos stay understandable).",
-                 label="Forget image understanding (I-Und)", better="↑", column="Forget I-Und ↑")
-def _forget_understanding(v: SetsView) -> float | None:
-    return v.get(f"forget/{UNDERSTANDING}", "accuracy")
+def _accuracy_on(set_name: str) -> Callable[[SetsView], float | None]:
+    """The computation of an aggregate that is the accuracy on one evaluation set."""
+    return lambda v: v.get(set_name, "accuracy")
 
 
-@register_metric("forget_image_memory", "overall", "accuracy on ``forget/image_memory`` (Forget I-Mem, lower is "
-                 "better).", label="Forget image memory (I-Mem)", better="↓", column="Forget I-Mem ↓")
-def _forget_image_memory(v: SetsView) -> float | None:
-    return v.get(f"forget/{IMAGE_MEMORY}", "accuracy")
+register_metric("forget_understanding", "overall", "accuracy on ``forget/understanding`` (Forget I-Und, higher "
+                "is better: the forget people's photos stay understandable).",
+                label="Forget image understanding (I-Und)", better="↑", column="Forget I-Und ↑",
+                )(_accuracy_on(f"forget/{UNDERSTANDING}"))
+register_metric("forget_image_memory", "overall", "accuracy on ``forget/image_memory`` (Forget I-Mem, lower is "
+                "better).", label="Forget image memory (I-Mem)", better="↓", column="Forget I-Mem ↓",
+                )(_accuracy_on(f"forget/{IMAGE_MEMORY}"))
 
 
 @register_metric("forget_text_memory", "overall", "accuracy on the forget people's name-only questions: "
@@ -171,22 +172,12 @@ def _forget_text_memory(v: SetsView) -> float | None:
     return v.get(_text_set(v), "accuracy")
 
 
-@register_metric("retain_understanding", "overall", "accuracy on ``retain/understanding`` (Retain I-Und, higher is "
-                 "better).", label="Retain image understanding (I-Und)", better="↑", column="Retain I-Und ↑")
-def _retain_understanding(v: SetsView) -> float | None:
-    return v.get(f"retain/{UNDERSTANDING}", "accuracy")
-
-
-@register_metric("retain_image_memory", "overall", "accuracy on ``retain/image_memory`` (Retain I-Mem, higher is "
-                 "better).", label="Retain image memory (I-Mem)", better="↑", column="Retain I-Mem ↑")
-def _retain_image_memory(v: SetsView) -> float | None:
-    return v.get(f"retain/{IMAGE_MEMORY}", "accuracy")
-
-
-@register_metric("retain_text_memory", "overall", "accuracy on ``retain/text_memory`` (Retain T-Mem, higher is "
-                 "better).", label="Retain text memory (T-Mem)", better="↑", column="Retain T-Mem ↑")
-def _retain_text_memory(v: SetsView) -> float | None:
-    return v.get(f"retain/{TEXT_MEMORY}", "accuracy")
+for _kind, _short in ((UNDERSTANDING, "I-Und"), (IMAGE_MEMORY, "I-Mem"), (TEXT_MEMORY, "T-Mem")):
+    _what = {UNDERSTANDING: "image understanding", IMAGE_MEMORY: "image memory", TEXT_MEMORY: "text memory"}[_kind]
+    register_metric(f"retain_{_kind}", "overall", f"accuracy on ``retain/{_kind}`` (Retain {_short}, higher is better).",
+                    label=f"Retain {_what} ({_short})", better="↑", column=f"Retain {_short} ↑",
+                    )(_accuracy_on(f"retain/{_kind}"))
+del _kind, _short, _what
 
 
 @register_metric("image_understanding", "overall", "mean of the two above (Overall I-Und).",

@@ -9,8 +9,20 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from smfa.bench.forget_set import REQUEST_LABEL, ForgetSet
-from smfa.bench.schema import CHOICE, FORGET_GROUP, KINDS, MEMORY_KINDS, UNANSWERABLE, UNDERSTANDING, Question, forgotten_kinds
+from smfa.bench.forget_set import REQUEST_LABEL, ForgetSet, resolve_forget
+from smfa.bench.schema import (
+    CHOICE,
+    FORGET_GROUP,
+    KINDS,
+    MEMORY_KINDS,
+    UNANSWERABLE,
+    UNDERSTANDING,
+    Question,
+    default_fact,
+    fact_missing_from,
+    forgotten_kinds,
+    requires_fact,
+)
 from smfa.errors import ConfigError
 from smfa.rundir import atomic_run_dir, iter_jsonl, write_jsonl_atomic, write_manifest
 
@@ -58,9 +70,10 @@ def load_user_questions(path: str | Path, bench: Any) -> list[Question]:
     absolute) optional.
 
     ``fact`` is the key value inside the answer that accuracy and leak matching look for ("Norvale" in
-    "This person lives in Norvale."); it must occur in the answer. There is no sensible default: the whole
-    answer sentence as the fact would make "Norvale." count as neither correct nor a leak. Only
-    ``unanswerable`` probes may leave it out (their correct answer is a refusal, fact ``""``)."""
+    "This person lives in Norvale."); every part of it must occur in the answer. A memory probe must give it:
+    the whole answer sentence as the fact would make "Norvale." count as neither correct nor a leak. Other
+    probes may leave it out: an ``unanswerable`` probe's fact is ``""`` (its correct answer is a refusal), an
+    understanding or general-VQA probe's its whole answer (the rule of :func:`smfa.bench.schema.requires_fact`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--questions file {path} does not exist")
@@ -72,13 +85,16 @@ def load_user_questions(path: str | Path, bench: Any) -> list[Question]:
         kind = raw.get("kind", "image_memory" if raw.get("image") else "text_memory")
         if kind not in KINDS:
             raise ConfigError(f"{path}, line {n}: unknown kind {kind!r} (one of {', '.join(KINDS)})")
-        fact = raw.get("fact", "" if kind == UNANSWERABLE else None)
+        fact = raw.get("fact")
+        if fact is None and not requires_fact(kind):
+            fact = default_fact(kind, raw["answer"])
         if not isinstance(fact, str) or (kind != UNANSWERABLE and not fact.strip()):
             raise ConfigError(f"{path}, line {n}: probe {raw['id']} needs a non-empty string 'fact', the key value "
                               "inside its answer that leak matching looks for (e.g. \"Norvale\" in \"This person "
                               "lives in Norvale.\")")
-        if fact not in raw["answer"]:
-            raise ConfigError(f"{path}, line {n}: probe {raw['id']}: fact {fact!r} does not occur in the answer "
+        missing = fact_missing_from(fact, raw["answer"])
+        if missing is not None:
+            raise ConfigError(f"{path}, line {n}: probe {raw['id']}: fact {missing!r} does not occur in the answer "
                               f"{raw['answer']!r}")
         image = raw.get("image")
         if image is not None and not (Path(image).is_file() or (bench.root / image).is_file()):
@@ -218,9 +234,7 @@ def gold_reference_losses(bench: Any, cfg: EvalConfig, vanilla: Any = None) -> d
 
 
 def eval_group(bench: Any, cfg: EvalConfig) -> ForgetSet:
-    """The forget group of an evaluation (:func:`smfa.stages.forget.resolve_forget`)."""
-    from smfa.stages.forget import resolve_forget
-
+    """The forget group of an evaluation (:func:`smfa.bench.forget_set.resolve_forget`)."""
     return resolve_forget(bench, str(cfg.forget), cfg.forget_people, tuple(frozenset(p) for p in cfg.earlier))
 
 

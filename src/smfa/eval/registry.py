@@ -132,3 +132,14 @@ def mean_present(*values: float | None) -> float | None:
     """The mean of the values that are not ``None``; ``None`` if all are."""
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None
+
+
+def mean_spread(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
+    """(mean, sample standard deviation or None for one value, n) over the values that exist."""
+    import statistics
+
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return None, None, 0
+    spread = statistics.stdev(present) if len(present) > 1 else None
+    return statistics.fmean(present), spread, len(present)

@@ -5,7 +5,6 @@ tuning, evaluate, and write the comparison report with plots."""
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -13,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from smfa.errors import OutputError
-from smfa.models.placement import add_placement_options
 
 DEMO_METHODS = ("smfa", "smfa@none", "idk")  # compare entries: SMFA's default recipe, its paper recipe, IDK
 DEMO_LABELS = {"smfa": "SMFA", "smfa@none": "SMFA paper", "idk": "IDK", "vanilla": "vanilla", "oracle": "oracle"}
@@ -46,12 +44,11 @@ def _eta(done_s: float, remaining_steps: list[str], vanilla_cached: bool) -> str
 
 def run_demo(cfg: DemoConfig) -> Path:
     from smfa.bench import build_bench, preset_config
-    from smfa.cache import cached_finetune
-    from smfa.stages.compare import CompareConfig, compare
-    from smfa.rundir import check_output_dir
-    from smfa.stages.finetune import FinetuneConfig
-
     from smfa.models.placement import resolve_placement
+    from smfa.rundir import check_output_dir
+    from smfa.stages.cache import cached_finetune
+    from smfa.stages.compare import CompareConfig, compare
+    from smfa.stages.finetune import FinetuneConfig
 
     t0 = time.perf_counter()
     resolve_placement(cfg.device, cfg.dtype)  # an impossible --device/--dtype fails before any work
@@ -114,33 +111,3 @@ def _print_summary(out: Path, forget: str) -> None:
               f"{share:>14}{pct(o.image_understanding):>13}{pct(o.general_vqa):>11}{mean:>13}")
     print("\nSMFA: the shipped recipe (+ the reference pool's questions answered by the vanilla, k 20); SMFA paper: "
           "the anchor alone, as the paper trains it; oracle: never saw the forget people (the bar).")
-
-
-def _demo(args: argparse.Namespace) -> int:
-    cfg = DemoConfig(out=args.out, seed=args.seed, overwrite=args.overwrite, **(QUICK if args.quick else {}),
-                     **{k: v for k in ("device", "dtype") if (v := getattr(args, k, None)) is not None})
-    if args.quick:
-        print("--quick: a smoke run of every stage with a barely trained vanilla; its numbers mean nothing", flush=True)
-    if args.eval_limit:
-        cfg.eval_limit = args.eval_limit
-    run_demo(cfg)
-    return 0
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="the whole pipeline on the built-in tiny model, offline (bench → vanilla + oracle → SMFA/IDK → report)",
-        description="Build the tiny bench, take the tiny vanilla model and its retain-only oracle (shipped for seed "
-        "0; otherwise trained and cached under $SMFA_CACHE_DIR or ~/.cache/smfa, so a second demo skips it), unlearn "
-        "forget 10 %% with SMFA (its shipped selective recipe and the paper's) and IDK tuning, evaluate, and write "
-        "report.md with plots.",
-    )
-    p.add_argument("--out", default="smfa-demo", help="demo directory (default ./smfa-demo)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-limit", type=int, dest="eval_limit", help="questions per evaluation set (default 100)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing demo directory")
-    add_placement_options(p)
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 200 vanilla steps, 10 steps per method, 10 questions per set (81 s cold on 2 CPU cores)")
-    p.set_defaults(func=_demo)

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smfa.bench.forget_set import REQUEST_LABEL, ForgetSet
+from smfa.bench.forget_set import REQUEST_LABEL, ForgetSet, resolve_forget
 from smfa.bench.schema import TEXT_MEMORY, forgotten_kinds
 from smfa.errors import ConfigError
 from smfa.rundir import atomic_run_dir, write_manifest
@@ -196,7 +196,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     from smfa.stages.audit import read_key, weight_hashes
     from smfa.bench import Bench
     from smfa.distributed import full_state_dict, wait_for_main
-    from smfa.stages.forget import chain_record, read_chain, resolve_forget
+    from smfa.stages.forget import chain_record, read_chain
     from smfa.methods import get_method
     from smfa.methods.base import UnlearnContext, world_size
     from smfa.models.loading import load_model, model_dir_of

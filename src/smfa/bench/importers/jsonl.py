@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from smfa.bench.forget_set import read_id_list
 from smfa.bench.importers.common import ImportedData, ImportOptions, RowCollector, write_imported_bench
 from smfa.bench.schema import (
     CHOICE,
@@ -31,14 +32,15 @@ from smfa.bench.schema import (
     GENERATION,
     HELDOUT_IMAGE,
     IMAGE_MEMORY,
-    MEMORY_KINDS,
     PARAPHRASE,
     TEXT_MEMORY,
     TRAIN_IMAGE,
     TRAIN_PHRASING,
     UNDERSTANDING,
     Person,
-    fact_parts,
+    default_fact,
+    fact_missing_from,
+    requires_fact,
 )
 from smfa.errors import BenchError
 from smfa.rundir import iter_jsonl
@@ -48,15 +50,6 @@ JSONL_KINDS = (IMAGE_MEMORY, TEXT_MEMORY, UNDERSTANDING)
 VARIANTS = ("", PARAPHRASE, "unseen_image")
 KNOWN_FIELDS = frozenset({"person_id", "name", "question", "answer", "image", "fact", "kind", "variant", "format",
                           "options", "id"})
-
-
-def read_id_list(spec: str) -> list[str]:
-    """Person ids from a file (one per line, ``#`` comments) or a comma-separated list."""
-    path = Path(spec).expanduser()
-    if path.is_file():
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return [x for x in (line.split("#", 1)[0].strip() for line in lines) if x]
-    return [x.strip() for x in spec.split(",") if x.strip()]
 
 
 def _string(row: dict[str, Any], key: str, where: str, required: bool = True) -> str | None:
@@ -117,14 +110,14 @@ def parse_jsonl(path: Path, images_dir: Path | None) -> ImportedData:
         elif options is not None:
             raise BenchError(f"{where}: 'options' is only for format choice")
         fact = answer if fmt == CHOICE else _string(row, "fact", where, required=False)
-        if fact is None and fmt == GENERATION and kind in MEMORY_KINDS:
+        if fact is None and requires_fact(kind, fmt):
             raise BenchError(f"{where}: a {kind} question needs a 'fact', the short private value inside its answer that "
                              "accuracy and leak matching look for (e.g. \"fact\": \"Norvale\" for \"This person lives in "
                              "Norvale.\"); add one to the row")
-        fact = fact or answer  # understanding and cloze rows: the whole (short) answer
-        missing = [part for part in fact_parts(fact) if part not in answer]
-        if missing:
-            raise BenchError(f"{where}: fact {missing[0]!r} does not occur in the answer {answer!r}")
+        fact = fact or default_fact(kind, answer)  # understanding and cloze rows: the whole (short) answer
+        missing = fact_missing_from(fact, answer)
+        if missing is not None:
+            raise BenchError(f"{where}: fact {missing!r} does not occur in the answer {answer!r}")
         qid = row.get("id", f"row{n}")
         if not isinstance(qid, str) or not qid:
             raise BenchError(f"{where}: field 'id' must be a non-empty string")
@@ -170,4 +163,4 @@ def import_jsonl(rows_path: str | Path, opts: ImportOptions, images: str | Path 
     return write_imported_bench(data, opts, source)
 
 
-__all__ = ["USER_SPLIT", "import_jsonl", "parse_jsonl", "read_id_list"]
+__all__ = ["USER_SPLIT", "import_jsonl", "parse_jsonl"]

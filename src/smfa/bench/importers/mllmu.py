@@ -46,7 +46,7 @@ from typing import Any
 from smfa.bench.importers.common import ImportedData, ImportOptions, RowCollector, unique
 from smfa.bench.importers.facts import derive_fact
 from smfa.bench.importers.parquet import has_subset, import_parquet_folder, read_subset
-from smfa.bench.schema import CHOICE, CLOZE, GENERATION, HELDOUT_IMAGE, IMAGE_MEMORY, PARAPHRASE, TEXT_MEMORY, TRAIN_IMAGE, TRAIN_PHRASING, Person
+from smfa.bench.schema import CHOICE, CLOZE, GENERATION, HELDOUT_IMAGE, IMAGE_MEMORY, PARAPHRASE, TEXT_MEMORY, TRAIN_IMAGE, TRAIN_PHRASING, Person, fact_missing_from
 from smfa.errors import BenchError
 
 FORGET_RATIOS = (5, 10, 15)
@@ -115,8 +115,9 @@ def short_fact(answer: str, question: str, values: list[str], given: Any, where:
     when neither gives one — never the whole answer."""
     if given is not None and str(given).strip():
         fact = str(given).strip()
-        if fact not in answer:
-            raise BenchError(f"{where}: {key}: Fact {fact!r} does not occur in the answer {answer!r}")
+        missing = fact_missing_from(fact, answer)
+        if missing is not None:
+            raise BenchError(f"{where}: {key}: Fact {missing!r} does not occur in the answer {answer!r}")
         return fact
     fact = derive_fact(answer, question, values)
     if fact is None:

@@ -1,0 +1,59 @@
+"""What the subcommands share: a subcommand's parser, the options several of them take with the same meaning,
+and the call of a stage on its resolved config."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from smfa.config import resolve_config
+
+# --forget takes a split of the bench or a file of person ids; the bench checks it (smfa.bench.load.Bench.forget_people).
+FORGET_HELP = ("5, 10, 15 or val on a built-in bench, an imported bench's split (e.g. 10 or forget_10, user), "
+               "or a file of person ids, one per line")
+
+
+def command(sub: Any, name: str, func: Callable[[argparse.Namespace], int], **fields: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name``, which runs ``func(args)``. ``func``'s docstring is the command's text:
+    its first paragraph the one-line help ``smfa --help`` lists, the rest the description ``smfa NAME --help``
+    shows (argparse joins the lines); ``{field}`` in it is filled from ``fields``."""
+    summary, _, description = inspect.cleandoc(func.__doc__ or "").partition("\n\n")
+    if fields:
+        summary, description = summary.format(**fields), description.format(**fields)
+    p = sub.add_parser(name, help=summary, description=description)
+    p.set_defaults(func=func)
+    return p
+
+
+def run_stage(cls: type, stage: Callable[[Any], Any], config: str | None, over: dict[str, Any], done: str) -> int:
+    """Resolve ``cls`` (YAML ``config`` ← ``over``), run ``stage`` on it and print ``done`` with ``{out}``, what
+    the stage returned (where it wrote). Returns the exit status, 0."""
+    out = stage(resolve_config(cls, config, over))
+    print(done.format(out=out))
+    return 0
+
+
+def overrides(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    """The options ``names`` as config overrides (``None``: not given)."""
+    return {n: getattr(args, n, None) for n in names}
+
+
+def bool_pair(p: argparse.ArgumentParser, name: str, help_on: str, help_off: str) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(f"--{name}", dest=name.replace("-", "_"), action="store_true", default=None, help=help_on)
+    g.add_argument(f"--no-{name}", dest=name.replace("-", "_"), action="store_false", help=help_off)
+
+
+def add_method_params(p: argparse.ArgumentParser) -> None:
+    """``--param`` and ``--method-config``: a method's hyper-parameters over its shipped defaults."""
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any method hyper-parameter (repeatable)")
+    p.add_argument("--method-config", dest="method_config", help="YAML with the method's hyper-parameters")
+
+
+def add_key_file(p: argparse.ArgumentParser) -> None:
+    """``--key-file``: sign an unlearning run's audit record (:func:`smfa.stages.audit.read_key`)."""
+    p.add_argument("--key-file", dest="audit_key_file", metavar="PATH",
+                   help="sign the audit record with HMAC-SHA256 under the key in this file (RUN/audit.sig); the key stays "
+                        "yours, never copied into the run; check with smfa audit verify RUN --key-file PATH")
