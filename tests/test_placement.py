@@ -119,7 +119,7 @@ def test_training_arguments_come_from_the_method_config_and_the_placement(tmp_pa
 
 # ---- every command takes the options and hands them to its stage ----------------------------------------
 @pytest.mark.parametrize("argv, target", [
-    (["finetune", "--bench", "B", "--out", "O"], "smfa.training.finetune"),
+    (["finetune", "--bench", "B", "--out", "O"], "smfa.stages.finetune.finetune"),
     (["unlearn", "--bench", "B", "--model", "M", "--out", "O"], "smfa.stages.unlearn.unlearn"),
     (["eval", "--bench", "B", "--model", "M", "--out", "O"], "smfa.eval.pipeline.evaluate"),
     (["sculpt", "RUN"], "smfa.stages.sweep.sculpt_sweep"),
