@@ -113,9 +113,11 @@ def run_all(work: Path) -> dict[str, str]:
     hash_tree(work / "sweep", "sculpt-sweep", out)
     smfa("sculpt", str(work / "u-smfa"), "--k", "3", "--merge-to", str(work / "merged"))
     hash_tree(work / "merged", "sculpt-merge", out)
-    smfa("forget", "--model", str(v), "--bench", str(b), "--people", "0,1", "--out", str(work / "req1"),
+    people = [json.loads(line) for line in (b / "people.jsonl").read_text().splitlines() if line.strip()]
+    known = [p["person_id"] for p in people if p.get("role", "known") == "known"]
+    smfa("forget", "--model", str(v), "--bench", str(b), "--people", ",".join(known[:2]), "--out", str(work / "req1"),
          "--eval-limit", "6", "--param", "epochs=1")
-    smfa("forget", "--model", str(work / "req1"), "--bench", str(b), "--people", "2", "--out", str(work / "req2"),
+    smfa("forget", "--model", str(work / "req1"), "--bench", str(b), "--people", known[2], "--out", str(work / "req2"),
          "--eval-limit", "6", "--param", "epochs=1")
     for run in ("req1", "req2"):
         hash_tree(work / run, run, out)
