@@ -92,9 +92,9 @@ def load_user_questions(path: str | Path, bench: Any) -> list[Question]:
             raise ConfigError(f"{path}, line {n}: probe {raw['id']} needs a non-empty string 'fact', the key value "
                               "inside its answer that leak matching looks for (e.g. \"Norvale\" in \"This person "
                               "lives in Norvale.\")")
-        missing = fact_missing_from(fact, raw["answer"])
-        if missing is not None:
-            raise ConfigError(f"{path}, line {n}: probe {raw['id']}: fact {missing!r} does not occur in the answer "
+        unstated = fact_missing_from(fact, raw["answer"])
+        if unstated is not None:
+            raise ConfigError(f"{path}, line {n}: probe {raw['id']}: fact {unstated!r} does not occur in the answer "
                               f"{raw['answer']!r}")
         image = raw.get("image")
         if image is not None and not (Path(image).is_file() or (bench.root / image).is_file()):
