@@ -270,6 +270,34 @@ def test_relearn_options_from_the_command_line(monkeypatch: pytest.MonkeyPatch, 
     assert "relearn share (--relearn-share) must be a number in (0, 1), got 1.5" in err and "no-such-model" not in err
 
 
+@pytest.mark.parametrize("command", ["unlearn", "forget"])
+def test_unlearn_and_forget_take_the_relearn_options(command: str, monkeypatch: pytest.MonkeyPatch, micro_bench_dir: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """``smfa unlearn|forget --attacks relearn --relearn-*`` reach UnlearnConfig (which hands them to the evaluation);
+    a bad value is a one-line error before any model is loaded or trained."""
+    import smfa.stages.unlearn as stage
+    from smfa.cli.main import main
+
+    from smfa.bench import Bench
+
+    person = sorted(Bench.load(micro_bench_dir).forget_people("10"))[0]
+    who = ["--forget-people", person] if command == "unlearn" else ["--people", person]
+    seen = []
+    monkeypatch.setattr(stage, "unlearn", lambda cfg: seen.append(cfg) or cfg.out)
+    assert main([command, "--bench", "b", "--model", "m", "--out", "o", *who, "--attacks", "relearn",
+                 "--relearn-steps", "100", "--relearn-lr", "3e-4", "--relearn-share", "0.25", "--relearn-batch-size", "8",
+                 "--relearn-params", "lora"]) == 0
+    cfg = seen[0]
+    assert (cfg.attacks, cfg.relearn_steps, cfg.relearn_lr, cfg.relearn_share, cfg.relearn_batch_size,
+            cfg.relearn_params) == ("relearn", 100, 3e-4, 0.25, 8, "lora")
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main([command, "--bench", str(micro_bench_dir), "--model", "no-such-model", "--out", "o", *who,
+                 "--attacks", "relearn", "--relearn-share", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "relearn share (--relearn-share) must be a number in (0, 1), got 1.5" in err and "no-such-model" not in err
+
+
 # ---- names ------------------------------------------------------------------------------------------------
 def test_parse_attacks() -> None:
     assert attack_names() == ALL

@@ -8,7 +8,17 @@ import os
 from typing import Any
 
 from smfa.bench.schema import TARGETS, TRAINING_PEOPLE
-from smfa.cli.options import FORGET_HELP, add_key_file, add_method_params, bool_pair, command, overrides, run_stage
+from smfa.cli.options import (
+    FORGET_HELP,
+    RELEARN_OPTIONS,
+    add_attack_options,
+    add_key_file,
+    add_method_params,
+    bool_pair,
+    command,
+    overrides,
+    run_stage,
+)
 from smfa.config import parse_params, resolve_config
 from smfa.eval.judges import available_judges
 from smfa.models.placement import add_placement_options, is_main_process
@@ -88,7 +98,8 @@ def _unlearn(args: argparse.Namespace) -> int:
         if getattr(args, name, None) is not None:
             params[name] = getattr(args, name)
     names = ["bench", "model", "out", "method", "forget", "forget_people", "target", "anchor_size", "reference", "seed", "method_config",
-             "eval_limit", "judge", "oracle", "trust_remote_code", "overwrite", "device", "dtype", "audit_key_file"]
+             "eval_limit", "judge", "oracle", "attacks", *RELEARN_OPTIONS, "trust_remote_code", "overwrite", "device",
+             "dtype", "audit_key_file"]
     over = overrides(args, names)
     over["params"] = params
     over["evaluate"] = args.evaluate
@@ -130,6 +141,8 @@ def _add_unlearn(sub: Any) -> None:
     p.add_argument("--eval-limit", type=int, dest="eval_limit", help="at most N questions per evaluation set (default 200)")
     p.add_argument("--judge", choices=available_judges())
     p.add_argument("--oracle", help="oracle run (retain-only) for the forget-quality KS test")
+    add_attack_options(p, "also run the attack suite on the unlearned model ('all' or a comma list: paraphrase,"
+                          "unseen_image,cross_modal,prompt,relearn,quantize,mia); recorded in the audit")
     add_placement_options(p)
     p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")
@@ -147,8 +160,8 @@ def _eval(args: argparse.Namespace) -> int:
     from smfa.eval.pipeline import EvalConfig, evaluate
 
     names = ["bench", "model", "out", "forget", "forget_people", "target", "limit", "judge", "judge_base_url", "judge_model",
-             "questions", "oracle", "vanilla", "attacks", "relearn_steps", "relearn_lr", "relearn_share", "relearn_batch_size",
-             "relearn_params", "batch_size", "trust_remote_code", "overwrite", "device", "dtype"]
+             "questions", "oracle", "vanilla", "attacks", *RELEARN_OPTIONS, "batch_size", "trust_remote_code", "overwrite",
+             "device", "dtype"]
     return run_stage(EvalConfig, evaluate, args.config, overrides(args, names),
                          "evaluation written to {out} (metrics.json, generations.jsonl, report.md)")
 
@@ -168,17 +181,7 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--judge-model", dest="judge_model", help="judge model (else $SMFA_JUDGE_MODEL)")
     p.add_argument("--oracle", help="oracle run (retain-only): adds forget quality (KS test p-value)")
     p.add_argument("--vanilla", help="vanilla run: its forget quality as a reference point")
-    p.add_argument("--attacks", help="'all' or a comma list: paraphrase,unseen_image,cross_modal,prompt,relearn,quantize,mia")
-    # The relearn attack's protocol (docs/robustness.md); unset: the model's default (tiny: full, 3e-4; else LoRA, 1e-4)
-    p.add_argument("--relearn-steps", type=int, dest="relearn_steps", help="relearn attack: optimiser steps (default 20)")
-    p.add_argument("--relearn-lr", type=float, dest="relearn_lr",
-                   help="relearn attack: AdamW lr (default: 3e-4 full on the tiny model; 1e-4 LoRA / 1e-5 full on real families)")
-    p.add_argument("--relearn-share", type=float, dest="relearn_share",
-                   help="relearn attack: fraction of each forget person's facts trained on; the rest is asked (default 0.5)")
-    p.add_argument("--relearn-batch-size", type=int, dest="relearn_batch_size", help="relearn attack: rows per step (default 16)")
-    p.add_argument("--relearn-params", choices=("lora", "full"), dest="relearn_params",
-                   help="relearn attack: train a LoRA adapter (injected, then removed) or a full copy of the language model "
-                        "(default: full on the tiny model, lora on real families)")
+    add_attack_options(p, "'all' or a comma list: paraphrase,unseen_image,cross_modal,prompt,relearn,quantize,mia")
     p.add_argument("--batch-size", type=int, dest="batch_size")
     add_placement_options(p)
     p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")

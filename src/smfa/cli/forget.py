@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from smfa.cli.options import add_key_file, add_method_params, command, overrides
+from smfa.cli.options import RELEARN_OPTIONS, add_attack_options, add_key_file, add_method_params, command, overrides
 from smfa.config import parse_params, resolve_config
 from smfa.stages.forget import REQUEST_EVAL_LIMIT
 
@@ -25,7 +25,8 @@ def _forget(args: Any) -> int:
     if args.k is not None:
         params["k"] = args.k
     over = overrides(args, ["bench", "model", "out", "method", "target", "seed", "method_config", "eval_limit",
-                             "judge", "attacks", "overwrite", "reference", "device", "dtype", "audit_key_file"])
+                             "judge", "attacks", *RELEARN_OPTIONS, "overwrite", "reference", "device", "dtype",
+                             "audit_key_file"])
     over.update(forget_people=args.people, params=params, evaluate=args.evaluate, request_eval=True,
                 anchor_cache=args.anchor_cache,
                 eval_limit=REQUEST_EVAL_LIMIT if args.eval_limit is None else args.eval_limit)
@@ -61,7 +62,7 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-limit", type=int, dest="eval_limit",
                    help=f"at most N questions per evaluation set (default {REQUEST_EVAL_LIMIT})")
-    p.add_argument("--attacks", help="also run the attack suite ('all' or a comma list); recorded in the audit")
+    add_attack_options(p, "also run the attack suite ('all' or a comma list); recorded in the audit")
     p.add_argument("--judge", choices=available_judges())
     p.add_argument("--no-eval", dest="evaluate", action="store_false", default=True,
                    help="skip the evaluation (the audit then records no leak)")

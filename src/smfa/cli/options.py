@@ -57,3 +57,21 @@ def add_key_file(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-file", dest="audit_key_file", metavar="PATH",
                    help="sign the audit record with HMAC-SHA256 under the key in this file (RUN/audit.sig); the key stays "
                         "yours, never copied into the run; check with smfa audit verify RUN --key-file PATH")
+
+
+RELEARN_OPTIONS = ["relearn_steps", "relearn_lr", "relearn_share", "relearn_batch_size", "relearn_params"]
+
+
+def add_attack_options(p: argparse.ArgumentParser, attacks_help: str) -> None:
+    """``--attacks`` and the relearn attack's protocol (``--relearn-*``, docs/robustness.md; unset: the model's
+    default: tiny: full, 3e-4; else LoRA, 1e-4). Their config fields are ``attacks`` and :data:`RELEARN_OPTIONS`."""
+    p.add_argument("--attacks", help=attacks_help)
+    p.add_argument("--relearn-steps", type=int, dest="relearn_steps", help="relearn attack: optimiser steps (default 20)")
+    p.add_argument("--relearn-lr", type=float, dest="relearn_lr",
+                   help="relearn attack: AdamW lr (default: 3e-4 full on the tiny model; 1e-4 LoRA / 1e-5 full on real families)")
+    p.add_argument("--relearn-share", type=float, dest="relearn_share",
+                   help="relearn attack: fraction of each forget person's facts trained on; the rest is asked (default 0.5)")
+    p.add_argument("--relearn-batch-size", type=int, dest="relearn_batch_size", help="relearn attack: rows per step (default 16)")
+    p.add_argument("--relearn-params", choices=("lora", "full"), dest="relearn_params",
+                   help="relearn attack: train a LoRA adapter (injected, then removed) or a full copy of the language model "
+                        "(default: full on the tiny model, lora on real families)")

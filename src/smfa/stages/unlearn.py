@@ -59,6 +59,12 @@ class UnlearnConfig:
     progress: bool = True
     shared_dir: str | None = None  # reuse/store adapters shared across runs (smfa compare: SMFA's MFA = IDK)
     attacks: str | None = None  # attack suite on the unlearned model ("all" or a comma list); in the audit record
+    # The relearn attack's protocol (EvalConfig's fields of the same names); None: the model's default.
+    relearn_steps: int | None = None
+    relearn_lr: float | None = None
+    relearn_share: float | None = None
+    relearn_batch_size: int | None = None
+    relearn_params: str | None = None  # lora | full
     request_eval: bool = False  # evaluate only what a request's audit needs (EvalConfig.request_sets; smfa forget)
     anchor_cache: bool = False  # reuse a retaining anchor trained on the same parent weights and data (smfa forget)
     keep_earlier: bool = True  # a chain's MFA also refuses every earlier request's people (a suppression list: their questions, refusal labels; methods that train refusals)
@@ -227,8 +233,10 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     reference_questions(bench, budget)  # an empty pool fails before loading
     if cfg.attacks and cfg.evaluate:
         from smfa.eval.attacks import parse_attacks
+        from smfa.eval.relearn import check_relearn_options
 
         parse_attacks(cfg.attacks)
+        check_relearn_options(cfg)  # before any training
     vanilla = load_model(cfg.model, placement=placement, trust_remote_code=cfg.trust_remote_code)
     if is_real_scale(vanilla.model):  # a real checkpoint: the one-GPU memory plan under the user's values
         hp = method.config(cfg.method_config, cfg.params, target=cfg.target, reference=budget, real=True)
@@ -254,6 +262,8 @@ def unlearn(cfg: UnlearnConfig) -> Path:
                               forget_people=",".join(sorted(group.people)) if group.label == REQUEST_LABEL else None,
                               earlier=[sorted(p) for p in group.earlier], target=cfg.target, limit=cfg.eval_limit,
                               judge=cfg.judge, oracle=cfg.oracle, vanilla=cfg.model, attacks=cfg.attacks,
+                              relearn_steps=cfg.relearn_steps, relearn_lr=cfg.relearn_lr, relearn_share=cfg.relearn_share,
+                              relearn_batch_size=cfg.relearn_batch_size, relearn_params=cfg.relearn_params,
                               request_sets=cfg.request_eval, progress=cfg.progress, device=cfg.device, dtype=cfg.dtype)
         if cfg.oracle and is_main_process():  # now, beside the vanilla only: never a third model in memory
             gold_losses = gold_reference_losses(bench, eval_cfg, vanilla=vanilla)
