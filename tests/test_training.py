@@ -174,7 +174,7 @@ def test_two_process_ddp_on_cpu_writes_the_same_artefacts(micro_bench_dir: Path,
 def test_length_bucket_order_is_a_seeded_permutation_of_similar_length_batches_in_random_order() -> None:
     import random
 
-    from smfa.training.engine import length_bucket_order
+    from smfa.training.samplers import length_bucket_order
 
     rng = random.Random(0)
     lengths = [rng.choice([20, 21, 30, 31, 40, 45]) for _ in range(1000)]
@@ -199,7 +199,7 @@ def test_length_bucket_order_is_a_seeded_permutation_of_similar_length_batches_i
 
 def test_length_bucket_order_rejects_bad_sizes() -> None:
     from smfa.errors import ConfigError
-    from smfa.training.engine import length_bucket_order
+    from smfa.training.samplers import length_bucket_order
 
     with pytest.raises(ConfigError, match="batch_size"):
         length_bucket_order([3, 4], batch_size=0, seed=0, epoch=0)

@@ -32,7 +32,7 @@ def trainer_class() -> type:
     """The ``Trainer`` subclass every run trains with (built on first use: importing it loads transformers)."""
     from transformers import Trainer
 
-    from smfa.training.engine import LengthBucketSampler
+    from smfa.training.samplers import LengthBucketSampler
 
     class SmfaTrainer(Trainer):
         """The HF ``Trainer`` with what smfa's runs add to it, each off unless asked for:
@@ -42,7 +42,7 @@ def trainer_class() -> type:
         - ``grad_mask`` (parameter name → 0/1 tensor): entries outside it stay frozen, and AdamW keeps state
           for the masked entries only (:mod:`smfa.optim`);
         - ``reference``: a frozen model a loss reads, moved to the training device and put in eval mode;
-        - ``sampler="length_buckets"``: :class:`~smfa.training.engine.LengthBucketSampler`;
+        - ``sampler="length_buckets"``: :class:`~smfa.training.samplers.LengthBucketSampler`;
         - a resume that restores the model for every architecture (:meth:`_load_from_checkpoint`).
         """
 
