@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VOLATILE = ("seconds", "time", "date", "created", "started", "finished", "host", "path", "dir", "out", "root",
             "duration", "elapsed", "version", "python", "torch", "transformers", "platform", "cpu", "peak",
             "rss", "git", "command", "argv", "bench", "model", "run", "cache", "src", "adapter", "digest",
-            "oracle", "vanilla", "parent", "chain", "sig", "key")
+            "oracle", "vanilla", "parent", "chain", "sig", "key", "runtime", "per_second")
 
 
 def _volatile(key: str) -> bool:
@@ -65,7 +65,10 @@ def hash_tree(root: Path, label: str, out: dict[str, str]) -> None:
                 out[rel] = _hash_bytes(json.dumps(_canonical(json.loads(path.read_text())), sort_keys=True).encode())
             except json.JSONDecodeError:
                 out[rel] = _hash_bytes(path.read_bytes())
-        elif path.suffix == ".jsonl" or (path.suffix in (".png", ".txt", ".npy", ".pt") and "checkpoint" not in rel):
+        elif path.suffix == ".jsonl":
+            lines = [json.dumps(_canonical(json.loads(line)), sort_keys=True) for line in path.read_text().splitlines() if line.strip()]
+            out[rel] = _hash_bytes("\n".join(lines).encode())
+        elif path.suffix in (".png", ".txt", ".npy", ".pt") and "checkpoint" not in rel:
             out[rel] = _hash_bytes(path.read_bytes())
 
 
