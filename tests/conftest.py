@@ -108,7 +108,7 @@ def run_micro_mmunlearner(micro_bench_dir: Path, micro_vanilla: Path, tmp_path: 
     def run(placement, max_steps: int):
         from smfa.bench import Bench
         from smfa.methods import get_method
-        from smfa.methods.base import UnlearnContext
+        from smfa.methods.context import UnlearnContext
         from smfa.models.loading import load_model
         from smfa.stages.unlearn import select_data
 

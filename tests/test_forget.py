@@ -91,7 +91,7 @@ def test_methods_comparing_with_the_vanilla_use_the_chains_root() -> None:
     from types import SimpleNamespace
 
     from smfa.methods import get_method
-    from smfa.methods.base import UnlearnContext, UnlearnData
+    from smfa.methods.context import UnlearnContext, UnlearnData
 
     parent, root = SimpleNamespace(model="parent weights"), SimpleNamespace(model="root weights")
     ctx = UnlearnContext(bench=None, vanilla=parent, data=UnlearnData([], []), target="all", seed=0, work_dir=Path("."))
@@ -100,6 +100,41 @@ def test_methods_comparing_with_the_vanilla_use_the_chains_root() -> None:
     assert ctx.reference_model == "root weights"
     assert [m for m in ("npo", "kl_min", "smfa", "ga_diff") if getattr(get_method(m), "uses_reference_model", False)] \
         == ["npo", "kl_min"]
+
+
+@pytest.mark.parametrize("name", ["npo", "kl_min"])
+def test_a_chains_root_is_released_before_the_merge(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NPO and KL Min train against the chain's root, then drop it: the merge's copy is the second model in memory."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import smfa.methods.context as context
+    import smfa.training.runs as runs
+    from smfa.methods import get_method
+    from smfa.methods.context import UnlearnContext, UnlearnData
+
+    seen: dict[str, object] = {}
+
+    def train(ctx, model, hp, forget, retain, loss_fn, *, reference, tag):
+        seen["trained against"] = reference
+        return model
+
+    def merge(model):
+        seen["root at the merge"] = ctx.reference
+        return model
+
+    monkeypatch.setattr(runs, "prepare_trainable", lambda ctx, hp, model: model)
+    monkeypatch.setattr(runs, "train_unlearner", train)
+    monkeypatch.setattr(runs, "finish", merge)
+    monkeypatch.setattr(context, "forget_dataset", lambda ctx: [])
+    monkeypatch.setattr(context, "retain_dataset", lambda ctx: [])
+    root = SimpleNamespace(model=torch.nn.Linear(2, 2))
+    ctx = UnlearnContext(bench=None, vanilla=SimpleNamespace(model=torch.nn.Linear(2, 2)), data=UnlearnData([], []),
+                         target="all", seed=0, work_dir=Path("."), reference=root)
+    method = get_method(name)
+    method.run(ctx, method.config())
+    assert seen == {"trained against": root.model, "root at the merge": None}
 
 
 def test_an_unknown_person_id_is_a_one_line_error(capsys, micro_bench_dir: Path, micro_vanilla: Path,

@@ -18,7 +18,7 @@ from smfa.bench.importers.jsonl import import_jsonl
 from smfa.bench.importers.mllmu import import_mllmu
 from smfa.bench.schema import CHOICE, CLOZE, GENERATION, Question
 from smfa.cli.main import main
-from smfa.errors import BenchError, ConfigError
+from smfa.errors import ConfigError
 
 
 def _opts(out: Path, **kw) -> ImportOptions:

@@ -83,7 +83,6 @@ def test_k_sweep_reuses_adapters(micro_bench_dir: Path, micro_vanilla: Path, tmp
 def test_out_of_core_merge_matches_in_memory(micro_bench_dir: Path, micro_vanilla: Path, tmp_path_factory) -> None:
     """`smfa sculpt RUN --merge-to DIR --k K` (shard by shard, on disk) writes the same weights as the
     in-memory merge of `smfa unlearn` with the same k."""
-    import torch
     from safetensors.torch import load_file
 
     from smfa.cli.main import main

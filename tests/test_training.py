@@ -29,8 +29,6 @@ def _short(bench: Path, out: Path, **kw) -> FinetuneConfig:
 
 
 def test_tiny_model_reloads_with_auto_classes_and_labels_are_answer_only(micro_bench_dir: Path) -> None:
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     from smfa.bench import Bench
     from smfa.models.families import family_for
     from smfa.models.tiny import build_tiny

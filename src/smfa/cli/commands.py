@@ -24,7 +24,7 @@ from smfa.eval.judges import available_judges
 from smfa.models.placement import add_placement_options, is_main_process
 from smfa.sculpt.mask import MODES
 from smfa.stages.unlearn import REFERENCE_BUDGETS
-from smfa.training.engine import SAMPLERS
+from smfa.training.samplers import SAMPLERS
 
 
 def _bench_model_out(p: argparse.ArgumentParser, bench: str, model: str, out: str) -> None:

@@ -343,7 +343,8 @@ def _evaluate(cfg: EvalConfig) -> Path:
     if cfg.oracle:
         check_oracle(cfg.oracle, bench, forget)
     if cfg.attacks:
-        from smfa.eval.attacks import check_relearn_options, parse_attacks
+        from smfa.eval.attacks import parse_attacks
+        from smfa.eval.relearn import check_relearn_options
 
         parse_attacks(cfg.attacks)
         check_relearn_options(cfg)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from smfa.distributed import world_size  # noqa: F401  (smfa.stages.unlearn reads it from here)
 from smfa.errors import ConfigError
-from smfa.methods.context import UnlearnContext, UnlearnData  # noqa: F401  (the stages import them from here)
+
+if TYPE_CHECKING:
+    from smfa.methods.context import UnlearnContext
 
 _METHODS: dict[str, type[Method]] = {}
 
@@ -150,6 +151,8 @@ class LossMethod(Method):
         reference = ctx.reference_model.eval() if self.uses_reference_model else None
         forget = forget_dataset(ctx)
         retain = retain_dataset(ctx) if self.has_retain_term else None
-        return finish(train_unlearner(ctx, model, hp, forget, retain,
-                                      lambda m, f, r: self.loss(hp, m, f, r, reference), reference=reference,
-                                      tag=self.name))
+        model = train_unlearner(ctx, model, hp, forget, retain, lambda m, f, r: self.loss(hp, m, f, r, reference),
+                                reference=reference, tag=self.name)
+        reference = None
+        ctx.release_reference()  # a chain's root is not needed by the merge: at most 2 models at any time
+        return finish(model)

@@ -56,6 +56,15 @@ class UnlearnContext:
         """The model NPO/KL compare with: the chain's root when the vanilla is an earlier unlearning run."""
         return (self.reference or self.vanilla).model
 
+    def release_reference(self) -> None:
+        """Drop the chain's root (:attr:`reference`) once the training that reads it is over, so that the
+        merge's copy is the second model in memory, not the third."""
+        if self.reference is not None:
+            import gc
+
+            self.reference = None
+            gc.collect()  # the Trainer that held it may sit in reference cycles
+
     def fresh_model(self) -> torch.nn.Module:
         """A copy of the vanilla model with weights of its own (full fine-tuning, a merge target): the
         vanilla stays intact for reference and merging. At 7B this is the second full-size model."""

@@ -13,14 +13,8 @@ from typing import Any
 
 from smfa.errors import ConfigError, OutputError
 from smfa.rundir import check_output_dir, write_json_atomic, write_jsonl_atomic, write_manifest
-from smfa.training.engine import (
-    SAMPLERS,
-    apply_lora,
-    enable_checkpointing,
-    resumable_trainer_class,
-    trainable_summary,
-    training_arguments,
-)
+from smfa.training.engine import apply_lora, enable_checkpointing, trainable_summary, training_arguments
+from smfa.training.samplers import SAMPLERS
 
 
 @dataclass
@@ -155,8 +149,10 @@ def finetune(cfg: FinetuneConfig) -> Path:
     write_json_atomic(stage / "checkpoints" / RESUME_RECIPE, record)  # what a later --resume checks
     args = training_arguments(cfg, stage / "checkpoints", steps=cfg.steps, save_steps=cfg.save_steps,
                               placement=placement)
-    trainer = resumable_trainer_class(cfg.sampler)(model=model, args=args, train_dataset=dataset,
-                                        data_collator=make_collator(family, processor))
+    from smfa.training.trainer import trainer_class
+
+    trainer = trainer_class()(model=model, args=args, train_dataset=dataset, sampler=cfg.sampler,
+                              data_collator=make_collator(family, processor))
     trainer.train(resume_from_checkpoint=True if resuming else None)
 
     summary = trainable_summary(model)

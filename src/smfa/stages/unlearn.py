@@ -77,7 +77,7 @@ def select_data(bench: Any, forget: str | ForgetSet, target: str, anchor_size: i
     ``keep_earlier``: a chain's earlier requests' people join this request's forget rows as a *suppression list*
     — their questions (wording, photo, person id) with the answer and fact removed, to be refusal-labelled by
     the method — so that a later request does not train their refusal away, and no private answer is kept."""
-    from smfa.methods.base import UnlearnData
+    from smfa.methods.context import UnlearnData
 
     kinds = forgotten_kinds(target)
     group = bench.forget_set(forget)
@@ -204,7 +204,8 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     from smfa.distributed import full_state_dict, wait_for_main
     from smfa.stages.forget import chain_record, read_chain
     from smfa.methods import get_method
-    from smfa.methods.base import UnlearnContext, world_size
+    from smfa.distributed import world_size
+    from smfa.methods.context import UnlearnContext
     from smfa.models.loading import load_model, model_dir_of
     from smfa.models.scale import is_real_scale
     from smfa.models.placement import autocast_flags, check_trainable, resolve_placement
@@ -244,9 +245,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     input_hashes = weight_hashes(input_dir) if input_dir is not None else {}
     # Methods that compare with the original model (NPO's reference, KL's target) use the chain's root, not
     # the parent: the parent has already forgotten earlier requests' people.
-    reference = None
-    if chain.requests and getattr(method, "uses_reference_model", False):
-        reference = load_model(chain.root, placement=placement, trust_remote_code=cfg.trust_remote_code)
+    uses_root = bool(chain.requests and getattr(method, "uses_reference_model", False))
     if budget != "none":
         from smfa.cache import cache_dir
 
@@ -278,7 +277,9 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         ctx = UnlearnContext(bench=bench, vanilla=vanilla, data=data, target=cfg.target, seed=cfg.seed,
                              work_dir=stage, progress=cfg.progress, placement=placement,
                              shared_dir=Path(cfg.shared_dir) if cfg.shared_dir else None,
-                             reference=reference, anchor_cache=anchor_cache, model_digest=_digest(input_hashes))
+                             anchor_cache=anchor_cache, model_digest=_digest(input_hashes))
+        if uses_root:  # held by the context alone: the method releases it once trained, before its merge
+            ctx.reference = load_model(chain.root, placement=placement, trust_remote_code=cfg.trust_remote_code)
         t0 = time.perf_counter()
         model = method.run(ctx, hp)
         # A reused adapter's training time counts, so wall times compare what each method costs alone.
@@ -303,7 +304,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
                   "preserve_rows": len(data.preserve_rows), "target": cfg.target, "forget": group.label},
             family=vanilla.family.name, placement=placement.describe(), **requests,
             effective_batch_size=hp.batch_size * hp.grad_accum * world_size(), world_size=world_size(),
-            reference_model=chain.root if reference is not None else None,
+            reference_model=chain.root if uses_root else None,
             anchor_cache_hit=ctx.anchor_cache_hit,
         )
         metrics = parent_retain = None
@@ -322,7 +323,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         write_audit(stage, run=Path(cfg.out), cfg=cfg, hp=hp, group=group, data=data, bench=bench,
                     requests=requests, input_dir=input_dir, input_hashes=input_hashes,
                     output_hashes=weight_hashes(stage / "model"), metrics=metrics, parent_retain=parent_retain,
-                    reference_model=chain.root if reference is not None else None,
+                    reference_model=chain.root if uses_root else None,
                     anchor_cache_hit=ctx.anchor_cache_hit,
                     wall={"unlearn": wall, "evaluation": time.perf_counter() - t_eval if cfg.evaluate else None,
                           "total": time.perf_counter() - t_start}, key=audit_key)

@@ -10,7 +10,6 @@ from typing import Any
 import torch
 
 from smfa.errors import ConfigError
-from smfa.training.samplers import SAMPLERS, LengthBucketSampler, length_bucket_order  # noqa: F401  (the stages' names)
 
 
 def trainable_summary(model: torch.nn.Module) -> dict[str, Any]:
@@ -90,13 +89,3 @@ def training_arguments(cfg: Any, output_dir: Path, *, steps: int, save_steps: in
         save_only_model=False,
         **extra,
     )
-
-
-def resumable_trainer_class(sampler: str = "random"):
-    """The one ``Trainer`` (:func:`smfa.training.trainer.trainer_class`) with ``sampler`` set: the vanilla
-    fine-tune's entry point (its own loss, a resume that restores every architecture)."""
-    import functools
-
-    from smfa.training.trainer import trainer_class
-
-    return functools.partial(trainer_class(), sampler=sampler)
