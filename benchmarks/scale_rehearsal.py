@@ -6,7 +6,7 @@ hidden 3584, MLP 18944, vocabulary 152,064, 144 image tokens per photo; ``smfa.m
 at 1, 2 and 4 language-model layers, and a small bench at 336 px is rendered. At each depth the stages run as the
 CLI runs them, each in its own process:
 
-  finetune (LoRA) → unlearn --method M (every method, or SMFA + MMUnlearner with --quick) → eval --attacks
+  finetune (LoRA) → unlearn --method M (every method, or SMFA alone with --quick) → eval --attacks
   → sculpt --merge-to → forget
 
 with one forget person, a small anchor, one optimiser step per training phase and one question per core
@@ -22,7 +22,8 @@ to a bf16 model on a GPU replaces the resident copies' fp32 weights by the full 
 optimizer state, the runtime: an upper bound for the GPU's memory, since host memory also counts Python,
 torch's CPU kernels and the mapped weight files.
 
-    python benchmarks/scale_rehearsal.py --quick            # 1 and 2 layers, SMFA + MMUnlearner, ~15 min
+    python benchmarks/scale_rehearsal.py --quick            # 1 and 2 layers, SMFA, relearn attack, sculpt
+    python benchmarks/scale_rehearsal.py --quick --methods smfa,mmunlearner   # + MMUnlearner (~1 h on 2 cores)
     python benchmarks/scale_rehearsal.py                    # 1, 2, 4 layers, every stage and method
     python benchmarks/scale_rehearsal.py --quick --family qwen2-vl
 
@@ -90,12 +91,12 @@ def run_stage(name: str, layers: int, argv: list[str], work: Path, threads: int,
 def stages(quick: bool, bench: Path, vanilla_src: Path, run: Path, person: str, batch: int,
            methods: list[str] | None = None) -> list[tuple[str, list[str]]]:
     """(stage name, smfa argv) in order; later stages read earlier stages' runs under ``run``. ``methods``
-    (default: SMFA + MMUnlearner with ``quick``, else every method) must include smfa (eval and sculpt read it)."""
+    (default: SMFA alone with ``quick``, else every method) must include smfa (eval and sculpt read it)."""
     from smfa.methods import method_names
 
     common = ["--device", "cpu", "--dtype", "fp32"]
     step = ["--param", "max_steps=1", "--param", f"batch_size={batch}"]
-    methods = methods or (["smfa", "mmunlearner"] if quick else method_names())
+    methods = methods or (["smfa"] if quick else method_names())
     out: list[tuple[str, list[str]]] = [
         ("finetune-lora", ["finetune", "--bench", str(bench), "--model", str(vanilla_src), "--out", str(run / "vanilla"),
                            "--lora", "--steps", "1", "--batch-size", str(batch), "--save-steps", "0", *common]),
@@ -150,13 +151,13 @@ def table(projections: list[Projection], depths: list[int]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1 and 2 layers, SMFA + MMUnlearner + relearn + sculpt")
+    ap.add_argument("--quick", action="store_true", help="1 and 2 layers, SMFA + relearn + sculpt")
     ap.add_argument("--layers", default=None, help="comma list of depths (default 1,2,4; --quick 1,2)")
     ap.add_argument("--batch", type=int, default=1, help="training batch size of every stage (default 1)")
     ap.add_argument("--family", choices=("llava-1.5", "qwen2-vl"), default="llava-1.5",
                     help="whose 7B widths (default llava-1.5)")
     ap.add_argument("--methods", default=None, help="comma list of methods to unlearn with (must include smfa; "
-                    "default smfa,mmunlearner with --quick, else all)")
+                    "default smfa with --quick, else all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default=None, help="where checkpoints and runs go (default a temporary directory)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
