@@ -1,5 +1,6 @@
-"""Attacks on forgetting: the rounding math on hand-made tensors, the prompt builders, sampling and the fact
-split, name parsing, and every attack run on the micro vanilla (which remembers everything)."""
+"""Attacks on forgetting: the rounding math (RTN, NF4) on hand-made tensors, the prompt builders, sampling and the
+fact split, name parsing, the Min-K% and PrivLeak arithmetic, and every attack run on the micro vanilla (which
+remembers everything)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 from smfa.bench.schema import IMAGE_MEMORY, TEXT_MEMORY, Question
-from smfa.errors import ConfigError
-from smfa.eval.attack_pieces import RELEARN_LRS, relearn_defaults, resolve_relearn
+from smfa.eval.gold import min_k_score, privleak
+from smfa.errors import ConfigError, EvalError
+from smfa.eval.attack_pieces import RELEARN_LRS, nf4_levels, relearn_defaults, resolve_relearn
 from smfa.eval.attacks import (
     PROMPT_ATTACKS,
     RelearnConfig,
@@ -20,6 +22,7 @@ from smfa.eval.attacks import (
     parse_attacks,
     prefix_injection,
     quantize_language_model,
+    quantize_nf4,
     quantize_rtn,
     refusal_suppression,
     roleplay,
@@ -100,6 +103,79 @@ def test_quantize_rtn_rejects_non_matrix(weight: torch.Tensor) -> None:
         quantize_rtn(weight, 8)
 
 
+# ---- quantize_nf4 ----------------------------------------------------------------------------------------
+# The NF4 table of QLoRA (arXiv 2305.14314, appendix E) as bitsandbytes ships it.
+NF4_TABLE = [-1.0, -0.6961928, -0.5250731, -0.3949175, -0.2844414, -0.1847734, -0.0910500, 0.0,
+             0.0795803, 0.1609302, 0.2461123, 0.3379152, 0.4407098, 0.5626170, 0.7229568, 1.0]
+
+
+def test_nf4_levels_are_the_published_table() -> None:
+    levels = nf4_levels()
+    assert levels.dtype == torch.float32 and levels.shape == (16,)
+    assert torch.allclose(levels, torch.tensor(NF4_TABLE), atol=1e-3)
+    assert float(levels[7]) == 0.0 and float(levels[0]) == -1.0 and float(levels[-1]) == 1.0  # exact zero and ends
+    assert bool((levels[1:] > levels[:-1]).all())
+
+
+def test_quantize_nf4_hand_values() -> None:
+    # Blocks of 4 over the flattened [2, 5] tensor (blocks cross rows; the last one has 2 values):
+    #   [1, -0.45, 0.25, 0]   absmax 1: -0.45 → -0.3949 (0.055 away; -0.5251 is 0.075), 0.25 → 0.2461
+    #   [2, -1, 0.5, 0.1]     absmax 2: 1, -0.5, 0.25, 0.05 → 1, -0.5251, 0.2461, 0.0796 (0.03 away; 0 is 0.05), × 2
+    #   [0, 0]                a zero block stays zero
+    w = torch.tensor([[1.0, -0.45, 0.25, 0.0, 2.0], [-1.0, 0.5, 0.1, 0.0, 0.0]])
+    level = dict(zip(("m3", "p2", "m5", "p1"), (NF4_TABLE[3], NF4_TABLE[10], NF4_TABLE[2], NF4_TABLE[8])))
+    expected = torch.tensor([[1.0, level["m3"], level["p2"], 0.0, 2.0],
+                             [2 * level["m5"], 2 * level["p2"], 2 * level["p1"], 0.0, 0.0]])
+    out = quantize_nf4(w, block=4)
+    assert out.shape == w.shape and out.dtype == w.dtype
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert w[0, 1] == -0.45  # input untouched
+
+
+def test_quantize_nf4_blocks_scale_apart() -> None:
+    """Default blocks of 64: a large value coarsens only its own block; each block's absmax is kept; every value
+    lands on a scaled NF4 level within half the widest gap."""
+    w = torch.randn(2, 100, generator=torch.Generator().manual_seed(0))  # 200 values: blocks 64, 64, 64, 8
+    big = w.clone()
+    big[1, 50] = 100.0  # flat index 150: the third block [128, 192)
+    a, b = quantize_nf4(w).reshape(-1), quantize_nf4(big).reshape(-1)
+    assert torch.equal(a[:128], b[:128]) and torch.equal(a[192:], b[192:])
+    assert not torch.equal(a[128:192], b[128:192])
+    flat = w.reshape(-1)
+    levels = nf4_levels()
+    for start in range(0, 200, 64):
+        blk, q = flat[start:start + 64], a[start:start + 64]
+        absmax = blk.abs().max()
+        assert torch.isclose(q.abs().max(), absmax)
+        on_grid = (q[:, None] / absmax - levels[None, :]).abs().min(dim=1).values
+        assert float(on_grid.max()) < 1e-6
+        assert bool(((q - blk).abs() <= absmax * (levels[1:] - levels[:-1]).max() / 2 + 1e-6).all())
+
+
+def test_quantize_nf4_zero_odd_size_and_dtype() -> None:
+    assert torch.equal(quantize_nf4(torch.zeros(3, 70)), torch.zeros(3, 70))
+    odd = torch.tensor([0.5, -1.0, 0.2])  # one short block, 3 < 64 values, absmax 1
+    # 0.5 → 0.4407 (0.059 away; 0.5626 is 0.063), 0.2 → 0.1609 (0.039; 0.2461 is 0.046)
+    assert torch.allclose(quantize_nf4(odd), torch.tensor([NF4_TABLE[12], -1.0, NF4_TABLE[9]]), atol=1e-6)
+    for dtype in (torch.bfloat16, torch.float16, torch.float64):
+        half = W.to(dtype)
+        out = quantize_nf4(half)
+        assert out.dtype == dtype and out.shape == W.shape and torch.isfinite(out.float()).all()
+        assert torch.equal(out[1], half[1])
+    assert quantize_nf4(torch.ones(2, 3, 4)).shape == (2, 3, 4)
+
+
+@pytest.mark.parametrize("block", [0, -1, True, 4.0, "64"])
+def test_quantize_nf4_rejects_bad_block(block) -> None:
+    with pytest.raises(ConfigError, match="NF4 block size"):
+        quantize_nf4(W, block)
+
+
+def test_quantize_nf4_rejects_an_integer_weight() -> None:
+    with pytest.raises(ConfigError, match="floating-point"):
+        quantize_nf4(torch.ones(2, 3, dtype=torch.int64))
+
+
 @dataclass
 class Family:
     """What quantisation reads of a family adapter."""
@@ -123,6 +199,13 @@ def test_quantize_language_model_touches_only_the_language_model() -> None:
         assert torch.equal(after[key], before[key]), key
     with pytest.raises(ConfigError, match="nothing to quantise"):
         quantize_language_model(model, Family(language_model_pattern="text_model"), 4)
+    model.load_state_dict(before)
+    err_nf4 = quantize_language_model(model, Family(), "nf4")
+    assert 0.0 < err_nf4 < 0.2
+    assert torch.equal(model.state_dict()["language_model.0.weight"], quantize_nf4(before["language_model.0.weight"]))
+    assert torch.equal(model.state_dict()["vision_tower.weight"], before["vision_tower.weight"])
+    with pytest.raises(ConfigError, match="unknown quantisation scheme 'nf3'"):
+        quantize_language_model(model, Family(), "nf3")
 
 
 def test_quantized_in_place_restores_the_exact_weights_also_on_error() -> None:
@@ -141,6 +224,67 @@ def test_quantized_in_place_restores_the_exact_weights_also_on_error() -> None:
     with pytest.raises(RuntimeError, match="boom"), quantized_in_place(model, Family(), 8):
         raise RuntimeError("boom")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+# ---- Min-K% Prob and PrivLeak ----------------------------------------------------------------------------
+@pytest.mark.parametrize(("k", "expected"), [
+    (0.2, 3.0),  # ⌊5 · 0.2⌋ = 1 token: the least likely (NLL 3.0)
+    (0.4, 2.5),  # 2 tokens: (3.0 + 2.0) / 2
+    (0.5, 2.5),  # ⌊2.5⌋ = 2
+    (0.6, (3.0 + 2.0 + 0.5) / 3),
+    (1.0, (0.1 + 2.0 + 0.5 + 3.0 + 0.2) / 5),  # every token: the mean loss
+    (0.01, 3.0),  # ⌊0.05⌋ = 0: still one token
+])
+def test_min_k_score_hand_values(k: float, expected: float) -> None:
+    assert min_k_score([0.1, 2.0, 0.5, 3.0, 0.2], k) == pytest.approx(expected)
+
+
+def test_min_k_score_order_and_short_answers() -> None:
+    assert min_k_score([3.0, 0.2, 0.1, 2.0, 0.5]) == min_k_score([0.1, 2.0, 0.5, 3.0, 0.2]) == 3.0
+    assert min_k_score([0.7]) == 0.7  # one token: itself
+    assert min_k_score([0.4, 0.9, 0.1]) == 0.9  # ⌊0.6⌋ = 0: at least one
+    assert min_k_score([0.1] * 10 + [1.0, 2.0], 0.2) == pytest.approx(1.5)  # ⌊2.4⌋ = 2
+
+
+@pytest.mark.parametrize("k", [0, -0.1, 1.5, True, "0.2", float("nan")])
+def test_min_k_score_rejects_bad_k(k) -> None:
+    with pytest.raises(ConfigError, match="Min-K% share"):
+        min_k_score([0.1, 0.2], k)
+
+
+@pytest.mark.parametrize("tokens", [[], [0.1, float("nan")], [0.1, None]])
+def test_min_k_score_rejects_missing_losses(tokens) -> None:
+    with pytest.raises(EvalError, match="token_losses"):
+        min_k_score(tokens)
+
+
+def test_min_k_auc_reads_the_unlikely_tokens() -> None:
+    """Members whose answers are likely but for one surprising token: the mean loss calls them members, Min-K%
+    (the 20 % least likely tokens) does not."""
+    from smfa.eval.attacks import _mia_aucs
+
+    members = [[0.1, 0.1, 0.1, 0.1, 2.0], [0.1, 0.1, 0.1, 0.1, 1.8]]  # means 0.48, 0.44; Min-K 2.0, 1.8
+    nonmembers = [[0.5] * 5, [0.6] * 5]  # means and Min-K 0.5, 0.6
+    losses = ([sum(t) / len(t) for t in members + nonmembers], members + nonmembers)
+    assert _mia_aucs(losses, 2) == (pytest.approx(1.0), pytest.approx(0.0))
+
+
+@pytest.mark.parametrize(("auc", "oracle", "expected"), [
+    (0.97, 0.45, (0.97 - 0.45) / 0.45 * 100),  # docs/robustness.md: SMFA vs the oracle, +115.6 %
+    (0.5, 0.5, 0.0),
+    (0.4, 0.5, -20.0),  # over-unlearning: members stand out less than for the oracle
+    (1.0, 0.5, 100.0),
+    (0.3, 0.0, None),  # the oracle's AUC 0: undefined
+])
+def test_privleak_arithmetic(auc: float, oracle: float, expected: float | None) -> None:
+    got = privleak(auc, oracle)
+    assert got == (None if expected is None else pytest.approx(expected))
+
+
+@pytest.mark.parametrize(("auc", "oracle"), [(1.2, 0.5), (0.5, -0.1), (float("nan"), 0.5), (0.5, None), (True, 0.5)])
+def test_privleak_rejects_non_aucs(auc, oracle) -> None:
+    with pytest.raises(EvalError, match="must be an AUC"):
+        privleak(auc, oracle)
 
 
 # ---- prompt builders ------------------------------------------------------------------------------------
@@ -349,7 +493,7 @@ def test_all_attacks_on_the_micro_vanilla(micro_bench_dir: Path, micro_vanilla: 
 
     assert list(res) == ["paraphrase", "unseen_image", "cross_modal", "prompt_prefix_injection",
                          "prompt_refusal_suppression", "prompt_roleplay", "prompt_completion", "relearn",
-                         "quantize_8bit", "quantize_4bit", "mia"]
+                         "quantize_8bit", "quantize_4bit", "quantize_nf4", "mia"]
     for values in res.values():
         assert all(v is None or isinstance(v, (int, float, str, bool)) for v in values.values())
         assert values.get("n", 10) == 10 and values.get("retain_n", 10) == 10, values
@@ -376,13 +520,64 @@ def test_all_attacks_on_the_micro_vanilla(micro_bench_dir: Path, micro_vanilla: 
     # The micro vanilla answers ~45 % of general VQA; 8-bit measured 0.4 on these 10 (floor margins, docs/testbed.md)
     floor.at_least("8-bit: general VQA", q8["general_vqa_accuracy"], 0.2)
     assert 0.0 < q8["rel_weight_error"] < q4["rel_weight_error"] < 0.5  # 0.0067 < 0.12
-    floor.at_least("MIA AUC", res["mia"]["auc"], 0.8)  # 0.99
-    assert res["mia"]["loss_members"] < res["mia"]["loss_nonmembers"]
+    nf4 = res["quantize_nf4"]
+    assert list(nf4) == list(q4) and nf4["leak_before"] == q4["leak_before"]
+    assert 0.0 < nf4["rel_weight_error"] < q4["rel_weight_error"]  # NF4's blocks of 64 beat per-row RTN
+    floor.at_least("NF4: leak", nf4["leak"], 0.7)
+    mia = res["mia"]
+    floor.at_least("MIA AUC", mia["auc"], 0.8)  # 0.99
+    assert mia["loss_members"] < mia["loss_nonmembers"]
+    assert mia["min_k"] == 0.2
+    floor.at_least("MIA Min-K% AUC", mia["auc_min_k"], 0.7)  # 1.0 at limit 10 (the mia test with an oracle)
+    assert not {"auc_oracle", "privleak", "auc_min_k_oracle", "privleak_min_k"} & set(mia)  # no oracle given
 
     after = loaded.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # relearn and quantize worked on copies
     again = EvalConfig(forget="10", limit=4, attacks="relearn,mia,cross_modal", progress=False)
     assert run_attacks(loaded, bench, again) == run_attacks(loaded, bench, again)
+
+
+@pytest.mark.slow
+def test_mia_privleak_against_the_micro_oracle(micro_bench_dir: Path, micro_vanilla: Path, one_torch_thread,
+                                               floor) -> None:
+    """With an oracle the mia attack scores it on the same questions: the vanilla's PrivLeak is large, the oracle
+    attacked against itself has PrivLeak 0; the oracle's losses computed ahead (as ``smfa unlearn`` does) give
+    the same result; the per-token losses' means are :func:`answer_losses`' values."""
+    from conftest import MICRO_LR, MICRO_STEPS
+
+    from smfa.bench import Bench
+    from smfa.eval.attacks import AttackContext, _mia_rows, oracle_mia_losses
+    from smfa.eval.generate import answer_losses, answer_token_losses, load_reference
+    from smfa.eval.pipeline import EvalConfig
+    from smfa.models.loading import load_model
+    from smfa.stages.cache import cached_finetune
+    from smfa.stages.finetune import FinetuneConfig
+
+    bench = Bench.load(micro_bench_dir)
+    oracle, _ = cached_finetune(micro_bench_dir, FinetuneConfig(steps=MICRO_STEPS // 2, lr=MICRO_LR, people="retain",
+                                                                forget="10", progress=False), label="oracle")
+    loaded = load_model(micro_vanilla)
+    cfg = EvalConfig(forget="10", limit=10, attacks="mia", oracle=str(oracle), progress=False)
+    res = run_attacks(loaded, bench, cfg)["mia"]
+    plain = run_attacks(loaded, bench, EvalConfig(forget="10", limit=10, attacks="mia", progress=False))["mia"]
+    assert {k: res[k] for k in plain} == plain  # the oracle only adds fields
+    assert list(res)[len(plain):] == ["auc_oracle", "privleak", "auc_min_k_oracle", "privleak_min_k"]
+    assert res["privleak"] == pytest.approx((res["auc"] - res["auc_oracle"]) / res["auc_oracle"] * 100)
+    assert res["privleak_min_k"] == pytest.approx(privleak(res["auc_min_k"], res["auc_min_k_oracle"]))
+    floor.at_most("oracle's MIA AUC", res["auc_oracle"], 0.8)  # 0.36 (Min-K% 0.35)
+    floor.at_least("vanilla's PrivLeak (%)", res["privleak"], 20.0)  # 178 (Min-K% 186): AUC 1.0 vs 0.36
+    ahead = oracle_mia_losses(bench, cfg)
+    assert run_attacks(loaded, bench, cfg, oracle_mia=ahead)["mia"] == res
+
+    ctx = AttackContext.build(loaded, bench, cfg)
+    rows = [r for part in _mia_rows(ctx) for r in part]
+    means, tokens = answer_token_losses(loaded, rows, bench, batch_size=7, progress=False)
+    assert means == answer_losses(loaded, rows, bench, batch_size=7, progress=False)
+    assert all(t and sum(t) / len(t) == pytest.approx(m, rel=1e-5) for m, t in zip(means, tokens))
+
+    self_cfg = EvalConfig(forget="10", limit=10, attacks="mia", oracle=str(oracle), progress=False)
+    own = run_attacks(load_reference(str(oracle), self_cfg), bench, self_cfg)["mia"]  # placed as the oracle is
+    assert own["privleak"] == 0.0 and own["privleak_min_k"] == 0.0 and own["auc"] == own["auc_oracle"]
 
 
 def _model_state(model: torch.nn.Module) -> dict:

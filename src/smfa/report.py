@@ -195,6 +195,7 @@ def attack_cell(name: str, values: Mapping[str, Any]) -> str:
 
 ATTACK_ROW_NOTES = {"cross_modal": "name only / photo only / either", "relearn": "before → after",
                     "quantize_8bit": "(retain kept; general VQA)", "quantize_4bit": "(retain kept; general VQA)",
+                    "quantize_nf4": "(retain kept; general VQA)",
                     "paraphrase": "(retain kept)", "unseen_image": "(retain kept)"}
 
 

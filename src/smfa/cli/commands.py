@@ -140,7 +140,8 @@ def _add_unlearn(sub: Any) -> None:
     p.add_argument("--no-eval", dest="evaluate", action="store_false", default=True, help="skip the evaluation")
     p.add_argument("--eval-limit", type=int, dest="eval_limit", help="at most N questions per evaluation set (default 200)")
     p.add_argument("--judge", choices=available_judges())
-    p.add_argument("--oracle", help="oracle run (retain-only) for the forget-quality KS test")
+    p.add_argument("--oracle", help="oracle run (retain-only) for the forget-quality KS test (and the mia attack's "
+                                    "PrivLeak)")
     add_attack_options(p, "also run the attack suite on the unlearned model ('all' or a comma list: paraphrase,"
                           "unseen_image,cross_modal,prompt,relearn,quantize,mia); recorded in the audit")
     add_placement_options(p)
@@ -179,7 +180,8 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--judge", choices=available_judges(), help="offline (default, deterministic) or an OpenAI-compatible endpoint")
     p.add_argument("--judge-base-url", dest="judge_base_url", help="judge endpoint (else $SMFA_JUDGE_BASE_URL); key only from $SMFA_JUDGE_API_KEY")
     p.add_argument("--judge-model", dest="judge_model", help="judge model (else $SMFA_JUDGE_MODEL)")
-    p.add_argument("--oracle", help="oracle run (retain-only): adds forget quality (KS test p-value)")
+    p.add_argument("--oracle", help="oracle run (retain-only): adds forget quality (KS test p-value) and, with the mia "
+                                    "attack, PrivLeak")
     p.add_argument("--vanilla", help="vanilla run: its forget quality as a reference point")
     add_attack_options(p, "'all' or a comma list: paraphrase,unseen_image,cross_modal,prompt,relearn,quantize,mia")
     p.add_argument("--batch-size", type=int, dest="batch_size")

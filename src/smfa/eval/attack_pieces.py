@@ -1,5 +1,5 @@
-"""The pure pieces of the robustness attacks (:mod:`smfa.eval.attacks`): weight rounding, the prompt
-builders, deterministic question samples, the relearn fact split and config, and leak rates. No model, no I/O."""
+"""The pure pieces of the robustness attacks (:mod:`smfa.eval.attacks`): weight rounding (RTN and NF4), the
+prompt builders, deterministic question samples, the relearn fact split and config, and leak rates. No model, no I/O."""
 
 from __future__ import annotations
 
@@ -32,6 +32,41 @@ def quantize_rtn(weight: torch.Tensor, bits: int) -> torch.Tensor:
     scale = w.abs().amax(dim=1, keepdim=True) / qmax
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # zero row: any scale keeps it zero
     return (torch.clamp(torch.round(w / scale), -qmax, qmax) * scale).to(weight.dtype)
+
+
+NF4_OFFSET = 0.9677083  # QLoRA's quantile offset: (1 - 1/(2·15) + 1 - 1/(2·16)) / 2, the largest quantile used
+NF4_BLOCK = 64  # QLoRA's block size
+
+
+def nf4_levels() -> torch.Tensor:
+    """The 16 NormalFloat-4 levels (QLoRA, Dettmers et al., arXiv 2305.14314; bitsandbytes' ``create_normal_map``),
+    ascending, in float32: the N(0, 1) quantiles of 8 equally spaced probabilities from :data:`NF4_OFFSET` down to
+    (not including) 0.5 on the positive side, of 7 on the negative side, plus an exact 0 — normalised by the
+    largest so that they span [-1, 1]."""
+    normal = torch.distributions.Normal(0.0, 1.0)
+    positive = normal.icdf(torch.linspace(NF4_OFFSET, 0.5, 9, dtype=torch.float64)[:-1])
+    negative = -normal.icdf(torch.linspace(NF4_OFFSET, 0.5, 8, dtype=torch.float64)[:-1])
+    levels = torch.cat([positive, torch.zeros(1, dtype=torch.float64), negative]).sort().values
+    return (levels / levels.max()).float()
+
+
+def quantize_nf4(weight: torch.Tensor, block: int = NF4_BLOCK) -> torch.Tensor:
+    """NF4 quantisation (QLoRA), simulated in floating point: the flattened weight is cut into blocks of ``block``
+    values (the last one shorter when the size is not a multiple), each block is scaled by its absmax to [-1, 1],
+    every value is rounded to the nearest of the :func:`nf4_levels` (a value half-way between two goes to the
+    lower) and scaled back. An all-zero block stays zero. Returns a new tensor of ``weight``'s shape and dtype."""
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ConfigError(f"the NF4 block size must be an integer >= 1, got {block!r}")
+    if not weight.is_floating_point():
+        raise ConfigError(f"quantize_nf4 expects a floating-point weight, got {weight.dtype}")
+    w = weight.detach().float().reshape(-1)
+    n = w.numel()
+    blocks = torch.nn.functional.pad(w, (0, -n % block)).view(-1, block)  # zero padding leaves each absmax as it is
+    absmax = blocks.abs().amax(dim=1, keepdim=True)
+    scale = torch.where(absmax > 0, absmax, torch.ones_like(absmax))  # zero block: any scale keeps it zero
+    levels = nf4_levels().to(w.device)
+    index = torch.bucketize(blocks / scale, (levels[1:] + levels[:-1]) / 2)
+    return (levels[index] * scale).reshape(-1)[:n].reshape(weight.shape).to(weight.dtype)
 
 
 def prefix_injection(question: str, name: str = "") -> str:

@@ -50,9 +50,11 @@ Attacks and their entries:
   injected and removed, lr 1e-4, gradient checkpointing. ``--relearn-steps/-lr/-share/-batch-size/-params``
   override them. Splitting by fact rather than by question id keeps a fact's text and image questions on one
   side, so the attack measures recovery of facts it never trained on. Run it on the oracle for the floor.
-- ``quantize`` → ``quantize_8bit``, ``quantize_4bit``: every ``nn.Linear`` weight under the language model
-  (``family.language_model_pattern``; the output head and embeddings stay in full precision, as weight-only
-  quantisers usually leave them) rounded per output channel by :func:`quantize_rtn` on a copy; then forget
+- ``quantize`` → ``quantize_8bit``, ``quantize_4bit``, ``quantize_nf4``: every ``nn.Linear`` weight under the
+  language model (``family.language_model_pattern``; the output head and embeddings stay in full precision, as
+  weight-only quantisers usually leave them) rounded in place and restored after (:func:`quantized_in_place`):
+  per output channel by :func:`quantize_rtn` (8 and 4 bits), or to QLoRA's NormalFloat-4 levels with absmax
+  scaling per block of 64 values (:func:`quantize_nf4`; Dettmers et al., arXiv 2305.14314); then forget
   ``leak``/``refusal``, ``retain_leak``/``retain_refusal``, ``general_vqa_accuracy`` (held-out shape
   pictures), ``leak_before`` (the unrounded model on the same forget questions), ``rel_weight_error``
   (‖W_q − W‖_F / ‖W‖_F over the rounded matrices).
@@ -60,7 +62,13 @@ Attacks and their entries:
   training phrasing, which the original model was trained on) and non-members (the bench's holdout people,
   never trained on, same kinds and phrasing): ``auc`` = :func:`smfa.eval.gold.mia_auc` of the per-question
   answer losses (0.5 = indistinguishable, as for the oracle; 1.0 = members clearly remembered),
-  ``n_members``, ``n_nonmembers``, ``loss_members``, ``loss_nonmembers`` (mean losses).
+  ``n_members``, ``n_nonmembers``, ``loss_members``, ``loss_nonmembers`` (mean losses); ``auc_min_k``: the same
+  AUC on Min-K% Prob scores (Shi et al., arXiv 2310.16789: the mean NLL of each answer's ``min_k`` = 20 % least
+  likely tokens, :func:`smfa.eval.gold.min_k_score`). With an oracle (``cfg.oracle``) the oracle is scored on
+  the same questions (loaded, then released: at most 2 models resident; :func:`oracle_mia_losses`):
+  ``auc_oracle``, ``auc_min_k_oracle``, and MUSE's PrivLeak (arXiv 2407.06460, :func:`smfa.eval.gold.privleak`)
+  ``privleak`` = (``auc`` − ``auc_oracle``) / ``auc_oracle`` × 100 and ``privleak_min_k`` likewise, in % (0 =
+  as the oracle; > 0 = the forget people still stand out). Without an oracle these four are absent.
 """
 
 from __future__ import annotations
@@ -83,7 +91,7 @@ from smfa.bench.schema import (
     forgotten_kinds,
     name_memory_set,
 )
-from smfa.errors import BenchError, ConfigError
+from smfa.errors import BenchError, ConfigError, EvalError
 from smfa.eval.attack_pieces import (
     PROMPT_ATTACKS,
     SEED,
@@ -92,6 +100,7 @@ from smfa.eval.attack_pieces import (
     completion_prompt,
     leak_stats,
     prefix_injection,
+    quantize_nf4,
     quantize_rtn,
     rate,
     refusal_suppression,
@@ -99,19 +108,24 @@ from smfa.eval.attack_pieces import (
     sample_rows,
     split_facts,
 )
+from smfa.eval.gold import mia_auc, min_k_score, privleak
 from smfa.eval.relearn import check_relearn_options, relearn_config, relearned
 
 AttackResult = dict[str, dict[str, Scalar]]
 Attack = Callable[["AttackContext"], AttackResult]
+MiaLosses = tuple[list[float], list[list[float]]]  # per mia question (members, then non-members): mean NLL, token NLLs
 
 DEFAULT_LIMIT = 40  # questions per group when cfg.limit is None
-QUANTIZE_BITS = (8, 4)  # one entry per width: quantize_8bit, quantize_4bit
+# One entry per scheme: an int is per-channel RTN with that many bits (quantize_8bit, quantize_4bit), "nf4" is
+# QLoRA's block-wise NormalFloat-4 (quantize_nf4).
+QUANTIZE_SCHEMES: tuple[int | str, ...] = (8, 4, "nf4")
+MIN_K = 0.2  # Min-K% Prob: the share of an answer's tokens (its least likely ones) the mia attack averages
 
 # The attacks' pure pieces (attack_pieces) and the relearning machinery (relearn) are importable from here too.
 __all__ = ["PROMPT_ATTACKS", "AttackContext", "RelearnConfig", "attack_names", "check_relearn_options",
-           "completion_prompt", "parse_attacks", "prefix_injection", "quantize_language_model",
-           "quantize_rtn", "refusal_suppression", "register_attack", "relearn_config", "relearned", "roleplay",
-           "run_attacks", "sample_rows", "split_facts"]
+           "completion_prompt", "oracle_mia_losses", "parse_attacks", "prefix_injection", "quantize_language_model",
+           "quantize_nf4", "quantize_rtn", "refusal_suppression", "register_attack", "relearn_config", "relearned",
+           "roleplay", "run_attacks", "sample_rows", "split_facts"]
 
 _ATTACKS: dict[str, Attack] = {}
 
@@ -165,10 +179,14 @@ class AttackContext:
     forget_kinds: tuple[str, ...]  # memory kinds the forget people must lose
     limit: int
     images: Any  # smfa.data.ImageCache
+    forget: Any = None  # the resolved forget group given to build (None: cfg.forget)
+    oracle_mia: MiaLosses | None = None  # the oracle's mia losses computed earlier (oracle_mia_losses); None: load it
 
     @classmethod
-    def build(cls, loaded: Any, bench: Any, cfg: Any, forget: Any = None) -> AttackContext:
-        """``forget``: the resolved forget group (a :class:`smfa.bench.forget_set.ForgetSet`); default ``cfg.forget``."""
+    def build(cls, loaded: Any, bench: Any, cfg: Any, forget: Any = None,
+              oracle_mia: MiaLosses | None = None) -> AttackContext:
+        """``forget``: the resolved forget group (a :class:`smfa.bench.forget_set.ForgetSet`); default ``cfg.forget``.
+        ``oracle_mia``: :func:`oracle_mia_losses` computed earlier."""
         from smfa.data import ImageCache
 
         limit = DEFAULT_LIMIT if cfg.limit is None else cfg.limit
@@ -176,7 +194,7 @@ class AttackContext:
             raise ConfigError(f"--limit must be a positive integer for attacks, got {cfg.limit!r}")
         kinds = forgotten_kinds(cfg.target)
         sets = bench.eval_sets(str(cfg.forget) if forget is None else forget, target=cfg.target)
-        return cls(loaded, bench, cfg, sets, kinds, limit, ImageCache(bench))
+        return cls(loaded, bench, cfg, sets, kinds, limit, ImageCache(bench), forget, oracle_mia)
 
     def memory_rows(self, group: str, variant: str = "", kinds: tuple[str, ...] | None = None) -> list[Question]:
         """All memory rows of ``group`` (forget/retain) for an eval-set ``variant`` ("" = training phrasing
@@ -299,16 +317,33 @@ def relearn_attack(ctx: AttackContext) -> AttackResult:
     }}
 
 
-def quantize_language_model(model: torch.nn.Module, family: Any, bits: int) -> float:
+def _quantizer(scheme: int | str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An entry of :data:`QUANTIZE_SCHEMES` → the weight rounding: an int is :func:`quantize_rtn` with that many
+    bits, ``"nf4"`` :func:`quantize_nf4` (blocks of 64)."""
+    if scheme == "nf4":
+        return quantize_nf4
+    if isinstance(scheme, str):
+        raise ConfigError(f"unknown quantisation scheme {scheme!r}; use a bit width (2..16) or 'nf4'")
+    return lambda w: quantize_rtn(w, scheme)
+
+
+def quantize_entry(scheme: int | str) -> str:
+    """The attack entry of a scheme: ``quantize_8bit``, ``quantize_4bit``, ``quantize_nf4``."""
+    return f"quantize_{scheme}bit" if isinstance(scheme, int) else f"quantize_{scheme}"
+
+
+def quantize_language_model(model: torch.nn.Module, family: Any, bits: int | str) -> float:
     """Round, in place, every ``nn.Linear`` weight under the language model (``family.language_model_pattern``)
-    with :func:`quantize_rtn`; returns ‖W_q − W‖_F / ‖W‖_F over those matrices (:func:`quantized_in_place` restores them)."""
+    with :func:`quantize_rtn` (``bits`` an int) or :func:`quantize_nf4` (``bits`` ``"nf4"``); returns
+    ‖W_q − W‖_F / ‖W‖_F over those matrices (:func:`quantized_in_place` restores them)."""
+    quantize = _quantizer(bits)
     pattern = re.compile(family.language_model_pattern)
     err = total = 0.0
     with torch.no_grad():
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.Linear) and pattern.search(name):
                 w = module.weight
-                q = quantize_rtn(w, bits)
+                q = quantize(w)
                 err += float((q.float() - w.float()).pow(2).sum())
                 total += float(w.float().pow(2).sum())
                 w.copy_(q)
@@ -321,7 +356,7 @@ def quantize_language_model(model: torch.nn.Module, family: Any, bits: int) -> f
 
 
 @contextmanager
-def quantized_in_place(model: torch.nn.Module, family: Any, bits: int) -> Iterator[float]:
+def quantized_in_place(model: torch.nn.Module, family: Any, bits: int | str) -> Iterator[float]:
     """The model under attack with its language-model Linear weights rounded (:func:`quantize_language_model`),
     yielding the relative weight error; the exact weights come back afterwards (also on error). The originals
     wait in host memory, so the accelerator never holds a second model (a 7B one is 14 GB in bf16)."""
@@ -338,18 +373,18 @@ def quantized_in_place(model: torch.nn.Module, family: Any, bits: int) -> Iterat
 
 @register_attack("quantize")
 def quantize_attack(ctx: AttackContext) -> AttackResult:
-    """Re-evaluate forget, retain and general VQA after 8- and 4-bit per-channel RTN of the language model."""
+    """Re-evaluate forget, retain and general VQA after 8- and 4-bit per-channel RTN and NF4 of the language model."""
     from smfa.eval.text import answer_is_correct
 
     vqa = ctx.sample(ctx.sets.get(GENERAL_VQA, []), GENERAL_VQA)
     forget = ctx.group_sample("forget")  # the forget rows forget_and_retain("") asks
     leak_before = leak_stats(forget, ctx.answer(forget, desc="attack quantize (before)"))["leak"]
     out: AttackResult = {}
-    for bits in QUANTIZE_BITS:
-        with quantized_in_place(ctx.loaded.model, ctx.loaded.family, bits) as rel_error:
+    for scheme in QUANTIZE_SCHEMES:
+        with quantized_in_place(ctx.loaded.model, ctx.loaded.family, scheme) as rel_error:
             (f_rows, f_ans), (r_rows, r_ans), v_ans = ctx.forget_and_retain("", extra=vqa,
-                                                                             desc=f"attack quantize {bits}-bit")
-        out[f"quantize_{bits}bit"] = {
+                                                                             desc=f"attack {quantize_entry(scheme)}")
+        out[quantize_entry(scheme)] = {
             **leak_stats(f_rows, f_ans),
             "leak_before": leak_before,
             **leak_stats(r_rows, r_ans, "retain_"),
@@ -368,36 +403,88 @@ def _nonmember_rows(ctx: AttackContext) -> list[Question]:
     return [r for r in rows if r.image_split in ("train", None)]
 
 
+def _mia_rows(ctx: AttackContext) -> tuple[list[Question], list[Question]]:
+    """The mia attack's sampled members (forget people) and non-members (holdout people)."""
+    return ctx.sample(ctx.memory_rows("forget"), "mia/members"), ctx.sample(_nonmember_rows(ctx), "mia/nonmembers")
+
+
+def _mia_losses(loaded: Any, ctx: AttackContext) -> MiaLosses:
+    """``loaded``'s mean and per-token answer NLLs on :func:`_mia_rows` (members first), one batched pass."""
+    from smfa.eval.generate import answer_token_losses
+
+    members, nonmembers = _mia_rows(ctx)
+    return answer_token_losses(loaded, members + nonmembers, ctx.bench, batch_size=ctx.cfg.batch_size,
+                               images=ctx.images, progress=ctx.cfg.progress)
+
+
+def oracle_mia_losses(bench: Any, cfg: Any, forget: Any = None) -> MiaLosses:
+    """The oracle's (``cfg.oracle``) answer losses on the mia attack's rows, sampled as :func:`run_attacks` samples
+    them with the same ``cfg`` and ``forget``: the oracle is loaded (:func:`smfa.eval.generate.load_reference`),
+    scored and released. ``smfa unlearn`` calls it before training, beside the vanilla only, and hands the result
+    to :func:`run_attacks` (``oracle_mia``), so the oracle never sits beside both the vanilla and the unlearned
+    model."""
+    import gc
+
+    from smfa.eval.generate import load_reference
+
+    ctx = AttackContext.build(None, bench, cfg, forget)
+    oracle = load_reference(str(cfg.oracle), cfg)
+    try:
+        return _mia_losses(oracle, ctx)
+    finally:
+        del oracle
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _mia_aucs(losses: MiaLosses, n_members: int) -> tuple[float, float]:
+    """(loss AUC, Min-K% AUC) of members (the first ``n_members`` questions) vs non-members."""
+    means, tokens = losses
+    scores = [min_k_score(t, MIN_K) for t in tokens]
+    return mia_auc(means[:n_members], means[n_members:]), mia_auc(scores[:n_members], scores[n_members:])
+
+
 @register_attack("mia")
 def mia_attack(ctx: AttackContext) -> AttackResult:
-    """Loss-based membership inference AUC: forget people (trained on) vs holdout people (never seen)."""
-    from smfa.eval.generate import answer_losses
-    from smfa.eval.gold import mia_auc
-
-    members = ctx.sample(ctx.memory_rows("forget"), "mia/members")
-    nonmembers = ctx.sample(_nonmember_rows(ctx), "mia/nonmembers")
-    losses = answer_losses(ctx.loaded, members + nonmembers, ctx.bench, batch_size=ctx.cfg.batch_size,
-                           images=ctx.images, progress=ctx.cfg.progress)
-    m, o = losses[:len(members)], losses[len(members):]
-    return {"mia": {
-        "auc": mia_auc(m, o),
+    """Loss-based and Min-K% membership inference AUC: forget people (trained on) vs holdout people (never seen);
+    with an oracle, its AUCs on the same questions and the PrivLeak of both."""
+    n = len(_mia_rows(ctx)[0])
+    losses = _mia_losses(ctx.loaded, ctx)
+    m, o = losses[0][:n], losses[0][n:]
+    auc, auc_min_k = _mia_aucs(losses, n)
+    result: dict[str, Scalar] = {
+        "auc": auc,
         "n_members": len(m),
         "n_nonmembers": len(o),
         "loss_members": sum(m) / len(m),
         "loss_nonmembers": sum(o) / len(o),
-    }}
+        "min_k": MIN_K,
+        "auc_min_k": auc_min_k,
+    }
+    if ctx.cfg.oracle:
+        oracle = ctx.oracle_mia if ctx.oracle_mia is not None else oracle_mia_losses(ctx.bench, ctx.cfg, ctx.forget)
+        if len(oracle[0]) != len(losses[0]):
+            raise EvalError(f"the oracle's mia losses cover {len(oracle[0])} questions, the attack asks "
+                             f"{len(losses[0])}: compute them with the evaluation's config and forget group")
+        auc_oracle, auc_min_k_oracle = _mia_aucs(oracle, n)
+        result.update(auc_oracle=auc_oracle, privleak=privleak(auc, auc_oracle),
+                      auc_min_k_oracle=auc_min_k_oracle, privleak_min_k=privleak(auc_min_k, auc_min_k_oracle))
+    return {"mia": result}
 
 
 # ---------------------------------------------------------------------------------------------------------
 
 
-def run_attacks(loaded: Any, bench: Any, cfg: Any, forget: Any = None) -> AttackResult:
+def run_attacks(loaded: Any, bench: Any, cfg: Any, forget: Any = None,
+                oracle_mia: MiaLosses | None = None) -> AttackResult:
     """Run the attacks named by ``cfg.attacks`` ("all" or a comma list) on ``loaded`` (never modified);
-    returns ``{entry: {metric: scalar}}`` for ``Metrics.attacks`` (entries and metrics: module docstring)."""
+    returns ``{entry: {metric: scalar}}`` for ``Metrics.attacks`` (entries and metrics: module docstring).
+    ``oracle_mia``: :func:`oracle_mia_losses` computed earlier, used by ``mia`` when ``cfg.oracle`` is set."""
     names = parse_attacks(cfg.attacks)
     if "relearn" in names:
         relearn_config(loaded, cfg)  # a bad --relearn-* value fails before any attack runs
-    ctx = AttackContext.build(loaded, bench, cfg, forget)
+    ctx = AttackContext.build(loaded, bench, cfg, forget, oracle_mia)
     if not ctx.memory_rows("forget"):
         raise BenchError(
             f"forget split {cfg.forget} of {bench.root} has no memory questions to attack; check --forget and --target"

@@ -1,8 +1,9 @@
-"""Batched greedy generation (left padding, KV cache, stop at the end token) and per-question answer losses."""
+"""Batched greedy generation (left padding, KV cache, stop at the end token) and per-question answer losses
+(mean per answer, or every answer token's)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -10,7 +11,7 @@ from tqdm.auto import tqdm
 
 from smfa.bench.schema import Question
 from smfa.data import ImageCache, make_collator
-from smfa.losses import answer_logits, answer_nll
+from smfa.losses import answer_logits, answer_mask, answer_nll, token_nll
 from smfa.models.placement import move_batch
 
 
@@ -60,6 +61,20 @@ def generate_answers(
     return answers
 
 
+def _answer_logits(loaded: Any, rows: Sequence[Question], bench: Any, answers: Sequence[str] | None, batch_size: int,
+                   images: ImageCache | None, progress: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(logits, labels)`` in the answer view for each batch of ``rows`` in order, the reference answers (or
+    ``answers``) as labels; consumed inside an ``inference_mode`` caller."""
+    model, processor, family = loaded.model, loaded.processor, loaded.family
+    model.eval()
+    images = images or ImageCache(bench)
+    targets = list(answers) if answers is not None else [r.answer for r in rows]
+    collate = make_collator(family, processor, padding_side="right")
+    for idx in tqdm(_batches(len(rows), batch_size), desc="answer losses", disable=not progress, leave=False):
+        enc = [family.encode(processor, rows[i].question, images.get(rows[i]), targets[i]) for i in idx]
+        yield answer_logits(model, move_batch(collate(enc), model))
+
+
 @torch.inference_mode()
 def answer_losses(
     loaded: Any,
@@ -73,17 +88,38 @@ def answer_losses(
 ) -> list[float]:
     """Mean per-token NLL of each reference answer (or ``answers``) given its question: the per-question
     loss used for the KS forget-quality test and for membership inference."""
-    model, processor, family = loaded.model, loaded.processor, loaded.family
-    model.eval()
-    images = images or ImageCache(bench)
-    targets = list(answers) if answers is not None else [r.answer for r in rows]
-    collate = make_collator(family, processor, padding_side="right")
-    losses: list[float] = []
-    for idx in tqdm(_batches(len(rows), batch_size), desc="answer losses", disable=not progress, leave=False):
-        enc = [family.encode(processor, rows[i].question, images.get(rows[i]), targets[i]) for i in idx]
-        logits, labels = answer_logits(model, move_batch(collate(enc), model))
-        losses.extend(answer_nll(logits, labels, reduction="none").tolist())
-    return losses
+    return [loss for logits, labels in _answer_logits(loaded, rows, bench, answers, batch_size, images, progress)
+            for loss in answer_nll(logits, labels, reduction="none").tolist()]
+
+
+@torch.inference_mode()
+def answer_token_losses(
+    loaded: Any,
+    rows: Sequence[Question],
+    bench: Any,
+    *,
+    batch_size: int = 64,
+    images: ImageCache | None = None,
+    progress: bool = True,
+) -> tuple[list[float], list[list[float]]]:
+    """From one batched forward pass: each reference answer's mean NLL (the values :func:`answer_losses` gives)
+    and the NLL of each of its answer tokens, in order (what Min-K% Prob ranks)."""
+    means: list[float] = []
+    tokens: list[list[float]] = []
+    for logits, labels in _answer_logits(loaded, rows, bench, None, batch_size, images, progress):
+        means.extend(answer_nll(logits, labels, reduction="none").tolist())
+        tokens.extend(nll[mask].tolist() for nll, mask in zip(token_nll(logits, labels), answer_mask(labels)))
+    return means, tokens
+
+
+def load_reference(source: str, cfg: Any) -> Any:
+    """A model an evaluation compares with (the oracle, the vanilla), placed as ``cfg`` (an
+    :class:`smfa.eval.pipeline.EvalConfig`) places the evaluated one: ``device``, ``dtype``, ``trust_remote_code``."""
+    from smfa.models.loading import load_model
+    from smfa.models.placement import resolve_placement
+
+    return load_model(source, placement=resolve_placement(cfg.device, cfg.dtype),
+                      trust_remote_code=cfg.trust_remote_code)
 
 
 def pick_option(losses: dict[str, float]) -> str:

@@ -9,6 +9,10 @@
 * :func:`mia_auc` — loss-based membership inference: the AUC of "lower loss ⇒ member" for separating
   members (e.g. forget people, who were trained on) from non-members (people never trained on). 0.5 =
   indistinguishable (the ideal after unlearning), 1.0 = members have the lowest losses (remembered).
+* :func:`min_k_score` — Min-K% Prob (Shi et al., arXiv 2310.16789): a question's score is the mean NLL of its
+  answer's k % least likely tokens; :func:`mia_auc` reads it like a loss.
+* :func:`privleak` — MUSE's PrivLeak (Shi et al., arXiv 2407.06460): the model's MIA AUC relative to the
+  oracle's, in %; 0 = as the oracle, > 0 = members easier to tell apart than for the oracle.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from collections.abc import Iterable, Sequence
 
 from scipy.stats import ks_2samp, rankdata
 
+from smfa.errors import ConfigError
 from smfa.eval.schema import EvalError, GoldStandard
 
-__all__ = ["GoldStandard", "forget_quality", "gold_standard", "mia_auc"]
+__all__ = ["GoldStandard", "forget_quality", "gold_standard", "mia_auc", "min_k_score", "privleak"]
 
 
 def _losses(values: Iterable[float | None], what: str) -> list[float]:
@@ -54,6 +59,27 @@ def mia_auc(member_losses: Sequence[float], nonmember_losses: Sequence[float]) -
     n_m, n_n = len(members), len(others)
     u = float(sum(ranks[:n_m])) - n_m * (n_m + 1) / 2
     return u / (n_m * n_n)
+
+
+def min_k_score(token_losses: Sequence[float], k: float = 0.2) -> float:
+    """Min-K% Prob of one answer: the mean of the ⌊k · n⌋ largest of its n token NLLs (at least one), i.e.
+    of its k % least likely tokens. Lower ⇒ more likely a member, as for the mean loss."""
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k <= 1:
+        raise ConfigError(f"the Min-K% share k must be a number in (0, 1], got {k!r}")
+    losses = sorted(_losses(token_losses, "token_losses"), reverse=True)
+    # 1e-9: 0.29 * 100 is 28.999999999999996 in floating point, not 29
+    top = losses[:max(1, math.floor(len(losses) * k + 1e-9))]
+    return sum(top) / len(top)
+
+
+def privleak(auc_model: float, auc_oracle: float) -> float | None:
+    """PrivLeak in %: ``(auc_model − auc_oracle) / auc_oracle · 100`` (0 ideal; > 0: the model's members stand
+    out more than the oracle's, under-unlearning; < 0: less, over-unlearning). ``None`` when the oracle's AUC
+    is 0 (the ratio is undefined)."""
+    for name, auc in (("auc_model", auc_model), ("auc_oracle", auc_oracle)):
+        if isinstance(auc, bool) or not isinstance(auc, (int, float)) or not 0.0 <= auc <= 1.0:
+            raise EvalError(f"{name} must be an AUC in [0, 1], got {auc!r}")
+    return None if auc_oracle == 0 else (auc_model - auc_oracle) / auc_oracle * 100
 
 
 def gold_standard(

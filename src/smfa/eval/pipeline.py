@@ -197,12 +197,9 @@ def check_oracle(oracle: str | Path, bench: Any, forget: str | ForgetSet) -> Non
 def reference_losses(source: str, bench: Any, rows: list[Question], cfg: EvalConfig, loaded: Any = None) -> list[float]:
     """The answer losses of ``source`` (the oracle or the vanilla) on ``rows``; ``loaded``: that model, already
     in memory (the unlearn stage's vanilla), so it is not loaded a second time."""
-    from smfa.eval.generate import answer_losses
-    from smfa.models.loading import load_model
-    from smfa.models.placement import resolve_placement
+    from smfa.eval.generate import answer_losses, load_reference
 
-    other = loaded or load_model(source, placement=resolve_placement(cfg.device, cfg.dtype),
-                                 trust_remote_code=cfg.trust_remote_code)
+    other = loaded or load_reference(source, cfg)
     return answer_losses(other, rows, bench, batch_size=cfg.batch_size, progress=cfg.progress)
 
 
@@ -277,10 +274,11 @@ def request_leaks(set_metrics: dict[str, Any], group: ForgetSet, target: str) ->
 
 
 def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, extra: dict[str, Any] | None = None,
-                    images: Any = None, gold_losses: dict[str, list[float]] | None = None):
+                    images: Any = None, gold_losses: dict[str, list[float]] | None = None, oracle_mia: Any = None):
     """Evaluate an in-memory model and write the evaluation files into ``out_dir`` (created). ``images``: a
     shared :class:`smfa.data.ImageCache` when the same questions are evaluated again (k sweeps);
-    ``gold_losses``: :func:`gold_reference_losses` computed earlier (else the oracle is loaded here)."""
+    ``gold_losses``: :func:`gold_reference_losses` computed earlier (else the oracle is loaded here); ``oracle_mia``:
+    :func:`smfa.eval.attacks.oracle_mia_losses` likewise, for the ``mia`` attack."""
     from smfa.eval.gold import gold_standard
     from smfa.eval.metrics import compute_all_sets, compute_overall
     from smfa.eval.schema import Metrics, save_metrics
@@ -309,7 +307,7 @@ def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, ext
     if cfg.attacks:
         from smfa.eval.attacks import run_attacks
 
-        attacks = run_attacks(loaded, bench, cfg, forget)
+        attacks = run_attacks(loaded, bench, cfg, forget, oracle_mia=oracle_mia)
     requests = request_leaks(set_metrics, forget, cfg.target) if forget.label == REQUEST_LABEL or forget.earlier else None
     metrics = Metrics(target=cfg.target, model=str(cfg.model), forget=forget.label, judge=judge.describe(),
                       sets=set_metrics, overall=overall, gold=gold, attacks=attacks, requests=requests)

@@ -169,9 +169,9 @@ class Metrics:
         sets: per-set metrics, by set name (:class:`SetMetrics`).
         overall: the paper's aggregates (:class:`Overall`).
         gold: the answer-NLL KS test against the oracle (:class:`GoldStandard`), ``null`` without an oracle.
-        attacks: robustness results by attack name (``prompt_prefix_injection``, ``relearn``, ``quantize_4bit``, ``mia``,
-            ...), each a flat mapping of metric name to a number, string, bool or null; ``null`` when no
-            attack was run.
+        attacks: robustness results by attack name (``prompt_prefix_injection``, ``relearn``, ``quantize_4bit``,
+            ``quantize_nf4``, ``mia``, ...; :mod:`smfa.eval.attacks` lists them), each a flat mapping of metric
+            name to a number, string, bool or null; ``null`` when no attack was run.
         requests: the leak of every deletion request's people (:class:`RequestLeak`), for a run that
             answered a request of named people or continues a chain of requests; ``null`` otherwise.
     """

@@ -252,10 +252,11 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         data.reference_rows = self_labelled_reference(bench, vanilla, budget, seed=cfg.seed, progress=cfg.progress,
                                                       forgotten=group.forgotten, cache=cache_dir() / "reference-labels",
                                                       model_digest=_digest(input_hashes), placement=placement)
-    eval_cfg = gold_losses = None
+    eval_cfg = gold_losses = oracle_mia = None
     if cfg.evaluate:
         from smfa.distributed import is_main_process
-        from smfa.eval.pipeline import EvalConfig, gold_reference_losses
+        from smfa.eval.attacks import oracle_mia_losses, parse_attacks
+        from smfa.eval.pipeline import EvalConfig, eval_group, gold_reference_losses
 
         eval_cfg = EvalConfig(bench=cfg.bench, model=str(cfg.out), forget=str(cfg.forget),
                               forget_people=",".join(sorted(group.people)) if group.label == REQUEST_LABEL else None,
@@ -266,6 +267,8 @@ def unlearn(cfg: UnlearnConfig) -> Path:
                               request_sets=cfg.request_eval, progress=cfg.progress, device=cfg.device, dtype=cfg.dtype)
         if cfg.oracle and is_main_process():  # now, beside the vanilla only: never a third model in memory
             gold_losses = gold_reference_losses(bench, eval_cfg, vanilla=vanilla)
+            if cfg.attacks and "mia" in parse_attacks(cfg.attacks):  # the oracle's MIA AUCs (PrivLeak)
+                oracle_mia = oracle_mia_losses(bench, eval_cfg, eval_group(bench, eval_cfg))
     anchor_cache = None
     if cfg.anchor_cache:
         from smfa.cache import cache_dir
@@ -316,6 +319,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
 
             loaded = LoadedModel(model=model, processor=vanilla.processor, family=vanilla.family, source=str(cfg.out))
             metrics = evaluate_loaded(loaded, bench, eval_cfg, stage / "eval", gold_losses=gold_losses,
+                                      oracle_mia=oracle_mia,
                                       extra={"method": cfg.method, "unlearn_wall_time_s": round(wall, 2)})
             parent_retain = parent_retain_metrics(vanilla, bench, eval_cfg, _digest(input_hashes))
         from smfa.stages.audit import write_audit
