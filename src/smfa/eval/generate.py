@@ -76,7 +76,7 @@ def _answer_logits(loaded: Any, rows: Sequence[Question], bench: Any, answers: S
 
 
 @torch.inference_mode()
-def answer_losses(
+def answer_token_losses(
     loaded: Any,
     rows: Sequence[Question],
     bench: Any,
@@ -85,31 +85,24 @@ def answer_losses(
     batch_size: int = 64,
     images: ImageCache | None = None,
     progress: bool = True,
-) -> list[float]:
-    """Mean per-token NLL of each reference answer (or ``answers``) given its question: the per-question
-    loss used for the KS forget-quality test and for membership inference."""
-    return [loss for logits, labels in _answer_logits(loaded, rows, bench, answers, batch_size, images, progress)
-            for loss in answer_nll(logits, labels, reduction="none").tolist()]
-
-
-@torch.inference_mode()
-def answer_token_losses(
-    loaded: Any,
-    rows: Sequence[Question],
-    bench: Any,
-    *,
-    batch_size: int = 64,
-    images: ImageCache | None = None,
-    progress: bool = True,
+    per_token: bool = True,
 ) -> tuple[list[float], list[list[float]]]:
-    """From one batched forward pass: each reference answer's mean NLL (the values :func:`answer_losses` gives)
-    and the NLL of each of its answer tokens, in order (what Min-K% Prob ranks)."""
+    """From one batched forward pass: the mean per-token NLL of each reference answer (or ``answers``) given
+    its question and, with ``per_token``, the NLL of each of its answer tokens in order (what Min-K% Prob
+    ranks; else empty lists)."""
     means: list[float] = []
     tokens: list[list[float]] = []
-    for logits, labels in _answer_logits(loaded, rows, bench, None, batch_size, images, progress):
+    for logits, labels in _answer_logits(loaded, rows, bench, answers, batch_size, images, progress):
         means.extend(answer_nll(logits, labels, reduction="none").tolist())
-        tokens.extend(nll[mask].tolist() for nll, mask in zip(token_nll(logits, labels), answer_mask(labels)))
+        if per_token:
+            tokens.extend(nll[mask].tolist() for nll, mask in zip(token_nll(logits, labels), answer_mask(labels)))
     return means, tokens
+
+
+def answer_losses(loaded: Any, rows: Sequence[Question], bench: Any, **options: Any) -> list[float]:
+    """Mean per-token NLL of each reference answer (or ``answers=``) given its question: the per-question loss
+    used for the KS forget-quality test and for membership inference (options: :func:`answer_token_losses`)."""
+    return answer_token_losses(loaded, rows, bench, per_token=False, **options)[0]
 
 
 def load_reference(source: str, cfg: Any) -> Any:
