@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +60,7 @@ def hash_tree(root: Path, label: str, out: dict[str, str]) -> None:
             with safe_open(str(path), framework="pt") as fh:
                 for name in sorted(fh.keys()):
                     t = fh.get_tensor(name)
-                    out[f"{rel}:{name}"] = _hash_bytes(t.contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
+                    out[f"{rel}:{name}"] = _hash_bytes(t.contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
         elif path.suffix == ".json" and path.name not in ("manifest.json", "trainer_state.json", "audit.json"):
             try:
                 out[rel] = _hash_bytes(json.dumps(_canonical(json.loads(path.read_text())), sort_keys=True).encode())
@@ -73,7 +74,7 @@ def hash_tree(root: Path, label: str, out: dict[str, str]) -> None:
 
 
 def smfa(*args: str) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", SMFA_CACHE_DIR=str(CACHE), TQDM_DISABLE="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
     if "--out" in args and Path(args[args.index("--out") + 1]).exists():
         return  # made by an earlier, interrupted run of this script (same --work)
     if "--merge-to" in args and Path(args[args.index("--merge-to") + 1]).exists():
@@ -147,16 +148,14 @@ def main() -> None:
         sys.exit(diff(*(json.loads(Path(p).read_text()) for p in args.diff)))
     if not args.out:
         parser.error("--out is required (or --diff)")
-    global CACHE
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        CACHE = work / "cache"
+        os.environ["SMFA_CACHE_DIR"] = str(work / "cache")  # inherited by every stage
         sums = run_all(work)
     Path(args.out).write_text(json.dumps(sums, indent=1, sort_keys=True) + "\n")
     print(f"{len(sums)} checksums -> {args.out}")
 
 
-CACHE = Path(".")
 if __name__ == "__main__":
     main()

@@ -6,7 +6,6 @@ Weights are read with safetensors; ``trust_remote_code`` is off unless asked for
 from __future__ import annotations
 
 import inspect
-
 import json
 from dataclasses import dataclass
 from pathlib import Path
