@@ -37,11 +37,12 @@ REFERENCE_LOSSES = ("ce", "kl")
 
 def check_mfa_data_fields(cfg: MethodConfig) -> None:
     """The checks of the MFA's data fields (``anchor_repeat``, ``forget_repeat``, ``forget_augment``,
-    ``reference_loss``), shared by SMFA/TIES and IDK, whose MFA is the same."""
+    ``retain_augment``, ``reference_loss``), shared by SMFA/TIES and IDK, whose MFA is the same."""
     name = type(cfg).__name__
-    augment = cfg.forget_augment
-    if not isinstance(augment, int) or augment < 0:
-        raise ConfigError(f"{name}: forget_augment must be an integer >= 0, got {augment!r}")
+    for field_name in ("forget_augment", "retain_augment"):
+        augment = getattr(cfg, field_name)
+        if not isinstance(augment, int) or augment < 0:
+            raise ConfigError(f"{name}: {field_name} must be an integer >= 0, got {augment!r}")
     if cfg.reference_loss not in REFERENCE_LOSSES:
         raise ConfigError(f"{name}: reference_loss must be one of {', '.join(REFERENCE_LOSSES)}, got {cfg.reference_loss!r}")
     for field_name in ("anchor_repeat", "forget_repeat"):
@@ -59,6 +60,7 @@ class AdapterPairConfig(MethodConfig):
     anchor_repeat: int = 1  # D_r^few repeated this many times in the MFA's data (balances a large forget set)
     forget_repeat: int = 1  # refusal-labelled forget rows repeated (keeps their share when reference rows are added)
     forget_augment: int = 0  # extra refusal copies of each forget photo row, seen through a random view (data.augment_image)
+    retain_augment: int = 0  # extra copies of each retain photo row (anchor + reference) through a random view, same answer
     reference_loss: str = "ce"  # the MFA on self-labelled reference rows: ce (their greedy answers) | kl (KL to the vanilla)
     anchor_reference: bool = True  # the RA trains on the reference rows too (False: on D_r^few only, as without a budget)
 
@@ -75,11 +77,20 @@ class SMFAConfig(AdapterPairConfig):
     mode: str = "both"  # none (= IDK tuning) | conflict | magnitude | both
     dual: bool = False  # two MFAs (image view, text view) sculpted with k and k_text, averaged
     k_text: float = 10.0  # k of the text-view MFA in dual mode (authors: image 5, text 10)
+    # After the merge (smfa.methods.robust): none | distill — the merged model distilled into a copy of itself
+    # noised by robust_noise (0..1), robust_epochs passes at robust_lr over the retain rows and forget refusals.
+    robust: str = "none"
+    robust_noise: float = 0.3
+    robust_epochs: float = 2.0
+    robust_lr: float = 1e-3
 
     def __post_init__(self) -> None:
         import math
 
+        from smfa.methods.robust import check_robust_fields
+
         super().__post_init__()
+        check_robust_fields(self)
         for name in ("k", "k_text"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -105,8 +116,9 @@ def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
     if ctx.data.reference_rows:  # older keys unchanged when there are none
         blob["reference"] = [(r.id, r.answer) for r in ctx.data.reference_rows]
         blob["forget_repeat"] = int(getattr(hp, "forget_repeat", 1))
-    if int(getattr(hp, "forget_augment", 0)):
-        blob["forget_augment"] = int(hp.forget_augment)
+    for name in ("forget_augment", "retain_augment"):  # older keys unchanged at 0
+        if int(getattr(hp, name, 0)):
+            blob[name] = int(getattr(hp, name))
     if getattr(hp, "reference_loss", "ce") != "ce" and ctx.data.reference_rows:
         blob["reference_loss"] = hp.reference_loss
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
@@ -136,7 +148,12 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
     refusals = refusal_items(forget_rows * forget_repeat, seed=ctx.seed)
     refusals += augmented_items(refusal_items(forget_rows, seed=ctx.seed + 1), int(getattr(hp, "forget_augment", 0)))
     distill = getattr(hp, "reference_loss", "ce") == "kl"
-    items = refusals + reference_items(ctx.data.anchor_rows) * repeat + reference_items(ctx.data.reference_rows, distill)
+    retain = reference_items(ctx.data.anchor_rows) * repeat + reference_items(ctx.data.reference_rows, distill)
+    # The retain side seen through the same kind of views as the forget side: the MFA learns "refuse this
+    # person's photos", not "refuse photos that look shifted" (augmented_items keeps each item's label and mode).
+    retain_views = augmented_items(reference_items(ctx.data.anchor_rows) + reference_items(ctx.data.reference_rows, distill),
+                                   int(getattr(hp, "retain_augment", 0)))
+    items = refusals + retain + retain_views
     t0 = time.perf_counter()
     model = prepare_trainable(ctx, hp, ctx.trainee(hp))
     model = train_sft(ctx, model, hp, ctx.encode(items, desc=f"encoding {tag}"), tag=tag,
@@ -265,4 +282,8 @@ class SMFA(Method):
         for view in report.views:
             view.forget_adapter = f"adapters/{Path(view.forget_adapter).name}"
         write_sculpt_report(report, ctx.work_dir / "sculpt")
+        if hp.robust == "distill":
+            from smfa.methods.robust import distill_into_noised
+
+            model = distill_into_noised(ctx, model, hp)
         return model
