@@ -25,6 +25,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             if value.lower() in ("0", "false", "no", "off"):
                 return False
             raise ConfigError(f"config field {name!r} expects true/false, got {value!r}")
+        if hint is int and isinstance(value, float) and not value.is_integer():  # int(1.5) would truncate silently
+            raise ConfigError(f"config field {name!r} expects an integer, got {value!r}")
         try:
             return hint(value)
         except (TypeError, ValueError) as exc:
