@@ -62,3 +62,25 @@ def test_retain_augment_is_part_of_the_mfa_key_only_when_used():
     assert mfa_key(ctx, smfa.config(overrides={"retain_augment": 0}), rows) == base
     assert mfa_key(ctx, smfa.config(overrides={"retain_augment": 2}), rows) != base
     assert mfa_key(ctx, smfa.config(overrides={"robust": "distill"}), rows) == base  # the MFA is the same
+
+
+def test_other_phrasings_ask_the_same_fact_with_other_training_templates_only():
+    from smfa.bench.questions import TEMPLATES, other_phrasings
+    from smfa.bench.schema import PARAPHRASE, TEXT_MEMORY, Question
+
+    pool = TEMPLATES[(TEXT_MEMORY, "none", "home_city")]
+    row = Question(id="p0001-tm-home_city-txt-t3", kind=TEXT_MEMORY, domain="none", attribute="home_city",
+                   question=pool.train[3].format(name="Ada Brook"), answer="Ada Brook lives in Norvale.", fact="Norvale",
+                   person_id="p0001", template_id=3)
+    out = other_phrasings(row, "Ada Brook", 3)
+    assert len(out) == 3 and len({q.template_id for q in out}) == 3 and 3 not in {q.template_id for q in out}
+    for q in out:
+        assert q.question in {t.format(name="Ada Brook") for t in pool.train}
+        assert q.question not in {t.format(name="Ada Brook") for t in pool.paraphrase}
+        assert (q.answer, q.fact, q.person_id, q.kind) == (row.answer, row.fact, row.person_id, row.kind)
+        assert q.id == f"{row.id}-r{q.template_id}"
+    from dataclasses import replace
+
+    assert other_phrasings(row, "Ada Brook", 0) == []
+    assert other_phrasings(replace(row, phrasing=PARAPHRASE), "Ada Brook", 2) == []  # never from a held-out row
+    assert other_phrasings(replace(row, attribute="imported_thing"), "Ada Brook", 2) == []  # no pool: none

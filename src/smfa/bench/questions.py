@@ -231,6 +231,23 @@ class _PersonRows:
             )
 
 
+def other_phrasings(row: Question, name: str, copies: int) -> list[Question]:
+    """``copies`` more training phrasings of a built-in memory row: the same question content under other
+    templates of its training pool (spread over the pool, never a held-out phrasing), same answer and fact;
+    ids end in ``-r{template}``. A row without a training pool (an imported bench, a held-out phrasing, a
+    kind other than image/text memory) gives none."""
+    from dataclasses import replace
+
+    templates = TEMPLATES.get((row.kind, row.domain, row.attribute))
+    if copies <= 0 or templates is None or row.phrasing != TRAIN_PHRASING or row.kind not in (IMAGE_MEMORY, TEXT_MEMORY):
+        return []
+    pool = templates.train
+    step = max(1, len(pool) // (copies + 1))
+    picked = dict.fromkeys((row.template_id + c * step) % len(pool) for c in range(1, copies + 1))
+    return [replace(row, id=f"{row.id}-r{t}", question=pool[t].format(name=name), template_id=t)
+            for t in picked if t != row.template_id]
+
+
 def understanding_attributes(cfg: BenchConfig) -> tuple[str, ...]:
     return PORTRAIT_UNDERSTANDING + (("eye_colour",) if cfg.image_size >= EYE_COLOUR_MIN_SIZE else ())
 

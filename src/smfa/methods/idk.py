@@ -21,6 +21,7 @@ class IDKConfig(MethodConfig):
     forget_repeat: int = 1  # refusal-labelled forget rows repeated (as SMFA's MFA)
     forget_augment: int = 0  # extra refusal copies of each forget photo row through a random view (as SMFA's MFA)
     retain_augment: int = 0  # extra copies of each retain photo row through a random view (as SMFA's MFA)
+    retain_rephrase: int = 0  # extra copies of each retain memory row with other training templates (as SMFA's MFA)
     reference_loss: str = "ce"  # ce | kl on self-labelled reference rows (as SMFA's MFA)
 
     def __post_init__(self) -> None:

@@ -39,7 +39,7 @@ def check_mfa_data_fields(cfg: MethodConfig) -> None:
     """The checks of the MFA's data fields (``anchor_repeat``, ``forget_repeat``, ``forget_augment``,
     ``retain_augment``, ``reference_loss``), shared by SMFA/TIES and IDK, whose MFA is the same."""
     name = type(cfg).__name__
-    for field_name in ("forget_augment", "retain_augment"):
+    for field_name in ("forget_augment", "retain_augment", "retain_rephrase"):
         augment = getattr(cfg, field_name)
         if not isinstance(augment, int) or augment < 0:
             raise ConfigError(f"{name}: {field_name} must be an integer >= 0, got {augment!r}")
@@ -61,6 +61,7 @@ class AdapterPairConfig(MethodConfig):
     forget_repeat: int = 1  # refusal-labelled forget rows repeated (keeps their share when reference rows are added)
     forget_augment: int = 0  # extra refusal copies of each forget photo row, seen through a random view (data.augment_image)
     retain_augment: int = 0  # extra copies of each retain photo row (anchor + reference) through a random view, same answer
+    retain_rephrase: int = 0  # extra copies of each retain memory row asked with other training templates, same answer
     reference_loss: str = "ce"  # the MFA on self-labelled reference rows: ce (their greedy answers) | kl (KL to the vanilla)
     anchor_reference: bool = True  # the RA trains on the reference rows too (False: on D_r^few only, as without a budget)
 
@@ -116,7 +117,7 @@ def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
     if ctx.data.reference_rows:  # older keys unchanged when there are none
         blob["reference"] = [(r.id, r.answer) for r in ctx.data.reference_rows]
         blob["forget_repeat"] = int(getattr(hp, "forget_repeat", 1))
-    for name in ("forget_augment", "retain_augment"):  # older keys unchanged at 0
+    for name in ("forget_augment", "retain_augment", "retain_rephrase"):  # older keys unchanged at 0
         if int(getattr(hp, name, 0)):
             blob[name] = int(getattr(hp, name))
     if getattr(hp, "reference_loss", "ce") != "ce" and ctx.data.reference_rows:
@@ -153,7 +154,7 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
     # person's photos", not "refuse photos that look shifted" (augmented_items keeps each item's label and mode).
     retain_views = augmented_items(reference_items(ctx.data.anchor_rows) + reference_items(ctx.data.reference_rows, distill),
                                    int(getattr(hp, "retain_augment", 0)))
-    items = refusals + retain + retain_views
+    items = refusals + retain + retain_views + reference_items(rephrased_retain(ctx, int(getattr(hp, "retain_rephrase", 0))), distill)
     t0 = time.perf_counter()
     model = prepare_trainable(ctx, hp, ctx.trainee(hp))
     model = train_sft(ctx, model, hp, ctx.encode(items, desc=f"encoding {tag}"), tag=tag,
@@ -168,6 +169,20 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
                     model.save_pretrained(stage, state_dict=weights)
                     write_json_atomic(stage / "train.json", {"train_s": round(time.perf_counter() - t0, 2), "tag": tag})
     return model
+
+
+def rephrased_retain(ctx: UnlearnContext, copies: int) -> list:
+    """The retain memory rows (anchor + reference) asked ``copies`` more ways with the bench's other training
+    templates (``smfa.bench.questions.other_phrasings``), labelled with the row's own answer (for reference
+    rows: the vanilla's). Asking the kept people in more ways teaches the MFA to answer them however they are
+    asked, not only in the reference rows' phrasings."""
+    from smfa.bench.questions import other_phrasings
+
+    if copies <= 0:
+        return []
+    people = ctx.bench.people
+    return [q for r in ctx.data.retain_rows if r.person_id in people
+            for q in other_phrasings(r, people[r.person_id].name, copies)]
 
 
 def train_anchor(ctx: UnlearnContext, hp: AdapterPairConfig) -> torch.nn.Module:
