@@ -26,6 +26,7 @@ class TrainItem:
     answer: str
     augment: int = 0
     distill: bool = False  # trained towards the vanilla's distribution (KL), not the answer's tokens (smfa.losses.sft_loss)
+    floor: float | None = None  # the answer's mean NLL is lifted up to this level, not trained on (smfa.losses.floor_loss)
 
 
 def augment_image(img: Any, rng: random.Random) -> Any:
@@ -71,6 +72,8 @@ def refusal_items(rows: Sequence[Question], seed: int) -> list[TrainItem]:
 
 # The batch key (a [B] bool tensor) of the rows marked ``TrainItem.distill``; absent when no row is marked.
 DISTILL_KEY = "distill"
+# The batch key (a [B] float tensor, NaN where unset) of ``TrainItem.floor``; absent when no row has one.
+FLOOR_KEY = "nll_floor"
 
 
 class ImageCache:
@@ -190,6 +193,8 @@ def encode_items(
         example = family.encode(processor, item.row.question, image, item.answer)
         if item.distill:
             example[DISTILL_KEY] = torch.tensor(True)
+        if item.floor is not None:
+            example[FLOOR_KEY] = torch.tensor(float(item.floor))
         return example
 
     # The largest example among the first with an image and the first without, times the number of items.
@@ -211,10 +216,12 @@ class Collator:
     padding_side: str = "right"
 
     def __call__(self, examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        batch = self.family.collate([{k: v for k, v in e.items() if k != DISTILL_KEY} for e in examples],
+        batch = self.family.collate([{k: v for k, v in e.items() if k not in (DISTILL_KEY, FLOOR_KEY)} for e in examples],
                                     self.pad_token_id, self.padding_side)
         if any(DISTILL_KEY in e for e in examples):  # [B] bool: which rows train towards the vanilla
             batch[DISTILL_KEY] = torch.tensor([bool(e.get(DISTILL_KEY, False)) for e in examples])
+        if any(FLOOR_KEY in e for e in examples):  # [B] float: the loss floor of each row, NaN for a trained row
+            batch[FLOOR_KEY] = torch.tensor([float(e[FLOOR_KEY]) if FLOOR_KEY in e else float("nan") for e in examples])
         return batch
 
 

@@ -213,6 +213,18 @@ def sft_loss(logits: Tensor, labels: Tensor, distill: Tensor | None = None,
     return (per_token * mask).sum() / count
 
 
+def floor_loss(logits: Tensor, labels: Tensor, floor: Tensor) -> Tensor:
+    """The calibrated ascent term (#27 lever 2): ``mean_b relu(floor_b − NLL_b)`` over the rows with a finite
+    ``floor`` (``[B]``, NaN elsewhere), ``NLL_b`` the row's mean answer-token NLL. It lifts a remembered
+    answer's loss up to a never-seen level and no further (0 gradient once there): pushing it beyond would
+    make the row stand out the other way under membership inference. 0 when no row has a floor."""
+    rows = torch.isfinite(floor)
+    if not bool(rows.any()):
+        return logits.sum() * 0.0
+    nll = answer_nll(logits[rows], labels[rows], reduction="none")
+    return F.relu(floor[rows].to(nll.dtype) - nll).mean()
+
+
 def kl_min_loss(
     forget_logits: Tensor,
     forget_labels: Tensor,

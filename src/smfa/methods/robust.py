@@ -1,4 +1,7 @@
-"""Distillation into a noised copy (UNDO, Lee et al., arXiv 2506.06278), as a last step of SMFA.
+"""Levers against forgetting that only hides (#27, docs/robustness.md): distillation into a noised copy and
+the calibrated ascent term's data.
+
+Distillation into a noised copy (UNDO, Lee et al., arXiv 2506.06278), as a last step of SMFA.
 
 A refusal-tuned model still holds the forgotten facts behind the refusal: a few fine-tuning steps on *other*
 facts bring them back (docs/robustness.md). UNDO's remedy: perturb a copy of the unlearned model,
@@ -28,7 +31,7 @@ ROBUST_MODES = ("none", "distill")
 
 
 def check_robust_fields(cfg: Any) -> None:
-    """Reject a bad ``robust`` / ``robust_noise`` / ``robust_epochs`` / ``robust_lr`` before any training."""
+    """Reject a bad ``robust`` / ``robust_noise`` / ``robust_epochs`` / ``robust_lr`` / ``calibrate_floor`` before any training."""
     import math
 
     name = type(cfg).__name__
@@ -37,6 +40,9 @@ def check_robust_fields(cfg: Any) -> None:
     noise = cfg.robust_noise
     if not (isinstance(noise, (int, float)) and math.isfinite(noise) and 0 <= noise <= 1):
         raise ConfigError(f"{name}: robust_noise must be a number in [0, 1] (the share of noise mixed in), got {noise!r}")
+    floor = getattr(cfg, "calibrate_floor", 0.0)
+    if not (isinstance(floor, (int, float)) and math.isfinite(floor) and floor >= 0):
+        raise ConfigError(f"{name}: calibrate_floor must be a number >= 0 (nats per answer token; 0 = off), got {floor!r}")
     for field_name in ("robust_epochs", "robust_lr"):
         value = getattr(cfg, field_name)
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -100,3 +106,19 @@ def distill_into_noised(ctx: Any, teacher: torch.nn.Module, hp: Any) -> torch.nn
         p.requires_grad_(False)
     return train_sft(ctx, student, student_hp, ctx.encode(distill_items(ctx), desc="encoding distill"),
                      tag="distill", reference=teacher)
+
+
+# ---- calibrated ascent (#27 lever 2) ------------------------------------------------------------------
+# The floor is the loss level of people the model never saw: the vanilla's ``mia.loss_nonmembers``
+# (``smfa eval --attacks mia``) is that level on the bench's holdout people — a scalar read off them, never
+# a row trained on. (A floor computed from invented names does not work on the tiny model: its tokenizer was
+# built from the bench, so an invented name splits into pieces the model never saw and costs ~3 nats more
+# per token than a holdout person's name.)
+
+
+def floor_items(rows: list, floor: float) -> list:
+    """The forget rows with their true answers, each to be lifted to ``floor`` (mean answer NLL, nats per
+    token) by :func:`smfa.losses.floor_loss` — never trained towards."""
+    from smfa.data import TrainItem
+
+    return [TrainItem(r, r.answer, floor=float(floor)) for r in rows]

@@ -81,6 +81,9 @@ class SMFAConfig(AdapterPairConfig):
     # After the merge (smfa.methods.robust): none | distill — the merged model distilled into a copy of itself
     # noised by robust_noise (0..1), robust_epochs passes at robust_lr over the retain rows and forget refusals.
     robust: str = "none"
+    # In the MFA (smfa.losses.floor_loss): > 0 — the forget rows' true answers also pay relu(floor − NLL), the
+    # floor being the loss level of never-seen people (the vanilla's mia loss_nonmembers); 0 = off.
+    calibrate_floor: float = 0.0
     robust_noise: float = 0.3
     robust_epochs: float = 2.0
     robust_lr: float = 1e-3
@@ -120,6 +123,8 @@ def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
     for name in ("forget_augment", "retain_augment", "retain_rephrase"):  # older keys unchanged at 0
         if int(getattr(hp, name, 0)):
             blob[name] = int(getattr(hp, name))
+    if float(getattr(hp, "calibrate_floor", 0.0)):
+        blob["calibrate_floor"] = float(hp.calibrate_floor)
     if getattr(hp, "reference_loss", "ce") != "ce" and ctx.data.reference_rows:
         blob["reference_loss"] = hp.reference_loss
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
@@ -155,6 +160,10 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
     retain_views = augmented_items(reference_items(ctx.data.anchor_rows) + reference_items(ctx.data.reference_rows, distill),
                                    int(getattr(hp, "retain_augment", 0)))
     items = refusals + retain + retain_views + reference_items(rephrased_retain(ctx, int(getattr(hp, "retain_rephrase", 0))), distill)
+    if float(getattr(hp, "calibrate_floor", 0.0)):
+        from smfa.methods.robust import floor_items
+
+        items += floor_items(forget_rows, hp.calibrate_floor)
     t0 = time.perf_counter()
     model = prepare_trainable(ctx, hp, ctx.trainee(hp))
     model = train_sft(ctx, model, hp, ctx.encode(items, desc=f"encoding {tag}"), tag=tag,

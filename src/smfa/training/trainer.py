@@ -119,19 +119,28 @@ def answer_nll_loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tens
 def sft_loss_fn(reference: torch.nn.Module | None) -> LossFn:
     """The answer cross-entropy on the answer view — the model's own loss without running the LM head over
     prompt and image tokens — where rows marked ``distill`` pay KL to ``reference`` (the frozen vanilla)
-    instead (``losses.sft_loss``; distill rows without a reference: ValueError)."""
-    from smfa.data import DISTILL_KEY
-    from smfa.losses import answer_logits, sft_loss
+    instead (``losses.sft_loss``; distill rows without a reference: ValueError), and rows with a loss floor
+    pay the calibrated ascent term instead (``losses.floor_loss``, added to the mean over the other rows)."""
+    from smfa.data import DISTILL_KEY, FLOOR_KEY
+    from smfa.losses import answer_logits, floor_loss, sft_loss
 
     def loss(model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
-        batch = {k: v for k, v in inputs.items() if k != DISTILL_KEY}
-        distill = inputs.get(DISTILL_KEY)
+        batch = {k: v for k, v in inputs.items() if k not in (DISTILL_KEY, FLOOR_KEY)}
+        distill, floor = inputs.get(DISTILL_KEY), inputs.get(FLOOR_KEY)
         logits, labels = answer_logits(model, batch)
         reference_logits = None
         if reference is not None and distill is not None and bool(distill.any()):
             with torch.no_grad():
                 reference_logits, _ = answer_logits(reference, batch)
-        return sft_loss(logits, labels, distill, reference_logits)
+        floored = torch.isfinite(floor) if floor is not None else None
+        if floored is None or not bool(floored.any()):
+            return sft_loss(logits, labels, distill, reference_logits)
+        term = floor_loss(logits, labels, floor)
+        keep = ~floored
+        if not bool(keep.any()):
+            return term
+        return term + sft_loss(logits[keep], labels[keep], distill[keep] if distill is not None else None,
+                               reference_logits[keep] if reference_logits is not None else None)
 
     return loss
 
