@@ -64,6 +64,18 @@ def micro_vanilla_metrics(micro_bench_dir: Path, micro_vanilla: Path, tmp_path_f
     return load_metrics(out)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for the test: trained weights (hence measured numbers) that do not depend on the
+    machine's thread count, and no slowdown from threads competing with other jobs on a small machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # ---- floors on measured numbers ---------------------------------------------------------------------------
 class Floors:
     """Assertions on measured numbers (a leak at most X, a retention at least Y) that also record what they

@@ -11,14 +11,17 @@ pytestmark = pytest.mark.slow
 
 
 def test_visual_target_forgets_photo_keeps_name(micro_bench_dir: Path, micro_vanilla: Path, micro_vanilla_metrics,
-                                                tmp_path: Path, floor) -> None:
+                                                tmp_path: Path, floor, one_torch_thread) -> None:
     from smfa.eval.schema import load_metrics
     from smfa.stages.unlearn import UnlearnConfig, unlearn
 
+    # The paper recipe (the visual setting's shipped k 5): this test is about the setting, not the reference
+    # budget, which multiplies the training time on the micro bench. 8 epochs where tests/test_methods.py takes
+    # 15: in this setting the anchor (x 8 in the MFA's data) also holds the forget people's name-only rows.
     out = tmp_path / "smfa-visual"
     unlearn(UnlearnConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), out=str(out), method="smfa",
-                          forget="10", target="visual", params={"epochs": 15}, eval_limit=40,
-                          progress=False))
+                          forget="10", target="visual", params={"epochs": 8}, eval_limit=40,
+                          reference="none", progress=False))
     m = load_metrics(out / "eval")
     assert m.target == "visual"
     assert "forget_text/text_memory/paraphrase" in m.sets and "forget/text_memory" not in m.sets
@@ -29,7 +32,8 @@ def test_visual_target_forgets_photo_keeps_name(micro_bench_dir: Path, micro_van
     after_txt = m.sets["forget_text/text_memory/paraphrase"].leak_rate
     floor.at_most("forget photo leak, vanilla's - 0.4", after_img, before_img - 0.4)
     # Name-only knowledge of the same people kept, read on held-out phrasings (its training rows are the anchor):
-    # measured 0.48 against the vanilla's 0.72 (on the trained rows this read ~1.0, docs/defaults.md).
+    # measured 0.64 against the vanilla's 0.72, photo leak 0.125 (paper recipe, 8 epochs; 15 epochs: 0.68, 0.10;
+    # the reference budget, 15 epochs: 0.48, 0.03; on the trained rows the name read ~1.0, docs/defaults.md).
     floor.at_least("forget name-only leak on held-out phrasings (kept), 0.5 x vanilla's", after_txt, 0.5 * before_txt)
     report = (out / "eval" / "report.md").read_text()
     assert "visual" in report
