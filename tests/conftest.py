@@ -42,6 +42,23 @@ def micro_bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+# The smallest bench the generator accepts (40 people, one training photo and one phrasing per fact: ~820
+# training rows where the micro bench has ~4,600), for tests of the training machinery (determinism, resume,
+# samplers, DDP) that train a few steps from scratch and check no learned number: a finetune encodes every
+# training row first, and on the micro bench that encoding was most of each such test's time.
+NANO = {"n_people": 40, "n_variants": 2, "n_shape_images": 20, "image_phrasings": 1, "text_phrasings": 1,
+        "anchor_size": 8}
+
+
+@pytest.fixture(scope="session")
+def nano_bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from smfa.bench import build_bench, preset_config
+
+    out = tmp_path_factory.mktemp("nano") / "bench"
+    build_bench(preset_config("tiny", seed=0, **NANO), out, progress=False)
+    return out
+
+
 @pytest.fixture(scope="session")
 def micro_vanilla(micro_bench_dir: Path) -> Path:
     """The vanilla tiny model trained on the micro bench (memorises every profile)."""

@@ -46,10 +46,10 @@ def test_tiny_model_reloads_with_auto_classes_and_labels_are_answer_only(micro_b
     assert "<unk>" not in processor.tokenizer.decode(enc["input_ids"])
 
 
-def test_same_seed_same_weights_and_manifest(micro_bench_dir: Path, tmp_path: Path) -> None:
-    a = finetune(_short(micro_bench_dir, tmp_path / "a"))
-    b = finetune(_short(micro_bench_dir, tmp_path / "b"))
-    c = finetune(_short(micro_bench_dir, tmp_path / "c", seed=1))
+def test_same_seed_same_weights_and_manifest(nano_bench_dir: Path, tmp_path: Path) -> None:
+    a = finetune(_short(nano_bench_dir, tmp_path / "a"))
+    b = finetune(_short(nano_bench_dir, tmp_path / "b"))
+    c = finetune(_short(nano_bench_dir, tmp_path / "c", seed=1))
     wa, wb, wc = _weights(a), _weights(b), _weights(c)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)  # bit-identical on CPU with the same seed
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
@@ -59,8 +59,8 @@ def test_same_seed_same_weights_and_manifest(micro_bench_dir: Path, tmp_path: Pa
     assert not any(p.name.startswith(".a.partial") for p in tmp_path.iterdir())
 
 
-def test_lora_finetune_moves_only_language_model(micro_bench_dir: Path, tmp_path: Path) -> None:
-    run = finetune(_short(micro_bench_dir, tmp_path / "lora", lora=True, steps=2, lr=1e-2))
+def test_lora_finetune_moves_only_language_model(nano_bench_dir: Path, tmp_path: Path) -> None:
+    run = finetune(_short(nano_bench_dir, tmp_path / "lora", lora=True, steps=2, lr=1e-2))
     manifest = json.loads((run / "manifest.json").read_text())
     modules = manifest["trainable_modules"]
     assert modules and all("language_model" in m and "lora_" in m for m in modules)
@@ -68,10 +68,10 @@ def test_lora_finetune_moves_only_language_model(micro_bench_dir: Path, tmp_path
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_to_the_same_weights(micro_bench_dir: Path, tmp_path: Path) -> None:
-    reference = finetune(_short(micro_bench_dir, tmp_path / "ref", steps=40, save_steps=10))
+def test_killed_training_resumes_to_the_same_weights(nano_bench_dir: Path, tmp_path: Path) -> None:
+    reference = finetune(_short(nano_bench_dir, tmp_path / "ref", steps=40, save_steps=10))
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "smfa.cli", "finetune", "--bench", str(micro_bench_dir), "--out", str(out),
+    cmd = [sys.executable, "-m", "smfa.cli", "finetune", "--bench", str(nano_bench_dir), "--out", str(out),
            "--steps", "40", "--batch-size", "8", "--save-steps", "10"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TQDM_DISABLE": "1"})
     stage = tmp_path / ".killed.partial" / "checkpoints"
@@ -90,15 +90,15 @@ def test_killed_training_resumes_to_the_same_weights(micro_bench_dir: Path, tmp_
     assert worst < 1e-5, f"resumed weights differ from an uninterrupted run by {worst}"
 
 
-def test_unfinished_run_needs_resume_or_overwrite(micro_bench_dir: Path, tmp_path: Path) -> None:
+def test_unfinished_run_needs_resume_or_overwrite(nano_bench_dir: Path, tmp_path: Path) -> None:
     from smfa.cli.main import main
 
     (tmp_path / ".x.partial").mkdir()
-    rc = main(["finetune", "--bench", str(micro_bench_dir), "--out", str(tmp_path / "x"), "--steps", "1"])
+    rc = main(["finetune", "--bench", str(nano_bench_dir), "--out", str(tmp_path / "x"), "--steps", "1"])
     assert rc == 2
 
 
-def test_resume_refuses_a_partial_run_started_with_other_options(capsys, monkeypatch, micro_bench_dir: Path,
+def test_resume_refuses_a_partial_run_started_with_other_options(capsys, monkeypatch, nano_bench_dir: Path,
                                                                  tmp_path: Path) -> None:
     """--resume continues a staged run only with the recipe and bench it was started with; another one is a
     one-line error naming the fields, and with --overwrite the run starts over. --save-steps may change."""
@@ -115,12 +115,12 @@ def test_resume_refuses_a_partial_run_started_with_other_options(capsys, monkeyp
         with monkeypatch.context() as m:
             m.setattr(training, "trainable_summary", killed)
             with pytest.raises(RuntimeError, match="killed"):
-                finetune(_short(micro_bench_dir, out, steps=4, save_steps=2, pretrained=False))
+                finetune(_short(nano_bench_dir, out, steps=4, save_steps=2, pretrained=False))
         assert any((stage / "checkpoints").glob("checkpoint-*"))
 
     start()
     capsys.readouterr()
-    argv = ["finetune", "--bench", str(micro_bench_dir), "--out", str(out), "--steps", "4", "--batch-size", "8",
+    argv = ["finetune", "--bench", str(nano_bench_dir), "--out", str(out), "--steps", "4", "--batch-size", "8",
             "--save-steps", "2", "--no-pretrained", "--resume"]
     rc = main(argv + ["--lr", "0.002", "--sampler", "length_buckets"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
@@ -130,34 +130,34 @@ def test_resume_refuses_a_partial_run_started_with_other_options(capsys, monkeyp
     recorded = json.loads(record.read_text())
     record.write_text(json.dumps({**recorded, "bench checksum": "0" * 64}))
     with pytest.raises(ConfigError, match="bench checksum"):
-        finetune(_short(micro_bench_dir, out, steps=4, save_steps=2, pretrained=False, resume=True))
+        finetune(_short(nano_bench_dir, out, steps=4, save_steps=2, pretrained=False, resume=True))
     record.write_text(json.dumps(recorded))
     assert any((stage / "checkpoints").glob("checkpoint-*")) and not out.exists()  # refused: nothing touched
-    run = finetune(_short(micro_bench_dir, out, steps=4, save_steps=3, pretrained=False, resume=True))
+    run = finetune(_short(nano_bench_dir, out, steps=4, save_steps=3, pretrained=False, resume=True))
     assert json.loads((run / "manifest.json").read_text())["config"]["lr"] == 1e-3 and not stage.exists()
     # --overwrite with --resume: a partial run of another recipe is discarded and trained anew.
     shutil.rmtree(out)
     start()
-    run = finetune(_short(micro_bench_dir, out, steps=4, save_steps=2, pretrained=False, resume=True, overwrite=True,
+    run = finetune(_short(nano_bench_dir, out, steps=4, save_steps=2, pretrained=False, resume=True, overwrite=True,
                           lr=2e-3, progress=True))
     assert "starting over" in capsys.readouterr().out
     assert json.loads((run / "manifest.json").read_text())["config"]["lr"] == 2e-3
 
 
 @pytest.mark.slow
-def test_two_process_ddp_on_cpu_writes_the_same_artefacts(micro_bench_dir: Path, tmp_path: Path) -> None:
+def test_two_process_ddp_on_cpu_writes_the_same_artefacts(nano_bench_dir: Path, tmp_path: Path) -> None:
     """2 CPU processes (gloo) finish and write what a single process writes. Launched with
     ``torch.distributed.run`` — the launcher `accelerate launch` uses on GPUs; accelerate's own multi-CPU
     launcher needs MPI (mpirun), which this machine does not have."""
     import socket
 
-    single = finetune(_short(micro_bench_dir, tmp_path / "single", steps=4, save_steps=0))
+    single = finetune(_short(nano_bench_dir, tmp_path / "single", steps=4, save_steps=0))
     out = tmp_path / "ddp"
     with socket.socket() as sock:  # a free port for the rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-           "-m", "smfa.cli", "finetune", "--bench", str(micro_bench_dir), "--out", str(out), "--steps", "4", "--batch-size", "8",
+           "-m", "smfa.cli", "finetune", "--bench", str(nano_bench_dir), "--out", str(out), "--steps", "4", "--batch-size", "8",
            "--save-steps", "0"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"})
@@ -203,35 +203,35 @@ def test_length_bucket_order_rejects_bad_sizes() -> None:
         length_bucket_order([3, 4], batch_size=0, seed=0, epoch=0)
 
 
-def test_finetune_with_length_buckets_records_the_sampler(micro_bench_dir: Path, tmp_path: Path) -> None:
+def test_finetune_with_length_buckets_records_the_sampler(nano_bench_dir: Path, tmp_path: Path) -> None:
     from smfa.errors import ConfigError
 
-    run = finetune(_short(micro_bench_dir, tmp_path / "buckets", sampler="length_buckets", save_steps=0))
+    run = finetune(_short(nano_bench_dir, tmp_path / "buckets", sampler="length_buckets", save_steps=0))
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["config"]["sampler"] == "length_buckets"
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert any("loss" in h for h in log)
-    plain = finetune(_short(micro_bench_dir, tmp_path / "random", save_steps=0))
+    plain = finetune(_short(nano_bench_dir, tmp_path / "random", save_steps=0))
     wb, wp = _weights(run), _weights(plain)
     assert any(not torch.equal(wb[k], wp[k]) for k in wb)  # the bucket order was used (same seed otherwise)
     with pytest.raises(ConfigError, match="--sampler"):
-        finetune(_short(micro_bench_dir, tmp_path / "bad", sampler="sorted"))
+        finetune(_short(nano_bench_dir, tmp_path / "bad", sampler="sorted"))
 
 
-def test_finetune_with_augmented_views_adds_one_copy_per_image_row(micro_bench_dir: Path, tmp_path: Path) -> None:
+def test_finetune_with_augmented_views_adds_one_copy_per_image_row(nano_bench_dir: Path, tmp_path: Path) -> None:
     """``--augment N``: N extra copies of every image row (each its own fixed random view) join the rows;
     the option enters the recipe key only when used, so shipped vanillas keep matching."""
     from smfa.bench import Bench
     from smfa.errors import ConfigError
     from smfa.pretrained import recipe_of
 
-    run = finetune(_short(micro_bench_dir, tmp_path / "aug", augment=1, save_steps=0, pretrained=False))
+    run = finetune(_short(nano_bench_dir, tmp_path / "aug", augment=1, save_steps=0, pretrained=False))
     data = json.loads((run / "manifest.json").read_text())["data"]
-    rows = Bench.load(micro_bench_dir).training_rows()
+    rows = Bench.load(nano_bench_dir).training_rows()
     assert data["items"] == len(rows) + sum(q.image is not None for q in rows) and data["rows"] == len(rows)
     assert "augment" not in recipe_of(FinetuneConfig()) and recipe_of(FinetuneConfig(augment=2))["augment"] == 2
     with pytest.raises(ConfigError, match="--augment must be an integer >= 0"):
-        finetune(_short(micro_bench_dir, tmp_path / "bad", augment=-1))
+        finetune(_short(nano_bench_dir, tmp_path / "bad", augment=-1))
 
 
 def test_encoding_over_the_ram_budget_is_lazy_and_gives_the_same_examples(micro_bench_dir, micro_vanilla) -> None:
@@ -264,7 +264,7 @@ def test_full_finetuning_keeps_fp32_master_weights_where_auto_picks_bf16() -> No
     assert master_weights(gpu_bf16, False, "auto") == (gpu_bf16, False)
 
 
-def test_a_bf16_lora_step_keeps_fp32_trainable_parameters(micro_bench_dir: Path, tmp_path: Path, monkeypatch) -> None:
+def test_a_bf16_lora_step_keeps_fp32_trainable_parameters(nano_bench_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """bf16 base weights, fp32 LoRA adapters after a step through smfa's Trainer path (the adapters moved)."""
     import smfa.stages.finetune as training
 
@@ -277,7 +277,7 @@ def test_a_bf16_lora_step_keeps_fp32_trainable_parameters(micro_bench_dir: Path,
         return summary(model)
 
     monkeypatch.setattr(training, "trainable_summary", spy)
-    finetune(_short(micro_bench_dir, tmp_path / "bf16", lora=True, steps=1, lr=1e-2, dtype="bf16", gradient_checkpointing=None))
+    finetune(_short(nano_bench_dir, tmp_path / "bf16", lora=True, steps=1, lr=1e-2, dtype="bf16", gradient_checkpointing=None))
     frozen = seen.pop("frozen")
     assert frozen == torch.bfloat16 and seen and all(d == torch.float32 for d in seen.values()), (frozen, seen)
 
