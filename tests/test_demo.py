@@ -12,7 +12,16 @@ pytestmark = pytest.mark.slow
 def test_demo_shows_default_and_paper_smfa_idk_and_the_oracle(tmp_path: Path, monkeypatch, capsys) -> None:
     from smfa.stages.demo import DemoConfig, run_demo
 
+    import smfa.bench
+
+    from conftest import MICRO
+
     monkeypatch.setenv("SMFA_CACHE_DIR", str(tmp_path / "cache"))
+    # On the micro bench (60 people, the test suite's; tests/conftest.py) rather than the tiny one (200): what is
+    # checked is the demo's sequence and report, and on the tiny bench encoding its 15,000 training rows for the
+    # 10-step vanilla and the oracle and labelling its ~7,000 reference rows took most of 150 s (2 cores).
+    tiny = smfa.bench.preset_config
+    monkeypatch.setattr(smfa.bench, "preset_config", lambda preset, **kw: tiny(preset, **{**MICRO, **kw}))
     out = run_demo(DemoConfig(out=str(tmp_path / "demo"), steps=10, method_steps=3, eval_limit=3))
     report = (out / "report.md").read_text()
     for row in ("smfa", "smfa@none", "idk", "vanilla", "oracle"):
