@@ -49,6 +49,8 @@ def figures(m: dict) -> dict[str, float | None]:
         "relearn before": 100 * relearn["leak_before"] if "leak_before" in relearn else None,
         "relearn after": 100 * relearn["leak_after"] if "leak_after" in relearn else None,
         "MIA AUC": mia.get("auc"), "Min-K% AUC": mia.get("auc_min_k"), "PrivLeak": mia.get("privleak"),
+        **{f"quantize {scheme}": 100 * attacks[f"quantize_{scheme}"]["leak"] if f"quantize_{scheme}" in attacks else None
+           for scheme in ("8bit", "4bit", "nf4")},
     }
 
 
@@ -63,7 +65,7 @@ def fmt(value: float | None, digits: int = 0) -> str:
 def table(rows: list[tuple[str, dict]], vanilla: dict | None) -> str:
     cols = ["leak photo / name", "held-out phr. leak", "unseen photo leak", "retain photo / name",
             "retain held-out photo / name", "retain unseen photo", "underst.", "general VQA", "relearn before → after",
-            "MIA / Min-K% AUC"]
+            "MIA / Min-K% AUC", "quantized leak 8-bit / 4-bit / NF4"]
     out = ["| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
 
     def rel(f: dict, key: str) -> str:
@@ -79,6 +81,7 @@ def table(rows: list[tuple[str, dict]], vanilla: dict | None) -> str:
             rel(f, "retain unseen photo"), rel(f, "understanding"), rel(f, "general VQA"),
             f"{fmt(f['relearn before'])} → {fmt(f['relearn after'])}",
             f"{fmt(f['MIA AUC'], 2)} / {fmt(f['Min-K% AUC'], 2)}" + (f" (PrivLeak {f['PrivLeak']:+.0f} %)" if f["PrivLeak"] is not None else ""),
+            " / ".join(fmt(f[f"quantize {s}"]) for s in ("8bit", "4bit", "nf4")),
         ]) + " |")
     return "\n".join(out)
 

@@ -3,6 +3,7 @@
     python scripts/train_shipped_vanilla.py                # tiny-seed0 → src/smfa/pretrained/tiny-seed0
     python scripts/train_shipped_vanilla.py micro-seed0    # → tests/fixtures/pretrained/micro-seed0
     python scripts/train_shipped_vanilla.py tiny-seed0-oracle10   # the demo's oracle (retain people of forget 10)
+    python scripts/train_shipped_vanilla.py micro-seed0-oracle10  # → tests/fixtures/pretrained (the tests' oracle)
     python scripts/train_shipped_vanilla.py tiny-seed0 --from-run RUN --bench BENCH   # package a finished run
 
 Builds the recipe's bench in a temporary directory, trains with the recipe (never from a shipped model),
@@ -25,7 +26,7 @@ from smfa.stages.finetune import FinetuneConfig, finetune
 
 ROOT = Path(__file__).resolve().parents[1]
 DEST = {"tiny-seed0": ROOT / "src/smfa/pretrained", "tiny-seed0-oracle10": ROOT / "src/smfa/pretrained",
-        "micro-seed0": ROOT / "tests/fixtures/pretrained"}
+        "micro-seed0": ROOT / "tests/fixtures/pretrained", "micro-seed0-oracle10": ROOT / "tests/fixtures/pretrained"}
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from typing import Any
 PRETRAINED_JSON = "pretrained.json"
 
 # The shipped models: the bench they were trained on (preset + overrides) and the finetune recipe
-# (FinetuneConfig overrides). ``tiny-seed0`` ships in the package (the demo's vanilla); ``micro-seed0`` in
+# (FinetuneConfig overrides). ``tiny-seed0`` ships in the package (the demo's vanilla); ``micro-seed0`` and its oracle in
 # tests/fixtures/pretrained (the test suite's vanilla, a 60-person bench).
 RECIPES: dict[str, dict[str, Any]] = {
     "tiny-seed0": {"bench": {"preset": "tiny", "seed": 0}, "finetune": {}},
@@ -39,6 +39,13 @@ RECIPES: dict[str, dict[str, Any]] = {
         "bench": {"preset": "tiny", "seed": 0, "n_people": 60, "n_shape_images": 160, "anchor_size": 24,
                   "reference_share": 0.3},
         "finetune": {"steps": 2000, "lr": 2e-3, "save_steps": 500},
+    },
+    # The test suite's forget-10 oracle (tests/test_pipeline.py, test_attacks.py): half the vanilla's steps on
+    # the micro bench's retain people; shipped so that a fresh clone does not train it (~3 min on 2 cores).
+    "micro-seed0-oracle10": {
+        "bench": {"preset": "tiny", "seed": 0, "n_people": 60, "n_shape_images": 160, "anchor_size": 24,
+                  "reference_share": 0.3},
+        "finetune": {"steps": 1000, "lr": 2e-3, "people": "retain", "forget": "10"},
     },
 }
 # Bench config fields that decide only the splits, not a training row: left out of the content checksum.
