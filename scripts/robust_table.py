@@ -54,10 +54,6 @@ def figures(m: dict) -> dict[str, float | None]:
     }
 
 
-RETAIN = ("retain photo", "retain name", "retain photo held-out", "retain name held-out", "retain unseen photo",
-          "understanding", "general VQA")
-
-
 def fmt(value: float | None, digits: int = 0) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 

@@ -90,8 +90,8 @@ def distill_items(ctx: Any) -> list:
 
 def distill_into_noised(ctx: Any, teacher: torch.nn.Module, hp: Any) -> torch.nn.Module:
     """A noised copy of ``teacher`` (``hp.robust_noise``) trained to match it on :func:`distill_items` for
-    ``hp.robust_epochs`` passes at ``hp.robust_lr`` (full fine-tuning of the language model). ``teacher`` is
-    not modified."""
+    ``hp.robust_epochs`` passes at ``hp.robust_lr`` (full fine-tuning of the language model). ``teacher``'s
+    weights are not modified (it is frozen and put in eval mode)."""
     from smfa.training.runs import prepare_trainable, train_sft
 
     family = ctx.vanilla.family

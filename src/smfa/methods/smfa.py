@@ -37,12 +37,12 @@ REFERENCE_LOSSES = ("ce", "kl")
 
 def check_mfa_data_fields(cfg: MethodConfig) -> None:
     """The checks of the MFA's data fields (``anchor_repeat``, ``forget_repeat``, ``forget_augment``,
-    ``retain_augment``, ``reference_loss``), shared by SMFA/TIES and IDK, whose MFA is the same."""
+    ``retain_augment``, ``retain_rephrase``, ``reference_loss``), shared by SMFA/TIES and IDK, whose MFA is the same."""
     name = type(cfg).__name__
     for field_name in ("forget_augment", "retain_augment", "retain_rephrase"):
-        augment = getattr(cfg, field_name)
-        if not isinstance(augment, int) or augment < 0:
-            raise ConfigError(f"{name}: {field_name} must be an integer >= 0, got {augment!r}")
+        copies = getattr(cfg, field_name)
+        if not isinstance(copies, int) or copies < 0:
+            raise ConfigError(f"{name}: {field_name} must be an integer >= 0, got {copies!r}")
     if cfg.reference_loss not in REFERENCE_LOSSES:
         raise ConfigError(f"{name}: reference_loss must be one of {', '.join(REFERENCE_LOSSES)}, got {cfg.reference_loss!r}")
     for field_name in ("anchor_repeat", "forget_repeat"):
@@ -78,12 +78,12 @@ class SMFAConfig(AdapterPairConfig):
     mode: str = "both"  # none (= IDK tuning) | conflict | magnitude | both
     dual: bool = False  # two MFAs (image view, text view) sculpted with k and k_text, averaged
     k_text: float = 10.0  # k of the text-view MFA in dual mode (authors: image 5, text 10)
-    # After the merge (smfa.methods.robust): none | distill — the merged model distilled into a copy of itself
-    # noised by robust_noise (0..1), robust_epochs passes at robust_lr over the retain rows and forget refusals.
-    robust: str = "none"
     # In the MFA (smfa.losses.floor_loss): > 0 — the forget rows' true answers also pay relu(floor − NLL), the
     # floor being the loss level of never-seen people (the vanilla's mia loss_nonmembers); 0 = off.
     calibrate_floor: float = 0.0
+    # After the merge (smfa.methods.robust): none | distill — the merged model distilled into a copy of itself
+    # noised by robust_noise (0..1), robust_epochs passes at robust_lr over the retain rows and forget refusals.
+    robust: str = "none"
     robust_noise: float = 0.3
     robust_epochs: float = 2.0
     robust_lr: float = 1e-3
@@ -154,12 +154,14 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
     refusals = refusal_items(forget_rows * forget_repeat, seed=ctx.seed)
     refusals += augmented_items(refusal_items(forget_rows, seed=ctx.seed + 1), int(getattr(hp, "forget_augment", 0)))
     distill = getattr(hp, "reference_loss", "ce") == "kl"
-    retain = reference_items(ctx.data.anchor_rows) * repeat + reference_items(ctx.data.reference_rows, distill)
+    anchor, reference = reference_items(ctx.data.anchor_rows), reference_items(ctx.data.reference_rows, distill)
+    items = refusals + anchor * repeat + reference
     # The retain side seen through the same kind of views as the forget side: the MFA learns "refuse this
     # person's photos", not "refuse photos that look shifted" (augmented_items keeps each item's label and mode).
-    retain_views = augmented_items(reference_items(ctx.data.anchor_rows) + reference_items(ctx.data.reference_rows, distill),
-                                   int(getattr(hp, "retain_augment", 0)))
-    items = refusals + retain + retain_views + reference_items(rephrased_retain(ctx, int(getattr(hp, "retain_rephrase", 0))), distill)
+    items += augmented_items(anchor + reference, int(getattr(hp, "retain_augment", 0)))
+    copies = int(getattr(hp, "retain_rephrase", 0))
+    items += reference_items(rephrased(ctx, ctx.data.anchor_rows, copies))
+    items += reference_items(rephrased(ctx, ctx.data.reference_rows, copies), distill)
     if float(getattr(hp, "calibrate_floor", 0.0)):
         from smfa.methods.robust import floor_items
 
@@ -180,18 +182,15 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
     return model
 
 
-def rephrased_retain(ctx: UnlearnContext, copies: int) -> list:
-    """The retain memory rows (anchor + reference) asked ``copies`` more ways with the bench's other training
-    templates (``smfa.bench.questions.other_phrasings``), labelled with the row's own answer (for reference
-    rows: the vanilla's). Asking the kept people in more ways teaches the MFA to answer them however they are
-    asked, not only in the reference rows' phrasings."""
+def rephrased(ctx: UnlearnContext, rows: list, copies: int) -> list:
+    """Retain memory ``rows`` asked ``copies`` more ways with the bench's other training templates
+    (``smfa.bench.questions.other_phrasings``), each keeping its row's answer (for reference rows: the
+    vanilla's). Asking the kept people in more ways teaches the MFA to answer them however they are asked,
+    not only in the reference rows' phrasings."""
     from smfa.bench.questions import other_phrasings
 
-    if copies <= 0:
-        return []
     people = ctx.bench.people
-    return [q for r in ctx.data.retain_rows if r.person_id in people
-            for q in other_phrasings(r, people[r.person_id].name, copies)]
+    return [q for r in rows if copies > 0 and r.person_id in people for q in other_phrasings(r, people[r.person_id].name, copies)]
 
 
 def train_anchor(ctx: UnlearnContext, hp: AdapterPairConfig) -> torch.nn.Module:
