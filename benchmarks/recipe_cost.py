@@ -54,7 +54,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of every run (default 2: the target's 2 cores)")
     args = p.parse_args()
-    from smfa.stages.audit import weight_hashes
+    from smfa.models.digest import weight_hashes
     from smfa.bench import Bench
 
     bench_dir, vanilla = tiny_setup(args.workdir, args.steps)

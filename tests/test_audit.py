@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from smfa.stages.audit import AUDIT_JSON, AUDIT_MD, AUDIT_SIG, weight_hashes, write_audit
+from smfa.models.digest import weight_hashes
+from smfa.stages.audit import AUDIT_JSON, AUDIT_MD, AUDIT_SIG, write_audit
 from smfa.cli.main import main
 
 

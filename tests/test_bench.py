@@ -295,7 +295,8 @@ def test_eval_sets(bench: Bench, forget: str) -> None:
 def test_no_trained_row_or_person_is_scored_as_kept(bench: Bench, forget: str, target: str) -> None:
     """A retention or "kept" number is read on rows no method trained on: not the anchor (nor its people's
     other rows), not the visual setting's name-only anchor, not the reference pool, not a preserve set."""
-    from smfa.stages.unlearn import reference_questions, select_data
+    from smfa.reference import reference_questions
+    from smfa.stages.unlearn import select_data
 
     data = select_data(bench, forget, target, None, 0)
     trained = {q.id for q in data.retain_rows + data.preserve_rows + reference_questions(bench, "self-full")}

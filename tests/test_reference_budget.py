@@ -3,18 +3,20 @@ every retain term, never in a retain metric."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from smfa.bench import Bench
+from smfa.errors import ConfigError
 
 
 @pytest.mark.slow
 def test_reference_rows_are_self_labelled_and_never_evaluated(micro_bench_dir: Path, micro_vanilla: Path, floor) -> None:
     from smfa.bench.schema import MEMORY_KINDS
     from smfa.models.loading import load_model
-    from smfa.stages.unlearn import self_labelled_reference
+    from smfa.reference import self_labelled_reference
 
     bench = Bench.load(micro_bench_dir)
     ref = bench.reference_people()
@@ -35,10 +37,10 @@ def test_reference_labels_are_computed_once_per_model_and_reused(micro_bench_dir
                                                                  tmp_path: Path, monkeypatch) -> None:
     """Decision 4 of #25: every method, compare cell and request reuses the vanilla's labels of the pool."""
     import smfa.eval.generate as generate
-    from smfa.stages.audit import model_digest, weight_hashes
+    from smfa.models.digest import model_digest, weight_hashes
     from smfa.models.loading import load_model
     from smfa.models.placement import CPU_FP32
-    from smfa.stages.unlearn import self_labelled_reference
+    from smfa.reference import self_labelled_reference
 
     bench = Bench.load(micro_bench_dir)
     vanilla = load_model(micro_vanilla)
@@ -54,13 +56,24 @@ def test_reference_labels_are_computed_once_per_model_and_reused(micro_bench_dir
     again = self_labelled_reference(bench, vanilla, "self", progress=False, cache=tmp_path, model_digest=digest,
                                     placement=CPU_FP32)
     assert again == first
-    with pytest.raises(AssertionError, match="not reused"):  # another model (or people left out) is another key
-        self_labelled_reference(bench, vanilla, "self", progress=False, cache=tmp_path, model_digest="other",
-                                placement=CPU_FP32)
+    # A request naming pool people reuses the pool's labels (they were a cache miss, and a relabelling, before:
+    # the key hashed the filtered questions); its people are removed after the cache.
     one = sorted(bench.reference_people())[0]
-    with pytest.raises(AssertionError, match="not reused"):
-        self_labelled_reference(bench, vanilla, "self", progress=False, cache=tmp_path, model_digest=digest,
-                                placement=CPU_FP32, forgotten=frozenset({one}))
+    request = self_labelled_reference(bench, vanilla, "self", progress=False, cache=tmp_path, model_digest=digest,
+                                      placement=CPU_FP32, forgotten=frozenset({one}))
+    assert request == [r for r in first if r.person_id != one] and len(request) < len(first)
+    for other in ({"model_digest": "other"}, {"text_io": "another tokenizer"}, {"cap": 10}):
+        with pytest.raises(AssertionError, match="not reused"):  # another model, tokenizer or sample: another key
+            self_labelled_reference(bench, vanilla, "self", progress=False, cache=tmp_path, placement=CPU_FP32,
+                                    **{"model_digest": digest, **other})
+    # A cached file that does not hold one answer per question is relabelled, never zipped short.
+    monkeypatch.undo()
+    (path,) = tmp_path.glob("*.json")
+    stored = json.loads(path.read_text())
+    path.write_text(json.dumps({**stored, "answers": stored["answers"][:-3]}))
+    healed = self_labelled_reference(bench, vanilla, "self", progress=False, cache=tmp_path, model_digest=digest,
+                                     placement=CPU_FP32)
+    assert healed == first and len(json.loads(path.read_text())["answers"]) == stored["n"]
 
 
 def test_the_default_budget_is_the_selective_recipe_where_a_method_has_a_retain_term(tiny_bench_dir: Path) -> None:
@@ -70,7 +83,8 @@ def test_the_default_budget_is_the_selective_recipe_where_a_method_has_a_retain_
     without a pool."""
     from smfa.stages.compare import CompareConfig
     from smfa.methods import get_method, method_names
-    from smfa.stages.unlearn import UnlearnConfig, resolve_reference
+    from smfa.reference import resolve_reference
+    from smfa.stages.unlearn import UnlearnConfig
 
     bench = Bench.load(tiny_bench_dir)
     assert UnlearnConfig().reference == CompareConfig().reference == "auto"
@@ -105,7 +119,7 @@ def test_an_unknown_budget_is_refused(tiny_bench_dir: Path, tmp_path: Path, caps
 
 def test_the_full_budget_adds_understanding_and_training_vqa_never_an_evaluated_question(tiny_bench_dir: Path) -> None:
     from smfa.bench.schema import GENERAL_VQA, MEMORY_KINDS, UNDERSTANDING
-    from smfa.stages.unlearn import REFERENCE_VQA_ROWS, reference_questions
+    from smfa.reference import REFERENCE_VQA_ROWS, reference_questions
 
     bench = Bench.load(tiny_bench_dir)
     memory = reference_questions(bench, "self")
@@ -177,3 +191,27 @@ def test_the_anchor_can_train_on_the_few_shot_anchor_alone(tmp_path: Path) -> No
     assert anchor_key(ctx, both) != anchor_key(ctx, few)
     with pytest.raises(ConfigError, match="'anchor_reference' expects true/false, got 'maybe'"):
         get_method("smfa").config(overrides={"anchor_reference": "maybe"})
+
+
+def test_a_capped_budget_is_a_fixed_balanced_sample(tiny_bench_dir: Path) -> None:
+    """Decision 2 of #34: the reference budget is a fixed amount of work. ``reference_cap`` keeps at most that
+    many questions whatever the pool's size, each kind at its share of the pool, every person thinned rather
+    than some dropped, the same sample every time."""
+    from collections import Counter
+
+    from smfa.methods import get_method
+    from smfa.reference import balanced_sample, reference_questions
+
+    bench = Bench.load(tiny_bench_dir)
+    pool = reference_questions(bench, "self-full")
+    capped = reference_questions(bench, "self-full", cap=600)
+    assert len(capped) == 600 and {q.id for q in capped} <= {q.id for q in pool}
+    assert [q.id for q in reference_questions(bench, "self-full", cap=600)] == [q.id for q in capped]
+    share, kept = Counter(q.kind for q in pool), Counter(q.kind for q in capped)
+    for kind, n in share.items():
+        assert abs(kept[kind] - 600 * n / len(pool)) < 1, kind
+    people = Counter(q.person_id for q in capped if q.person_id in bench.reference_people())
+    assert set(people) == bench.reference_people() and max(people.values()) - min(people.values()) <= 3
+    assert balanced_sample(pool, 0, 0) == pool and balanced_sample(pool, len(pool) + 5, 0) == pool
+    with pytest.raises(ConfigError, match="reference_cap"):
+        get_method("smfa").config(overrides={"reference_cap": -1})

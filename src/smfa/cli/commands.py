@@ -23,7 +23,7 @@ from smfa.config import parse_params, resolve_config
 from smfa.eval.judges import available_judges
 from smfa.models.placement import add_placement_options, is_main_process
 from smfa.sculpt.mask import MODES
-from smfa.stages.unlearn import REFERENCE_BUDGETS
+from smfa.reference import REFERENCE_BUDGETS
 from smfa.training.samplers import SAMPLERS
 
 

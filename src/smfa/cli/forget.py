@@ -44,7 +44,7 @@ def register(sub: Any) -> None:
     from smfa.eval.judges import available_judges
     from smfa.methods import method_names
     from smfa.models.placement import add_placement_options
-    from smfa.stages.unlearn import REFERENCE_BUDGETS
+    from smfa.reference import REFERENCE_BUDGETS
 
     p = command(sub, "forget", _forget, methods=", ".join(method_names()))
     p.add_argument("--model", help="vanilla run, model directory, or an earlier unlearning run (a chain)")

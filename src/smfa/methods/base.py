@@ -74,6 +74,10 @@ class MethodConfig:
     # Mixed precision of the forward pass: auto = the weights' own half dtype (--dtype bf16 → bf16 autocast,
     # fp16 → fp16 with a gradient scaler, fp32 → none), or none | bf16 | fp16 explicitly.
     autocast: str = "auto"
+    # With a reference budget (--reference self|self-full): at most this many reference-pool questions, a
+    # seeded sample spread over kinds and people (smfa.reference.balanced_sample), so the work is fixed whatever
+    # the pool's size; 0 = the whole pool.
+    reference_cap: int = 0
 
     def __post_init__(self) -> None:
         """Reject bad values before any training starts (a bad k found after training wastes the run)."""
@@ -85,12 +89,13 @@ class MethodConfig:
                   "retain_weight": math.isfinite(self.retain_weight) and self.retain_weight >= 0,
                   "grad_accum": isinstance(self.grad_accum, int) and self.grad_accum >= 1,
                   "warmup_ratio": 0 <= self.warmup_ratio < 1,
-                  "autocast": self.autocast in ("auto", "none", "bf16", "fp16")}
+                  "autocast": self.autocast in ("auto", "none", "bf16", "fp16"),
+                  "reference_cap": isinstance(self.reference_cap, int) and self.reference_cap >= 0}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"{type(self).__name__}: invalid {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "
                               "(lr/epochs/batch_size/lora_r/lora_alpha > 0, 0 ≤ dropout < 1, retain_weight ≥ 0, grad_accum ≥ 1, "
-                              "0 ≤ warmup_ratio < 1, autocast auto/none/bf16/fp16)")
+                              "0 ≤ warmup_ratio < 1, autocast auto/none/bf16/fp16, reference_cap an integer ≥ 0)")
 
 
 class Method:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from smfa.errors import ConfigError, OutputError
+from smfa.models.digest import weight_files
 from smfa.rundir import file_digest, read_json
 
 AUDIT_JSON = "audit.json"
@@ -47,35 +48,6 @@ RETAIN_KEYS = ("retain_memory", "retain_image_memory", "retain_text_memory", "re
 # The request's leak (keys of Overall) under the names the audit shows.
 LEAK_KEYS = {"photo": "forget_leak_image", "name": "forget_leak_text", "paraphrase": "forget_leak_paraphrase",
              "unseen_photo": "forget_leak_unseen_image"}
-
-
-def weight_files(model_dir: Path) -> list[Path]:
-    """The files that hold a model's weights: every ``*.safetensors`` and the shard index, sorted."""
-    model_dir = Path(model_dir)
-    return sorted(p for p in model_dir.iterdir()
-                  if p.is_file() and (p.suffix == ".safetensors" or p.name.endswith(".safetensors.index.json")))
-
-
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def weight_hashes(model_dir: Path) -> dict[str, str]:
-    """``{file name: sha256}`` of :func:`weight_files` (memoised per path, size and mtime within a process)."""
-    out = {}
-    for path in weight_files(model_dir):
-        st = path.stat()
-        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-        if key not in _DIGESTS:
-            _DIGESTS[key] = file_digest(path)
-        out[path.name] = _DIGESTS[key]
-    if not out:
-        raise OutputError(f"{model_dir} has no safetensors weight files to hash")
-    return out
-
-
-def model_digest(hashes: dict[str, str]) -> str:
-    """One sha256 over a model's weight-file hashes (names and digests): a key for caches of its outputs."""
-    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
 
 
 def forget_data_digest(rows: Iterable[Any], bench_root: Path) -> str:

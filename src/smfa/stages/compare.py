@@ -115,7 +115,7 @@ def method_entry(entry: str) -> tuple[str, str | None]:
     """A ``--methods`` entry: a method name, or ``NAME@BUDGET`` for that method with its own data budget
     (``smfa@none``: SMFA's paper recipe beside the default one). Unknown names and budgets fail here."""
     from smfa.methods import get_method
-    from smfa.stages.unlearn import check_budget
+    from smfa.reference import check_budget
 
     name, sep, budget = entry.partition("@")
     get_method(name)
@@ -183,7 +183,7 @@ def _common_changes(manifest: dict[str, Any], bench: Any, where: dict[str, str])
 
 
 def _vanilla_digest(model: str) -> str | None:
-    from smfa.stages.audit import model_digest, weight_hashes
+    from smfa.models.digest import model_digest, weight_hashes
     from smfa.models.loading import model_dir_of
 
     path = model_dir_of(model)
@@ -195,7 +195,8 @@ def stale_cells(cfg: CompareConfig, out: Path, bench: Any, oracles: dict[str, st
     ``cfg`` in ``out`` whose config differs from what would run now (empty: every finished cell is reusable)."""
     from dataclasses import asdict
 
-    from smfa.stages.audit import AUDIT_JSON, model_digest
+    from smfa.models.digest import model_digest
+    from smfa.stages.audit import AUDIT_JSON
     from smfa.eval.pipeline import EvalConfig
     from smfa.methods import get_method
     from smfa.models.placement import resolve_placement

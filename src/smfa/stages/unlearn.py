@@ -20,7 +20,6 @@ Data every method sees (same access for all, as SPEC.md's table says unless a me
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 from smfa.bench.forget_set import REQUEST_LABEL, ForgetSet, resolve_forget
 from smfa.bench.schema import TEXT_MEMORY, forgotten_kinds
 from smfa.errors import ConfigError
+from smfa.reference import check_budget, reference_questions, resolve_reference, self_labelled_reference
 from smfa.rundir import atomic_run_dir, write_manifest
 
 
@@ -101,105 +101,11 @@ def suppression_list(rows: list[Any]) -> list[Any]:
     return [replace(q, answer="", fact="") for q in rows]
 
 
-REFERENCE_BUDGETS = ("auto", "none", "self", "self-full")
-# What ``auto`` (the default) resolves to where it gives a budget (:func:`resolve_reference`): the selective
-# recipe (docs/selectivity.md); ``none`` is the paper recipe (the anchor alone).
-DEFAULT_REFERENCE = "self-full"
-
-
-def check_budget(budget: str) -> None:
-    if budget not in REFERENCE_BUDGETS:
-        raise ConfigError(f"--reference must be one of {', '.join(REFERENCE_BUDGETS)}, got {budget!r}")
-
-
-def resolve_reference(budget: str, method: Any, bench: Any) -> str:
-    """The data budget a run uses: ``auto`` is :data:`DEFAULT_REFERENCE` for a method with a retain term whose
-    hyper-parameters were chosen for a reference budget (it ships ``configs/methods/reference/NAME.yaml``: smfa,
-    idk, ties) on a bench with a reference pool, else ``none``; any other budget is used as given.
-
-    Why the shipped layer decides: with the reference rows in their retain term, GA Difference and MMUnlearner at
-    their paper-recipe values stopped forgetting (micro bench: mean leak 0.82 and 0.98 against the vanilla's
-    ~1.0; docs/defaults.md) — a method becomes ``auto``'s once its values for the budget are chosen on validation."""
-    check_budget(budget)
-    if budget != "auto":
-        return budget
-    tuned = getattr(method, "has_retain_term", True) and method.reference_config_path().is_file()
-    return DEFAULT_REFERENCE if tuned and bench.reference_people() else "none"
-
-
-# ``self-full``: at most this many general-VQA training questions (seeded sample) join the reference rows.
-REFERENCE_VQA_ROWS = 500
-
-
-def reference_questions(bench: Any, budget: str, seed: int = 0) -> list[Any]:
-    """The unlabelled questions of a reference budget: ``self`` = the reference pool's training-phrasing
-    memory questions; ``self-full`` adds the pool's understanding questions and a seeded sample of the
-    general-VQA *training* pictures' questions (the evaluated VQA pictures are held out)."""
-    import random
-
-    from smfa.bench.schema import GENERAL_VQA, MEMORY_KINDS, UNDERSTANDING
-
-    check_budget(budget)
-    if budget == "auto":
-        raise ValueError("reference_questions needs a resolved budget (resolve_reference)")  # a programming error
-    if budget == "none":
-        return []
-    people = bench.reference_people()
-    kinds = set(MEMORY_KINDS) | ({UNDERSTANDING} if budget == "self-full" else set())
-    rows = [q for q in bench.training_rows() if q.person_id in people and q.kind in kinds]
-    if not rows:
-        raise ConfigError(f"--reference {budget}: the bench {bench.root} has no reference-pool rows; rebuild it with `smfa bench build --reference-share 0.6` or pass --reference none")
-    if budget == "self-full":
-        vqa = [q for q in bench.training_rows() if q.kind == GENERAL_VQA]
-        rows += random.Random(f"reference-vqa/{seed}").sample(vqa, min(REFERENCE_VQA_ROWS, len(vqa)))
-    return rows
-
-
-def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed: int = 0,
-                            progress: bool = True, forgotten: frozenset[str] = frozenset(),
-                            cache: Path | None = None, model_digest: str | None = None,
-                            placement: Any = None) -> list[Any]:
-    """The budget's questions (``reference_questions``), each answer replaced by the vanilla's own greedy
-    answer (its fact: the answer itself, since no label is known); empty answers are dropped, and so are the
-    questions about ``forgotten`` people (named by a deletion request).
-
-    With ``cache`` (a directory) and the vanilla's ``model_digest``, the answers are computed once per (bench,
-    model weights, questions, placement, decoding) and reused by every method, compare cell and request."""
-    from dataclasses import replace
-
-    from smfa.eval.generate import generate_answers
-    from smfa.rundir import write_json_atomic
-
-    rows = [q for q in reference_questions(bench, budget, seed=seed) if q.person_id not in forgotten]
-    path = None
-    if cache is not None and model_digest is not None:
-        path = Path(cache) / f"{_label_key(bench, rows, model_digest, placement)}.json"
-    if path is not None and path.is_file():
-        answers = json.loads(path.read_text(encoding="utf-8"))["answers"]
-    else:
-        answers = generate_answers(vanilla, rows, bench, progress=progress, desc="labelling the reference pool",
-                                   batch_size=LABEL_DECODING["batch_size"], max_new_tokens=LABEL_DECODING["max_new_tokens"])
-        if path is not None:
-            write_json_atomic(path, {"bench": bench.checksum, "model": model_digest, "n": len(rows), "answers": answers})
-    return [replace(q, answer=a, fact=a) for q, a in zip(rows, answers) if a.strip()]
-
-
-# Decoding of the reference labels: part of their cache key (a change of it must not reuse old labels).
-LABEL_DECODING = {"greedy": True, "max_new_tokens": 24, "batch_size": 64}
-
-
-def _label_key(bench: Any, rows: list[Any], model_digest: str, placement: Any) -> str:
-    import hashlib
-
-    blob = {"bench": bench.checksum, "model": model_digest, "questions": [q.id for q in rows],
-            "placement": placement.describe() if placement is not None else None, "decoding": LABEL_DECODING}
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:24]
-
-
 def unlearn(cfg: UnlearnConfig) -> Path:
     """Run ``cfg.method`` and write RUN/{model/, manifest.json, audit.json, audit.md, eval/, adapters/ (SMFA),
     sculpt/ (SMFA)}."""
-    from smfa.stages.audit import read_key, weight_hashes
+    from smfa.models.digest import text_io_digest, weight_hashes
+    from smfa.stages.audit import read_key
     from smfa.bench import Bench
     from smfa.distributed import full_state_dict, wait_for_main
     from smfa.stages.forget import chain_record, read_chain
@@ -249,9 +155,10 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     if budget != "none":
         from smfa.cache import cache_dir
 
-        data.reference_rows = self_labelled_reference(bench, vanilla, budget, seed=cfg.seed, progress=cfg.progress,
-                                                      forgotten=group.forgotten, cache=cache_dir() / "reference-labels",
-                                                      model_digest=_digest(input_hashes), placement=placement)
+        data.reference_rows = self_labelled_reference(
+            bench, vanilla, budget, seed=cfg.seed, progress=cfg.progress, forgotten=group.forgotten,
+            cap=hp.reference_cap, cache=cache_dir() / "reference-labels", model_digest=_digest(input_hashes),
+            text_io=text_io_digest(input_dir) if input_dir is not None else None, placement=placement)
     eval_cfg = gold_losses = oracle_mia = None
     if cfg.evaluate:
         from smfa.distributed import is_main_process
@@ -335,6 +242,6 @@ def unlearn(cfg: UnlearnConfig) -> Path:
 
 
 def _digest(hashes: dict[str, str]) -> str | None:
-    from smfa.stages.audit import model_digest
+    from smfa.models.digest import model_digest
 
     return model_digest(hashes) if hashes else None

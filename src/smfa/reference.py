@@ -1,0 +1,167 @@
+"""The reference budget: questions about the bench's reference pool (retain people on whom no retain metric is
+computed), answered by the vanilla itself — data a deployer has without labels — for every retain term.
+
+- :func:`resolve_reference` — which budget a run uses (``auto`` → :data:`DEFAULT_REFERENCE` where a method's
+  values were chosen for it);
+- :func:`reference_questions` — the budget's questions, at most ``cap`` of them (:func:`balanced_sample`): the
+  budget is a fixed amount of work, not the pool's size;
+- :func:`self_labelled_reference` — those questions labelled by the vanilla's greedy answers, cached per model
+  for the *unfiltered* pool, the request's people removed after the cache (so a request naming pool people
+  reuses the labels), computed on the main process alone and read by the other ranks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from smfa.errors import ConfigError
+
+REFERENCE_BUDGETS = ("auto", "none", "self", "self-full")
+# What ``auto`` (the default) resolves to where it gives a budget (:func:`resolve_reference`): the selective
+# recipe (docs/selectivity.md); ``none`` is the paper recipe (the anchor alone).
+DEFAULT_REFERENCE = "self-full"
+# ``self-full``: at most this many general-VQA training questions (seeded sample) join the reference rows.
+REFERENCE_VQA_ROWS = 500
+# Decoding of the reference labels: part of their cache key (a change of it must not reuse old labels).
+LABEL_DECODING = {"greedy": True, "max_new_tokens": 24, "batch_size": 64}
+
+
+def check_budget(budget: str) -> None:
+    if budget not in REFERENCE_BUDGETS:
+        raise ConfigError(f"--reference must be one of {', '.join(REFERENCE_BUDGETS)}, got {budget!r}")
+
+
+def resolve_reference(budget: str, method: Any, bench: Any) -> str:
+    """The data budget a run uses: ``auto`` is :data:`DEFAULT_REFERENCE` for a method with a retain term whose
+    hyper-parameters were chosen for a reference budget (it ships ``configs/methods/reference/NAME.yaml``: smfa,
+    idk, ties) on a bench with a reference pool, else ``none``; any other budget is used as given.
+
+    Why the shipped layer decides: with the reference rows in their retain term, GA Difference and MMUnlearner at
+    their paper-recipe values stopped forgetting (micro bench: mean leak 0.82 and 0.98 against the vanilla's
+    ~1.0; docs/defaults.md) — a method becomes ``auto``'s once its values for the budget are chosen on validation."""
+    check_budget(budget)
+    if budget != "auto":
+        return budget
+    tuned = getattr(method, "has_retain_term", True) and method.reference_config_path().is_file()
+    return DEFAULT_REFERENCE if tuned and bench.reference_people() else "none"
+
+
+def balanced_sample(rows: list[Any], n: int, seed: int) -> list[Any]:
+    """At most ``n`` of ``rows``, spread evenly: each kind keeps its share of the pool (largest remainder), and
+    within a kind the people take turns (a seeded order of people, each person's rows in a seeded order), so a
+    cap thins every person instead of dropping some. ``n`` ≤ 0 or ≥ ``len(rows)``: all rows. Returned in the
+    pool's order; the same (rows, n, seed) always gives the same sample."""
+    if n <= 0 or n >= len(rows):
+        return list(rows)
+    rng = random.Random(f"reference-sample/{seed}")
+    by_kind: dict[str, list[Any]] = defaultdict(list)
+    for r in rows:
+        by_kind[r.kind].append(r)
+    kinds = sorted(by_kind)
+    exact = {k: n * len(by_kind[k]) / len(rows) for k in kinds}
+    quota = {k: int(exact[k]) for k in kinds}
+    for k in sorted(kinds, key=lambda k: (quota[k] - exact[k], k))[: n - sum(quota.values())]:
+        quota[k] += 1
+    chosen: set[str] = set()
+    for k in kinds:
+        people: dict[Any, list[Any]] = defaultdict(list)
+        for r in by_kind[k]:
+            people[r.person_id].append(r)
+        order = sorted(people, key=str)
+        rng.shuffle(order)
+        queues = [rng.sample(people[p], len(people[p])) for p in order]
+        taken = 0
+        while taken < quota[k]:
+            for q in queues:
+                if q and taken < quota[k]:
+                    chosen.add(q.pop().id)
+                    taken += 1
+    return [r for r in rows if r.id in chosen]
+
+
+def reference_questions(bench: Any, budget: str, seed: int = 0, cap: int = 0) -> list[Any]:
+    """The unlabelled questions of a reference budget: ``self`` = the reference pool's training-phrasing
+    memory questions; ``self-full`` adds the pool's understanding questions and a seeded sample of the
+    general-VQA *training* pictures' questions (the evaluated VQA pictures are held out). ``cap`` > 0: at
+    most that many (:func:`balanced_sample`), whatever the pool's size."""
+    from smfa.bench.schema import GENERAL_VQA, MEMORY_KINDS, UNDERSTANDING
+
+    check_budget(budget)
+    if budget == "auto":
+        raise ValueError("reference_questions needs a resolved budget (resolve_reference)")  # a programming error
+    if budget == "none":
+        return []
+    people = bench.reference_people()
+    kinds = set(MEMORY_KINDS) | ({UNDERSTANDING} if budget == "self-full" else set())
+    rows = [q for q in bench.training_rows() if q.person_id in people and q.kind in kinds]
+    if not rows:
+        raise ConfigError(f"--reference {budget}: the bench {bench.root} has no reference-pool rows; rebuild it with `smfa bench build --reference-share 0.6` or pass --reference none")
+    if budget == "self-full":
+        vqa = [q for q in bench.training_rows() if q.kind == GENERAL_VQA]
+        rows += random.Random(f"reference-vqa/{seed}").sample(vqa, min(REFERENCE_VQA_ROWS, len(vqa)))
+    return balanced_sample(rows, cap, seed)
+
+
+def label_key(bench: Any, rows: list[Any], model_digest: str, text_io: str | None, placement: Any) -> str:
+    """What decides the vanilla's answers to ``rows``: the bench, the weights, the tokenizer / chat template /
+    processor / generation config (``text_io``: :func:`smfa.models.digest.text_io_digest`), the questions, the
+    device and precision, the decoding and the smfa version."""
+    import smfa
+
+    blob = {"bench": bench.checksum, "model": model_digest, "text_io": text_io, "questions": [q.id for q in rows],
+            "placement": placement.describe() if placement is not None else None, "decoding": LABEL_DECODING,
+            "smfa": smfa.__version__}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed: int = 0, progress: bool = True,
+                            forgotten: frozenset[str] = frozenset(), cap: int = 0, cache: Path | None = None,
+                            model_digest: str | None = None, text_io: str | None = None,
+                            placement: Any = None) -> list[Any]:
+    """The budget's questions (:func:`reference_questions`, ``cap``), each answer replaced by the vanilla's own
+    greedy answer (its fact: the answer itself, since no label is known); empty answers are dropped, and so are
+    the questions about ``forgotten`` people (named by a deletion request) — after labelling, so that the
+    labels are those of the whole pool whoever a request names.
+
+    With ``cache`` (a directory) and the vanilla's ``model_digest``, the answers are computed once per
+    :func:`label_key` and reused by every method, compare cell and request. Under several processes the main
+    process labels (or reads the cache) and every rank gets its answers."""
+    from dataclasses import replace
+
+    from smfa.distributed import on_main_process
+
+    rows = reference_questions(bench, budget, seed=seed, cap=cap)
+    path = None
+    if cache is not None and model_digest is not None:
+        path = Path(cache) / f"{label_key(bench, rows, model_digest, text_io, placement)}.json"
+    answers = on_main_process(_labels, bench, vanilla, rows, path, model_digest, progress)
+    return [replace(q, answer=a, fact=a) for q, a in zip(rows, answers, strict=True)
+            if a.strip() and q.person_id not in forgotten]
+
+
+def _labels(bench: Any, vanilla: Any, rows: list[Any], path: Path | None, model_digest: str | None,
+            progress: bool) -> list[str]:
+    """The vanilla's answers to ``rows``, from ``path`` when it holds them (one per row, checked) or generated
+    and stored there atomically."""
+    import sys
+
+    from smfa.eval.generate import generate_answers
+    from smfa.rundir import write_json_atomic
+
+    if path is not None and path.is_file():
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        answers = stored.get("answers")
+        if isinstance(answers, list) and len(answers) == len(rows) == stored.get("n"):
+            return answers
+        print(f"warning: the cached reference labels {path} hold {len(answers) if isinstance(answers, list) else 'no'} "
+              f"answers for {len(rows)} questions; labelling again", file=sys.stderr)
+    answers = generate_answers(vanilla, rows, bench, progress=progress, desc="labelling the reference pool",
+                               batch_size=LABEL_DECODING["batch_size"], max_new_tokens=LABEL_DECODING["max_new_tokens"])
+    if path is not None:
+        write_json_atomic(path, {"bench": bench.checksum, "model": model_digest, "n": len(rows), "answers": answers})
+    return answers
