@@ -82,12 +82,14 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def write_mllmu(root: Path, n_people: int = 20, n_celebrities: int = 3, *, drop: dict[str, str] | None = None,
                 bad_image: bool = False, duplicate_id: bool = False, unknown_forget_id: bool = False,
-                json_text: bool = False, replace: dict[str, Any] | None = None, extra_generation: dict[str, Any] | None = None) -> Path:
+                json_text: bool = False, replace: dict[str, Any] | None = None, extra_generation: dict[str, Any] | None = None,
+                extra_pair: dict[str, str] | None = None) -> Path:
     """MLLMU-Bench's subsets under ``root`` (``Full_Set/train-00000-of-00001.parquet``, ...). ``json_text``:
     the task columns as JSON text instead of nested structs/lists (as some copies store them). The other
     keyword arguments break it the ways the bad-input tests need: ``drop`` {subset: column} removes a column,
     ``replace`` {column: value} sets a column of Full_Set's row 2, ``extra_generation`` appends that item to
-    Full_Set row 2's ``Generation_Task``."""
+    Full_Set row 2's ``Generation_Task``, ``extra_pair`` that ``{Question, Answer}`` pair to ft_Data row 2's
+    ``metadata``."""
     ids = [f"p{i:03d}" for i in range(n_people)]
     full = [mllmu_person(i, pid) for i, pid in enumerate(ids)]
     if bad_image:
@@ -106,6 +108,8 @@ def write_mllmu(root: Path, n_people: int = 20, n_celebrities: int = 3, *, drop:
            "metadata": json.dumps([{"Question": "What is this person's job?", "Answer": f"This person works as a {JOBS[i % len(JOBS)]}."},
                                    {"Question": "Where does this person live?", "Answer": f"This person lives in {CITIES[i % len(CITIES)]}."}])}
           for i, pid in enumerate(ids)]
+    if extra_pair is not None:
+        ft[2]["metadata"] = json.dumps(json.loads(ft[2]["metadata"]) + [extra_pair])
     subsets: dict[str, list[dict[str, Any]]] = {"Full_Set": full, "ft_Data": ft,
                                                 "Test_Set": as_text([mllmu_person(i, pid, test=True) for i, pid in enumerate(ids)])}
     for ratio in (5, 10, 15):

@@ -143,17 +143,67 @@ def test_mllmu_facts_are_the_private_values(mllmu_bench: Path) -> None:
     assert by_id["celebrity/celebrity_celeb0/generation_text_memory/1"].fact == CITIES[0]
 
 
-def test_mllmu_fact_of_an_item_and_refusal_without_one(tmp_path: Path, capsys) -> None:
-    """An item's own Fact key is used; an answer naming none of the person's values is refused in one line
-    naming the file, row and item, never scored on the whole sentence."""
+def test_mllmu_fact_of_an_item_and_refusal_without_one_under_strict(tmp_path: Path, capsys) -> None:
+    """An item's own Fact key is used; with --strict an answer naming none of the person's values stops the
+    import in one line naming the file, row and item, what is wrong and what to do."""
     item = {"Question": "What does this person enjoy?", "Ground_Truth": "This person enjoys sailing at dawn.", "Type": "Image_Textual"}
     src = write_mllmu(tmp_path / "in", n_people=8, n_celebrities=1, extra_generation={**item, "Fact": "sailing"})
     import_mllmu(src, _opts(tmp_path / "ok"))
     assert next(q.fact for q in Bench.load(tmp_path / "ok").questions if q.id == "full/p002/generation_image_memory/2") == "sailing"
     src = write_mllmu(tmp_path / "bad", n_people=8, n_celebrities=1, extra_generation=item)
-    err = _run_import(["mllmu", str(src)], tmp_path / "bench", capsys)
+    err = _run_import(["mllmu", str(src), "--strict"], tmp_path / "bench", capsys)
     assert "Full_Set/train-00000-of-00001.parquet row 2 (ID p002): Generation_Task[2]: no short fact" in err
-    assert '"Fact" key' in err
+    assert '"Fact" key' in err and "without --strict" in err
+
+
+def test_mllmu_rows_without_a_fact_are_skipped_and_counted(tmp_path: Path, capsys) -> None:
+    """A free answer naming none of the person's values is left out (never scored on the whole sentence) and
+    the import goes on: one summary line says how many rows, from which subset and column, and where the first
+    are; bench.json records the same."""
+    item = {"Question": "What does this person enjoy?", "Ground_Truth": "This person enjoys sailing at dawn.", "Type": "Image_Textual"}
+    pair = {"Question": "What does this person enjoy?", "Answer": "This person enjoys sailing at dawn."}
+    src = write_mllmu(tmp_path / "in", n_people=8, n_celebrities=1, extra_generation=item, extra_pair=pair)
+    out = tmp_path / "bench"
+    assert main(["bench", "import", "mllmu", str(src), "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: skipped 2 rows"), err
+    first = ["Full_Set/train-00000-of-00001.parquet row 2 (ID p002): Generation_Task[2]",
+             "ft_Data/train-00000-of-00001.parquet row 2 (ID p002): metadata[2]"]
+    assert "Full_Set Generation_Task 1" in err[0] and "ft_Data metadata 1" in err[0] and first[0] in err[0]
+    assert "--strict" in err[0], err
+    skipped = json.loads((out / "bench.json").read_text())["skipped"]
+    assert skipped == {"rows": 2, "by_source": {"Full_Set Generation_Task": 1, "ft_Data metadata": 1}, "first": first}
+    ids = {q.id for q in Bench.load(out).questions}
+    assert "full/p002/generation_text_memory/1" in ids and "ft/p002/1" in ids
+    assert "full/p002/generation_image_memory/2" not in ids and "ft/p002/2" not in ids
+
+
+def test_an_import_without_skipped_rows_records_none(mllmu_bench: Path) -> None:
+    assert json.loads((mllmu_bench / "bench.json").read_text())["skipped"] == {"rows": 0, "by_source": {}, "first": []}
+
+
+def test_a_bench_imported_before_the_fact_rule_warns_on_load(tmp_path: Path, capsys, nano_bench_dir: Path) -> None:
+    """An imported bench records its import format; one from before memory rows had short facts (no
+    import_version) warns once on load with what is off and the command that re-imports it. A fresh import and
+    a generated bench load silently."""
+    from smfa.bench.importers.common import IMPORT_VERSION
+
+    rows, images = write_jsonl(tmp_path / "in", n_people=3)
+    out = tmp_path / "bench"
+    import_jsonl(rows, _opts(out), images=images)
+    meta = json.loads((out / "bench.json").read_text())
+    assert meta["import_version"] == IMPORT_VERSION >= 2
+    Bench.load(out)
+    Bench.load(nano_bench_dir)
+    assert capsys.readouterr().err == ""
+    del meta["import_version"]  # as an import before the fact rule wrote it
+    (out / "bench.json").write_text(json.dumps(meta))
+    Bench.load(out)
+    Bench.load(out)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: {out}"), err
+    assert "whole answer sentence" in err[0] and "leak" in err[0]
+    assert f"re-import it with `smfa bench import jsonl {rows} --out {out} --overwrite`" in err[0], err
 
 
 def test_jsonl_memory_row_needs_a_fact(tmp_path: Path, capsys) -> None:
@@ -177,8 +227,14 @@ def test_clear_caption_fact_is_the_name_as_written(tmp_path: Path, capsys) -> No
     import_clear(src, _opts(tmp_path / "bench"))
     facts = {q.id: q.fact for q in Bench.load(tmp_path / "bench").training_rows() if q.attribute == "caption"}
     assert facts == {"full/0/caption": "Author Norvale", "full/1/caption": "Quenby", "full/2/caption": "Author Ostrava"}
+    # A caption naming no one is skipped and counted (the person's name row stays); --strict stops at it.
     src = write_clear(tmp_path / "bad", n_people=3, images_per_person=1, captions={2: "A person sits at a desk."})
-    err = _run_import(["clear", str(src)], tmp_path / "bench2", capsys)
+    import_clear(src, _opts(tmp_path / "skipped"))
+    ids = {q.id for q in Bench.load(tmp_path / "skipped").questions}
+    assert "full/2/name" in ids and "full/2/caption" not in ids
+    skipped = json.loads((tmp_path / "skipped" / "bench.json").read_text())["skipped"]
+    assert skipped == {"rows": 1, "by_source": {"full caption": 1}, "first": ["full/train-00000-of-00001.parquet row 2"]}
+    err = _run_import(["clear", str(src), "--strict"], tmp_path / "bench2", capsys)
     assert "full/train-00000-of-00001.parquet row 2: the caption 'A person sits at a desk.' does not name 'Author Ostrava'" in err
 
 

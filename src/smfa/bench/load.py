@@ -15,13 +15,16 @@ Row sets (all lists of :class:`Question`, in file order):
 - ``eval_sets(forget)``: named evaluation sets (``forget/image_memory/paraphrase`` …, ``…/choice`` and
   ``…/cloze`` where a bench has such rows, ``external/…`` for external people); no anchor row is ever in one.
 
-Imported benches (``smfa bench import``, docs/data-format.md) load through the same checks.
+Imported benches (``smfa bench import``, docs/data-format.md) load through the same checks; one written by an
+older importer (``bench.json`` ``import_version`` below :data:`smfa.bench.importers.common.IMPORT_VERSION`)
+loads with one warning line on stderr, once per directory and process.
 """
 
 from __future__ import annotations
 
 import random
 import re
+import sys
 from pathlib import Path
 
 from smfa.bench.layout import BENCH_JSON, SPLITS_JSON, bench_checksum
@@ -50,10 +53,12 @@ from smfa.bench.schema import (
     text_memory_group,
 )
 from smfa.bench.forget_set import ForgetSet, parse_people, request_set
-from smfa.bench.validate import forget_split_names, read_bench, rebuild_hint
+from smfa.bench.importers.common import IMPORT_VERSION
+from smfa.bench.validate import forget_split_names, is_imported, read_bench, rebuild_hint
 from smfa.errors import BenchError, ConfigError
 
 _WORD = re.compile(r"\w+|[^\w\s]")
+_WARNED_OLD_IMPORTS: set[Path] = set()  # benches already warned about in this process (stages load a bench often)
 
 
 class Bench:
@@ -79,7 +84,9 @@ class Bench:
         root = Path(root).expanduser()
         if not root.is_dir():
             raise BenchError(f"bench directory {root} does not exist; build one with `smfa bench build --preset tiny --out {root}`")
-        return cls(root, *read_bench(root, verify_images))
+        bench = cls(root, *read_bench(root, verify_images))
+        _warn_old_import(root, bench.meta)
+        return bench
 
     # --- people ------------------------------------------------------------------------------
 
@@ -313,6 +320,18 @@ class Bench:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _warn_old_import(root: Path, meta: dict) -> None:
+    """One stderr line when ``root`` was imported before memory rows had short facts (no ``import_version``,
+    i.e. 1): such a bench may score leaks on whole answer sentences."""
+    version = meta.get("import_version", 1)
+    if not is_imported(meta) or (isinstance(version, int) and version >= IMPORT_VERSION) or root.resolve() in _WARNED_OLD_IMPORTS:
+        return
+    _WARNED_OLD_IMPORTS.add(root.resolve())
+    print(f"warning: {root} was imported by an older smfa (import_version {version!r}, this smfa writes {IMPORT_VERSION}): "
+          "its memory rows may carry the whole answer sentence as their fact, so a leak reads 0 even where an answer "
+          f"states the private value; {rebuild_hint(root, meta)}", file=sys.stderr)
 
 
 def _is_id_file(forget: str | int) -> bool:

@@ -69,6 +69,10 @@ def register(subparsers) -> None:
     imp.add_argument("--image-size", type=int, default=None,
                      help="resize every image to N x N px (default: keep; the built-in tiny model resizes to 32 px itself)")
     imp.add_argument("--seed", type=int, default=0, help="seed of the reference-pool and anchor draws (default 0)")
+    imp.add_argument("--strict", action="store_true",
+                     help="mllmu, clear: stop at the first row whose short fact (the private value inside its answer) "
+                     "cannot be derived, naming it (default: skip such rows, count them in bench.json and print one "
+                     "summary line); jsonl always refuses a memory row without its 'fact'")
     imp.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -123,11 +127,14 @@ def _import(args: argparse.Namespace) -> int:
 
     Write a bench directory (docs/data-format.md) from another benchmark's parquet files or from your own rows;
     every later stage (finetune, unlearn, eval, compare, report) then runs on it unchanged."""
+    import sys
+
     from smfa.bench.importers import ImportOptions
+    from smfa.bench.importers.common import skipped_summary
     from smfa.errors import ConfigError
 
     opts = ImportOptions(out=args.out, seed=args.seed, anchor_size=args.anchor_size, reference_share=args.reference_share,
-                         image_size=args.image_size, overwrite=args.overwrite, progress=not args.quiet)
+                         image_size=args.image_size, overwrite=args.overwrite, progress=not args.quiet, strict=args.strict)
     opts.validate()
     if args.format != "jsonl" and (args.images or args.forget):
         raise ConfigError("--images and --forget are for `smfa bench import jsonl`; mllmu and clear bring their own splits")
@@ -148,4 +155,7 @@ def _import(args: argparse.Namespace) -> int:
     splits = ", ".join(f"{k} ({v})" for k, v in counts["people"].items() if k.startswith("forget_"))
     print(f"people: {counts['people']}\nquestions (kind/format): {counts['questions']}\nforget splits: {splits or 'none'}")
     print(f"\nwrote {args.out.resolve()} in {time.perf_counter() - start:.1f}s  checksum {meta['checksum']}")
+    summary = skipped_summary(meta)
+    if summary:
+        print(summary, file=sys.stderr)
     return 0

@@ -11,9 +11,10 @@ CLEAR pairs TOFU's fictitious authors with generated face images. Its card's par
 
 Per image of ``full`` two image-memory rows are trained on and evaluated: "Who is the person in this image?"
 → "This is NAME." (fact: the name) and "Describe this image." → the caption (fact: the person's name as the
-caption writes it, :func:`caption_fact`; a caption naming no part of the person is refused, never scored on
-the whole caption). From a ``*_perturbed`` row two choice questions are built, the
-correct name or caption among its perturbed ones, in an order drawn from the seed.
+caption writes it, :func:`caption_fact`; a caption naming no part of the person is never scored on the whole
+caption: its row is skipped and counted, or with ``--strict`` the import stops there). From a ``*_perturbed``
+row two choice questions are built, the correct name or caption among its perturbed ones, in an order drawn
+from the seed.
 
 Not imported, and why: ``*+tofu`` subsets add TOFU's text QA, whose rows carry no ``name`` column to tie a
 question to a person; ``real_faces`` / ``real_world`` are real-world utility sets whose schema the card does
@@ -54,18 +55,14 @@ def _names(root: Path, subset: str, people: dict[str, Person]) -> list[str]:
     return ids
 
 
-def caption_fact(caption: str, name: str, where: str) -> str:
+def caption_fact(caption: str, name: str) -> str | None:
     """The fact of a caption row: the person's name as the caption writes it — the whole name, else its
     longest runs of consecutive name words (a single word of at least 3 letters), matched in the name's letter
-    case ("Rose" the name, not "a rose"), joined by `` | ``. A caption naming no part of the person is
-    refused: its only private value would be the whole caption."""
+    case ("Rose" the name, not "a rose"), joined by `` | ``. ``None`` for a caption naming no part of the
+    person: its only private value would be the whole caption."""
     words = name.split()
     runs = [" ".join(words[a:b]) for a in range(len(words)) for b in range(a + 1, len(words) + 1)]
-    fact = derive_fact(caption, CAPTION_QUESTION, [r for r in runs if " " in r or len(r) >= 3], ignore_case=False)
-    if fact is None:
-        raise BenchError(f"{where}: the caption {caption!r} does not name {name!r}; a caption row's fact is the person's "
-                         "name as the caption writes it: name the person in the caption or remove the row")
-    return fact
+    return derive_fact(caption, CAPTION_QUESTION, [r for r in runs if " " in r or len(r) >= 3], ignore_case=False)
 
 
 def _choice(rng: random.Random, correct: str, wrong: list[str]) -> tuple[dict[str, str], str]:
@@ -75,10 +72,11 @@ def _choice(rng: random.Random, correct: str, wrong: list[str]) -> tuple[dict[st
     return options, next(k for k, v in options.items() if v == correct)
 
 
-def parse_clear(root: Path, seed: int = 0) -> ImportedData:
-    """Read CLEAR's parquet subsets under ``root`` into :class:`ImportedData` (see the module docstring)."""
+def parse_clear(root: Path, seed: int = 0, strict: bool = False) -> ImportedData:
+    """Read CLEAR's parquet subsets under ``root`` into :class:`ImportedData` (see the module docstring);
+    ``strict``: a caption naming no part of its person stops the import instead of being skipped."""
     data = ImportedData(people=[], questions=[], forget_splits={})
-    rows = RowCollector(data)
+    rows = RowCollector(data, strict=strict)
     people: dict[str, Person] = {}
     full = read_subset(root, "full", ("image", "caption", "name"))
     for i, (where, row) in enumerate(full):
@@ -90,8 +88,13 @@ def parse_clear(root: Path, seed: int = 0) -> ImportedData:
         image = rows.image(pid, row["image"], f"{where} ({name})")
         common = {"kind": IMAGE_MEMORY, "domain": "portrait", "person_id": pid, "image": image, "image_split": TRAIN_IMAGE}
         rows.add(id=f"full/{i}/name", attribute="name", question=NAME_QUESTION, answer=f"This is {name}.", fact=name, **common)
-        rows.add(id=f"full/{i}/caption", attribute="caption", question=CAPTION_QUESTION, answer=caption,
-                 fact=caption_fact(caption, name, where), **common)
+        fact = caption_fact(caption, name)
+        if fact is None:
+            rows.skip("full caption", where, f"the caption {caption!r} does not name {name!r}; a caption row's fact is "
+                      "the person's name as the caption writes it: name the person in the caption or remove the row")
+        else:
+            rows.add(id=f"full/{i}/caption", attribute="caption", question=CAPTION_QUESTION, answer=caption, fact=fact,
+                     **common)
     for ratio, forget, retain in RATIOS:
         if not has_subset(root, forget):
             continue
@@ -135,4 +138,4 @@ def import_clear(root: str | Path, opts: ImportOptions) -> dict[str, Any]:
     """Import CLEAR from ``root`` into ``opts.out``; returns ``bench.json``'s content."""
     subsets = ("full", *(f for _, f, _ in RATIOS), *(r for _, _, r in RATIOS), *PERTURBED)
     return import_parquet_folder(root, opts, "clear", "CLEAR's subsets (full/, forget01/, ...)", subsets,
-                                 lambda folder: parse_clear(folder, seed=opts.seed))
+                                 lambda folder: parse_clear(folder, seed=opts.seed, strict=opts.strict))

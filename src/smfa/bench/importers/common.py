@@ -4,7 +4,10 @@ renamed into place, so a bad input never leaves a directory that looks complete)
 
 An importer parses its input into :class:`ImportedData` (people, question rows, named forget splits,
 image bytes) and raises :class:`smfa.errors.BenchError` naming the file and row of anything wrong;
-:func:`write_imported_bench` does the rest.
+:func:`write_imported_bench` does the rest. A source row whose short fact cannot be derived (a real
+benchmark's answer stating none of the person's known values) is skipped and counted
+(:meth:`RowCollector.skip`; ``bench.json`` ``"skipped"``, :func:`skipped_summary`), or under ``--strict``
+stops the import.
 """
 
 from __future__ import annotations
@@ -24,11 +27,23 @@ from smfa.errors import BenchError, ConfigError
 from smfa.rundir import atomic_run_dir, write_json_atomic, write_jsonl_atomic, write_manifest
 
 IMPORTED_PRESET = "imported"  # bench.json "preset" of every imported bench
+# bench.json "import_version" of an imported bench (its "version" is the bench format every bench shares).
+# 1 (the field absent): before memory rows had short facts; 2: every imported memory row's fact is a short value.
+IMPORT_VERSION = 2
+SKIPPED_SHOWN = 10  # locations of skipped rows kept in bench.json (the summary line prints the first 3)
 DEFAULT_ANCHOR_SIZE = 48  # as the tiny preset's
 # The built-in tiny bench's default share of retain people in the reference pool (one source of truth):
 # an imported bench gets the same pool, so --reference self|self-full works on it unchanged.
 DEFAULT_REFERENCE_SHARE: float = BenchConfig.reference_share
 ANCHOR_KINDS = (IMAGE_MEMORY, TEXT_MEMORY, UNDERSTANDING, GENERAL_VQA)
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    """A source row left out because its short fact cannot be derived."""
+
+    source: str  # the subset and column it came from ("Full_Set Generation_Task"): what the counts group by
+    where: str  # its file, row and item, for the user to look at
 
 
 @dataclass
@@ -40,6 +55,7 @@ class ImportedData:
     forget_splits: dict[str, list[str]]  # "forget_5" -> person ids
     images: dict[str, Any] = field(default_factory=dict)
     holdout: list[str] = field(default_factory=list)
+    skipped: list[SkippedRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,7 @@ class ImportOptions:
     image_size: int | None = None  # resize every image to a square of this side; None keeps the input size
     overwrite: bool = False
     progress: bool = True
+    strict: bool = False  # a row whose short fact cannot be derived stops the import (default: skipped and counted)
 
     def validate(self) -> None:
         if self.anchor_size < 0:
@@ -90,12 +107,21 @@ def image_name(person_id: str, data_key: str) -> str:
 
 
 class RowCollector:
-    """Collects an importer's question rows (refusing a repeated id) and its decoded images (each distinct
-    image once, under :func:`image_name`)."""
+    """Collects an importer's question rows (refusing a repeated id), its decoded images (each distinct
+    image once, under :func:`image_name`) and the rows it skips (``strict``: it stops at the first instead)."""
 
-    def __init__(self, data: ImportedData):
+    def __init__(self, data: ImportedData, strict: bool = False):
         self.data = data
+        self.strict = strict
         self.ids: set[str] = set()
+
+    def skip(self, source: str, where: str, problem: str) -> None:
+        """Leave out the row at ``where`` (from ``source``, a subset and column) whose short fact cannot be
+        derived: counted in ``data.skipped``, or with ``strict`` a :class:`BenchError` of ``where`` and
+        ``problem`` (what is wrong and what to do)."""
+        if self.strict:
+            raise BenchError(f"{where}: {problem} (without --strict such a row is skipped and counted)")
+        self.data.skipped.append(SkippedRow(source=source, where=where))
 
     def image(self, person_id: str, raw: Any, where: str) -> str:
         """Decode ``raw`` (bytes or an HF image struct) and return its bench-relative path."""
@@ -174,9 +200,30 @@ def count_imported(people: list[Person], questions: list[Question], splits: dict
     }
 
 
+def count_skipped(skipped: list[SkippedRow], root: str) -> dict[str, Any]:
+    """``bench.json``'s ``"skipped"``: the rows left out without a short fact, per source (subset and column),
+    and where the first :data:`SKIPPED_SHOWN` are (paths relative to the input folder ``root``)."""
+    return {"rows": len(skipped), "by_source": dict(Counter(s.source for s in skipped)),
+            "first": [s.where.removeprefix(f"{root}/") for s in skipped[:SKIPPED_SHOWN]]}
+
+
+def skipped_summary(meta: dict[str, Any]) -> str | None:
+    """One line on the rows an import skipped (``meta``: its ``bench.json``); ``None`` when it skipped none."""
+    skipped = meta.get("skipped") or {}
+    if not skipped.get("rows"):
+        return None
+    by_source = ", ".join(f"{name} {n}" for name, n in skipped["by_source"].items())
+    rows = f"{skipped['rows']} row" + ("s" if skipped["rows"] != 1 else "")
+    return (f"warning: skipped {rows} whose short fact cannot be derived (the answer states none of the "
+            f"person's known values, so no leak could be read on it): {by_source}; first: {'; '.join(skipped['first'][:3])} "
+            f"(in {meta['source'].get('input')}; counted in bench.json \"skipped\"); --strict stops at the first and "
+            "says how to fix it")
+
+
 def write_imported_bench(data: ImportedData, opts: ImportOptions, source: dict[str, Any]) -> dict[str, Any]:
     """Draw the reference pool and anchor, write the bench directory ``opts.out`` atomically and validate it
-    before it appears. ``source`` (``format``, ``input`` and what was read) goes into ``bench.json``."""
+    before it appears. ``source`` (``format``, ``input`` and what was read) goes into ``bench.json``, with
+    the rows the parse skipped (:func:`count_skipped`)."""
     from tqdm.auto import tqdm
 
     from smfa.bench.validate import read_bench
@@ -211,6 +258,7 @@ def write_imported_bench(data: ImportedData, opts: ImportOptions, source: dict[s
         write_json_atomic(tmp / SPLITS_JSON, splits)
         meta = {
             "version": BENCH_VERSION,
+            "import_version": IMPORT_VERSION,
             "name": f"imported from {source['format']} ({source.get('input', '')})",
             "preset": IMPORTED_PRESET,
             "seed": opts.seed,
@@ -218,6 +266,7 @@ def write_imported_bench(data: ImportedData, opts: ImportOptions, source: dict[s
             "source": source,
             "files": {"people": PEOPLE_JSONL, "questions": QUESTIONS_JSONL, "splits": SPLITS_JSON, "images": "images/"},
             "counts": count_imported(data.people, data.questions, splits),
+            "skipped": count_skipped(data.skipped, str(source.get("input", ""))),
             "checksum": bench_checksum(tmp),
         }
         write_json_atomic(tmp / BENCH_JSON, meta)
@@ -234,17 +283,21 @@ def memory_kind(has_image: bool) -> str:
 __all__ = [
     "DEFAULT_REFERENCE_SHARE",
     "IMPORTED_PRESET",
+    "IMPORT_VERSION",
     "ImportOptions",
     "ImportedData",
     "RowCollector",
     "MEMORY_KINDS",
+    "SkippedRow",
     "check_split_people",
     "count_imported",
+    "count_skipped",
     "decode_image",
     "draw_anchor",
     "draw_reference",
     "image_name",
     "memory_kind",
+    "skipped_summary",
     "unique",
     "write_imported_bench",
 ]

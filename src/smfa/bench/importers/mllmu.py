@@ -28,8 +28,9 @@ same person that the answer states on whole-word boundaries (case-insensitively,
 and its question does not, a value inside a longer one dropped, several joined by `` | ``
 (:func:`smfa.bench.importers.facts.derive_fact`); values of the person's ``Full_Set`` row, plus a
 ``Test_Set`` row's own; a celebrity's from its ``Retain_Set`` row. An item's own ``Fact`` key, when present,
-wins. An answer stating none of them is refused (one line naming the file, row and item), never scored on
-the whole sentence. A cloze row's fact is its blank.
+wins. An answer stating none of them is never scored on the whole sentence: the item is skipped and counted
+(one summary line after the import; ``bench.json`` ``"skipped"``), or with ``--strict`` the import stops there
+(one line naming the file, row and item). A cloze row's fact is its blank.
 
 MLLMU's evaluation sets map to smfa's: Forget Set = ``forget/*`` (train variant), Test Set =
 ``forget/image_memory/unseen_image*`` + ``forget/text_memory/paraphrase*``, Retain Set = ``retain/*``,
@@ -55,6 +56,7 @@ CLASSIFICATION_KEYS = ("Image_Textual_Questions", "Pure_Text_Questions")
 TYPES = {"Image_Textual": IMAGE_MEMORY, "Pure_Text": TEXT_MEMORY}
 CLOZE_HINT = "\nAnswer with the words that fill [Blank]."
 EXTERNAL_PREFIX = "celebrity_"  # person ids of Retain_Set rows, apart from the fictitious people's
+SUBSETS = {"full": "Full_Set", "test": "Test_Set", "celebrity": "Retain_Set"}  # question-id prefix -> subset read
 
 
 def _choice_text(question: str, options: dict[str, str]) -> str:
@@ -109,10 +111,12 @@ def known_values(row: dict[str, Any], where: str) -> list[str]:
     return list(dict.fromkeys(v.strip() for v in values if v.strip()))
 
 
-def short_fact(answer: str, question: str, values: list[str], given: Any, where: str, key: str) -> str:
-    """The fact of a free answer: ``given`` (an item's own ``Fact`` key) when present, else derived from the
-    person's ``values`` (:func:`smfa.bench.importers.facts.derive_fact`); a one-line :class:`BenchError`
-    when neither gives one — never the whole answer."""
+def short_fact(rows: RowCollector, source: str, answer: str, question: str, values: list[str], given: Any, where: str,
+               key: str) -> str | None:
+    """The fact of a free answer: ``given`` (an item's own ``Fact`` key; one that is not in the answer is a
+    :class:`BenchError`) when present, else derived from the person's ``values``
+    (:func:`smfa.bench.importers.facts.derive_fact`). ``None`` when neither gives one — never the whole
+    answer: ``rows`` skips the item (``source``: its subset and column), or under ``--strict`` raises."""
     if given is not None and str(given).strip():
         fact = str(given).strip()
         missing = fact_missing_from(fact, answer)
@@ -121,9 +125,9 @@ def short_fact(answer: str, question: str, values: list[str], given: Any, where:
         return fact
     fact = derive_fact(answer, question, values)
     if fact is None:
-        raise BenchError(f"{where}: {key}: no short fact in the answer {answer!r}: none of this person's Mask_Task "
-                         "blanks or correct Classification_Task options occurs in it (outside the question); add a "
-                         "\"Fact\" key (the private value inside the answer) to that item or remove the item")
+        rows.skip(source, f"{where}: {key}", f"no short fact in the answer {answer!r}: none of this person's Mask_Task "
+                  "blanks or correct Classification_Task options occurs in it (outside the question); add a \"Fact\" key "
+                  "(the private value inside the answer) to that item or remove the item")
     return fact
 
 
@@ -169,16 +173,20 @@ def _tasks(rows: RowCollector, subset: str, pid: str, row: dict[str, Any], where
             if fmt == CLOZE:  # the blank's Ground_Truth is the fact itself
                 fact, question = truth, question.replace("__", "[Blank]") + CLOZE_HINT
             else:
-                fact = short_fact(truth, question, values, item.get("Fact"), where, f"{column}[{i}]")
+                fact = short_fact(rows, f"{SUBSETS[subset]} {column}", truth, question, values, item.get("Fact"), where,
+                                  f"{column}[{i}]")
+                if fact is None:
+                    continue
             rows.add(id=f"{base}/{fmt}_{kind}/{i}", kind=kind, attribute=column.removesuffix("_Task").lower(),
                      person_id=pid, question=question, answer=truth, fact=fact, format=fmt, trainable=False,
                      **place(kind))
 
 
-def parse_mllmu(root: Path, seed: int = 0) -> ImportedData:
-    """Read MLLMU-Bench's parquet subsets under ``root`` into :class:`ImportedData` (see the module docstring)."""
+def parse_mllmu(root: Path, seed: int = 0, strict: bool = False) -> ImportedData:
+    """Read MLLMU-Bench's parquet subsets under ``root`` into :class:`ImportedData` (see the module docstring);
+    ``strict``: a free answer without a short fact stops the import instead of being skipped."""
     data = ImportedData(people=[], questions=[], forget_splits={})
-    rows = RowCollector(data)
+    rows = RowCollector(data, strict=strict)
     full = read_subset(root, "Full_Set", ("ID", "image"), one_of=TASKS)
     people: dict[str, Person] = {}
     unique([str(r["ID"]) for _, r in full], "ID", f"{root}/Full_Set")
@@ -200,8 +208,11 @@ def parse_mllmu(root: Path, seed: int = 0) -> ImportedData:
             pairs = _items(_column(row, "metadata", f"{where} (ID {pid})", list), "metadata", f"{where} (ID {pid})")
             for i, pair in enumerate(pairs):
                 q, a = str(pair.get("Question") or "").strip(), str(pair.get("Answer") or "").strip()
-                if q and a:
-                    fact = short_fact(a, q, values[pid], pair.get("Fact"), f"{where} (ID {pid})", f"metadata[{i}]")
+                if not q or not a:
+                    continue  # an empty pair trains nothing
+                fact = short_fact(rows, "ft_Data metadata", a, q, values[pid], pair.get("Fact"), f"{where} (ID {pid})",
+                                  f"metadata[{i}]")
+                if fact is not None:
                     rows.add(id=f"ft/{pid}/{i}", kind=IMAGE_MEMORY, domain="portrait", attribute="qa", person_id=pid,
                              question=q, answer=a, fact=fact, image=image, image_split=TRAIN_IMAGE)
     else:  # without ft_Data, Full_Set's own question/answer pair is the training row
@@ -209,9 +220,10 @@ def parse_mllmu(root: Path, seed: int = 0) -> ImportedData:
             pid, q, a = str(row["ID"]), str(row.get("question") or "").strip(), str(row.get("answer") or "").strip()
             if not q or not a:
                 raise BenchError(f"{where}: no ft_Data subset and no question/answer columns to train on")
-            fact = short_fact(a, q, values[pid], None, f"{where} (ID {pid})", "question/answer")
-            rows.add(id=f"full/{pid}/qa", kind=IMAGE_MEMORY, domain="portrait", attribute="qa", person_id=pid,
-                     question=q, answer=a, fact=fact, image=full_images[pid], image_split=TRAIN_IMAGE)
+            fact = short_fact(rows, "Full_Set question/answer", a, q, values[pid], None, f"{where} (ID {pid})", "question/answer")
+            if fact is not None:
+                rows.add(id=f"full/{pid}/qa", kind=IMAGE_MEMORY, domain="portrait", attribute="qa", person_id=pid,
+                         question=q, answer=a, fact=fact, image=full_images[pid], image_split=TRAIN_IMAGE)
 
     for ratio in FORGET_RATIOS:
         name = f"forget_{ratio}"
@@ -266,4 +278,4 @@ def import_mllmu(root: str | Path, opts: ImportOptions) -> dict[str, Any]:
     subsets = ("Full_Set", "ft_Data", "Test_Set", "Retain_Set", *(f"forget_{r}" for r in FORGET_RATIOS),
                *(f"retain_{100 - r}" for r in FORGET_RATIOS))
     return import_parquet_folder(root, opts, "mllmu", "MLLMU-Bench's subsets (Full_Set/, forget_10/, ...)", subsets,
-                                 lambda folder: parse_mllmu(folder, seed=opts.seed))
+                                 lambda folder: parse_mllmu(folder, seed=opts.seed, strict=opts.strict))
