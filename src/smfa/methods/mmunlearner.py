@@ -11,14 +11,19 @@
    masked entries — everything outside the mask (and every non-target parameter) stays frozen.
 Full fine-tuning of the masked entries (saliency is per weight entry, so not LoRA).
 
-Memory (README "MMUnlearner at 7B: memory plan"): the forget Fisher is moved to the CPU when the model is
-on an accelerator while the preserve Fisher accumulates, both are consumed into the bool mask parameter by
-parameter, and nothing Fisher-sized is alive during training; AdamW keeps state only for the masked entries
+Memory (docs/scale.md "MMUnlearner at 7B"): the vanilla waits in host memory from the Fisher passes to the
+end of training (:func:`parked_in_host_memory`), so the trainee is the one model on the device; the forget
+Fisher is moved to the CPU when the model is on an accelerator while the preserve Fisher accumulates, both are
+consumed into the bool mask parameter by parameter, and nothing Fisher-sized is alive during training; AdamW
+keeps state only for the masked entries, in fp32 with an fp32 master copy of bf16 weights
 (``smfa.optim.MaskedAdamW``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +44,24 @@ from smfa.training.trainer import answer_nll_loss
 class MMUnlearnerConfig(MethodConfig):
     lora: bool = False  # saliency masks weight entries: full fine-tuning of the masked entries only
     threshold: float = 1.0  # mask = F_f / F_p ≥ threshold (paper: 1)
+
+
+@contextlib.contextmanager
+def parked_in_host_memory(model: torch.nn.Module) -> Iterator[None]:
+    """For the block, ``model``'s parameters hold empty tensors on their device and their values wait in host
+    memory (on the CPU already: the same tensors, no copy); afterwards they are back, bit-identical, on their
+    device, also on error. On an accelerator this frees the model's weights there; any use of the model
+    inside the block fails (a size mismatch) instead of reading weights that are not there."""
+    params = list(model.parameters())
+    homes = [p.device for p in params]
+    saved = [p.data.to("cpu") for p in params]
+    for p in params:
+        p.data = torch.empty(0, dtype=p.dtype, device=p.device)
+    try:
+        yield
+    finally:
+        for p, home, host in zip(params, homes, saved):
+            p.data = host.to(home)
 
 
 def fisher_diagonal(model: torch.nn.Module, dataset, collate, batch_size: int, names: set[str],
@@ -81,6 +104,14 @@ class MMUnlearner(Method):
 
     def run(self, ctx: UnlearnContext, hp: MMUnlearnerConfig) -> torch.nn.Module:  # type: ignore[override]
         model = ctx.fresh_model()
+        # Nothing below reads the vanilla's weights: they wait in host memory, not beside the trainee's.
+        with parked_in_host_memory(ctx.vanilla.model):
+            model = self.mask_and_train(ctx, hp, model)
+            gc.collect()  # the Trainer and its optimizer state may sit in reference cycles: freed before the return
+        return model
+
+    def mask_and_train(self, ctx: UnlearnContext, hp: MMUnlearnerConfig, model: torch.nn.Module) -> torch.nn.Module:
+        """Saliency mask, then masked training of ``model`` (a copy of the vanilla) in place."""
         targets = {f"{m}.weight" for m in ctx.vanilla.family.lora_targets(model)}
         for name, p in model.named_parameters():
             p.requires_grad_(name in targets)
@@ -97,7 +128,8 @@ class MMUnlearner(Method):
             "per_parameter": {k: float(v.float().mean()) for k, v in mask.items()},
             "preserve_rows": len(ctx.data.preserve_rows),
             "fisher_offloaded": offloaded,
-            # What the masked AdamW will hold (two moments of each masked entry) against dense AdamW.
+            # What the masked AdamW will hold (fp32 moments of each masked entry and, for weights narrower than
+            # fp32, their fp32 master copy) against dense AdamW.
             "optimizer_state_bytes": masked_adamw_state_bytes({params[k]: v for k, v in mask.items()}),
             "dense_adamw_state_bytes": dense_adamw_state_bytes(params[k] for k in mask),
             "mask_bytes": sum(v.numel() * v.element_size() for v in mask.values()),
