@@ -238,7 +238,8 @@ def _add_sculpt(sub: Any) -> None:
     p.add_argument("--limit", type=int, help="questions per evaluation set (default 200)")
     p.add_argument("--judge", choices=available_judges())
     p.add_argument("--all-sets", dest="all_sets", action="store_true",
-                   help="evaluate every set at every k (default: train-phrasing sets + general VQA, the curve's points)")
+                   help="evaluate every set at every k (default: train-phrasing sets, the forget people's name memory and "
+                        "general VQA, the curve's points)")
     add_placement_options(p)
     p.add_argument("--overwrite", action="store_true", default=None)
 

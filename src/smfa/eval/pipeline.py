@@ -21,6 +21,7 @@ from smfa.bench.schema import (
     default_fact,
     fact_missing_from,
     forgotten_kinds,
+    name_memory_set,
     requires_fact,
 )
 from smfa.errors import ConfigError
@@ -53,7 +54,8 @@ class EvalConfig:
     relearn_share: float | None = None  # fraction of each forget person's facts trained on (T); the rest (V) is asked
     relearn_batch_size: int | None = None
     relearn_params: str | None = None  # lora | full (full: a second model copy + optimizer state)
-    core_sets: bool = False  # only the train-phrasing sets + general VQA (what a k trade-off curve needs)
+    core_sets: bool = False  # only the train-phrasing sets, the name-memory set and general VQA (a k trade-off
+    # curve's points; the name-memory set is smfa.bench.schema.name_memory_set: held-out phrasings in visual)
     request_sets: bool = False  # what a deletion request's audit needs: every forget memory set + train-phrasing sets
     batch_size: int = 64
     max_new_tokens: int = 24
@@ -206,10 +208,11 @@ def reference_losses(source: str, bench: Any, rows: list[Question], cfg: EvalCon
 def evaluation_sets(bench: Any, cfg: EvalConfig, forget: ForgetSet) -> dict[str, list[Question]]:
     """The question sets ``cfg`` evaluates (bench sets, earlier requests' sets, user probes)."""
     sets = bench.eval_sets(forget, target=cfg.target, limit=cfg.limit)
-    if cfg.core_sets:  # drop the paraphrase / unseen-image variants
-        sets = {name: rows for name, rows in sets.items() if name.count("/") <= 1}
+    if cfg.core_sets:  # drop the paraphrase / unseen-image variants but the name-memory set (in visual a variant)
+        kept = name_memory_set(cfg.target)
+        sets = {name: rows for name, rows in sets.items() if name.count("/") <= 1 or name == kept}
     if cfg.request_sets:
-        sets = {name: rows for name, rows in sets.items() if is_request_set(name)}
+        sets = {name: rows for name, rows in sets.items() if is_request_set(name, cfg.target)}
     sets.update(earlier_sets(bench, forget, cfg.target, cfg.limit))
     if cfg.questions:
         sets["user"] = load_user_questions(cfg.questions, bench)
@@ -235,10 +238,13 @@ def eval_group(bench: Any, cfg: EvalConfig) -> ForgetSet:
     return resolve_forget(bench, str(cfg.forget), cfg.forget_people, tuple(frozenset(p) for p in cfg.earlier))
 
 
-def is_request_set(name: str) -> bool:
-    """The sets a deletion request's evaluation asks: every forget memory set (training phrasing, paraphrase,
-    unseen photo), forget understanding, and the training-phrasing retain sets and general VQA."""
-    return name.count("/") <= 1 or (name.startswith(f"{FORGET_GROUP}/") and UNDERSTANDING not in name)
+def is_request_set(name: str, target: str) -> bool:
+    """The sets a deletion request's evaluation asks in setting ``target``: every forget memory set (training
+    phrasing, paraphrase, unseen photo), forget understanding, the training-phrasing retain sets and general VQA,
+    and the forget people's name memory (in ``visual`` kept, read on held-out phrasings:
+    :func:`smfa.bench.schema.name_memory_set`)."""
+    return (name.count("/") <= 1 or (name.startswith(f"{FORGET_GROUP}/") and UNDERSTANDING not in name)
+            or name == name_memory_set(target))
 
 
 def earlier_sets(bench: Any, group: ForgetSet, target: str, limit: int | None) -> dict[str, list[Question]]:

@@ -24,7 +24,8 @@ class SweepConfig:
     mode: str = "both"
     out: str | None = None  # default RUN/sweep-MODE (a new directory)
     limit: int | None = 200  # questions per evaluation set
-    core_sets: bool = True  # evaluate the train-phrasing sets + general VQA only (the trade-off curve's points);
+    core_sets: bool = True  # evaluate the train-phrasing sets, the name-memory set and general VQA only (the
+    # trade-off curve's points; EvalConfig.core_sets);
     # False: every set (paraphrase, unseen photos) at every k
     judge: str = "offline"
     device: str = "auto"  # auto | cpu | cuda | cuda:N: where each k's model is merged and evaluated
