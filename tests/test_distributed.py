@@ -131,3 +131,117 @@ def test_fsdp2_sharded_model_is_saved_whole(micro_vanilla: Path, tmp_path: Path)
     assert main["merged_changed"] > 1e-3  # the merge moved the weights: the check below can see a wrong one
     assert main["shapes_match"] and main["max_diff"] == 0.0, main
     assert main["unwrapped"] != "full", main
+
+
+# ---- adapters saved from gathered adapter parameters only; the LoRA view is never sharded (#35) -------------
+def _tiny_peft_model():
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8))
+    return get_peft_model(base, LoraConfig(r=2, target_modules=["0", "2"]))
+
+
+def test_adapter_state_dict_alone_is_the_models_own(monkeypatch) -> None:
+    from smfa.distributed import adapter_state_dict
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert adapter_state_dict(_tiny_peft_model()) is None  # save_pretrained's own state dict is whole
+    with pytest.raises(TypeError, match="PEFT model"):
+        adapter_state_dict(torch.nn.Linear(2, 2))
+
+
+def test_adapter_state_dict_under_zero3_gathers_the_adapter_parameters_only(monkeypatch, tmp_path: Path) -> None:
+    """ZeRO-3 (deepspeed is not installed here: a stand-in records what ``GatheredParameters`` is asked to
+    gather): only the LoRA parameters are gathered, every rank gets them, and ``save_pretrained`` writes the
+    adapter it writes unsharded. ``full_state_dict``, which the RA was saved through, gathers every parameter."""
+    import contextlib
+    import types
+
+    from safetensors.torch import load_file
+
+    from smfa.distributed import adapter_state_dict
+
+    model = _tiny_peft_model()
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.1)
+    model.save_pretrained(tmp_path / "unsharded")
+    asked: list[list[torch.Tensor]] = []
+
+    @contextlib.contextmanager
+    def gathered_parameters(params, modifier_rank=None):
+        asked.append(list(params))
+        yield
+
+    deepspeed = types.SimpleNamespace(zero=types.SimpleNamespace(GatheredParameters=gathered_parameters))
+    monkeypatch.setitem(sys.modules, "deepspeed", deepspeed)
+    for i, p in enumerate(model.parameters()):
+        p.ds_id = i
+    monkeypatch.setenv("RANK", "1")  # not the main process: it gets the adapter too
+    weights = adapter_state_dict(model)
+    lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert len(asked) == 1 and [id(p) for p in asked[0]] == [id(p) for p in lora.values()]
+    assert sorted(weights) == sorted(lora) and all(torch.equal(weights[n], p.detach()) for n, p in lora.items())
+    model.save_pretrained(tmp_path / "gathered", state_dict=weights)
+    a, b = (load_file(str(tmp_path / d / "adapter_model.safetensors")) for d in ("unsharded", "gathered"))
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    asked.clear()
+    monkeypatch.setenv("RANK", "0")
+    full_state_dict(model)
+    assert len(asked[0]) == len(list(model.parameters()))  # what saving through full_state_dict gathered
+
+
+def test_fsdp2_adapter_is_saved_from_its_gathered_parameters_only(tmp_path: Path) -> None:
+    """2 gloo processes shard a small LoRA model with FSDP2 and save its adapter as the methods do: only the
+    adapter's values are gathered (not the base weights), both ranks get them, and the saved adapter is the
+    unsharded one exactly. A plain ``save_pretrained`` (how the MFA was saved) writes this rank's shards."""
+    res = _torchrun("fsdp_adapter_save.py", tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    main, other = _results(tmp_path)
+    assert main["sharded_parameters"] > 0
+    for r in (main, other):
+        assert r["gathered"] == r["adapter"] < r["total"] / 4, r
+        assert r["keys"] == main["keys"] and all("lora_" in k for k in r["keys"]) and r["keys"]
+    assert main["saved_keys_match"] and main["max_diff"] == 0.0, main
+    assert main["plain"] != "whole", main
+
+
+@pytest.mark.parametrize("env, sharding", [
+    ({"ACCELERATE_USE_FSDP": "true"}, "FSDP"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, "DeepSpeed ZeRO-3"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, None),
+    ({"ACCELERATE_USE_DEEPSPEED": "true"}, None),  # accelerate's default stage: 2
+    ({}, None),
+])
+def test_the_shared_weights_lora_view_is_refused_under_parameter_sharding(monkeypatch, env, sharding) -> None:
+    """The LoRA methods' trainee shares the vanilla's weights, which every rank holds whole: FSDP would shard a
+    second set of them and ZeRO-3 would partition the vanilla's own. Refused in one line before training."""
+    from smfa.distributed import parameter_sharding
+    from smfa.errors import ConfigError
+    from smfa.training.runs import shared_weights_view
+
+    for key in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE",
+                "ACCELERATE_DEEPSPEED_CONFIG_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert parameter_sharding() == sharding
+    if sharding is None:
+        shared_weights_view(torch.nn.Linear(2, 2))
+        return
+    with pytest.raises(ConfigError, match=f"{sharding}.*ddp.yaml") as caught:
+        shared_weights_view(torch.nn.Linear(2, 2))
+    assert "\n" not in str(caught.value)
+
+
+def test_parameter_sharding_reads_the_stage_of_a_deepspeed_config_file(monkeypatch, tmp_path: Path) -> None:
+    from smfa.distributed import parameter_sharding
+
+    config = tmp_path / "ds.json"
+    config.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(config))
+    assert parameter_sharding() == "DeepSpeed ZeRO-3"

@@ -124,3 +124,52 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def adapter_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The adapter weights of a PEFT model — its parameters named with its tuner's prefix (``lora_``), what
+    its ``save_pretrained`` keeps — whole and on the CPU, for ``save_pretrained(state_dict=...)``; ``None``
+    when the model's own tensors are already whole (one process, DDP, ZeRO-1/2), as :func:`full_state_dict`.
+
+    Sharded, only the adapter parameters are gathered (a few MB, where :func:`full_state_dict` would gather
+    all 7 B weights to save them), and every rank gets them; a collective, every rank must call it:
+    ZeRO-3 gathers them with ``deepspeed.zero.GatheredParameters``, FSDP2 with each one's ``full_tensor()``.
+    FSDP1 flattens a wrapped module's parameters into one shard, so there the whole model is gathered on the
+    main process (other ranks get an empty dict) and filtered (the shipped ``fsdp.yaml`` is FSDP2)."""
+    prefix = getattr(getattr(model, "base_model", None), "prefix", None)
+    if not isinstance(prefix, str):
+        raise TypeError(f"adapter_state_dict needs a PEFT model, got {type(model).__name__}")
+    named = [(name, p) for name, p in model.named_parameters() if prefix in name]
+    params = list(model.parameters())
+    if any(hasattr(p, "ds_id") for p in params):  # ZeRO-3
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([p for _, p in named], modifier_rank=None):
+            return {name: p.detach().cpu().clone() for name, p in named}
+    if any(type(m).__name__ == "FullyShardedDataParallel" for m in model.modules()):  # FSDP1
+        return {k: v for k, v in (full_state_dict(model) or {}).items() if prefix in k}
+    from torch.distributed.tensor import DTensor
+
+    if not any(isinstance(p, DTensor) for p in params):
+        return None
+    with torch.no_grad():  # FSDP2
+        return {name: (p.full_tensor() if isinstance(p, DTensor) else p).detach().cpu() for name, p in named}
+
+
+def parameter_sharding() -> str | None:
+    """What this launch shards parameters with, from the environment ``accelerate launch`` sets (known before
+    any model is loaded): ``"FSDP"``, ``"DeepSpeed ZeRO-3"``, or None (one process, DDP, ZeRO-1/2)."""
+    from accelerate.utils import parse_flag_from_env
+
+    if parse_flag_from_env("ACCELERATE_USE_FSDP"):
+        return "FSDP"
+    if not parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
+        return None
+    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")  # accelerate's DeepSpeedPlugin default: 2
+    config_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none")
+    if config_file != "none":  # a DeepSpeed JSON config names the stage itself
+        import json
+
+        with open(config_file, encoding="utf-8") as f:
+            stage = json.load(f).get("zero_optimization", {}).get("stage", stage)
+    return "DeepSpeed ZeRO-3" if int(stage) == 3 else None

@@ -171,9 +171,9 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
     model = train_sft(ctx, model, hp, ctx.encode(items, desc=f"encoding {tag}"), tag=tag,
                       reference=ctx.vanilla.model if distill and ctx.data.reference_rows else None)
     if shared is not None:  # the main process stores it, staged and renamed (never half-written); the others wait
-        from smfa.distributed import full_state_dict, wait_for_main
+        from smfa.distributed import adapter_state_dict, wait_for_main
 
-        weights = full_state_dict(model)  # FSDP / ZeRO-3: gathered from every rank
+        weights = adapter_state_dict(model)  # sharded: the adapter alone, gathered from every rank
         with wait_for_main() as main:
             if main:
                 with atomic_run_dir(shared, overwrite=True) as stage:
@@ -243,10 +243,10 @@ def save_anchor(ctx: UnlearnContext, hp: AdapterPairConfig, dest: Path) -> None:
         shutil.copytree(cached, dest)
         ctx.anchor_cache_hit = True
         return
-    from smfa.distributed import full_state_dict, wait_for_main
+    from smfa.distributed import adapter_state_dict, wait_for_main
 
     model = train_anchor(ctx, hp)
-    model.save_pretrained(dest, state_dict=full_state_dict(model))  # FSDP / ZeRO-3: gathered from every rank
+    model.save_pretrained(dest, state_dict=adapter_state_dict(model))  # sharded: the adapter alone, gathered
     if cached is not None:  # the main process stores it, staged and renamed (never half-written); the others wait
         with wait_for_main() as main:
             if main:
@@ -263,9 +263,12 @@ def merged_adapter_pair(ctx: UnlearnContext, hp: AdapterPairConfig, views: dict[
     """The sequence SMFA and TIES share: an MFA per forget view (``views``: adapter name → forget rows) and the
     RA, saved under ``adapters/``; then ``merge(model, adapters dir)`` into a copy of the vanilla. Returns the
     merged copy and what ``merge`` returned."""
+    from smfa.distributed import adapter_state_dict
+
     out = adapters_dir(ctx.work_dir)
     for tag, rows in views.items():
-        train_mfa(ctx, hp, rows, tag).save_pretrained(out / tag)
+        mfa = train_mfa(ctx, hp, rows, tag)
+        mfa.save_pretrained(out / tag, state_dict=adapter_state_dict(mfa))  # sharded: the adapter alone, gathered
     save_anchor(ctx, hp, out / ANCHOR_ADAPTER)
     model = ctx.fresh_model()
     return model, merge(model, out)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from smfa.distributed import world_size
+from smfa.distributed import parameter_sharding, world_size
 from smfa.errors import ConfigError
 from smfa.rundir import write_jsonl_atomic
 from smfa.training import trainer as engine_trainer
@@ -153,7 +153,14 @@ def prepare_trainable(run: Any, hp: Any, model: torch.nn.Module) -> torch.nn.Mod
 
 def shared_weights_view(model: torch.nn.Module) -> torch.nn.Module:
     """A structural copy of ``model`` whose parameters and buffers are ``model``'s own tensors: modules can be
-    swapped in it (PEFT's LoRA layers) without touching ``model``, and it costs no weight memory."""
+    swapped in it (PEFT's LoRA layers) without touching ``model``, and it costs no weight memory. Refused under
+    FSDP or ZeRO-3: every rank holds ``model`` (the vanilla) whole for evaluation and merging, so sharding the
+    view would add shards beside it (FSDP) or partition the vanilla's own tensors (ZeRO-3), saving nothing."""
+    sharding = parameter_sharding()
+    if sharding is not None:
+        raise ConfigError(f"LoRA unlearning trains a view sharing the vanilla's weights, which every rank holds "
+                          f"whole: {sharding} would shard nothing (ZeRO-3 would partition the vanilla itself); "
+                          "launch with configs/accelerate/ddp.yaml or zero2.yaml (a LoRA's optimiser state is small)")
     memo: dict[int, Any] = {id(t): t for t in (*model.parameters(), *model.buffers())}
     return copy.deepcopy(model, memo)
 
