@@ -245,3 +245,49 @@ def test_parameter_sharding_reads_the_stage_of_a_deepspeed_config_file(monkeypat
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(config))
     assert parameter_sharding() == "DeepSpeed ZeRO-3"
+
+
+# ---- the shipped accelerate configs train with the run's own accumulation (#35) ------------------------------
+ACCELERATE_CONFIGS = sorted((Path(__file__).parent.parent / "src" / "smfa" / "configs" / "accelerate").glob("*.yaml"))
+
+
+def _launch_environment(config: Path) -> dict[str, str]:
+    """The environment ``accelerate launch --config_file CONFIG -m smfa.cli ...`` gives each training process
+    (accelerate's own launcher code, as ``launch_command`` runs it; nothing is started)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    args = launch_command_parser().parse_args(["--config_file", str(config), "-m", "smfa.cli", "unlearn"])
+    args, defaults, _ = _validate_launch_command(args)
+    if args.use_deepspeed:
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+        return prepare_deepspeed_cmd_env(args)[1]
+    return prepare_multi_gpu_env(args)
+
+
+@pytest.mark.parametrize("config", ACCELERATE_CONFIGS, ids=lambda p: p.stem)
+def test_shipped_accelerate_configs_train_with_the_plans_accumulation(config: Path, monkeypatch) -> None:
+    """Each shipped config, launched, with the real-checkpoint plan of every method (real.yaml: batch 4 × 4
+    accumulation) and other accumulations a user may ask for: DeepSpeed's config must leave the accumulation
+    (and batch) to the run — the Trainer fills an "auto" value with its own and fails on any other that
+    differs (transformers' ``HfTrainerDeepSpeedConfig.fill_match``), and accelerate would otherwise step the
+    optimiser on DeepSpeed's count; no launcher may set an accumulation of its own. Before, zero2/zero3 fixed
+    ``gradient_accumulation_steps: 1``."""
+    from accelerate.utils import DeepSpeedPlugin
+
+    from smfa.methods import get_method, method_names
+
+    plans = {(hp.batch_size, hp.grad_accum) for hp in (get_method(n).config(real=True) for n in method_names())}
+    assert plans == {(4, 4)}, plans  # real.yaml's plan, for every method
+    env = {k: v for k, v in _launch_environment(config).items() if k.startswith("ACCELERATE_")}
+    for key in [k for k in os.environ if k.startswith("ACCELERATE_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert "ACCELERATE_GRADIENT_ACCUMULATION_STEPS" not in env, env
+    if env.get("ACCELERATE_USE_DEEPSPEED") != "true":
+        return  # DDP / FSDP: accelerate takes the Trainer's accumulation
+    ds = DeepSpeedPlugin().deepspeed_config
+    for batch, accumulation in plans | {(1, 1), (2, 8)}:
+        for key, run in (("gradient_accumulation_steps", accumulation), ("train_micro_batch_size_per_gpu", batch)):
+            assert ds[key] in ("auto", run), (key, ds[key], run)
