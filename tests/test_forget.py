@@ -265,3 +265,89 @@ def test_audit_verify_ok_and_a_changed_weight_file(capsys, first_request: Path, 
     weights.unlink()
     assert main(["audit", "verify", str(run)]) == 2
     assert "model.safetensors is missing" in capsys.readouterr().err
+
+
+# ---- an unlearned model directory without its run's manifest --------------------------------------------------------
+@pytest.fixture(scope="module")
+def quick_request(micro_bench_dir: Path, micro_vanilla: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A request answered by one gradient-ascent step: the chain's records are under test, not the forgetting."""
+    out = tmp_path_factory.mktemp("quick") / "run"
+    assert main(["forget", "--bench", str(micro_bench_dir), "--model", str(micro_vanilla), "--people", ",".join(FIRST),
+                 "--out", str(out), "--method", "ga", "--param", "max_steps=1", "--no-eval"]) == 0
+    return out
+
+
+def _copy_model(run: Path, to: Path, only=None) -> Path:
+    """``run``'s model/ copied to ``to`` (all its files, or those named in ``only``), without the run's manifest."""
+    to.mkdir(parents=True)
+    for f in (run / "model").iterdir():
+        if only is None or f.name in only:
+            shutil.copy2(f, to / f.name)
+    return to
+
+
+def test_the_model_directory_alone_continues_its_chain(quick_request: Path, micro_bench_dir: Path,
+                                                       micro_vanilla: Path, tmp_path: Path) -> None:
+    """RUN/model copied elsewhere without RUN/manifest.json: its smfa_chain.json marker continues the chain (the
+    earlier people kept refused and re-measured), never a silent new chain."""
+    from smfa.errors import ConfigError
+    from smfa.stages.forget import read_chain
+
+    bench = Bench.load(micro_bench_dir)
+    chain = read_chain(quick_request, bench)
+    assert [(r.run, r.label, list(r.people)) for r in chain.requests] == [(str(quick_request.resolve()), "request", FIRST)]
+    assert chain.root == str(micro_vanilla.resolve())
+    assert read_chain(_copy_model(quick_request, tmp_path / "copy"), bench) == chain
+    # The weights and config.json alone: the run they name (config.json) still holds a marker for these weights.
+    assert read_chain(_copy_model(quick_request, tmp_path / "bare", only={"model.safetensors", "config.json"}), bench) == chain
+    # Other weights than the marker's (a checkpoint derived from them): nothing vouches for them — refused.
+    changed = _copy_model(quick_request, tmp_path / "changed")
+    data = bytearray((changed / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (changed / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="written by smfa unlearn.*--new-chain"):
+        read_chain(changed, bench)
+    # The weights without their marker, and the run config.json names gone: refused.
+    orphan = _copy_model(quick_request, tmp_path / "orphan", only={"model.safetensors", "config.json"})
+    config = json.loads((orphan / "config.json").read_text())
+    (orphan / "config.json").write_text(json.dumps({**config, "smfa_unlearned": {"run": str(tmp_path / "moved")}}))
+    with pytest.raises(ConfigError, match="no record of what they have forgotten resolves.*--new-chain"):
+        read_chain(orphan, bench)
+    # On purpose: a new chain whose root is the model itself.
+    assert read_chain(orphan, bench, new_chain=True) == type(chain)((), str(orphan.resolve()))
+    from smfa.stages.forget import CHAIN_MARKER
+
+    marker = json.loads((quick_request / "model" / CHAIN_MARKER).read_text())
+    assert marker["bench"] == bench.checksum and marker["root"] == str(micro_vanilla.resolve())
+
+
+def test_new_chain_starts_one_and_a_chain_whose_root_is_gone_is_refused(capsys, quick_request: Path,
+                                                                         micro_bench_dir: Path, tmp_path: Path) -> None:
+    from smfa.rundir import read_manifest
+
+    copy = _copy_model(quick_request, tmp_path / "copy")
+    argv = ["forget", "--bench", str(micro_bench_dir), "--model", str(copy), "--people", "p0034",
+            "--method", "ga", "--param", "max_steps=1", "--no-eval"]
+    out = tmp_path / "fresh"
+    assert main(argv + ["--out", str(out), "--new-chain"]) == 0  # on purpose: the copy is the new chain's root
+    manifest = read_manifest(out)
+    assert manifest["chain"] == [] and manifest["root"] == str(copy.resolve()) and manifest["config"]["new_chain"]
+    from smfa.stages.forget import CHAIN_MARKER
+
+    assert [r["people"] for r in json.loads((out / "model" / CHAIN_MARKER).read_text())["requests"]] == [["p0034"]]
+    # The copy's chain names a root that is gone: refused in one line, before any work.
+    marker = json.loads((copy / CHAIN_MARKER).read_text())
+    (copy / CHAIN_MARKER).write_text(json.dumps({**marker, "root": str(tmp_path / "gone")}))
+    capsys.readouterr()  # the first request's progress
+    rc = main(argv + ["--out", str(tmp_path / "never")])
+    _one_line_error(capsys, rc, "whose original model", "is gone", "--new-chain")
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_chains_root_is_recorded_absolute(micro_bench_dir: Path, micro_vanilla: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from smfa.stages.forget import read_chain
+
+    shutil.copytree(micro_vanilla / "model", tmp_path / "plain")
+    monkeypatch.chdir(tmp_path)
+    assert read_chain("plain", Bench.load(micro_bench_dir)).root == str((tmp_path / "plain").resolve())

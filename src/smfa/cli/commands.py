@@ -14,6 +14,7 @@ from smfa.cli.options import (
     add_attack_options,
     add_key_file,
     add_method_params,
+    add_new_chain,
     bool_pair,
     command,
     overrides,
@@ -99,7 +100,7 @@ def _unlearn(args: argparse.Namespace) -> int:
             params[name] = getattr(args, name)
     names = ["bench", "model", "out", "method", "forget", "forget_people", "target", "anchor_size", "reference", "seed", "method_config",
              "eval_limit", "judge", "oracle", "attacks", *RELEARN_OPTIONS, "trust_remote_code", "overwrite", "device",
-             "dtype", "audit_key_file"]
+             "dtype", "audit_key_file", "new_chain"]
     over = overrides(args, names)
     over["params"] = params
     over["evaluate"] = args.evaluate
@@ -148,6 +149,7 @@ def _add_unlearn(sub: Any) -> None:
     p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")
     add_key_file(p)
+    add_new_chain(p)
     p.add_argument("--config", help="YAML recipe with UnlearnConfig fields")
 
 

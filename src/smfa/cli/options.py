@@ -59,6 +59,14 @@ def add_key_file(p: argparse.ArgumentParser) -> None:
                         "yours, never copied into the run; check with smfa audit verify RUN --key-file PATH")
 
 
+def add_new_chain(p: argparse.ArgumentParser) -> None:
+    """``--new-chain``: start a new request chain from ``--model`` on purpose (:func:`smfa.stages.forget.read_chain`)."""
+    p.add_argument("--new-chain", dest="new_chain", action="store_true", default=None,
+                   help="start a new chain of requests from --model even when it is an unlearned model: the people "
+                        "of its earlier requests are then neither kept refused nor re-measured (without it, an "
+                        "unlearned model whose chain cannot be resolved is refused)")
+
+
 RELEARN_OPTIONS = ["relearn_steps", "relearn_lr", "relearn_share", "relearn_batch_size", "relearn_params"]
 
 

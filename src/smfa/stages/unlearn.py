@@ -68,6 +68,7 @@ class UnlearnConfig:
     request_eval: bool = False  # evaluate only what a request's audit needs (EvalConfig.request_sets; smfa forget)
     anchor_cache: bool = False  # reuse a retaining anchor trained on the same parent weights and data (smfa forget)
     keep_earlier: bool = True  # a chain's MFA also refuses every earlier request's people (a suppression list: their questions, refusal labels; methods that train refusals)
+    new_chain: bool = False  # start a new chain from ``model`` even when it continues one (smfa.stages.forget.read_chain)
     audit_key_file: str | None = None  # sign the audit record with HMAC-SHA256 under the key in this file (audit.sig; docs/audit.md); the key is never copied into the run
 
 
@@ -108,7 +109,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     from smfa.stages.audit import read_key
     from smfa.bench import Bench
     from smfa.distributed import full_state_dict, wait_for_main
-    from smfa.stages.forget import chain_record, read_chain
+    from smfa.stages.forget import chain_record, mark_chain, read_chain
     from smfa.methods import get_method
     from smfa.distributed import world_size
     from smfa.methods.context import UnlearnContext
@@ -128,7 +129,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     check_trainable(placement, not hp.lora, f"--method {cfg.method} (lora: false)")
     autocast_flags(hp.autocast, placement)  # an impossible autocast fails before loading
     audit_key = read_key(cfg.audit_key_file)  # a missing or weak key fails before any work
-    chain = read_chain(cfg.model, bench)  # earlier requests when --model is an unlearning run
+    chain = read_chain(cfg.model, bench, cfg.new_chain)  # earlier requests when --model is an unlearning run
     group = resolve_forget(bench, str(cfg.forget), cfg.forget_people, chain.earlier_people)
     # Earlier people are kept refused by methods that train refusals; the others have no refusal label to give.
     keep_earlier = bool(cfg.keep_earlier and group.earlier and method.trains_refusals)
@@ -199,6 +200,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
             return Path(cfg.out)
         model.save_pretrained(stage / "model", state_dict=weights, safe_serialization=True)
         vanilla.processor.save_pretrained(stage / "model")
+        mark_chain(stage / "model", cfg.out, chain, group, bench)  # the model/ directory alone continues the chain
         if weights is not None:  # a sharded model generates only with every rank: evaluate the saved weights
             del model, weights
             model = load_model(stage / "model", placement=placement).model
