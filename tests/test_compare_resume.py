@@ -54,3 +54,33 @@ def test_a_cell_computed_with_another_config_is_refused_and_overwrite_redoes_it(
     assert read_manifest(cell)["hyperparameters"]["max_steps"] == 2
     assert (vanilla / "manifest.json").stat().st_mtime_ns == stamps[vanilla]  # not stale: kept
     assert compare(params={"ga": {"max_steps": 2}}) == 0
+
+
+def test_cells_on_a_real_scale_vanilla_resume_and_another_smfa_version_is_stale(capsys, monkeypatch, micro_bench_dir: Path,
+                                                                               micro_vanilla: Path, tmp_path: Path) -> None:
+    """On a real checkpoint the unlearn stage layers the real-checkpoint plan (configs/methods/real.yaml) over a
+    method's values: a finished cell computed so is reused, not taken for another config. A cell computed by
+    another smfa version is stale."""
+    import json
+
+    import smfa.models.scale
+
+    monkeypatch.setattr(smfa.models.scale, "is_real_scale", lambda model: True)  # the micro vanilla, as a 7B
+    out = tmp_path / "cmp"
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"bench": str(micro_bench_dir), "model": str(micro_vanilla), "out": str(out),
+                                    "methods": ["ga"], "forget": ["10"], "eval_limit": 2, "reference": "none",
+                                    "params": {"ga": {"max_steps": 1}}, "include_reference": False, "progress": False}))
+    assert main(["compare", "--config", str(path)]) == 0
+    cell = out / "cells" / "ga-f10"
+    from smfa.rundir import read_manifest
+
+    assert read_manifest(cell)["hyperparameters"]["grad_accum"] == 4  # the real-checkpoint plan
+    stamp = (cell / "manifest.json").stat().st_mtime_ns
+    assert main(["compare", "--config", str(path)]) == 0
+    assert (cell / "manifest.json").stat().st_mtime_ns == stamp  # reused
+    manifest = json.loads((cell / "manifest.json").read_text())
+    manifest["versions"]["smfa"] = "0.0.1"
+    (cell / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    _one_line_error(capsys, main(["compare", "--config", str(path)]), "smfa version '0.0.1' -> ", "cells/ga-f10")

@@ -7,8 +7,8 @@ it wrote (:mod:`smfa.distributed`), so every rank ends with the same tables.
 
 It resumes: a finished cell (unlearning run, reference evaluation, trained oracle) is not recomputed when it
 was computed as it would be now. One that was computed otherwise — another eval limit, seed, method
-hyper-parameter, bench, vanilla, precision — is refused before any work, naming the cell and the fields;
-``--overwrite`` redoes exactly those cells (:func:`stale_cells`)."""
+hyper-parameter, bench, vanilla, precision, smfa version — is refused before any work, naming the cell and the
+fields; ``--overwrite`` redoes exactly those cells (:func:`stale_cells`)."""
 
 from __future__ import annotations
 
@@ -142,7 +142,9 @@ def _cell_config(cfg: CompareConfig, entry: str, forget: str, cell: Path, oracle
 # Not compared: where things are and how progress shows (out, shared_dir, overwrite, progress). The inputs are
 # compared by content instead of by path: the bench by checksum, the vanilla by its weight files' digest (the
 # cell's audit record), --device/--dtype by the resolved precision and device kind, ``params`` by the
-# method's resolved hyper-parameters; the oracle and the evaluated model by resolved path.
+# method's resolved hyper-parameters (with the real-checkpoint layer where the unlearn stage adds it:
+# :func:`_vanilla_is_real`); the oracle and the evaluated model by resolved path. The smfa version that
+# computed a cell counts too: another version may compute it otherwise.
 _NOT_COMPARED = frozenset({"bench", "model", "out", "shared_dir", "overwrite", "progress", "device", "dtype",
                            "params", "oracle", "vanilla"})
 
@@ -168,9 +170,12 @@ def _path_changes(recorded: dict[str, Any], now: Any, names: tuple[str, ...]) ->
 
 
 def _common_changes(manifest: dict[str, Any], bench: Any, where: dict[str, str]) -> list[str]:
-    """The bench (by checksum) and the precision and device kind a finished run recorded (runs written before
-    --device/--dtype existed ran in fp32 on the CPU)."""
+    """The bench (by checksum), the precision and device kind (runs written before --device/--dtype existed ran
+    in fp32 on the CPU) and the smfa version (``where["smfa"]``) a finished run recorded."""
     out = []
+    version = (manifest.get("versions") or {}).get("smfa")
+    if version != where["smfa"]:
+        out.append(f"smfa version {version!r} -> {where['smfa']!r}")
     checksum = (manifest.get("bench") or {}).get("checksum")
     if checksum != bench.checksum:
         out.append(f"bench checksum {str(checksum)[:12]} -> {bench.checksum[:12]}")
@@ -190,6 +195,24 @@ def _vanilla_digest(model: str) -> str | None:
     return model_digest(weight_hashes(path)) if path is not None else None
 
 
+def _vanilla_is_real(model: str) -> bool:
+    """Whether the unlearn stage gives ``model`` the real-checkpoint hyper-parameters (it asks
+    :func:`smfa.models.scale.is_real_scale` of the loaded vanilla), told without reading its weights: the model
+    is built from its config on the meta device."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from smfa.models.loading import hub_id, model_dir_of
+    from smfa.models.scale import is_real_scale
+
+    local = model_dir_of(model) if hub_id(model) is None else None
+    if local is None and hub_id(model) is None:
+        raise ConfigError(f"model {model} does not exist; pass the vanilla run directory the cells were trained from")
+    config = AutoConfig.from_pretrained(local or hub_id(model), local_files_only=local is not None)
+    with torch.device("meta"):
+        return is_real_scale(AutoModelForImageTextToText.from_config(config))
+
+
 def stale_cells(cfg: CompareConfig, out: Path, bench: Any, oracles: dict[str, str | None]) -> dict[Path, list[str]]:
     """``{finished cell: the fields it was computed with otherwise}`` for every finished cell of the comparison
     ``cfg`` in ``out`` whose config differs from what would run now (empty: every finished cell is reusable)."""
@@ -201,10 +224,11 @@ def stale_cells(cfg: CompareConfig, out: Path, bench: Any, oracles: dict[str, st
     from smfa.methods import get_method
     from smfa.models.placement import resolve_placement
     from smfa.pretrained import recipe_of
-    from smfa.rundir import read_json
+    from smfa.rundir import package_versions, read_json
     from smfa.stages.unlearn import UnlearnConfig
 
-    where = resolve_placement(cfg.device, cfg.dtype).describe()
+    where = {**resolve_placement(cfg.device, cfg.dtype).describe(), "smfa": package_versions().get("smfa")}
+    real: bool | None = None  # the vanilla's scale: told once, when a finished cell needs it
     cells = out / "cells"
     stale: dict[Path, list[str]] = {}
     for forget in cfg.forget:
@@ -226,7 +250,10 @@ def stale_cells(cfg: CompareConfig, out: Path, bench: Any, oracles: dict[str, st
             changes = _field_changes(manifest.get("config") or {}, asdict(now), asdict(UnlearnConfig()), _NOT_COMPARED)
             # The budget the cell resolved ``reference`` to (a changed ``reference`` or bench is caught above).
             budget = (manifest.get("data") or {}).get("budget") or now.reference
-            hp = get_method(now.method).config(now.method_config, now.params, target=now.target, reference=budget)
+            if real is None:
+                real = _vanilla_is_real(cfg.model)
+            hp = get_method(now.method).config(now.method_config, now.params, target=now.target, reference=budget,
+                                               real=real)
             changes += _field_changes(manifest.get("hyperparameters") or {}, asdict(hp), asdict(type(hp)()))
             changes += _path_changes(manifest.get("config") or {}, now, ("oracle",))
             changes += _common_changes(manifest, bench, where)
