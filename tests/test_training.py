@@ -144,6 +144,48 @@ def test_resume_refuses_a_partial_run_started_with_other_options(capsys, monkeyp
     assert json.loads((run / "manifest.json").read_text())["config"]["lr"] == 2e-3
 
 
+
+def test_resume_refuses_another_world_size_or_other_starting_weights(capsys, monkeypatch, micro_bench_dir: Path,
+                                                                     micro_vanilla: Path, tmp_path: Path) -> None:
+    """The resume record holds the number of processes and the digest of the weights the run started from: a
+    resume under another world size, or with --model holding other weights, is refused in one line. A record
+    written before they were recorded resumes, with a warning."""
+    import smfa.stages.finetune as training
+    from smfa.errors import ConfigError
+    from smfa.models.digest import model_digest, weight_hashes
+
+    start = tmp_path / "start"
+    shutil.copytree(micro_vanilla, start)
+    out, stage = tmp_path / "r", tmp_path / ".r.partial"
+    cfg = _short(micro_bench_dir, out, model=str(start), steps=2, save_steps=1)
+    with monkeypatch.context() as m:  # killed after its last checkpoint, before the run is written
+        m.setattr(training, "trainable_summary", lambda model: (_ for _ in ()).throw(RuntimeError("killed")))
+        with pytest.raises(RuntimeError, match="killed"):
+            finetune(cfg)
+    record = stage / "checkpoints" / "recipe.json"
+    recorded = json.loads(record.read_text())
+    assert recorded["world size"] == 1
+    assert recorded["start weights"] == model_digest(weight_hashes(start / "model"))
+    resume = _short(micro_bench_dir, out, model=str(start), steps=2, save_steps=1, resume=True)
+    with monkeypatch.context() as m:
+        m.setenv("WORLD_SIZE", "2")
+        with pytest.raises(ConfigError, match="world size 1 -> 2.*number of processes"):
+            finetune(resume)
+    weights = start / "model" / "model.safetensors"
+    original = weights.read_bytes()
+    data = bytearray(original)
+    data[-1] ^= 0xFF  # the same --model path, other weights
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="start weights"):
+        finetune(resume)
+    assert any((stage / "checkpoints").glob("checkpoint-*")) and not out.exists()  # refused: nothing touched
+    weights.write_bytes(original)
+    record.write_text(json.dumps({k: v for k, v in recorded.items() if k not in ("world size", "start weights")}))
+    capsys.readouterr()
+    run = finetune(resume)
+    assert "records no world size and no start weights" in capsys.readouterr().err
+    assert json.loads((run / "manifest.json").read_text())["start_weights"] == recorded["start weights"]
+
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu_writes_the_same_artefacts(nano_bench_dir: Path, tmp_path: Path) -> None:
     """2 CPU processes (gloo) finish and write what a single process writes. Launched with

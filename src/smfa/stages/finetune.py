@@ -1,7 +1,7 @@
 """The vanilla stage: fine-tune a model until it memorises the bench (``people="all"``), or train the oracle
 that never saw the forget people (``people="retain"``). Uses the training engine (:mod:`smfa.training`), so
 that ``accelerate launch`` gives DDP/FSDP/DeepSpeed for free; checkpoints every N steps; ``resume`` continues a
-killed run from its last checkpoint."""
+killed run from its last checkpoint — only as it was started (:func:`resume_record`)."""
 
 from __future__ import annotations
 
@@ -60,14 +60,47 @@ def staging_dir(out: Path) -> Path:
 RESUME_RECIPE = "recipe.json"
 
 
-def resume_record(cfg: FinetuneConfig, bench_checksum: str, dtype: str) -> dict[str, Any]:
+# Keys that a resume record written by an older smfa lacks (it resumes with a warning: :func:`_check_resume`).
+WORLD_SIZE, START_WEIGHTS = "world size", "start weights"
+
+
+def resume_record(cfg: FinetuneConfig, bench_checksum: str, dtype: str, world: int,
+                  start_weights: str | None) -> dict[str, Any]:
     """What must not change between a killed run and its resume: the recipe (:func:`smfa.pretrained.recipe_of`)
-    but for ``save_steps`` (where resume points fall, not the weights), the bench's checksum, and the weights'
-    resolved dtype (``--dtype auto`` is bf16 on a GPU and fp32 on the CPU)."""
+    but for ``save_steps`` (where resume points fall, not the weights), the bench's checksum, the weights'
+    resolved dtype (``--dtype auto`` is bf16 on a GPU and fp32 on the CPU), the number of processes and the
+    digest of the weights the run started from (:func:`start_weights`).
+
+    A resume that differs in any of them is refused in one line (``--overwrite`` starts over): a demanding
+    user expects the resumed run to be the one it continues. Under another number of processes the batch per
+    optimiser step, the data order and the optimiser state's sharding differ from the checkpoint's; from other
+    starting weights (the same --model path holding another model) a LoRA run would add its checkpointed
+    adapter to another base, and any run's record would name weights it did not start from."""
     from smfa.pretrained import recipe_of
 
     recipe = {k: v for k, v in recipe_of(cfg).items() if k != "save_steps"}
-    return json.loads(json.dumps({**recipe, "bench checksum": bench_checksum, "weights dtype": dtype}))
+    return json.loads(json.dumps({**recipe, "bench checksum": bench_checksum, "weights dtype": dtype,
+                                  WORLD_SIZE: world, START_WEIGHTS: start_weights}))
+
+
+def start_weights(model: str) -> str | None:
+    """The digest (:func:`smfa.models.digest.model_digest`) of the weights a run of ``--model model`` starts from:
+    None for the built-in tiny model (its random init is the recipe's seed); for a hub id, its snapshot in the
+    local hub cache (None before it is downloaded). Hashing is memoised per file within a process."""
+    from smfa.models.digest import model_digest, weight_files, weight_hashes
+    from smfa.models.loading import hub_id, model_dir_of
+
+    if model == "tiny":
+        return None
+    repo = hub_id(model)
+    if repo is None:
+        path = model_dir_of(model)
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        config = try_to_load_from_cache(repo, "config.json")
+        path = Path(config).parent if isinstance(config, str) else None
+    return model_digest(weight_hashes(path)) if path is not None and weight_files(path) else None
 
 
 def resume_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -110,7 +143,9 @@ def finetune(cfg: FinetuneConfig) -> Path:
     check_output_dir(out, cfg.overwrite)
 
     bench = Bench.load(cfg.bench)
-    record = resume_record(cfg, bench.checksum, placement.dtype_name)
+    from smfa.distributed import world_size
+
+    record = resume_record(cfg, bench.checksum, placement.dtype_name, world_size(), start_weights(cfg.model))
     resuming = cfg.resume and any((stage / "checkpoints").glob("checkpoint-*"))
     if resuming:
         resuming = _check_resume(stage, record, cfg.overwrite, cfg.progress)
@@ -146,6 +181,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     items += augmented_items(items, cfg.augment)
     dataset = encode_items(items, bench=bench, family=family, processor=processor, progress=cfg.progress)
     stage.mkdir(parents=True, exist_ok=True)
+    record[START_WEIGHTS] = start_weights(cfg.model)  # a hub model: in the local cache now
     write_json_atomic(stage / "checkpoints" / RESUME_RECIPE, record)  # what a later --resume checks
     args = training_arguments(cfg, stage / "checkpoints", steps=cfg.steps, save_steps=cfg.save_steps,
                               placement=placement)
@@ -178,6 +214,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
             trainable_modules=sorted({n.rsplit(".", 1)[0] for n in summary["trainable_tensors"]})[:2000],
             effective_batch_size=cfg.batch_size * cfg.grad_accum * world,
             world_size=world,
+            start_weights=record[START_WEIGHTS],
             placement=placement.describe(),
             final_loss=_last_loss(trainer.state.log_history),
         )
@@ -189,9 +226,10 @@ def finetune(cfg: FinetuneConfig) -> Path:
 
 
 def _check_resume(stage: Path, record: dict[str, Any], overwrite: bool, progress: bool) -> bool:
-    """Whether the checkpoints in ``stage`` may be resumed with ``record``'s recipe: yes when it is the one
-    they were trained with; a different one is a one-line error, or with ``--overwrite`` a fresh start (the
-    stage is removed). A stage from before recipes were recorded cannot be checked: it resumes, with a warning."""
+    """Whether the checkpoints in ``stage`` may be resumed with ``record`` (:func:`resume_record`): yes when it is
+    the one they were trained with; a different one is a one-line error, or with ``--overwrite`` a fresh start
+    (the stage is removed). What an older smfa did not record (no record at all, or no world size and starting
+    weights) cannot be checked: it resumes, with a warning."""
     import sys
 
     from smfa.rundir import read_json
@@ -203,14 +241,20 @@ def _check_resume(stage: Path, record: dict[str, Any], overwrite: bool, progress
         return True
     recorded = read_json(path, lambda msg: OutputError(f"{msg}: the unfinished run's record is corrupt; pass "
                                                         "--overwrite without --resume to start over"))
+    unrecorded = [k for k in (WORLD_SIZE, START_WEIGHTS) if k not in recorded]
+    if unrecorded:
+        print(f"warning: {stage} records no {' and no '.join(unrecorded)} (written by an older smfa): resuming without "
+              "checking them", file=sys.stderr)
+        recorded = {**recorded, **{k: record[k] for k in unrecorded}}
     changes = resume_changes(recorded, record)
     if not changes:
         return True
     if not overwrite:
-        raise ConfigError(f"the unfinished run in {stage} was started with other options ({'; '.join(changes)}): "
-                          "pass the same options to resume it, or --overwrite to start over")
+        raise ConfigError(f"the unfinished run in {stage} was started otherwise ({'; '.join(changes)}): resume it "
+                          "as it was started (the same options, number of processes and starting weights), or pass "
+                          "--overwrite to start over")
     if progress:
-        print(f"starting over: the unfinished run in {stage} was started with other options ({'; '.join(changes)})",
+        print(f"starting over: the unfinished run in {stage} was started otherwise ({'; '.join(changes)})",
               flush=True)
     shutil.rmtree(stage)
     return False
