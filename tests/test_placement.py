@@ -121,7 +121,7 @@ def test_training_arguments_come_from_the_method_config_and_the_placement(tmp_pa
 @pytest.mark.parametrize("argv, target", [
     (["finetune", "--bench", "B", "--out", "O"], "smfa.stages.finetune.finetune"),
     (["unlearn", "--bench", "B", "--model", "M", "--out", "O"], "smfa.stages.unlearn.unlearn"),
-    (["eval", "--bench", "B", "--model", "M", "--out", "O"], "smfa.eval.pipeline.evaluate"),
+    (["eval", "--bench", "B", "--model", "M", "--out", "O"], "smfa.stages.evaluate.evaluate_run"),
     (["sculpt", "RUN"], "smfa.stages.sweep.sculpt_sweep"),
     (["compare", "--bench", "B", "--model", "M", "--out", "O"], "smfa.stages.compare.compare"),
     (["demo", "--out", "O"], "smfa.stages.demo.run_demo"),

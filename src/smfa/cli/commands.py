@@ -159,13 +159,15 @@ def _eval(args: argparse.Namespace) -> int:
 
     Batched greedy generation over the forget/retain × image-memory/text-memory/understanding sets (train
     phrasing, paraphrase, unseen image variant) and general VQA; ROUGE-L, Fact and Meaningful scores,
-    understanding accuracy, refusal and leak rates; forget quality vs an oracle; attacks."""
-    from smfa.eval.pipeline import EvalConfig, evaluate
+    understanding accuracy, refusal and leak rates; forget quality vs an oracle; attacks. An unlearning run is
+    scored on the groups its manifest records (its request, a chain's earlier requests) unless others are named."""
+    from smfa.eval.pipeline import EvalConfig
+    from smfa.stages.evaluate import evaluate_run
 
     names = ["bench", "model", "out", "forget", "forget_people", "target", "limit", "judge", "judge_base_url", "judge_model",
              "questions", "oracle", "vanilla", "attacks", *RELEARN_OPTIONS, "batch_size", "trust_remote_code", "overwrite",
              "device", "dtype"]
-    return run_stage(EvalConfig, evaluate, args.config, overrides(args, names),
+    return run_stage(EvalConfig, evaluate_run, args.config, overrides(args, names),
                          "evaluation written to {out} (metrics.json, generations.jsonl, report.md)")
 
 
@@ -173,7 +175,7 @@ def _add_eval(sub: Any) -> None:
     p = command(sub, "eval", _eval)
     _bench_model_out(p, "bench directory", "run directory (finetune/unlearn), model directory, or hf:ORG/NAME (hub)",
                      "evaluation directory to write")
-    p.add_argument("--forget", help=f"forget split (default 10); {FORGET_HELP}")
+    p.add_argument("--forget", help=f"forget split (default: an unlearning run's own group, else 10); {FORGET_HELP}")
     p.add_argument("--forget-people", dest="forget_people", metavar="IDS",
                    help="these people are the forget group instead of a split (comma list or a file, one id per line)")
     p.add_argument("--target", choices=TARGETS, help="all (default) or visual: forget people's text memory counts as retain")
