@@ -85,6 +85,18 @@ def test_a_failure_of_the_main_process_reaches_the_waiting_rank(tmp_path: Path) 
     assert (tmp_path / "order.txt").read_text().split() == ["0", "1"]
 
 
+def test_a_rank_leaves_no_process_group_for_the_interpreter_to_tear_down(tmp_path: Path) -> None:
+    """After its last collective a rank's process group is destroyed, and its gloo worker threads joined,
+    before the interpreter finalizes. Before, the group was left up: a worker still releasing the last
+    collective's tensors needs the GIL, and a thread taking the GIL while the interpreter finalizes is ended
+    with pthread_exit, which aborts the process ("terminate called without an active exception"; the test
+    above failed 11 of 20 runs beside a CPU-bound job)."""
+    res = _torchrun("ddp_exit.py", tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for state in _results(tmp_path):
+        assert state == {"group_initialised": False, "gloo_threads": []}, state
+
+
 @pytest.mark.slow
 def test_compare_under_two_processes_writes_each_cell_once(micro_bench_dir: Path, micro_vanilla: Path,
                                                            tmp_path: Path) -> None:

@@ -3,12 +3,15 @@
 Every rank trains (DDP, FSDP, ZeRO); the main process alone evaluates and writes run directories, shared
 adapters and caches; the other ranks wait at a barrier until it is done and only then read what it wrote.
 Alone (no launcher, ``WORLD_SIZE`` unset or 1) every helper here is a no-op: the one process is the main one.
+In a launch of several processes, importing this module registers an exit hook that destroys the process
+group (whoever started it: these helpers, the HF ``Trainer``) before the interpreter finalizes.
 
 A library below the stages: it imports nothing of smfa.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from collections.abc import Callable, Iterator
@@ -47,6 +50,20 @@ def _group_ready() -> bool:
         # gloo without a GPU, the launcher's device backend (nccl) with one; as the Trainer chooses.
         PartialState(cpu=not torch.cuda.is_available())
     return torch.distributed.is_initialized()
+
+
+def _destroy_group_at_exit() -> None:
+    """Destroy the process group, if one is still up, joining its backend's worker threads while the
+    interpreter is whole. Left to the interpreter's finalization, a gloo worker still releasing the last
+    collective's tensors (their Python objects: it needs the GIL) is ended by ``pthread_exit`` inside a
+    destructor, and the process aborts with "terminate called without an active exception" — a race of the
+    last collective with the exit that load makes likely. torch's own advice: destroy before exiting."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if world_size() > 1:
+    atexit.register(_destroy_group_at_exit)
 
 
 def barrier() -> None:
