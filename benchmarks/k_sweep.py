@@ -24,7 +24,7 @@ def main() -> None:
     t: dict[str, float] = {}
     with timed("one smfa unlearn run (train + sculpt + merge + eval)", t):
         unlearn(UnlearnConfig(bench=str(bench), model=str(vanilla), out=str(run), method="smfa", forget="10",
-                              eval_limit=args.eval_limit, progress=False))
+                              eval_limit=args.eval_limit, progress=False, leak_target=None))
     ks = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
     with timed(f"k sweep over {len(ks)} values (re-sculpt + merge + eval each)", t):
         sculpt_sweep(SweepConfig(run=str(run), ks=ks, limit=args.eval_limit, overwrite=True, progress=False))

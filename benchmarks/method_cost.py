@@ -18,7 +18,7 @@ from smfa.stages.unlearn import UnlearnConfig, unlearn
 bench, vanilla, out, method = sys.argv[1:5]
 t0 = time.perf_counter()
 unlearn(UnlearnConfig(bench=bench, model=vanilla, out=out, method=method, forget="10", evaluate=False,
-                      overwrite=True, progress=False))
+                      overwrite=True, progress=False, leak_target=None))
 print(json.dumps({"wall_s": time.perf_counter() - t0,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

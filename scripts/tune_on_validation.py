@@ -137,7 +137,7 @@ def main() -> None:
                 if not (run / "eval" / "metrics.json").is_file():
                     unlearn(UnlearnConfig(bench=args.bench, model=args.model, out=str(run), method="smfa", forget="val",
                                           target=args.target, params=mfa_params, eval_limit=args.eval_limit,
-                                          overwrite=True, progress=False))
+                                          overwrite=True, progress=False, leak_target=None))
                 sweep = run / "sweep-both"
                 if not all((sweep / f"k={k:g}" / "metrics.json").is_file() for k in grid["k"]):
                     sweep = sculpt_sweep(SweepConfig(run=str(run), ks=tuple(grid["k"]), limit=args.eval_limit,
@@ -164,7 +164,7 @@ def main() -> None:
                 if not (run / "eval" / "metrics.json").is_file():
                     unlearn(UnlearnConfig(bench=args.bench, model=args.model, out=str(run), method=method,
                                           forget="val", target=args.target, params=params, eval_limit=args.eval_limit,
-                                          overwrite=True, progress=False))
+                                          overwrite=True, progress=False, leak_target=None))
                 rows.append(_row(params, load_metrics(run / "eval").overall, v, args.target))
         rows.sort(key=rank_key)
         results[method] = rows

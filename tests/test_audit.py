@@ -153,7 +153,7 @@ def test_forget_with_a_key_file_signs_its_record_and_never_copies_the_key(capsys
                                                                           micro_vanilla: Path, tmp_path: Path) -> None:
     key = _key(tmp_path / "key")
     request = ["forget", "--bench", str(micro_bench_dir), "--model", str(micro_vanilla), "--people", "p0011,p0029",
-               "--method", "ga", "--param", "max_steps=1", "--reference", "none", "--no-eval"]
+               "--method", "ga", "--param", "max_steps=1", "--reference", "none", "--no-eval", "--no-verify"]
     # A missing key fails in one line before any work.
     rc = main(request + ["--out", str(tmp_path / "none"), "--key-file", str(tmp_path / "missing")])
     _one_line_error((rc, [], capsys.readouterr().err.strip().splitlines()), "--key-file", "does not exist")

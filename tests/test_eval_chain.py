@@ -15,7 +15,7 @@ from smfa.cli.main import main
 FIRST = ["p0034", "p0038", "p0058"]
 SECOND = ["p0011"]
 # One optimiser step of gradient ascent per request: the chain's bookkeeping is under test, not the forgetting.
-CHEAP = ["--method", "ga", "--param", "max_steps=1", "--no-eval"]
+CHEAP = ["--method", "ga", "--param", "max_steps=1", "--no-eval", "--no-verify"]
 
 
 @pytest.fixture(scope="module")

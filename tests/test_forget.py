@@ -273,7 +273,7 @@ def quick_request(micro_bench_dir: Path, micro_vanilla: Path, tmp_path_factory: 
     """A request answered by one gradient-ascent step: the chain's records are under test, not the forgetting."""
     out = tmp_path_factory.mktemp("quick") / "run"
     assert main(["forget", "--bench", str(micro_bench_dir), "--model", str(micro_vanilla), "--people", ",".join(FIRST),
-                 "--out", str(out), "--method", "ga", "--param", "max_steps=1", "--no-eval"]) == 0
+                 "--out", str(out), "--method", "ga", "--param", "max_steps=1", "--no-eval", "--no-verify"]) == 0
     return out
 
 
@@ -327,7 +327,7 @@ def test_new_chain_starts_one_and_a_chain_whose_root_is_gone_is_refused(capsys, 
 
     copy = _copy_model(quick_request, tmp_path / "copy")
     argv = ["forget", "--bench", str(micro_bench_dir), "--model", str(copy), "--people", "p0034",
-            "--method", "ga", "--param", "max_steps=1", "--no-eval"]
+            "--method", "ga", "--param", "max_steps=1", "--no-eval", "--no-verify"]
     out = tmp_path / "fresh"
     assert main(argv + ["--out", str(out), "--new-chain"]) == 0  # on purpose: the copy is the new chain's root
     manifest = read_manifest(out)

@@ -81,7 +81,7 @@ def request_run(micro_bench_dir: Path, micro_vanilla: Path, tmp_path_factory: py
     out = tmp_path_factory.mktemp("entries") / "request"
     assert main(["forget", "--bench", str(micro_bench_dir), "--model", str(micro_vanilla), "--people", ",".join(PEOPLE),
                  "--out", str(out), "--param", "max_steps=2", "--param", "grad_accum=2", "--no-eval",
-                 "--no-anchor-cache"]) == 0
+                 "--no-anchor-cache", "--no-verify"]) == 0
     return out
 
 
@@ -120,7 +120,7 @@ def test_a_request_on_the_runs_model_dir_continues_its_chain(micro_bench_dir: Pa
     assert chain.root == str(micro_vanilla.resolve())
     out = tmp_path / "second"
     assert main(["forget", "--bench", str(micro_bench_dir), "--model", str(request_run / "model"), "--people", "p0011",
-                 "--out", str(out), "--method", "ga", "--param", "max_steps=1", "--no-eval"]) == 0
+                 "--out", str(out), "--method", "ga", "--param", "max_steps=1", "--no-eval", "--no-verify"]) == 0
     manifest = read_manifest(out)
     assert manifest["chain"] == [{"run": str(request_run.resolve()), "label": "request", "people": PEOPLE}]
     assert manifest["root"] == str(micro_vanilla.resolve())

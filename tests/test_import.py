@@ -388,7 +388,8 @@ def test_mllmu_import_finetune_unlearn_eval_report(tmp_path: Path, capsys) -> No
         ["finetune", "--bench", str(bench), "--model", "tiny", "--out", str(vanilla), "--steps", "100",
          "--batch-size", "16", "--lr", "3e-3"],
         ["unlearn", "--method", "smfa", "--bench", str(bench), "--model", str(vanilla), "--forget", "forget_15",
-         "--out", str(unlearned), "--lr", "1e-2", "--param", "max_steps=15", "--param", "anchor_epochs=5", "--eval-limit", "12"],
+         "--out", str(unlearned), "--lr", "1e-2", "--param", "max_steps=15", "--param", "anchor_epochs=5", "--eval-limit", "12",
+         "--no-verify"],
         ["eval", "--bench", str(bench), "--model", str(vanilla), "--forget", "15", "--out", str(ev), "--limit", "12"],
         ["report", str(ev), str(unlearned / "eval"), "--out", str(rep)],
     ]

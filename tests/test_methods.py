@@ -48,7 +48,7 @@ def unlearned(micro_bench_dir: Path, micro_vanilla: Path, tmp_path_factory: pyte
                     unlearn(UnlearnConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), out=str(out),
                                           method=method, forget="10", reference=REFERENCE,
                                           params=MICRO_PARAMS.get(method, {}), eval_limit=30, progress=False,
-                                          shared_dir=str(root / "shared"), anchor_cache=True))
+                                          shared_dir=str(root / "shared"), anchor_cache=True, leak_target=None))
                 finally:
                     torch.set_num_threads(threads)
             runs[method] = (out, load_metrics(out / "eval"))
@@ -134,7 +134,8 @@ def test_smfa_dual_variant(micro_bench_dir: Path, micro_vanilla: Path, micro_van
 
     out = tmp_path / "dual"
     unlearn(UnlearnConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), out=str(out), method="smfa", forget="10",
-                          reference=REFERENCE, params={"dual": True, "epochs": 5}, eval_limit=10, progress=False))
+                          reference=REFERENCE, params={"dual": True, "epochs": 5}, eval_limit=10, progress=False,
+                          leak_target=None))
     report = json.loads((out / "sculpt" / "sculpt_report.json").read_text())
     from smfa.rundir import read_manifest
 
@@ -174,7 +175,8 @@ def test_compare_reuses_smfa_mfa_for_idk(micro_bench_dir: Path, micro_vanilla: P
     assert idk_manifest["reused_adapter_train_s"] > 0
     assert idk_manifest["wall_time_s"] >= idk_manifest["reused_adapter_train_s"]
     alone = unlearn(UnlearnConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), out=str(tmp_path / "idk"),
-                                  method="idk", forget="10", params=params, evaluate=False, progress=False))
+                                  method="idk", forget="10", params=params, evaluate=False, progress=False,
+                                  leak_target=None))
     a = load_file(str(alone / "model" / "model.safetensors"))
     b = load_file(str(out / "cells" / "idk-f10" / "model" / "model.safetensors"))
     assert a.keys() == b.keys()

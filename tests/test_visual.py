@@ -21,7 +21,7 @@ def test_visual_target_forgets_photo_keeps_name(micro_bench_dir: Path, micro_van
     out = tmp_path / "smfa-visual"
     unlearn(UnlearnConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), out=str(out), method="smfa",
                           forget="10", target="visual", params={"epochs": 8}, eval_limit=40,
-                          reference="none", progress=False))
+                          reference="none", progress=False, leak_target=None))
     m = load_metrics(out / "eval")
     assert m.target == "visual"
     assert "forget_text/text_memory/paraphrase" in m.sets and "forget/text_memory" not in m.sets

@@ -1,4 +1,4 @@
-"""User-facing errors: the CLI prints them in one line and exits with status 2."""
+"""User-facing errors: the CLI prints them in one line and exits with status 2 (or the error's ``exit_status``)."""
 
 from __future__ import annotations
 

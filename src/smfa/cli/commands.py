@@ -15,9 +15,11 @@ from smfa.cli.options import (
     add_key_file,
     add_method_params,
     add_new_chain,
+    add_verify_options,
     bool_pair,
     command,
     overrides,
+    verify_overrides,
     run_stage,
 )
 from smfa.config import parse_params, resolve_config
@@ -104,7 +106,10 @@ def _unlearn(args: argparse.Namespace) -> int:
     over = overrides(args, names)
     over["params"] = params
     over["evaluate"] = args.evaluate
+    over.update(verify_overrides(args))
     cfg = resolve_config(UnlearnConfig, args.config, over)
+    if not args.verify:
+        cfg.leak_target = None
     out = unlearn(cfg)
     if not is_main_process():
         print(f"rank {os.environ.get('RANK')}: trained; rank 0 writes {out}")
@@ -150,6 +155,7 @@ def _add_unlearn(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")
     add_key_file(p)
     add_new_chain(p)
+    add_verify_options(p)
     p.add_argument("--config", help="YAML recipe with UnlearnConfig fields")
 
 

@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from smfa.cli.options import (RELEARN_OPTIONS, add_attack_options, add_key_file, add_method_params, add_new_chain,
-                               command, overrides)
+                               add_verify_options, command, overrides, verify_overrides)
 from smfa.config import parse_params, resolve_config
 from smfa.stages.forget import REQUEST_EVAL_LIMIT
 
@@ -33,7 +33,10 @@ def _forget(args: Any) -> int:
                 eval_limit=REQUEST_EVAL_LIMIT if args.eval_limit is None else args.eval_limit)
     if args.keep_earlier is not None:
         over["keep_earlier"] = args.keep_earlier
+    over.update(verify_overrides(args))
     cfg = resolve_config(UnlearnConfig, args.config, over)
+    if not args.verify:
+        cfg.leak_target = None
     out = unlearn(cfg)
     print(f"request answered: model in {out}/model, audit record in {out}/audit.md"
           + (f", evaluation in {out}/eval/report.md" if cfg.evaluate else ""))
@@ -72,6 +75,7 @@ def register(sub: Any) -> None:
                         "that train refusals: smfa, idk, ties): a suppression list of their questions with refusal "
                         "labels, never a private answer; the audit says what is kept")
     add_new_chain(p)
+    add_verify_options(p)
     add_key_file(p)
     p.add_argument("--no-anchor-cache", dest="anchor_cache", action="store_false", default=True,
                    help="retrain the retaining anchor even when one trained on the same weights is cached")

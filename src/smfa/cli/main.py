@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = args.func(args)
     except SmfaError as exc:
         print(f"smfa {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_status", 2)
     except KeyboardInterrupt:
         print(f"smfa {args.command}: interrupted", file=sys.stderr)
         return 130

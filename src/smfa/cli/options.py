@@ -83,3 +83,24 @@ def add_attack_options(p: argparse.ArgumentParser, attacks_help: str) -> None:
     p.add_argument("--relearn-params", choices=("lora", "full"), dest="relearn_params",
                    help="relearn attack: train a LoRA adapter (injected, then removed) or a full copy of the language model "
                         "(default: full on the tiny model, lora on real families)")
+
+
+def add_verify_options(p: argparse.ArgumentParser) -> None:
+    """``--leak-target``, ``--verify-attempts``, ``--no-verify``: the check of a request's leak after training
+    (``UnlearnConfig.leak_target``; :func:`smfa.stages.unlearn.forget_until_target`)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--leak-target", type=float, dest="leak_target", metavar="RATE",
+                   help="after training, the forgotten people's leak (photo, name, held-out phrasings and photos) must "
+                        "be at most RATE (default 0.05); above it stronger settings are tried, and a run still above "
+                        "it ends with exit status 3 and its numbers")
+    g.add_argument("--no-verify", dest="verify", action="store_false", default=True,
+                   help="skip that check (the run reports whatever leak it has)")
+    p.add_argument("--verify-attempts", type=int, dest="verify_attempts", metavar="N",
+                   help="stronger settings tried at most N times before giving up (default 2; SMFA: a larger k, then "
+                        "twice the steps)")
+
+
+def verify_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config overrides of :func:`add_verify_options` (``--no-verify`` is ``leak_target`` None, which
+    ``overrides`` would read as "not given")."""
+    return {"leak_target": args.leak_target, "verify_attempts": args.verify_attempts}

@@ -67,6 +67,9 @@ class MethodConfig:
     lora_dropout: float = 0.05
     retain_weight: float = 1.0  # weight of the retain term where the method has one
     max_steps: int = 0  # >0 caps the number of optimiser steps
+    # At least this many optimiser steps per training run whatever the data's size: epochs chosen on 200 people
+    # are a handful of steps on 8 (max_steps, when set, still caps); 0 = epochs alone decide.
+    min_steps: int = 0
     # Training arguments a real checkpoint needs; the defaults are the tiny model's (CPU) ones.
     grad_accum: int = 1  # gradient accumulation steps (effective batch = batch_size × grad_accum × processes)
     warmup_ratio: float = 0.0  # share of the steps with a linear learning-rate warm-up (then cosine decay)
@@ -86,6 +89,7 @@ class MethodConfig:
         checks = {"lr": self.lr > 0, "epochs": self.epochs > 0, "batch_size": self.batch_size > 0,
                   "lora_r": self.lora_r > 0, "lora_alpha": self.lora_alpha > 0,
                   "lora_dropout": 0 <= self.lora_dropout < 1, "max_steps": self.max_steps >= 0,
+                  "min_steps": isinstance(self.min_steps, int) and self.min_steps >= 0,
                   "retain_weight": math.isfinite(self.retain_weight) and self.retain_weight >= 0,
                   "grad_accum": isinstance(self.grad_accum, int) and self.grad_accum >= 1,
                   "warmup_ratio": 0 <= self.warmup_ratio < 1,
@@ -94,7 +98,7 @@ class MethodConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"{type(self).__name__}: invalid {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "
-                              "(lr/epochs/batch_size/lora_r/lora_alpha > 0, 0 ≤ dropout < 1, retain_weight ≥ 0, grad_accum ≥ 1, "
+                              "(lr/epochs/batch_size/lora_r/lora_alpha > 0, 0 ≤ dropout < 1, min_steps an integer ≥ 0, retain_weight ≥ 0, grad_accum ≥ 1, "
                               "0 ≤ warmup_ratio < 1, autocast auto/none/bf16/fp16, reference_cap an integer ≥ 0)")
 
 
@@ -133,6 +137,12 @@ class Method:
 
     def run(self, ctx: UnlearnContext, hp: MethodConfig) -> torch.nn.Module:
         raise NotImplementedError
+
+    def escalations(self, hp: MethodConfig) -> list[dict[str, Any]]:
+        """Stronger settings to try, cheapest first, when a request's people still leak above the target after
+        ``run`` (:func:`smfa.stages.unlearn.forget_until_target`): overrides of ``hp``. Default: twice, then four
+        times the optimiser steps (epochs and the step floor both scaled)."""
+        return [{"epochs": hp.epochs * f, "min_steps": hp.min_steps * f} for f in (2, 4)]
 
 
 # The real-checkpoint layer of every method's config (smfa.models.scale).

@@ -194,13 +194,19 @@ def rephrased(ctx: UnlearnContext, rows: list, copies: int) -> list:
 
 
 def train_anchor(ctx: UnlearnContext, hp: AdapterPairConfig) -> torch.nn.Module:
-    from dataclasses import replace
-
     from smfa.data import reference_items
 
-    anchor_hp = replace(hp, epochs=hp.anchor_epochs)
+    anchor_hp = ra_config(hp)
     model = prepare_trainable(ctx, anchor_hp, ctx.trainee(anchor_hp))
     return train_sft(ctx, model, anchor_hp, ctx.encode(reference_items(anchor_rows(ctx, hp)), desc="encoding anchor"), tag="anchor")
+
+
+def ra_config(hp: AdapterPairConfig) -> AdapterPairConfig:
+    """The RA's training settings: ``anchor_epochs`` passes and no step floor (the floor and a request's stronger
+    attempts are the MFA's; the RA, which depends on neither, is reused across them)."""
+    from dataclasses import replace
+
+    return replace(hp, epochs=hp.anchor_epochs, min_steps=0)
 
 
 def anchor_rows(ctx: UnlearnContext, hp: AdapterPairConfig) -> list:
@@ -219,7 +225,7 @@ def anchor_key(ctx: UnlearnContext, hp: AdapterPairConfig) -> str | None:
 
     if not ctx.model_digest:
         return None
-    values = asdict(hp)
+    values = asdict(ra_config(hp))
     blob = {"model": ctx.model_digest, "retain": [(r.id, r.answer) for r in anchor_rows(ctx, hp)], "seed": ctx.seed,
             "hp": {f.name: values[f.name] for f in fields(MethodConfig)}, "anchor_epochs": hp.anchor_epochs,
             "versions": {k: v for k, v in package_versions().items() if k in ("torch", "transformers", "peft")},
@@ -240,7 +246,7 @@ def save_anchor(ctx: UnlearnContext, hp: AdapterPairConfig, dest: Path) -> None:
     key = anchor_key(ctx, hp) if ctx.anchor_cache else None
     cached = Path(ctx.anchor_cache) / f"ra-{key}" if key else None
     if cached is not None and (cached / "adapter_config.json").is_file():
-        shutil.copytree(cached, dest)
+        shutil.copytree(cached, dest, dirs_exist_ok=True)
         ctx.anchor_cache_hit = True
         return
     from smfa.distributed import adapter_state_dict, wait_for_main
@@ -280,6 +286,12 @@ class SMFA(Method):
     config_cls = SMFAConfig
     description = "refusal-tuned LoRA (MFA) sculpted against a retaining-anchor LoRA (RA), then merged"
     trains_refusals = True
+
+    def escalations(self, hp: SMFAConfig) -> list[dict[str, Any]]:  # type: ignore[override]
+        """A larger k first (a re-sculpt of the same adapters: no training), then twice the MFA's steps at that k
+        (the RA is reused: it does not depend on the MFA's epochs)."""
+        k = {"k": hp.k * 2, "k_text": hp.k_text * 2} if hp.dual else {"k": hp.k * 2}
+        return [k, {**k, "epochs": hp.epochs * 2, "min_steps": hp.min_steps * 2}]
 
     def run(self, ctx: UnlearnContext, hp: SMFAConfig) -> torch.nn.Module:  # type: ignore[override]
         from smfa.sculpt import merge_sculpted_into, write_sculpt_report

@@ -304,7 +304,8 @@ def suppression_record(cfg: Any, group: Any, data: Any) -> dict[str, Any]:
 def write_audit(stage: Path, *, run: Path, cfg: Any, hp: Any, group: Any, data: Any, bench: Any,
                 requests: dict[str, Any], input_dir: Path | None, input_hashes: dict[str, str],
                 output_hashes: dict[str, str], metrics: Any, parent_retain: Any, reference_model: str | None,
-                anchor_cache_hit: bool, wall: dict[str, float | None], key: bytes | None = None) -> dict[str, Any]:
+                anchor_cache_hit: bool, wall: dict[str, float | None], key: bytes | None = None,
+                verification: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``audit.json`` and ``audit.md`` into the (staging) run directory ``stage``, and with ``key``
     (:func:`read_key`) their signature ``audit.sig``."""
     import datetime as _dt
@@ -326,6 +327,8 @@ def write_audit(stage: Path, *, run: Path, cfg: Any, hp: Any, group: Any, data: 
         "weights": {"input": {"dir": str(Path(input_dir).resolve()) if input_dir else str(cfg.model), "files": input_hashes},
                     "output": {"dir": "model", "files": output_hashes}},
         "leak": leak_record(metrics.overall) if metrics is not None else None,
+        # the check after training (smfa.stages.unlearn.forget_until_target): target, attempts, passed
+        "verification": verification,
         "requests": [asdict(r) for r in metrics.requests or []] if metrics is not None else [],
         "attacks": metrics.attacks if metrics is not None else None,
         "eval_limit": cfg.eval_limit,

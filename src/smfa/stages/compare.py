@@ -132,7 +132,8 @@ def _cell_config(cfg: CompareConfig, entry: str, forget: str, cell: Path, oracle
                          target=cfg.target, seed=cfg.seed, params=dict(cfg.params.get(entry, cfg.params.get(name, {}))),
                          reference=budget or cfg.reference, eval_limit=cfg.eval_limit, judge=cfg.judge, oracle=oracle,
                          overwrite=cell.exists(), progress=cfg.progress, device=cfg.device, dtype=cfg.dtype,
-                         shared_dir=str(cell.parent / ".shared"))
+                         shared_dir=str(cell.parent / ".shared"),
+                         leak_target=None)  # a comparison measures each recipe as configured: no stronger attempts
 
 
 # ---- finished cells computed otherwise ---------------------------------------------------------------------

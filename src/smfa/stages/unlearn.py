@@ -20,6 +20,8 @@ Data every method sees (same access for all, as SPEC.md's table says unless a me
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from typing import Any
 
 from smfa.bench.forget_set import REQUEST_LABEL, ForgetSet, resolve_forget
 from smfa.bench.schema import TEXT_MEMORY, forgotten_kinds
-from smfa.errors import ConfigError
+from smfa.errors import ConfigError, SmfaError
 from smfa.reference import check_budget, reference_questions, resolve_reference, self_labelled_reference
 from smfa.rundir import atomic_run_dir, write_manifest
 
@@ -69,6 +71,12 @@ class UnlearnConfig:
     anchor_cache: bool = False  # reuse a retaining anchor trained on the same parent weights and data (smfa forget)
     keep_earlier: bool = True  # a chain's MFA also refuses every earlier request's people (a suppression list: their questions, refusal labels; methods that train refusals)
     new_chain: bool = False  # start a new chain from ``model`` even when it continues one (smfa.stages.forget.read_chain)
+    # After training, the request's people must leak at most this much (photo, name, held-out phrasing and photos;
+    # smfa.eval.verify): above it the method's stronger settings are tried (Method.escalations, at most
+    # ``verify_attempts``), and a run still above it is written, recorded as such, and ends in RequestNotForgotten
+    # (exit 3) — never a silent success. None: no check (smfa compare measures recipes as configured).
+    leak_target: float | None = 0.05
+    verify_attempts: int = 2
     audit_key_file: str | None = None  # sign the audit record with HMAC-SHA256 under the key in this file (audit.sig; docs/audit.md); the key is never copied into the run
 
 
@@ -118,6 +126,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     from smfa.models.placement import autocast_flags, check_trainable, resolve_placement
 
     t_start = time.perf_counter()
+    check_verification(cfg)
     method = get_method(cfg.method)
     check_budget(cfg.reference)  # bad values fail before loading anything
     hp = method.config(cfg.method_config, cfg.params, target=cfg.target, reference=cfg.reference)  # bad values fail first
@@ -160,19 +169,21 @@ def unlearn(cfg: UnlearnConfig) -> Path:
             bench, vanilla, budget, seed=cfg.seed, progress=cfg.progress, forgotten=group.forgotten,
             cap=hp.reference_cap, cache=cache_dir() / "reference-labels", model_digest=_digest(input_hashes),
             text_io=text_io_digest(input_dir) if input_dir is not None else None, placement=placement)
-    eval_cfg = gold_losses = oracle_mia = None
+    from smfa.eval.pipeline import EvalConfig
+
+    eval_cfg = EvalConfig(bench=cfg.bench, model=str(cfg.out), forget=str(cfg.forget),
+                          forget_people=",".join(sorted(group.people)) if group.label == REQUEST_LABEL else None,
+                          earlier=[sorted(p) for p in group.earlier], target=cfg.target, limit=cfg.eval_limit,
+                          judge=cfg.judge, oracle=cfg.oracle, vanilla=cfg.model, attacks=cfg.attacks,
+                          relearn_steps=cfg.relearn_steps, relearn_lr=cfg.relearn_lr, relearn_share=cfg.relearn_share,
+                          relearn_batch_size=cfg.relearn_batch_size, relearn_params=cfg.relearn_params,
+                          request_sets=cfg.request_eval, progress=cfg.progress, device=cfg.device, dtype=cfg.dtype)
+    gold_losses = oracle_mia = None
     if cfg.evaluate:
         from smfa.distributed import is_main_process
         from smfa.eval.attacks import oracle_mia_losses, parse_attacks
-        from smfa.eval.pipeline import EvalConfig, eval_group, gold_reference_losses
+        from smfa.eval.pipeline import eval_group, gold_reference_losses
 
-        eval_cfg = EvalConfig(bench=cfg.bench, model=str(cfg.out), forget=str(cfg.forget),
-                              forget_people=",".join(sorted(group.people)) if group.label == REQUEST_LABEL else None,
-                              earlier=[sorted(p) for p in group.earlier], target=cfg.target, limit=cfg.eval_limit,
-                              judge=cfg.judge, oracle=cfg.oracle, vanilla=cfg.model, attacks=cfg.attacks,
-                              relearn_steps=cfg.relearn_steps, relearn_lr=cfg.relearn_lr, relearn_share=cfg.relearn_share,
-                              relearn_batch_size=cfg.relearn_batch_size, relearn_params=cfg.relearn_params,
-                              request_sets=cfg.request_eval, progress=cfg.progress, device=cfg.device, dtype=cfg.dtype)
         if cfg.oracle and is_main_process():  # now, beside the vanilla only: never a third model in memory
             gold_losses = gold_reference_losses(bench, eval_cfg, vanilla=vanilla)
             if cfg.attacks and "mia" in parse_attacks(cfg.attacks):  # the oracle's MIA AUCs (PrivLeak)
@@ -191,10 +202,18 @@ def unlearn(cfg: UnlearnConfig) -> Path:
                              anchor_cache=anchor_cache, model_digest=_digest(input_hashes))
         if uses_root:  # held by the context alone: the method releases it once trained, before its merge
             ctx.reference = load_model(chain.root, placement=placement, trust_remote_code=cfg.trust_remote_code)
+        if cfg.leak_target is not None and cfg.verify_attempts:  # a stronger attempt reuses what it can
+            ctx.shared_dir = ctx.shared_dir or stage / ATTEMPTS_DIR
+            ctx.anchor_cache = ctx.anchor_cache or stage / ATTEMPTS_DIR
         t0 = time.perf_counter()
         model = method.run(ctx, hp)
         # A reused adapter's training time counts, so wall times compare what each method costs alone.
-        wall = time.perf_counter() - t0 + ctx.reused_train_s
+        reused_s = ctx.reused_train_s
+        checks: list[tuple[dict[str, Any], Any]] = []
+        if cfg.leak_target is not None:
+            model, hp, checks = forget_until_target(ctx, method, hp, model, eval_cfg, cfg)
+        shutil.rmtree(stage / ATTEMPTS_DIR, ignore_errors=True)
+        wall = time.perf_counter() - t0 + reused_s
         weights = full_state_dict(model)  # FSDP / ZeRO-3: gathered from every rank (None: the module's own)
         if not main:
             return Path(cfg.out)
@@ -208,7 +227,8 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         write_manifest(
             stage, "unlearn", asdict(cfg),
             method=cfg.method, hyperparameters=asdict(hp), seed=cfg.seed, wall_time_s=round(wall, 2),
-            reused_adapter_train_s=round(ctx.reused_train_s, 2),
+            reused_adapter_train_s=round(reused_s, 2),
+            verification=verification_record(cfg, checks),
             bench={"path": str(bench.root), "checksum": bench.checksum},
             data={"forget_rows": len(data.forget_rows), "anchor_rows": len(data.anchor_rows),
                   "earlier_requests_refused": keep_earlier,
@@ -237,10 +257,68 @@ def unlearn(cfg: UnlearnConfig) -> Path:
                     requests=requests, input_dir=input_dir, input_hashes=input_hashes,
                     output_hashes=weight_hashes(stage / "model"), metrics=metrics, parent_retain=parent_retain,
                     reference_model=chain.root if uses_root else None,
-                    anchor_cache_hit=ctx.anchor_cache_hit,
+                    anchor_cache_hit=ctx.anchor_cache_hit, verification=verification_record(cfg, checks),
                     wall={"unlearn": wall, "evaluation": time.perf_counter() - t_eval if cfg.evaluate else None,
                           "total": time.perf_counter() - t_start}, key=audit_key)
+    if checks and not checks[-1][1].passed:
+        raise RequestNotForgotten(
+            f"the request's people still leak after {len(checks)} attempt(s): {checks[-1][1].summary()}; the run is "
+            f"written to {cfg.out} and its manifest and audit record say so. Ways out: stronger settings (--k, --epochs, "
+            f"--param min_steps=N), more attempts (--verify-attempts N), or a looser --leak-target")
     return Path(cfg.out)
+
+
+ATTEMPTS_DIR = ".attempts"  # adapters shared by a run's attempts (removed before the run is complete)
+
+
+class RequestNotForgotten(SmfaError):
+    """The unlearned model still leaks the request's people above ``leak_target`` after every attempt."""
+
+    exit_status = 3
+
+
+def check_verification(cfg: UnlearnConfig) -> None:
+    if cfg.leak_target is not None and not (isinstance(cfg.leak_target, (int, float)) and 0 <= cfg.leak_target < 1):
+        raise ConfigError(f"--leak-target must be a rate in [0, 1) (e.g. 0.05 for 5 %), got {cfg.leak_target!r}")
+    if not isinstance(cfg.verify_attempts, int) or cfg.verify_attempts < 0:
+        raise ConfigError(f"--verify-attempts must be an integer >= 0, got {cfg.verify_attempts!r}")
+
+
+def forget_until_target(ctx: Any, method: Any, hp: Any, model: Any, eval_cfg: Any,
+                        cfg: UnlearnConfig) -> tuple[Any, Any, list[tuple[dict[str, Any], Any]]]:
+    """Check the request's leak (:func:`smfa.eval.verify.check_request`, on the main process) and, while it is above
+    ``cfg.leak_target``, run the method again with its next stronger setting (``method.escalations``), at most
+    ``cfg.verify_attempts`` times. Returns the last model, its hyper-parameters and every (overrides, check)."""
+    from dataclasses import replace
+
+    from smfa.distributed import on_main_process
+    from smfa.eval.verify import check_request
+    from smfa.models.loading import LoadedModel
+
+    def check(m: Any) -> Any:
+        loaded = LoadedModel(model=m, processor=ctx.vanilla.processor, family=ctx.vanilla.family, source=str(cfg.out))
+        return on_main_process(check_request, loaded, ctx.bench, eval_cfg, cfg.leak_target)
+
+    checks = [({}, check(model))]
+    for overrides in method.escalations(hp)[: cfg.verify_attempts]:
+        if checks[-1][1].passed:
+            break
+        print(f"the request's people still leak: {checks[-1][1].summary()}; trying {overrides}", file=sys.stderr)
+        stronger = replace(hp, **overrides)
+        del model
+        model = method.run(ctx, stronger)
+        hp = stronger
+        checks.append((overrides, check(model)))
+    return model, hp, checks
+
+
+def verification_record(cfg: UnlearnConfig, checks: list[tuple[dict[str, Any], Any]]) -> dict[str, Any] | None:
+    """What the manifest and the audit record say of the check: the target, each attempt's overrides and leak,
+    and whether the last one passed (None: not checked)."""
+    if not checks:
+        return None
+    return {"leak_target": cfg.leak_target, "passed": checks[-1][1].passed,
+            "attempts": [{"overrides": o, **c.to_dict()} for o, c in checks]}
 
 
 def _digest(hashes: dict[str, str]) -> str | None:

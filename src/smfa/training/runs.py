@@ -110,9 +110,10 @@ def _train(run: Any, model: torch.nn.Module, hp: Any, dataset: Dataset, collator
 
 def optimizer_steps(n: int, hp: Any) -> int:
     """Optimiser steps for ``hp.epochs`` passes over ``n`` rows, as the HF Trainer counts them (``max_steps``):
-    one step takes batch_size × grad_accum × processes rows, and an epoch's last short accumulation is a step."""
+    one step takes batch_size × grad_accum × processes rows, and an epoch's last short accumulation is a step;
+    at least ``hp.min_steps`` (small data), at most ``hp.max_steps`` when set."""
     per_epoch = math.ceil(n / (hp.batch_size * hp.grad_accum * world_size()))
-    steps = max(1, math.ceil(round(hp.epochs * per_epoch, 6)))  # round: 1.1 × 10 is 11, not 12
+    steps = max(1, math.ceil(round(hp.epochs * per_epoch, 6)), int(getattr(hp, "min_steps", 0)))  # round: 1.1 × 10 is 11, not 12
     return min(steps, hp.max_steps) if hp.max_steps > 0 else steps
 
 
