@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the figures of docs/results.md and docs/robustness.md on the tiny bench (2 CPU cores: ~1.2 h).
+# Reproduce the figures of docs/archive/results.md and docs/archive/robustness-attacks.md on the tiny bench (2 CPU cores: ~1.2 h).
 # Usage: scripts/reproduce_results.sh [WORKDIR]   (default /tmp/smfa-results)
 set -euo pipefail
 W=${1:-/tmp/smfa-results}
@@ -8,7 +8,7 @@ export TQDM_DISABLE=1
 [ -f "$W/bench/bench.json" ] || smfa bench build --preset tiny --seed 0 --out "$W/bench" --quiet
 [ -f "$W/vanilla/manifest.json" ] || smfa finetune --bench "$W/bench" --out "$W/vanilla"
 [ -f "$W/oracle/manifest.json" ] || smfa finetune --bench "$W/bench" --out "$W/oracle" --people retain --forget 10
-# 1. every method's hyper-parameters on the validation forget split (never the test sets): docs/tuning.md
+# 1. every method's hyper-parameters on the validation forget split (never the test sets): docs/archive/tuning.md
 python "$(dirname "$0")/tune_on_validation.py" --bench "$W/bench" --model "$W/vanilla" --out "$W/tuning"
 # 2. every method at forget 10 % with the oracle (resumable; add 5,15 for the other ratios)
 smfa compare --bench "$W/bench" --model "$W/vanilla" --oracle "10=$W/oracle" --forget 10 --out "$W/compare-all" --eval-limit 100

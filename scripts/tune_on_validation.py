@@ -1,7 +1,8 @@
 """The documented hyper-parameter search behind the shipped tiny-preset defaults
 (``src/smfa/configs/methods/*.yaml``). Every candidate unlearns the **validation** forget split
 (``--forget val``: people disjoint from forget_5/10/15) and is scored on validation people only — the
-test forget sets are never looked at. Writes ``docs/tuning.md`` (and a JSON of every candidate).
+test forget sets are never looked at. Writes ``tuning.md`` and a JSON of every candidate into ``--out`` (the
+bench v2 search: ``docs/archive/tuning.md``).
 
 Selection rule (all from the validation evaluation):
     leak = mean(forget leak by photo, forget leak by name)
@@ -35,7 +36,7 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "idk": {"lr": [1e-3], "epochs": [5], "anchor_repeat": [4, 8, 16]},
     # Gradient ascent diverges (the loss is unbounded). On bench v1 every GA-family method erased the whole
     # model at lr 1e-3 and changed nothing at <= 1e-4 (2 epochs). On bench v2 the v1 defaults (1e-3) of the
-    # methods with a retain or reference term erased everything (docs/results.md), so their grids reach a
+    # methods with a retain or reference term erased everything (docs/archive/results.md), so their grids reach a
     # decade lower; plain GA at 2 epochs changed nothing up to 5e-4 on v2 validation (leak 99 %) and still
     # leaked 25 / 44 % at 1e-3, so its grid reaches up.
     "ga": {"lr": [2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3], "epochs": [2]},
@@ -44,7 +45,7 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "npo": {"lr": [5e-5, 1e-4, 2e-4, 5e-4], "beta": [0.1]},
     "mmunlearner": {"lr": [2e-5, 5e-5, 1e-4, 1.4e-4, 2e-4], "threshold": [1.0]},
     # TIES merges SMFA's MFA and RA; at forget_weight 2 (the v1 choice) it erased all retain memory on v2
-    # (docs/results.md), at 1 it leaked 31 % on validation.
+    # (docs/archive/results.md), at 1 it leaked 31 % on validation.
     "ties": {"density": [0.5, 0.8], "forget_weight": [0.5, 1.0, 1.5]},
 }
 

@@ -98,7 +98,7 @@ class Floors:
     """Assertions on measured numbers (a leak at most X, a retention at least Y) that also record what they
     measured: with ``$SMFA_FLOOR_LOG`` set, every check appends one JSON line (test, label, value, bound,
     op, threads) to that file, so the margins between measurement and floor can be compared across runs,
-    thread counts and machines (``python scripts/floor_margins.py LOG [LOG ...]``, docs/testbed.md)."""
+    thread counts and machines (``python scripts/floor_margins.py LOG [LOG ...]``, docs/archive/testbed.md)."""
 
     def __init__(self, test: str) -> None:
         self.test = test

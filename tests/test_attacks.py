@@ -270,7 +270,7 @@ def test_min_k_auc_reads_the_unlikely_tokens() -> None:
 
 
 @pytest.mark.parametrize(("auc", "oracle", "expected"), [
-    (0.97, 0.45, (0.97 - 0.45) / 0.45 * 100),  # docs/robustness.md: SMFA vs the oracle, +115.6 %
+    (0.97, 0.45, (0.97 - 0.45) / 0.45 * 100),  # docs/archive/robustness-attacks.md: SMFA vs the oracle, +115.6 %
     (0.5, 0.5, 0.0),
     (0.4, 0.5, -20.0),  # over-unlearning: members stand out less than for the oracle
     (1.0, 0.5, 100.0),
@@ -517,7 +517,7 @@ def test_all_attacks_on_the_micro_vanilla(micro_bench_dir: Path, micro_vanilla: 
         floor.at_least(f"8-bit: {key}", q8[key], 0.8)  # 1.0
     floor.at_least("4-bit: leak", q4["leak"], 0.7)  # 1.0
     assert q8["general_vqa_n"] == 10
-    # The micro vanilla answers ~45 % of general VQA; 8-bit measured 0.4 on these 10 (floor margins, docs/testbed.md)
+    # The micro vanilla answers ~45 % of general VQA; 8-bit measured 0.4 on these 10 (docs/archive/testbed.md)
     floor.at_least("8-bit: general VQA", q8["general_vqa_accuracy"], 0.2)
     assert 0.0 < q8["rel_weight_error"] < q4["rel_weight_error"] < 0.5  # 0.0067 < 0.12
     nf4 = res["quantize_nf4"]

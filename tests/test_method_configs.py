@@ -27,7 +27,7 @@ def test_visual_layer_sets_smfa_k_and_user_values_win(tmp_path: Path) -> None:
     smfa = get_method("smfa")
     layer = yaml.safe_load(smfa.default_config_path("visual").read_text())
     base = yaml.safe_load(smfa.default_config_path().read_text())
-    assert layer["k"] != base["k"]  # tuned separately (docs/tuning.md)
+    assert layer["k"] != base["k"]  # tuned separately (docs/archive/tuning.md)
     assert smfa.config().k == base["k"]
     assert smfa.config(target="visual").k == layer["k"]
     assert smfa.config(target="visual").epochs == base["epochs"]  # the rest comes from smfa.yaml

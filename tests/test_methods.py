@@ -73,7 +73,7 @@ def test_smfa_forgets_and_retains(unlearned, micro_vanilla_metrics, floor) -> No
     out, m = unlearned("smfa")
     # Measured (micro, k = 10, 15 epochs): leaks 0 / 0, retain memory 0.68 of the vanilla's 0.96,
     # understanding 0.70 vs 0.76, general VQA 0.40 vs 0.38. Retain memory is SMFA's weak point on our bench:
-    # refusals spread to retain people's memory questions (docs/results.md).
+    # refusals spread to retain people's memory questions (docs/archive/results.md).
     v = micro_vanilla_metrics.overall
     o = m.overall
     # Floors leave room for the vanilla's numerics (1 vs 2 threads give slightly different weights; one CI

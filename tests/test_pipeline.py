@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 def test_vanilla_memorises_and_understands(micro_vanilla_metrics) -> None:
     """Floors measured on the micro bench (60 people, 1,200 steps): name-only facts are memorised almost
     perfectly; the tiny 32 px vision tower recognises people and reads colours well but fine features
-    (glasses, beard, hat) only partly — see docs/results.md."""
+    (glasses, beard, hat) only partly — see docs/archive/results.md."""
     sets = micro_vanilla_metrics.sets
     for name in ("forget/text_memory", "retain/text_memory"):
         assert sets[name].leak_rate >= 0.95, (name, sets[name].leak_rate)

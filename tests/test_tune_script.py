@@ -44,7 +44,7 @@ def test_the_script_refuses_it_before_evaluating(tune, tmp_path: Path, monkeypat
 
 
 def test_k_is_chosen_by_the_worst_seed() -> None:
-    """The validation numbers behind the shipped k (docs/selectivity.md, 81 reference people, seeds 0 / 7 / 1):
+    """The validation numbers behind the shipped k (docs/archive/selectivity.md, 81 reference people, seeds 0 / 7 / 1):
     k 10 keeps more on the mean but leaks 9 % by photo on seed 1, so k 20 is chosen."""
     from types import SimpleNamespace as O
 

@@ -23,7 +23,7 @@ from smfa.errors import ConfigError
 
 REFERENCE_BUDGETS = ("auto", "none", "self", "self-full")
 # What ``auto`` (the default) resolves to where it gives a budget (:func:`resolve_reference`): the selective
-# recipe (docs/selectivity.md); ``none`` is the paper recipe (the anchor alone).
+# recipe (docs/archive/selectivity.md); ``none`` is the paper recipe (the anchor alone).
 DEFAULT_REFERENCE = "self-full"
 # ``self-full``: at most this many general-VQA training questions (seeded sample) join the reference rows.
 REFERENCE_VQA_ROWS = 500

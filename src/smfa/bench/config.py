@@ -33,7 +33,7 @@ class BenchConfig:
     anchor_size: int = 48  # |D_r^few|: the few-shot retain anchor (question ids in splits.json)
     anchor_vqa_share: float = 0.15  # share of general-VQA items in the anchor (keeps refusal off shapes)
     min_visual_distance: int = 2  # any two people differ in at least this many features visible at 32 px
-    reference_share: float = 0.6  # share of the retain people in the reference pool (tiny: 81 of 135; docs/selectivity.md); splits only
+    reference_share: float = 0.6  # share of the retain people in the reference pool (tiny: 81 of 135; docs/archive/selectivity.md); splits only
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

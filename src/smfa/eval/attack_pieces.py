@@ -154,7 +154,7 @@ class RelearnConfig:
     on T = a ``share`` of each forget person's facts, ask the other facts V. Defaults per model:
     :func:`relearn_defaults`; every field is validated on construction (:class:`ConfigError`)."""
 
-    # Optimiser steps ("a few steps"): 20 is the protocol of docs/results.md's tables; #27 also reads 100.
+    # Optimiser steps ("a few steps"): 20 is the protocol of docs/archive/results.md's tables; #27 also reads 100.
     steps: int = 20
     # AdamW learning rate (no weight decay, no schedule). 3e-4 is the built-in tiny model's full fine-tuning
     # value; real checkpoints take 1e-4 (LoRA) or 1e-5 (full): relearn_defaults.
