@@ -351,3 +351,42 @@ def test_a_chains_root_is_recorded_absolute(micro_bench_dir: Path, micro_vanilla
     shutil.copytree(micro_vanilla / "model", tmp_path / "plain")
     monkeypatch.chdir(tmp_path)
     assert read_chain("plain", Bench.load(micro_bench_dir)).root == str((tmp_path / "plain").resolve())
+
+
+def test_from_root_answers_a_chain_in_one_run_from_its_root(quick_request: Path, micro_bench_dir: Path,
+                                                             micro_vanilla: Path, tmp_path: Path) -> None:
+    """--from-root: a request on a chain is one run from the chain's root over every person forgotten so far (their
+    true forget rows), recorded as the chain's next request; on a model that is not a chain it changes nothing."""
+    from smfa.bench.forget_set import ForgetSet
+    from smfa.models.loading import model_dir_of
+    from smfa.rundir import read_manifest
+    from smfa.stages.audit import forget_data_digest
+    from smfa.stages.forget import CHAIN_MARKER
+
+    bench = Bench.load(micro_bench_dir)
+    quick = ["--method", "ga", "--param", "max_steps=1", "--no-eval", "--no-verify", "--from-root"]
+    out = tmp_path / "second"
+    assert main(["forget", "--bench", str(micro_bench_dir), "--model", str(quick_request), "--people",
+                 ",".join(SECOND), "--out", str(out), *quick]) == 0
+    manifest, audit = read_manifest(out), json.loads((out / "audit.json").read_text())
+    root_model = str(model_dir_of(micro_vanilla).resolve())
+    assert audit["weights"]["input"]["dir"] == root_model  # loaded the root, not the parent
+    assert audit["answered"] == manifest["answered"] == "from_root"
+    everyone = bench.forget_rows(ForgetSet("request", frozenset(FIRST + SECOND)))  # true rows, answers included
+    assert manifest["data"]["forget_rows"] == audit["request"]["rows"] == len(everyone)
+    assert audit["request"]["forget_data_sha256"] == forget_data_digest(everyone, bench.root)
+    assert not manifest["data"]["earlier_requests_refused"]  # no suppression list: the earlier people's own rows
+    # the chain goes on: parent the --model given, root unchanged, this request's people recorded as its own
+    assert manifest["parent"] == str(quick_request.resolve()) and manifest["root"] == str(micro_vanilla.resolve())
+    assert manifest["request"]["people"] == sorted(SECOND) and [c["people"] for c in manifest["chain"]] == [FIRST]
+    marker = json.loads((out / "model" / CHAIN_MARKER).read_text())
+    assert [r["people"] for r in marker["requests"]] == [FIRST, sorted(SECOND)]
+    assert "answered from the chain's root" in (out / "audit.md").read_text()
+    # smfa unlearn takes it too; from a model that is not a chain the run is the one without it (quick_request's)
+    plain = tmp_path / "plain"
+    assert main(["unlearn", "--bench", str(micro_bench_dir), "--model", str(micro_vanilla), "--forget-people",
+                 ",".join(FIRST), "--out", str(plain), *quick]) == 0
+    plain_audit = json.loads((plain / "audit.json").read_text())
+    assert plain_audit["answered"] == "from_parent" and read_manifest(plain)["config"]["from_root"]
+    assert plain_audit["weights"]["output"]["files"] == \
+        json.loads((quick_request / "audit.json").read_text())["weights"]["output"]["files"]

@@ -12,6 +12,7 @@ from smfa.cli.options import (
     FORGET_HELP,
     RELEARN_OPTIONS,
     add_attack_options,
+    add_from_root,
     add_key_file,
     add_method_params,
     add_new_chain,
@@ -102,7 +103,7 @@ def _unlearn(args: argparse.Namespace) -> int:
             params[name] = getattr(args, name)
     names = ["bench", "model", "out", "method", "forget", "forget_people", "target", "anchor_size", "reference", "seed", "method_config",
              "eval_limit", "judge", "oracle", "attacks", *RELEARN_OPTIONS, "trust_remote_code", "overwrite", "device",
-             "dtype", "audit_key_file", "new_chain"]
+             "dtype", "audit_key_file", "new_chain", "from_root"]
     over = overrides(args, names)
     over["params"] = params
     over["evaluate"] = args.evaluate
@@ -155,6 +156,7 @@ def _add_unlearn(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")
     add_key_file(p)
     add_new_chain(p)
+    add_from_root(p)
     add_verify_options(p)
     p.add_argument("--config", help="YAML recipe with UnlearnConfig fields")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from smfa.cli.options import (RELEARN_OPTIONS, add_attack_options, add_key_file, add_method_params, add_new_chain,
-                               add_verify_options, command, overrides, verify_overrides)
+from smfa.cli.options import (RELEARN_OPTIONS, add_attack_options, add_from_root, add_key_file, add_method_params,
+                               add_new_chain, add_verify_options, command, overrides, verify_overrides)
 from smfa.config import parse_params, resolve_config
 from smfa.stages.forget import REQUEST_EVAL_LIMIT
 
@@ -27,7 +27,7 @@ def _forget(args: Any) -> int:
         params["k"] = args.k
     over = overrides(args, ["bench", "model", "out", "method", "target", "seed", "method_config", "eval_limit",
                              "judge", "attacks", *RELEARN_OPTIONS, "overwrite", "reference", "device", "dtype",
-                             "audit_key_file", "new_chain"])
+                             "audit_key_file", "new_chain", "from_root"])
     over.update(forget_people=args.people, params=params, evaluate=args.evaluate, request_eval=True,
                 anchor_cache=args.anchor_cache,
                 eval_limit=REQUEST_EVAL_LIMIT if args.eval_limit is None else args.eval_limit)
@@ -75,6 +75,7 @@ def register(sub: Any) -> None:
                         "that train refusals: smfa, idk, ties): a suppression list of their questions with refusal "
                         "labels, never a private answer; the audit says what is kept")
     add_new_chain(p)
+    add_from_root(p)
     add_verify_options(p)
     add_key_file(p)
     p.add_argument("--no-anchor-cache", dest="anchor_cache", action="store_false", default=True,

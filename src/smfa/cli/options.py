@@ -67,6 +67,15 @@ def add_new_chain(p: argparse.ArgumentParser) -> None:
                         "unlearned model whose chain cannot be resolved is refused)")
 
 
+def add_from_root(p: argparse.ArgumentParser) -> None:
+    """``--from-root``: answer a request on a chain by one run from the chain's root (``UnlearnConfig.from_root``)."""
+    p.add_argument("--from-root", dest="from_root", action=argparse.BooleanOptionalAction, default=None,
+                   help="on a chain, answer the request with one run from the chain's root (original) model over "
+                        "every person forgotten so far, with their own forget rows, instead of training --model "
+                        "further (default off: docs/defaults.md); still recorded as the chain's next request "
+                        "(parent --model). On a model that is not a chain it changes nothing")
+
+
 RELEARN_OPTIONS = ["relearn_steps", "relearn_lr", "relearn_share", "relearn_batch_size", "relearn_params"]
 
 

@@ -100,7 +100,10 @@ def render_audit_md(audit: dict[str, Any]) -> str:
     if audit.get("anchor_cache_hit"):
         lines.append("- retaining anchor: reused from the cache (trained earlier on the same parent weights and data)")
     kept = audit.get("suppression")
-    if kept is not None and audit["chain"]:
+    if audit.get("answered") == "from_root" and audit["chain"]:
+        lines.append(f"- answered from the chain's root (--from-root): one run over every person forgotten so far, "
+                     f"the earlier requests' {len(kept['people'])} people with their own {kept['rows']} forget rows")
+    elif kept is not None and audit["chain"]:
         lines.append(f"- earlier requests kept refused: {kept['rows']} questions about {len(kept['people'])} people "
                      "(wording, photo and person id with refusal labels; no private answer is kept)" if kept["rows"]
                      else f"- earlier requests kept refused: no ({kept['why']})")
@@ -320,6 +323,7 @@ def write_audit(stage: Path, *, run: Path, cfg: Any, hp: Any, group: Any, data: 
         "request": {"label": group.label, "people": sorted(group.people), "n_people": len(group.people),
                     "rows": len(data.forget_rows), "forget_data_sha256": forget_data_digest(data.forget_rows, bench.root)},
         "parent": requests["parent"], "chain": requests["chain"], "root": requests["root"],
+        "answered": requests.get("answered", "from_parent"),  # from_root: one run from the root (--from-root)
         "bench": {"path": str(bench.root), "checksum": bench.checksum},
         "method": cfg.method, "hyperparameters": asdict(hp), "config": asdict(cfg),
         "reference_model": reference_model, "anchor_cache_hit": anchor_cache_hit,

@@ -71,6 +71,9 @@ class UnlearnConfig:
     anchor_cache: bool = False  # reuse a retaining anchor trained on the same parent weights and data (smfa forget)
     keep_earlier: bool = True  # a chain's MFA also refuses every earlier request's people (a suppression list: their questions, refusal labels; methods that train refusals)
     new_chain: bool = False  # start a new chain from ``model`` even when it continues one (smfa.stages.forget.read_chain)
+    # On a chain: one run from the chain's root over every person forgotten so far (their own forget rows, no
+    # suppression list), recorded as the chain's next request (parent ``model``); docs/defaults.md compares the two.
+    from_root: bool = False
     # After training, the request's people must leak at most this much (photo, name, held-out phrasing and photos;
     # smfa.eval.verify): above it the method's stronger settings are tried (Method.escalations, at most
     # ``verify_attempts``), and a run still above it is written, recorded as such, and ends in RequestNotForgotten
@@ -81,16 +84,19 @@ class UnlearnConfig:
 
 
 def select_data(bench: Any, forget: str | ForgetSet, target: str, anchor_size: int | None, seed: int,
-                keep_earlier: bool = False):
+                keep_earlier: bool = False, from_root: bool = False):
     """The rows a method sees (module docstring); ``forget``: a split name or a resolved :class:`ForgetSet`.
     ``keep_earlier``: a chain's earlier requests' people join this request's forget rows as a *suppression list*
     — their questions (wording, photo, person id) with the answer and fact removed, to be refusal-labelled by
-    the method — so that a later request does not train their refusal away, and no private answer is kept."""
+    the method — so that a later request does not train their refusal away, and no private answer is kept.
+    ``from_root``: the forget rows (and, in the ``visual`` setting, the kept name knowledge) are those of everyone
+    forgotten so far, earlier requests' people with their own rows (a run from the chain's root)."""
     from smfa.methods.context import UnlearnData
 
     kinds = forgotten_kinds(target)
     group = bench.forget_set(forget)
-    forget_rows = bench.forget_rows(group, kinds=kinds)
+    now = ForgetSet(label=group.label, people=group.forgotten) if from_root else group
+    forget_rows = bench.forget_rows(now, kinds=kinds)
     if keep_earlier and group.earlier:
         earlier = bench.forget_rows(ForgetSet(label=group.label, people=group.forgotten - group.people), kinds=kinds)
         forget_rows += suppression_list(earlier)
@@ -99,7 +105,7 @@ def select_data(bench: Any, forget: str | ForgetSet, target: str, anchor_size: i
     few = [r for r in bench.anchor_rows(anchor_size, seed=seed) if r.person_id not in group.forgotten]
     anchor = list(few)
     if TEXT_MEMORY not in kinds:  # kept knowledge: the forget people's name-only questions anchor retention
-        anchor += bench.forget_rows(group, kinds=(TEXT_MEMORY,))
+        anchor += bench.forget_rows(now, kinds=(TEXT_MEMORY,))
     return UnlearnData(forget_rows=forget_rows, anchor_rows=anchor)
 
 
@@ -141,8 +147,12 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     chain = read_chain(cfg.model, bench, cfg.new_chain)  # earlier requests when --model is an unlearning run
     group = resolve_forget(bench, str(cfg.forget), cfg.forget_people, chain.earlier_people)
     # Earlier people are kept refused by methods that train refusals; the others have no refusal label to give.
-    keep_earlier = bool(cfg.keep_earlier and group.earlier and method.trains_refusals)
-    data = select_data(bench, group, cfg.target, cfg.anchor_size, cfg.seed, keep_earlier=keep_earlier)
+    # --from-root on a chain: start from its root and forget everyone forgotten so far in one run (no suppression list).
+    from_root = bool(cfg.from_root and chain.requests)
+    start = chain.root if from_root else cfg.model
+    keep_earlier = bool(cfg.keep_earlier and group.earlier and method.trains_refusals and not from_root)
+    data = select_data(bench, group, cfg.target, cfg.anchor_size, cfg.seed, keep_earlier=keep_earlier,
+                       from_root=from_root)
     if cfg.oracle and cfg.evaluate:
         from smfa.eval.pipeline import check_oracle
 
@@ -154,14 +164,14 @@ def unlearn(cfg: UnlearnConfig) -> Path:
 
         parse_attacks(cfg.attacks)
         check_relearn_options(cfg)  # before any training
-    vanilla = load_model(cfg.model, placement=placement, trust_remote_code=cfg.trust_remote_code)
+    vanilla = load_model(start, placement=placement, trust_remote_code=cfg.trust_remote_code)
     if is_real_scale(vanilla.model):  # a real checkpoint: the one-GPU memory plan under the user's values
         hp = method.config(cfg.method_config, cfg.params, target=cfg.target, reference=budget, real=True)
-    input_dir = model_dir_of(cfg.model)
+    input_dir = model_dir_of(start)
     input_hashes = weight_hashes(input_dir) if input_dir is not None else {}
     # Methods that compare with the original model (NPO's reference, KL's target) use the chain's root, not
     # the parent: the parent has already forgotten earlier requests' people.
-    uses_root = bool(chain.requests and getattr(method, "uses_reference_model", False))
+    uses_root = bool(chain.requests and not from_root and getattr(method, "uses_reference_model", False))
     if budget != "none":
         from smfa.cache import cache_dir
 
@@ -185,7 +195,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         from smfa.eval.pipeline import eval_group, gold_reference_losses
 
         if cfg.oracle and is_main_process():  # now, beside the vanilla only: never a third model in memory
-            gold_losses = gold_reference_losses(bench, eval_cfg, vanilla=vanilla)
+            gold_losses = gold_reference_losses(bench, eval_cfg, vanilla=None if from_root else vanilla)
             if cfg.attacks and "mia" in parse_attacks(cfg.attacks):  # the oracle's MIA AUCs (PrivLeak)
                 oracle_mia = oracle_mia_losses(bench, eval_cfg, eval_group(bench, eval_cfg))
     anchor_cache = None
@@ -223,7 +233,8 @@ def unlearn(cfg: UnlearnConfig) -> Path:
         if weights is not None:  # a sharded model generates only with every rank: evaluate the saved weights
             del model, weights
             model = load_model(stage / "model", placement=placement).model
-        requests = chain_record(chain, group, cfg.model, len(data.forget_rows))
+        requests = {**chain_record(chain, group, cfg.model, len(data.forget_rows)),
+                    "answered": "from_root" if from_root else "from_parent"}
         write_manifest(
             stage, "unlearn", asdict(cfg),
             method=cfg.method, hyperparameters=asdict(hp), seed=cfg.seed, wall_time_s=round(wall, 2),
@@ -250,7 +261,12 @@ def unlearn(cfg: UnlearnConfig) -> Path:
             metrics = evaluate_loaded(loaded, bench, eval_cfg, stage / "eval", gold_losses=gold_losses,
                                       oracle_mia=oracle_mia,
                                       extra={"method": cfg.method, "unlearn_wall_time_s": round(wall, 2)})
-            parent_retain = parent_retain_metrics(vanilla, bench, eval_cfg, _digest(input_hashes))
+            # The retain change is against the parent (--model), also when the run started from the chain's root.
+            parent, parent_dir = ((load_model(cfg.model, placement=placement, trust_remote_code=cfg.trust_remote_code),
+                                   model_dir_of(cfg.model)) if from_root else (vanilla, input_dir))
+            parent_retain = parent_retain_metrics(parent, bench, eval_cfg,
+                                                  _digest(weight_hashes(parent_dir) if parent_dir else {}))
+            del parent
         from smfa.stages.audit import write_audit
 
         write_audit(stage, run=Path(cfg.out), cfg=cfg, hp=hp, group=group, data=data, bench=bench,
