@@ -1,31 +1,29 @@
-"""The 7B path rehearsed on the CPU: smfa's own commands on 7B-wide models of reduced depth.
+"""The 7B memory plan: each stage's peak GPU memory at full depth in bf16, by phase and category.
 
-A random-weight checkpoint with LLaVA-1.5-7B's real widths (hidden 4096, MLP 11008, 32 heads, vocabulary
-32,064, CLIP ViT-L/14 at 336 px → 576 image tokens per photo) or Qwen2-VL-7B's (``--family qwen2-vl``:
-hidden 3584, MLP 18944, vocabulary 152,064, 144 image tokens per photo; ``smfa.models.synthetic``) is built
-at 1, 2 and 4 language-model layers, and a small bench at 336 px is rendered. At each depth the stages run as the
-CLI runs them, each in its own process:
+For LLaVA-1.5-7B and Qwen2-VL-7B (``smfa.models.synthetic``'s shapes, at their real depths) every stage is
+planned by :mod:`smfa.models.memory_plan`: the model is built on fake tensors (nothing is allocated) and one
+real step of each phase runs under PyTorch's ``MemTracker``, at the batch of ``configs/methods/real.yaml``
+(4), each example a photo's image tokens + 96 text tokens, with gradient checkpointing, bf16 weights and fp32
+trained parameters (LoRA adapters; a full fine-tune's fp32 master weights); generation and answer losses at
+evaluation's batch of 64 with the KV cache of the last generated token. The stages:
 
-  finetune (LoRA) → unlearn --method M (every method, or SMFA alone with --quick) → eval --attacks
-  → sculpt --merge-to → forget
+  finetune-lora      smfa finetune --lora
+  finetune-full      smfa finetune without --lora (fp32 master weights): not a one-GPU path (issue #35,
+                     decision 1) — shown, refused by the pre-flight check, left out of the 70 GB target
+  unlearn-smfa       reference labels (the vanilla generates), MFA/RA training, the merge, its evaluation
+  eval-attacks       smfa eval --attacks: generation, losses (with the vanilla's or oracle's beside them:
+                     the MIA and forget-quality references), the relearn attack's LoRA
+  unlearn-mmunlearner  the trainee's copy, the Fisher pass, masked training (vanilla in host memory), evaluation
 
-with one forget person, a small anchor, one optimiser step per training phase and one question per core
-evaluation set (memory, not quality, is measured; ``unlearn`` runs with ``--no-eval``: the ``eval`` stage
-measures evaluation, with the relearn attack — or every attack — on the SMFA run). For each stage the process's peak resident memory (``wait4``'s maxrss) and the most full-size
-model copies resident at once (``_rehearsal_probe.py``) are recorded; a line through the depths gives the
-per-layer slope, and the peak is projected to the real depth (LLaVA: 32 layers, 24 vision layers; Qwen2-VL: 28
-and 32).
+Each stage's planned peak must be ≤ 70 GB and never below its full-size copies' weights (a planning bug
+otherwise: the table fails loudly). With ``--check-copies`` the stages also run through smfa's CLI on a
+1-layer checkpoint of the family's widths on the CPU (``_rehearsal_probe.py`` counts the full-size models
+resident at once): a stage that holds more copies than its plan fails.
 
-The CPU runs in fp32 (this CPU has no bf16 matrix units: a bf16 matmul is ~50× slower), so the projection
-to a bf16 model on a GPU replaces the resident copies' fp32 weights by the full model's bf16 weights
-(copies × parameters × 2 bytes) and keeps everything else as measured in fp32 — activations, LoRA and
-optimizer state, the runtime: an upper bound for the GPU's memory, since host memory also counts Python,
-torch's CPU kernels and the mapped weight files.
-
-    python benchmarks/scale_rehearsal.py --quick            # 1 and 2 layers, SMFA, relearn attack, sculpt
-    python benchmarks/scale_rehearsal.py --quick --methods smfa,mmunlearner   # + MMUnlearner (~1 h on 2 cores)
-    python benchmarks/scale_rehearsal.py                    # 1, 2, 4 layers, every stage and method
-    python benchmarks/scale_rehearsal.py --quick --family qwen2-vl
+    python benchmarks/scale_rehearsal.py                    # both families, every stage (~6 min on one core)
+    python benchmarks/scale_rehearsal.py --family qwen2-vl  # one family
+    python benchmarks/scale_rehearsal.py --layers 2         # reduced depth: a quick look at the code path
+    python benchmarks/scale_rehearsal.py --check-copies     # + the CLI stages at 1 layer (~15 min more per family)
 
 The last line is ``worst projected 7B peak: <X> GB in <stage>; at most <N> full model copies``.
 """
@@ -40,190 +38,216 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 HERE = Path(__file__).resolve().parent
-GB = 1024**3
-VISION_LAYERS = 2  # the rehearsal's vision depth; the projection adds the other 22 layers' weights
+GB = 1e9
 TARGET_GB = 70.0
-TARGET_COPIES = 2
+REAL_BATCH = 4  # configs/methods/real.yaml's batch_size
+NOT_ONE_GPU = {"finetune-full"}  # shown, refused on one GPU by design (issue #35, decision 1)
+FAMILIES = {"llava-1.5": "LLAVA_1_5_7B", "qwen2-vl": "QWEN2_VL_7B"}
 
 
+def stage_inputs(shape, layers: int | None = None, masked_share: float | None = None) -> dict[str, object]:
+    """stage name → PlanInputs of ``shape`` (at ``layers`` language-model layers; default its real depth;
+    ``masked_share``: MMUnlearner's, default the plan's)."""
+    from smfa.models import memory_plan as mp
+    from smfa.models.synthetic import model_config
+
+    config = model_config(shape, layers or shape.layers, shape.vision_layers)
+    bf16 = torch.bfloat16
+
+    def inputs(stage: str, phases, dtype=bf16) -> object:
+        return mp.PlanInputs(config, stage, dtype, phases, image_side=shape.image_size,
+                             masked_share=mp.MASKED_SHARE if masked_share is None else masked_share)
+
+    return {
+        "finetune-lora": inputs("finetune-lora", mp.finetune_phases(True, REAL_BATCH)),
+        "finetune-full": inputs("finetune-full", mp.finetune_phases(False, REAL_BATCH), torch.float32),
+        "unlearn-smfa": inputs("unlearn-smfa", mp.unlearn_phases("smfa", True, REAL_BATCH, labels=True, evaluate=True,
+                                                                  paired=False)),
+        "eval-attacks": inputs("eval-attacks", mp.eval_phases(relearn=True, beside=("losses",))),
+        # --reference auto resolves to none for MMUnlearner (no values chosen for a budget): no labels
+        "unlearn-mmunlearner": inputs("unlearn-mmunlearner", mp.unlearn_phases("mmunlearner", False, REAL_BATCH,
+                                                                                labels=False, evaluate=True, paired=True)),
+    }
+
+
+def plan_family(shape, layers: int | None, masked_share: float | None = None, progress: bool = True) -> list:
+    """Every stage's :class:`smfa.models.memory_plan.StagePlan` (phases with the same step traced once)."""
+    from smfa.models import memory_plan as mp
+
+    caches: dict[torch.dtype, dict] = {}
+    plans = []
+    for name, inputs in stage_inputs(shape, layers, masked_share).items():
+        t0 = time.perf_counter()
+        plans.append(mp.plan(inputs, cache=caches.setdefault(inputs.dtype, {})))
+        if progress:
+            print(f"  planned {shape.name} {name} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return plans
+
+
+def gb(n: int) -> str:
+    return f"{n / GB:.1f}"
+
+
+def stage_table(family: str, plans: list) -> str:
+    """One row per stage at its peak phase, bytes by category (weights = every full-size copy on the device)."""
+    lines = ["| model | stage | peak phase | copies | weights | gradients | optimiser | activations | temporaries | "
+             "other | peak (GB) |", "|" + "---|" * 11]
+    for stage in plans:
+        p, u = stage.worst, stage.worst.usage
+        flag = " (refused on one GPU)" if stage.stage in NOT_ONE_GPU else "" if p.peak <= TARGET_GB * GB else " ✗"
+        lines.append(f"| {family} | {stage.stage} | {p.name} | {p.copies} | {gb(u.parameters + p.resident)} | "
+                     f"{gb(u.gradients)} | {gb(u.optimizer)} | {gb(u.activations)} | {gb(u.temporaries)} | "
+                     f"{gb(u.other)} | **{gb(p.peak)}**{flag} |")
+    return "\n".join(lines)
+
+
+def phase_table(family: str, plans: list) -> str:
+    lines = ["| model | stage | phase | copies | weights | gradients | optimiser | activations | temporaries | other | "
+             "peak (GB) |", "|" + "---|" * 11]
+    for stage in plans:
+        for p in stage.phases:
+            u = p.usage
+            lines.append(f"| {family} | {stage.stage} | {p.name} | {p.copies} | {gb(u.parameters + p.resident)} | "
+                         f"{gb(u.gradients)} | {gb(u.optimizer)} | {gb(u.activations)} | {gb(u.temporaries)} | "
+                         f"{gb(u.other)} | {gb(p.peak)} |")
+    return "\n".join(lines)
+
+
+# ---- --check-copies: the stages through the CLI, the copies each held -------------------------------------
 @dataclass
-class Measurement:
+class Run:
     stage: str
-    layers: int
-    peak_gb: float
     copies: float
-    wall_s: float
     rc: int
+    wall_s: float
 
 
-@dataclass
-class Projection:
-    stage: str
-    peaks: dict[int, float]
-    copies: float
-    slope_gb: float
-    projected_gb: float
-    notes: list[str] = field(default_factory=list)
-
-
-def run_stage(name: str, layers: int, argv: list[str], work: Path, threads: int, shape: tuple[int, int]) -> Measurement:
-    """Run ``smfa argv`` in a child process under the copy-counting probe; its peak RSS from ``wait4``."""
+def run_stage(name: str, argv: list[str], work: Path, shape: tuple[int, int]) -> Run:
+    """``smfa argv`` in a child process under the copy-counting probe (one thread)."""
     copies_file = work / f"copies-{name}.json"
     cmd = [sys.executable, str(HERE / "_rehearsal_probe.py"), str(copies_file), str(shape[0]), str(shape[1]), "--", *argv]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    log = (work / f"{name}.log").open("w")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    log.close()
-    rc = os.waitstatus_to_exitcode(status)
+    with (work / f"{name}.log").open("w") as log:
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     copies = json.loads(copies_file.read_text())["copies"] if copies_file.is_file() else float("nan")
-    m = Measurement(name, layers, usage.ru_maxrss * 1024 / GB, copies, time.perf_counter() - t0, rc)
-    print(f"  {name:<22} L={layers}  peak {m.peak_gb:6.2f} GB  copies {m.copies:g}  {m.wall_s:6.0f} s"
-          + ("" if rc == 0 else f"  FAILED rc={rc} (see {work / (name + '.log')})"), flush=True)
-    return m
+    run = Run(name, copies, rc, time.perf_counter() - t0)
+    print(f"  {name:<22} copies {copies:g}  {run.wall_s:5.0f} s" + ("" if rc == 0 else f"  FAILED rc={rc} (see {work / (name + '.log')})"),
+          flush=True)
+    return run
 
 
-def stages(quick: bool, bench: Path, vanilla_src: Path, run: Path, person: str, batch: int,
-           methods: list[str] | None = None) -> list[tuple[str, list[str]]]:
-    """(stage name, smfa argv) in order; later stages read earlier stages' runs under ``run``. ``methods``
-    (default: SMFA alone with ``quick``, else every method) must include smfa (eval and sculpt read it)."""
-    from smfa.methods import method_names
-
+def cli_stages(bench: Path, src: Path, run: Path, person: str) -> list[tuple[str, list[str]]]:
+    """(plan stage, smfa argv): one optimiser step per phase, one question per evaluation set, fp32 on the CPU."""
     common = ["--device", "cpu", "--dtype", "fp32"]
-    step = ["--param", "max_steps=1", "--param", f"batch_size={batch}"]
-    methods = methods or (["smfa"] if quick else method_names())
-    out: list[tuple[str, list[str]]] = [
-        ("finetune-lora", ["finetune", "--bench", str(bench), "--model", str(vanilla_src), "--out", str(run / "vanilla"),
-                           "--lora", "--steps", "1", "--batch-size", str(batch), "--save-steps", "0", *common]),
+    step = ["--param", "max_steps=1", "--param", "batch_size=1"]
+    unlearn = ["--bench", str(bench), "--forget-people", person, "--anchor-size", "4", "--eval-limit", "1", *step, *common]
+    return [
+        ("finetune-lora", ["finetune", "--bench", str(bench), "--model", str(src), "--out", str(run / "vanilla"), "--lora",
+                           "--steps", "1", "--batch-size", "1", "--save-steps", "0", *common]),
+        ("unlearn-smfa", ["unlearn", "--method", "smfa", "--model", str(run / "vanilla"), "--out", str(run / "smfa"), *unlearn]),
+        ("eval-attacks", ["eval", "--bench", str(bench), "--model", str(run / "smfa"), "--out", str(run / "eval"),
+                          "--limit", "1", "--attacks", "relearn", "--config", str(run.parent / "core-sets.yaml"),
+                          "--relearn-steps", "1", "--relearn-batch-size", "1", *common]),
+        ("unlearn-mmunlearner", ["unlearn", "--method", "mmunlearner", "--model", str(run / "vanilla"),
+                                 "--out", str(run / "mmunlearner"), *unlearn]),
     ]
-    for m in methods:
-        out.append((f"unlearn-{m}", ["unlearn", "--method", m, "--bench", str(bench), "--model", str(run / "vanilla"),
-                                     "--out", str(run / m), "--forget-people", person, "--reference", "none",
-                                     "--anchor-size", "4", "--no-eval", *step, *common]))
-    attacks = "relearn" if quick else "all"
-    out.append(("eval-attacks", ["eval", "--bench", str(bench), "--model", str(run / "smfa"), "--out", str(run / "eval"),
-                                 "--forget-people", person, "--limit", "1", "--attacks", attacks,
-                                 "--config", str(run.parent.parent / "core-sets.yaml"),
-                                 "--relearn-steps", "1", "--relearn-batch-size", str(batch), *common]))
-    # --merge-to sculpts on the CPU, shard by shard, in the checkpoint's dtype (no --device/--dtype)
-    out.append(("sculpt-merge", ["sculpt", str(run / "smfa"), "--k", "20", "--merge-to", str(run / "merged")]))
-    if not quick:
-        out.append(("forget", ["forget", "--model", str(run / "vanilla"), "--bench", str(bench), "--people", person,
-                               "--out", str(run / "forget"), "--reference", "none", "--no-eval", *step, *common]))
-    return out
 
 
-def project(measured: list[Measurement], copies_bf16_bytes: float, built_fp32_bytes: dict[int, float], full: int) -> list[Projection]:
-    """Per stage: a line through (layers, peak) → the peak at ``full`` layers, with the resident copies'
-    fp32 weights of the reduced model swapped for the full model's bf16 weights."""
-    import numpy as np
+def check_copies(shape, plans: list, work: Path) -> list[str]:
+    """Run the CLI stages at 1 layer; the failures (a stage failed, or held more copies than planned)."""
+    from smfa.bench import Bench
+    from smfa.models.synthetic import build_checkpoint
+    from smfa.models.tiny import tiny_corpus
 
-    out = []
-    for stage in dict.fromkeys(m.stage for m in measured):
-        rows = sorted((m for m in measured if m.stage == stage and m.rc == 0), key=lambda m: m.layers)
-        if len(rows) < 2:
-            continue
-        xs = np.array([m.layers for m in rows], dtype=float)
-        ys = np.array([m.peak_gb for m in rows])
-        slope, intercept = np.polyfit(xs, ys, 1)
-        copies = max(m.copies for m in rows)
-        fp32_at_full = intercept + slope * full
-        reduced_weights = built_fp32_bytes[full] / GB  # the reduced-vision model's fp32 weights, extrapolated to full depth
-        projected = fp32_at_full + copies * (copies_bf16_bytes / GB - reduced_weights)
-        out.append(Projection(stage, {m.layers: m.peak_gb for m in rows}, copies, float(slope), float(projected)))
-    return out
-
-
-def table(projections: list[Projection], depths: list[int]) -> str:
-    head = "| stage | " + " | ".join(f"peak L={d} (GB)" for d in depths) + " | GB/layer | projected 7B (GB) | copies |"
-    lines = [head, "|" + "---|" * (len(depths) + 4)]
-    for p in projections:
-        cells = [f"{p.peaks[d]:.2f}" if d in p.peaks else "–" for d in depths]
-        flag = "" if p.projected_gb <= TARGET_GB else " ✗"
-        lines.append(f"| {p.stage} | " + " | ".join(cells) + f" | {p.slope_gb:.2f} | {p.projected_gb:.1f}{flag} | {p.copies:.1f} |")
-    return "\n".join(lines)
+    bench_dir = work / "bench"
+    if not (bench_dir / "bench.json").is_file():
+        subprocess.run([sys.executable, "-m", "smfa.cli", "bench", "build", "--preset", "full", "--n-people", "40",
+                        "--shape-images", "60", "--anchor-size", "8", "--image-size", str(shape.image_size),
+                        "--out", str(bench_dir), "--quiet", "--overwrite"], check=True)
+    (work / "core-sets.yaml").write_text("core_sets: true\n")  # eval: the bench's core sets, no variants
+    bench = Bench.load(bench_dir)
+    person = sorted(bench.forget_people("10"))[0]
+    src, run = work / f"{shape.name}-L1", work / f"runs-{shape.name}"
+    if not (src / "config.json").is_file():
+        build_checkpoint(src, tiny_corpus(bench), shape=shape, layers=1, vision_layers=2, dtype=torch.float32)
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    planned = {p.stage: max(ph.copies for ph in p.phases) for p in plans}
+    failures = []
+    for name, argv in cli_stages(bench_dir, src, run, person):
+        result = run_stage(name, argv, work, shape.embedding_shape)
+        if result.rc != 0:
+            failures.append(f"{shape.name} {name}: the CLI stage failed (rc {result.rc}; log {work / (name + '.log')})")
+        elif result.copies > planned[name]:
+            failures.append(f"{shape.name} {name}: held {result.copies:g} full-size copies, the plan counts {planned[name]}")
+    return failures
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1 and 2 layers, SMFA + relearn + sculpt")
-    ap.add_argument("--layers", default=None, help="comma list of depths (default 1,2,4; --quick 1,2)")
-    ap.add_argument("--batch", type=int, default=1, help="training batch size of every stage (default 1)")
-    ap.add_argument("--family", choices=("llava-1.5", "qwen2-vl"), default="llava-1.5",
-                    help="whose 7B widths (default llava-1.5)")
-    ap.add_argument("--methods", default=None, help="comma list of methods to unlearn with (must include smfa; "
-                    "default smfa with --quick, else all)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--workdir", default=None, help="where checkpoints and runs go (default a temporary directory)")
-    ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    ap.add_argument("--json", default=None, help="also write the measurements and projections here")
+    ap.add_argument("--family", choices=(*FAMILIES, "both"), default="both")
+    ap.add_argument("--layers", type=int, default=None, help="language-model layers (default: the real depth)")
+    ap.add_argument("--phases", action="store_true", help="also print every phase of every stage")
+    ap.add_argument("--masked-share", type=float, default=None,
+                    help="MMUnlearner's masked share of the target entries (default: the plan's, 0.31 as measured)")
+    ap.add_argument("--check-copies", action="store_true", help="also run the CLI stages at 1 layer on the CPU")
+    ap.add_argument("--workdir", default=None, help="--check-copies: checkpoints and runs (default a temporary directory)")
+    ap.add_argument("--json", default=None, help="also write the plans here")
     args = ap.parse_args()
-    depths = [int(x) for x in (args.layers or ("1,2" if args.quick else "1,2,4")).split(",")]
-    methods = args.methods.split(",") if args.methods else None
-    if methods is not None and "smfa" not in methods:
-        ap.error("--methods must include smfa: the eval and sculpt stages read its run")
+    torch.set_num_threads(1)
 
-    from smfa.bench import Bench
-    from smfa.models.synthetic import LLAVA_1_5_7B, QWEN2_VL_7B, build_checkpoint, full_size_params
-    from smfa.models.tiny import tiny_corpus
+    from smfa.models import memory_plan as mp
+    from smfa.models import synthetic
 
-    shape = QWEN2_VL_7B if args.family == "qwen2-vl" else LLAVA_1_5_7B
-    prefix = "" if shape is LLAVA_1_5_7B else f"{args.family}-"  # each family's checkpoints in its own folders
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="smfa-rehearsal-"))
-    work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    bench_dir = work / "bench"
-    if not (bench_dir / "bench.json").is_file():
-        subprocess.run([sys.executable, "-m", "smfa.cli", "bench", "build", "--preset", "full", "--n-people", "40",
-                        "--shape-images", "60", "--anchor-size", "8", "--out", str(bench_dir), "--quiet", "--overwrite"],
-                       check=True)
-    (work / "core-sets.yaml").write_text("core_sets: true\n")  # eval: the bench's core sets, no variants
-    bench = Bench.load(bench_dir)
-    person = sorted(bench.forget_people("10"))[0]
-    corpus = tiny_corpus(bench)
-    print(f"bench: {bench_dir} ({len(bench.people)} people at 336 px); forget person {person}", flush=True)
-
-    measured: list[Measurement] = []
-    for layers in depths:
-        layer_dir = work / f"{prefix}L{layers}"
-        shutil.rmtree(layer_dir / "runs", ignore_errors=True)
-        (layer_dir / "runs").mkdir(parents=True, exist_ok=True)
-        src = layer_dir / "model"
-        if not (src / "config.json").is_file():
-            build_checkpoint(src, corpus, shape=shape, layers=layers, vision_layers=VISION_LAYERS)
-        print(f"depth {layers}: {full_size_params(shape, layers, VISION_LAYERS) / 1e9:.2f} B parameters", flush=True)
-        for name, argv in stages(args.quick, bench_dir, src, layer_dir / "runs", person, args.batch, methods):
-            measured.append(run_stage(name, layers, argv, layer_dir, args.threads,
-                                      shape.embedding_shape))
-
-    full = shape.layers
-    built = {full: full_size_params(shape, full, VISION_LAYERS) * 4}
-    projections = project(measured, full_size_params(shape) * 2, built, full)
-    print()
-    print(f"{shape.name} width, batch {args.batch}, fp32 on the CPU; projected to {full} layers in bf16 "
-          f"(target ≤ {TARGET_GB:.0f} GB, ≤ {TARGET_COPIES} copies); {time.perf_counter() - t0:.0f} s")
-    print(table(projections, depths))
-    failed = [m for m in measured if m.rc != 0]
-    for m in failed:
-        print(f"stage {m.stage} at {m.layers} layers failed (rc {m.rc}); log: {work / f'{prefix}L{m.layers}' / (m.stage + '.log')}")
+    families = list(FAMILIES) if args.family == "both" else [args.family]
+    results: dict[str, list] = {}
+    failures: list[str] = []
+    for family in families:
+        shape = getattr(synthetic, FAMILIES[family])
+        results[family] = plan_family(shape, args.layers, args.masked_share)
+        for stage in results[family]:
+            try:
+                mp.check_consistent(stage)
+            except RuntimeError as exc:
+                failures.append(str(exc))
+            if stage.stage not in NOT_ONE_GPU and stage.peak > TARGET_GB * GB:
+                failures.append(f"{shape.name} {stage.stage}: planned peak {gb(stage.peak)} GB > {TARGET_GB:.0f} GB")
+    depth = f"{args.layers} language-model layers" if args.layers else "full depth"
+    share = mp.MASKED_SHARE if args.masked_share is None else args.masked_share
+    print(f"\nmemory plan, {depth}, bf16 weights (finetune-full: fp32 master weights), batch {REAL_BATCH}, "
+          f"evaluation batch {mp.EVAL_BATCH}, MMUnlearner's masked share {share}; GB = 1e9 bytes; torch {torch.__version__}; "
+          f"{time.perf_counter() - t0:.0f} s")
+    for family in families:
+        print(stage_table(family, results[family]))
+    if args.phases:
+        for family in families:
+            print(phase_table(family, results[family]))
+    if args.check_copies:
+        work = Path(args.workdir or tempfile.mkdtemp(prefix="smfa-rehearsal-"))
+        work.mkdir(parents=True, exist_ok=True)
+        for family in families:
+            failures += check_copies(getattr(synthetic, FAMILIES[family]), results[family], work)
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"measured": [m.__dict__ for m in measured],
-                                               "projections": [p.__dict__ for p in projections]}, indent=1))
-    if not args.keep and not args.workdir:
-        shutil.rmtree(work, ignore_errors=True)
-    if not projections:
-        print("worst projected 7B peak: n/a (fewer than 2 depths measured); at most "
-              f"{max((m.copies for m in measured), default=0):g} full model copies")
-        return 1
-    worst = max(projections, key=lambda p: p.projected_gb)
-    print(f"worst projected 7B peak: {worst.projected_gb:.1f} GB in {worst.stage}; "
-          f"at most {max(p.copies for p in projections):g} full model copies")
-    return 1 if failed else 0
+        Path(args.json).write_text(json.dumps({f: [{"stage": s.stage, "copy_bytes": s.copy_bytes, "phases": [
+            {"name": p.name, "copies": p.copies, "resident": p.resident, "traced": p.traced, **vars(p.usage)}
+            for p in s.phases]} for s in plans] for f, plans in results.items()}, indent=1))
+    for failure in failures:
+        print(f"FAIL {failure}")
+    one_gpu = [(f, s) for f, plans in results.items() for s in plans if s.stage not in NOT_ONE_GPU]
+    family, worst = max(one_gpu, key=lambda fs: fs[1].peak)
+    print(f"worst projected 7B peak: {gb(worst.peak)} GB in {family} {worst.stage}; "
+          f"at most {max(p.copies for _, s in one_gpu for p in s.phases):g} full model copies")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -134,6 +134,9 @@ def finetune(cfg: FinetuneConfig) -> Path:
     placement, mixed = master_weights(placement, not cfg.lora, cfg.dtype)
     if mixed:  # fp32 master weights, bf16 forward (recorded in the manifest's config)
         cfg = replace(cfg, bf16=True)
+    from smfa.models.memory_plan import check_fits, finetune_inputs
+
+    check_fits(finetune_inputs(cfg, placement), placement.device)  # a planned peak over the GPU's memory: refused now
     out = Path(cfg.out).expanduser().resolve()
     stage = staging_dir(out)
     if stage.exists() and not (cfg.resume or cfg.overwrite):

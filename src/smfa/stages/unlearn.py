@@ -143,6 +143,9 @@ def unlearn(cfg: UnlearnConfig) -> Path:
     placement = resolve_placement(cfg.device, cfg.dtype)
     check_trainable(placement, not hp.lora, f"--method {cfg.method} (lora: false)")
     autocast_flags(hp.autocast, placement)  # an impossible autocast fails before loading
+    from smfa.models.memory_plan import check_fits, unlearn_inputs
+
+    check_fits(unlearn_inputs(cfg, method, budget, placement), placement.device)  # a planned peak over the GPU's memory: refused now
     audit_key = read_key(cfg.audit_key_file)  # a missing or weak key fails before any work
     chain = read_chain(cfg.model, bench, cfg.new_chain)  # earlier requests when --model is an unlearning run
     group = resolve_forget(bench, str(cfg.forget), cfg.forget_people, chain.earlier_people)
