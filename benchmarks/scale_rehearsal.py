@@ -144,10 +144,12 @@ def run_stage(name: str, argv: list[str], work: Path, shape: tuple[int, int]) ->
 
 
 def cli_stages(bench: Path, src: Path, run: Path, person: str) -> list[tuple[str, list[str]]]:
-    """(plan stage, smfa argv): one optimiser step per phase, one question per evaluation set, fp32 on the CPU."""
+    """(plan stage, smfa argv): one optimiser step per phase, one question per evaluation set, fp32 on the CPU,
+    no reference labels (the vanilla alone generates them, one copy; at 7B widths on the CPU they take ~20 min)."""
     common = ["--device", "cpu", "--dtype", "fp32"]
     step = ["--param", "max_steps=1", "--param", "batch_size=1"]
-    unlearn = ["--bench", str(bench), "--forget-people", person, "--anchor-size", "4", "--eval-limit", "1", *step, *common]
+    unlearn = ["--bench", str(bench), "--forget-people", person, "--anchor-size", "4", "--eval-limit", "1",
+               "--reference", "none", *step, *common]
     return [
         ("finetune-lora", ["finetune", "--bench", str(bench), "--model", str(src), "--out", str(run / "vanilla"), "--lora",
                            "--steps", "1", "--batch-size", "1", "--save-steps", "0", *common]),

@@ -161,8 +161,8 @@ def test_nothing_is_planned_on_the_cpu_or_under_several_processes(monkeypatch) -
 
 @pytest.mark.slow
 def test_full_depth_7b_stages_fit_one_gpu_and_never_fall_below_their_copies() -> None:
-    """The plan at LLaVA-1.5-7B's full depth (~2 min on one core): two bf16 copies are 28.2 GB, and every
-    unlearning stage stays within 70 GB."""
+    """The plan at LLaVA-1.5-7B's full depth (~30 s on one core): two bf16 copies are 28.25 GB, and SMFA's
+    unlearning and the attacked evaluation stay within 70 GB and never fall below them."""
     shape = LLAVA_1_5_7B
     config = model_config(shape, shape.layers, shape.vision_layers)
     cache: dict = {}
@@ -170,7 +170,7 @@ def test_full_depth_7b_stages_fit_one_gpu_and_never_fall_below_their_copies() ->
                    mp.eval_phases(relearn=True, beside=("losses",))):
         stage = mp.plan(mp.PlanInputs(config, "stage", torch.bfloat16, phases), cache=cache)
         mp.check_consistent(stage)
-        assert round(2 * stage.copy_bytes / 1e9, 1) == 28.2
+        assert abs(2 * stage.copy_bytes / 1e9 - 28.25) < 0.01  # 2 × 7.06 B parameters × 2 bytes (the issue's 28.2)
         assert 2 * stage.copy_bytes <= stage.peak <= 70e9
 
 

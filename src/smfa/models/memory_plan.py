@@ -127,17 +127,12 @@ class PlanInputs:
     checkpointing: bool = True
     image_side: int = IMAGE_SIDE
     masked_share: float = MASKED_SHARE  # MMUnlearner's mask: data, so planned
+    trust_remote_code: bool = False
     # What the refusal names as the ways out (the stage's own options).
     ways_out: str = "shard the model over several GPUs (accelerate launch --config_file src/smfa/configs/accelerate/zero3.yaml)"
 
 
 # ---- building the fake model ---------------------------------------------------------------------------
-def _model_class(config: Any) -> type:
-    from transformers import AutoModelForImageTextToText
-
-    return AutoModelForImageTextToText._model_mapping[type(config)]
-
-
 def _family(config: Any) -> Any:
     from smfa.models.families import family_for_model_type
 
@@ -151,9 +146,11 @@ def meta_model(inputs: PlanInputs, trainable: str) -> torch.nn.Module:
 
     import copy
 
+    from transformers import AutoModelForImageTextToText
+
     config = copy.deepcopy(inputs.config)  # the trace may set the vision tower's attention (_image_embeds)
-    with torch.device("meta"):
-        model = _model_class(config)._from_config(config, dtype=inputs.dtype)
+    with torch.device("meta"):  # the class the loader picks (smfa.models.loading), remote code included
+        model = AutoModelForImageTextToText.from_config(config, dtype=inputs.dtype, trust_remote_code=inputs.trust_remote_code)
     family = _family(inputs.config)
     if trainable == "lora":
         return apply_lora(model, family, inputs.lora_r, inputs.lora_r, 0.05, inputs.checkpointing)
@@ -540,7 +537,7 @@ def finetune_inputs(cfg: Any, placement: Any) -> PlanInputs | None:
     if config is None:
         return None
     return PlanInputs(config, "smfa finetune" + (" --lora" if cfg.lora else " (full fine-tuning)"), placement.dtype,
-                      finetune_phases(cfg.lora, cfg.batch_size), lora_r=cfg.lora_r,
+                      finetune_phases(cfg.lora, cfg.batch_size), lora_r=cfg.lora_r, trust_remote_code=cfg.trust_remote_code,
                       checkpointing=cfg.gradient_checkpointing is not False,
                       ways_out=f"fine-tune LoRA adapters instead (--lora), or shard the model ({ZERO3})")
 
@@ -562,4 +559,5 @@ def unlearn_inputs(cfg: Any, method: Any, budget: str, placement: Any) -> PlanIn
     else:
         ways_out = f"train LoRA adapters (--param lora=true), or shard the model ({ZERO3})"
     return PlanInputs(config, f"smfa unlearn --method {method.name}", placement.dtype, phases, lora_r=hp.lora_r,
-                      checkpointing=bool(hp.gradient_checkpointing), ways_out=ways_out)
+                      checkpointing=bool(hp.gradient_checkpointing), ways_out=ways_out,
+                      trust_remote_code=cfg.trust_remote_code)
