@@ -1,6 +1,6 @@
 """`smfa demo` wall time cold (empty cache: bench + shipped vanilla and oracle + SMFA default, SMFA paper, IDK
 + report) and warm (second run, same cache: the reference labels are reused), side by side in one run
-(targets: cold <= 5 min, warm <= 3 min on 2 CPU cores). CPU seconds (user + sys of the child) are printed too:
+(target, #34: cold <= 180 s on 2 idle CPU cores). CPU seconds (user + sys of the child) are printed too:
 on a shared machine they are what an idle one would take.
 Run it in a fresh venv for the "fresh machine" figure: `pip install -e .` is not included in the times."""
 

@@ -390,11 +390,12 @@ def test_relearn_options_from_the_command_line(monkeypatch: pytest.MonkeyPatch, 
                                                capsys: pytest.CaptureFixture) -> None:
     """``smfa eval --relearn-*`` reaches EvalConfig; a bad value is a one-line error before any model is loaded."""
     import smfa.eval.pipeline as pipeline
+    import smfa.stages.evaluate as stage
     from smfa.cli.main import main
     from smfa.eval.relearn import check_relearn_options
 
     seen = []
-    monkeypatch.setattr(pipeline, "evaluate", lambda cfg: seen.append(cfg) or cfg.out)
+    monkeypatch.setattr(stage, "evaluate_run", lambda cfg: seen.append(cfg) or cfg.out)  # what `smfa eval` calls
     assert main(["eval", "--bench", "b", "--model", "m", "--out", "o", "--attacks", "relearn", "--relearn-steps", "100",
                  "--relearn-lr", "3e-4", "--relearn-share", "0.25", "--relearn-batch-size", "8",
                  "--relearn-params", "lora"]) == 0

@@ -92,7 +92,9 @@ def test_the_reference_layer_applies_only_with_a_reference_budget(method: str) -
         plain, budget = asdict(m.config(target=target)), asdict(m.config(target=target, reference="self"))
         assert {k for k, v in budget.items() if plain[k] != v} <= expected
     if method in ("smfa", "idk"):  # the MFA they share is trained the same way under the budget
-        assert m.config(reference="self").forget_repeat == 2 and m.config().forget_repeat == 1
+        budget, plain = m.config(reference="self"), m.config()
+        assert (budget.reference_cap, budget.lr, budget.min_steps) == (1000, 2e-3, 200)  # #34: a fixed amount of work
+        assert (plain.reference_cap, plain.lr, plain.min_steps) == (0, 1e-3, 0)  # the paper recipe is unchanged
     assert asdict(m.config(None, {"lr": 5e-4}, reference="self"))["lr"] == 5e-4  # the user's values win
 
 
