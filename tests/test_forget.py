@@ -21,8 +21,9 @@ SECOND = ["p0034", "p0038", "p0058"]
 # request of the chain is shorter (it checks the chain, not how well request 2 is forgotten). The paper recipe
 # (--reference none), as when the floors below were measured: these tests check requests, chains and the audit,
 # not the reference budget (tests/test_reference_budget.py), which multiplies the training time on the micro bench.
-ARGS = ["--param", "epochs=10", "--eval-limit", "30", "--reference", "none"]
-SECOND_ARGS = ["--param", "epochs=5", "--eval-limit", "30", "--reference", "none"]
+# The paper recipe as configured (its floors were measured without the leak check's stronger attempts).
+ARGS = ["--param", "epochs=10", "--eval-limit", "30", "--reference", "none", "--no-verify"]
+SECOND_ARGS = ["--param", "epochs=5", "--eval-limit", "30", "--reference", "none", "--no-verify"]
 
 
 def _one_line_error(capsys, rc: int, *needles: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from smfa.bench import Bench
 from smfa.bench.forget_set import REQUEST_LABEL
 from smfa.errors import ConfigError
-from smfa.eval.pipeline import EvalConfig, eval_group, evaluate
+from smfa.eval.pipeline import EvalConfig, eval_group
 from smfa.stages.forget import read_chain
 
 DEFAULT_FORGET = EvalConfig().forget
@@ -65,4 +65,6 @@ def evaluate_run(cfg: EvalConfig) -> Path:
                    "apart and never as retain") if group.earlier else ""
         print(f"evaluating {cfg.model} on the groups its manifest records: forgotten by this run, "
               f"{_group(group.label, group.people)}{earlier}", flush=True)
+    from smfa.eval.pipeline import evaluate  # looked up at call time (tests patch it)
+
     return evaluate(resolved)
