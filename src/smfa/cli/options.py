@@ -99,7 +99,7 @@ def add_verify_options(p: argparse.ArgumentParser) -> None:
     (``UnlearnConfig.leak_target``; :func:`smfa.stages.unlearn.forget_until_target`)."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("--leak-target", type=float, dest="leak_target", metavar="RATE",
-                   help="after training, the forgotten people's leak (photo, name, held-out phrasings and photos) must "
+                   help="after training, the forgotten people's leak (photo, name, held-out phrasings) must "
                         "be at most RATE (default 0.05); above it stronger settings are tried, and a run still above "
                         "it ends with exit status 3 and its numbers")
     g.add_argument("--no-verify", dest="verify", action="store_false", default=True,

@@ -74,8 +74,8 @@ class UnlearnConfig:
     # On a chain: one run from the chain's root over every person forgotten so far (their own forget rows, no
     # suppression list), recorded as the chain's next request (parent ``model``); docs/defaults.md compares the two.
     from_root: bool = False
-    # After training, the request's people must leak at most this much (photo, name, held-out phrasing and photos;
-    # smfa.eval.verify): above it the method's stronger settings are tried (Method.escalations, at most
+    # After training, the request's people must leak at most this much (photo, name, held-out phrasing; held-out
+    # photos are reported; smfa.eval.verify): above it the method's stronger settings are tried (Method.escalations, at most
     # ``verify_attempts``), and a run still above it is written, recorded as such, and ends in RequestNotForgotten
     # (exit 3) — never a silent success. None: no check (smfa compare measures recipes as configured).
     leak_target: float | None = 0.05
@@ -279,6 +279,9 @@ def unlearn(cfg: UnlearnConfig) -> Path:
                     anchor_cache_hit=ctx.anchor_cache_hit, verification=verification_record(cfg, checks),
                     wall={"unlearn": wall, "evaluation": time.perf_counter() - t_eval if cfg.evaluate else None,
                           "total": time.perf_counter() - t_start}, key=audit_key)
+    if checks and checks[-1][1].passed and checks[-1][1].above:
+        print(f"warning: the request's people still leak above the target where the check does not require it: "
+              f"{checks[-1][1].summary()}", file=sys.stderr)
     if checks and not checks[-1][1].passed:
         raise RequestNotForgotten(
             f"the request's people still leak after {len(checks)} attempt(s): {checks[-1][1].summary()}; the run is "
