@@ -260,25 +260,59 @@ def test_min_k_score_rejects_missing_losses(tokens) -> None:
 
 def test_min_k_auc_reads_the_unlikely_tokens() -> None:
     """Members whose answers are likely but for one surprising token: the mean loss calls them members, Min-K%
-    (the 20 % least likely tokens) does not."""
+    (the 20, 40 or 50 % least likely tokens) does not."""
     from smfa.eval.attacks import _mia_aucs
 
     members = [[0.1, 0.1, 0.1, 0.1, 2.0], [0.1, 0.1, 0.1, 0.1, 1.8]]  # means 0.48, 0.44; Min-K 2.0, 1.8
     nonmembers = [[0.5] * 5, [0.6] * 5]  # means and Min-K 0.5, 0.6
     losses = ([sum(t) / len(t) for t in members + nonmembers], members + nonmembers)
-    assert _mia_aucs(losses, 2) == (pytest.approx(1.0), pytest.approx(0.0))
+    # Min-K% at 0.2: 2.0, 1.8; at 0.4 and 0.5 (two tokens): 1.05, 0.95 — all above the non-members' 0.5, 0.6
+    assert _mia_aucs(losses, 2) == {"auc": pytest.approx(1.0), "auc_min_k20": pytest.approx(0.0),
+                                    "auc_min_k": pytest.approx(0.0), "auc_min_k50": pytest.approx(0.0)}
 
 
 @pytest.mark.parametrize(("auc", "oracle", "expected"), [
-    (0.97, 0.45, (0.97 - 0.45) / 0.45 * 100),  # docs/archive/robustness-attacks.md: SMFA vs the oracle, +115.6 %
+    # MUSE's orientation, on AUC' = 1 - AUC: docs/archive/robustness-attacks.md's SMFA vs the oracle (AUC 0.97 vs
+    # 0.45) read +115.6 % in the old orientation; MUSE prints (0.03 - 0.55) / 0.55 = -94.5 %
+    (0.97, 0.45, (0.03 - 0.55) / 0.55 * 100),
     (0.5, 0.5, 0.0),
-    (0.4, 0.5, -20.0),  # over-unlearning: members stand out less than for the oracle
-    (1.0, 0.5, 100.0),
-    (0.3, 0.0, None),  # the oracle's AUC 0: undefined
+    (0.4, 0.5, 20.0),  # over-unlearning: members stand out less than for the oracle
+    (1.0, 0.5, -100.0),  # remembers everything, the oracle at chance
+    (0.3, 1.0, None),  # the oracle's AUC 1: AUC'_oracle 0, undefined
 ])
 def test_privleak_arithmetic(auc: float, oracle: float, expected: float | None) -> None:
     got = privleak(auc, oracle)
     assert got == (None if expected is None else pytest.approx(expected))
+
+
+def test_privleak_follows_the_peers_published_convention() -> None:
+    """MUSE and OpenUnlearning: a model that remembers everything (its members' losses far below the non-members')
+    reads about -100 % against an oracle at chance; the oracle against itself reads 0. Their AUC scores forget rows
+    0 and holdout rows 1 with the loss as the score (sklearn's ``roc_auc_score``: P(holdout score > forget score),
+    Mann-Whitney's U of the holdout scores over n·m), which :func:`mia_auc` equals; the PrivLeak is read on Min-K% at
+    k 0.4."""
+    from scipy.stats import mannwhitneyu
+
+    from smfa.eval.attacks import MIN_K, _mia_aucs
+    from smfa.eval.gold import mia_auc
+
+    members = [[0.01 * (i + 1), 0.02, 0.03, 0.05, 0.01] for i in range(6)]  # remembered: tiny token losses
+    nonmembers = [[2.0 + 0.1 * i, 3.0, 1.5, 2.5, 4.0] for i in range(6)]
+    oracle_members = [[2.05 + 0.1 * i, 3.0, 1.5, 2.5, 4.0] for i in range(6)]  # never trained on: like non-members
+
+    def losses(rows):
+        return [sum(t) / len(t) for t in rows], rows
+
+    model = _mia_aucs(losses(members + nonmembers), 6)
+    oracle = _mia_aucs(losses(oracle_members + nonmembers), 6)
+    means = losses(members + nonmembers)[0]
+    assert model["auc"] == mia_auc(means[:6], means[6:]) == mannwhitneyu(means[6:], means[:6]).statistic / 36 == 1.0
+    mixed = [0.3, 2.0, 0.9, 1.1, 2.0, 0.2]  # ties and overlaps: the same orientation and value
+    assert mia_auc(mixed[:3], mixed[3:]) == pytest.approx(mannwhitneyu(mixed[3:], mixed[:3]).statistic / 9)
+    assert MIN_K == 0.4 and model["auc_min_k"] == 1.0 and 0.4 <= oracle["auc_min_k"] <= 0.6
+    assert privleak(model["auc_min_k"], oracle["auc_min_k"]) == pytest.approx(-100.0)
+    assert privleak(oracle["auc_min_k"], oracle["auc_min_k"]) == 0.0
+    assert set(model) == {"auc", "auc_min_k20", "auc_min_k", "auc_min_k50"}
 
 
 @pytest.mark.parametrize(("auc", "oracle"), [(1.2, 0.5), (0.5, -0.1), (float("nan"), 0.5), (0.5, None), (True, 0.5)])
@@ -528,9 +562,11 @@ def test_all_attacks_on_the_micro_vanilla(micro_bench_dir: Path, micro_vanilla: 
     mia = res["mia"]
     floor.at_least("MIA AUC", mia["auc"], 0.8)  # 0.99
     assert mia["loss_members"] < mia["loss_nonmembers"]
-    assert mia["min_k"] == 0.2
+    assert mia["min_k"] == 0.4
     floor.at_least("MIA Min-K% AUC", mia["auc_min_k"], 0.7)  # 1.0 at limit 10 (the mia test with an oracle)
-    assert not {"auc_oracle", "privleak", "auc_min_k_oracle", "privleak_min_k"} & set(mia)  # no oracle given
+    for key in ("auc_min_k20", "auc_min_k50"):
+        floor.at_least(f"MIA {key}", mia[key], 0.7)
+    assert not {"auc_oracle", "privleak", "auc_min_k_oracle", "privleak_loss"} & set(mia)  # no oracle given
 
     after = loaded.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # relearn and quantize worked on copies
@@ -562,11 +598,15 @@ def test_mia_privleak_against_the_micro_oracle(micro_bench_dir: Path, micro_vani
     res = run_attacks(loaded, bench, cfg)["mia"]
     plain = run_attacks(loaded, bench, EvalConfig(forget="10", limit=10, attacks="mia", progress=False))["mia"]
     assert {k: res[k] for k in plain} == plain  # the oracle only adds fields
-    assert list(res)[len(plain):] == ["auc_oracle", "privleak", "auc_min_k_oracle", "privleak_min_k"]
-    assert res["privleak"] == pytest.approx((res["auc"] - res["auc_oracle"]) / res["auc_oracle"] * 100)
-    assert res["privleak_min_k"] == pytest.approx(privleak(res["auc_min_k"], res["auc_min_k_oracle"]))
-    floor.at_most("oracle's MIA AUC", res["auc_oracle"], 0.8)  # 0.36 (Min-K% 0.35)
-    floor.at_least("vanilla's PrivLeak (%)", res["privleak"], 20.0)  # 178 (Min-K% 186): AUC 1.0 vs 0.36
+    assert list(res)[len(plain):] == ["auc_oracle", "auc_min_k20_oracle", "auc_min_k_oracle", "auc_min_k50_oracle",
+                                      "privleak", "privleak_loss"]
+    # MUSE's PrivLeak: Min-K% at k 0.4, on 1 - AUC
+    assert res["min_k"] == 0.4
+    assert res["privleak"] == pytest.approx(((1 - res["auc_min_k"]) - (1 - res["auc_min_k_oracle"]))
+                                            / (1 - res["auc_min_k_oracle"]) * 100)
+    assert res["privleak_loss"] == pytest.approx(privleak(res["auc"], res["auc_oracle"]))
+    floor.at_most("oracle's MIA AUC", res["auc_oracle"], 0.8)  # 0.36
+    floor.at_most("vanilla's PrivLeak (%)", res["privleak"], -80.0)  # about -100: AUC 1.0 vs the oracle's
     ahead = oracle_mia_losses(bench, cfg)
     assert run_attacks(loaded, bench, cfg, oracle_mia=ahead)["mia"] == res
 
@@ -578,7 +618,7 @@ def test_mia_privleak_against_the_micro_oracle(micro_bench_dir: Path, micro_vani
 
     self_cfg = EvalConfig(forget="10", limit=10, attacks="mia", oracle=str(oracle), progress=False)
     own = run_attacks(load_reference(str(oracle), self_cfg), bench, self_cfg)["mia"]  # placed as the oracle is
-    assert own["privleak"] == 0.0 and own["privleak_min_k"] == 0.0 and own["auc"] == own["auc_oracle"]
+    assert own["privleak"] == 0.0 and own["privleak_loss"] == 0.0 and own["auc"] == own["auc_oracle"]
 
 
 def _model_state(model: torch.nn.Module) -> dict:

@@ -63,12 +63,16 @@ Attacks and their entries:
   never trained on, same kinds and phrasing): ``auc`` = :func:`smfa.eval.gold.mia_auc` of the per-question
   answer losses (0.5 = indistinguishable, as for the oracle; 1.0 = members clearly remembered),
   ``n_members``, ``n_nonmembers``, ``loss_members``, ``loss_nonmembers`` (mean losses); ``auc_min_k``: the same
-  AUC on Min-K% Prob scores (Shi et al., arXiv 2310.16789: the mean NLL of each answer's ``min_k`` = 20 % least
-  likely tokens, :func:`smfa.eval.gold.min_k_score`). With an oracle (``cfg.oracle``) the oracle is scored on
-  the same questions (loaded, then released: at most 2 models resident; :func:`oracle_mia_losses`):
-  ``auc_oracle``, ``auc_min_k_oracle``, and MUSE's PrivLeak (arXiv 2407.06460, :func:`smfa.eval.gold.privleak`)
-  ``privleak`` = (``auc`` − ``auc_oracle``) / ``auc_oracle`` × 100 and ``privleak_min_k`` likewise, in % (0 =
-  as the oracle; > 0 = the forget people still stand out). Without an oracle these four are absent.
+  AUC on Min-K% Prob scores (Shi et al., arXiv 2310.16789: the mean NLL of each answer's ``min_k`` = 40 % least
+  likely tokens, :func:`smfa.eval.gold.min_k_score`; MUSE's and OpenUnlearning's k), ``auc_min_k20`` and
+  ``auc_min_k50`` at k 0.2 and 0.5. With an oracle (``cfg.oracle``) the oracle is scored on the same questions
+  (loaded, then released: at most 2 models resident; :func:`oracle_mia_losses`): ``auc_oracle``,
+  ``auc_min_k_oracle``, ``auc_min_k20_oracle``, ``auc_min_k50_oracle``, and MUSE's PrivLeak (arXiv 2407.06460,
+  :func:`smfa.eval.gold.privleak`) as MUSE and OpenUnlearning compute it — on the Min-K% AUC at ``min_k`` and in
+  their orientation: ``privleak`` = ((1 − ``auc_min_k``) − (1 − ``auc_min_k_oracle``)) / (1 − ``auc_min_k_oracle``)
+  × 100, in % (0 = as the oracle; −100 = the forget people perfectly told apart where the oracle is at chance;
+  > 0 = less apart than for the oracle) — and ``privleak_loss`` likewise on the loss AUC. Without an oracle these
+  are absent.
 """
 
 from __future__ import annotations
@@ -114,7 +118,10 @@ Attack = Callable[["AttackContext"], AttackResult]
 MiaLosses = tuple[list[float], list[list[float]]]  # per mia question (members, then non-members): mean NLL, token NLLs
 
 DEFAULT_LIMIT = 40  # questions per group when cfg.limit is None
-MIN_K = 0.2  # Min-K% Prob: the share of an answer's tokens (its least likely ones) the mia attack averages
+# Min-K% Prob: the share of an answer's tokens (its least likely ones) a score averages. PrivLeak reads MIN_K, the
+# default of MUSE and OpenUnlearning (configs/eval/muse_metrics/mia.yaml: k 0.4); the others are reported beside it.
+MIN_K = 0.4
+MIN_KS = (0.2, 0.4, 0.5)
 
 # The attacks' pure pieces (attack_pieces), the relearning (relearn) and quantisation (quantize) machinery are
 # importable from here too.
@@ -381,38 +388,49 @@ def oracle_mia_losses(bench: Any, cfg: Any, forget: Any = None) -> MiaLosses:
             torch.cuda.empty_cache()
 
 
-def _mia_aucs(losses: MiaLosses, n_members: int) -> tuple[float, float]:
-    """(loss AUC, Min-K% AUC) of members (the first ``n_members`` questions) vs non-members."""
+def _min_k_key(k: float) -> str:
+    """The result key of the Min-K% AUC at ``k``: ``auc_min_k`` at :data:`MIN_K` (the one PrivLeak reads),
+    ``auc_min_k20`` at 0.2 and so on."""
+    return "auc_min_k" if k == MIN_K else f"auc_min_k{round(100 * k)}"
+
+
+def _mia_aucs(losses: MiaLosses, n_members: int) -> dict[str, float]:
+    """``auc`` (mean loss) and the Min-K% AUCs at :data:`MIN_KS` (:func:`_min_k_key`) of members (the first
+    ``n_members`` questions) vs non-members."""
     means, tokens = losses
-    scores = [min_k_score(t, MIN_K) for t in tokens]
-    return mia_auc(means[:n_members], means[n_members:]), mia_auc(scores[:n_members], scores[n_members:])
+    out = {"auc": mia_auc(means[:n_members], means[n_members:])}
+    for k in MIN_KS:
+        scores = [min_k_score(t, k) for t in tokens]
+        out[_min_k_key(k)] = mia_auc(scores[:n_members], scores[n_members:])
+    return out
 
 
 @register_attack("mia")
 def mia_attack(ctx: AttackContext) -> AttackResult:
     """Loss-based and Min-K% membership inference AUC: forget people (trained on) vs holdout people (never seen);
-    with an oracle, its AUCs on the same questions and the PrivLeak of both."""
+    with an oracle, its AUCs on the same questions and the PrivLeak of both (MUSE's orientation)."""
     n = len(_mia_rows(ctx)[0])
     losses = _mia_losses(ctx.loaded, ctx)
     m, o = losses[0][:n], losses[0][n:]
-    auc, auc_min_k = _mia_aucs(losses, n)
+    aucs = _mia_aucs(losses, n)
     result: dict[str, Scalar] = {
-        "auc": auc,
+        "auc": aucs["auc"],
         "n_members": len(m),
         "n_nonmembers": len(o),
         "loss_members": sum(m) / len(m),
         "loss_nonmembers": sum(o) / len(o),
         "min_k": MIN_K,
-        "auc_min_k": auc_min_k,
+        **{key: value for key, value in aucs.items() if key != "auc"},
     }
     if ctx.cfg.oracle:
         oracle = ctx.oracle_mia if ctx.oracle_mia is not None else oracle_mia_losses(ctx.bench, ctx.cfg, ctx.forget)
         if len(oracle[0]) != len(losses[0]):
             raise EvalError(f"the oracle's mia losses cover {len(oracle[0])} questions, the attack asks "
                              f"{len(losses[0])}: compute them with the evaluation's config and forget group")
-        auc_oracle, auc_min_k_oracle = _mia_aucs(oracle, n)
-        result.update(auc_oracle=auc_oracle, privleak=privleak(auc, auc_oracle),
-                      auc_min_k_oracle=auc_min_k_oracle, privleak_min_k=privleak(auc_min_k, auc_min_k_oracle))
+        oracle_aucs = _mia_aucs(oracle, n)
+        result.update({f"{key}_oracle": value for key, value in oracle_aucs.items()})
+        result.update(privleak=privleak(aucs["auc_min_k"], oracle_aucs["auc_min_k"]),
+                      privleak_loss=privleak(aucs["auc"], oracle_aucs["auc"]))
     return {"mia": result}
 
 

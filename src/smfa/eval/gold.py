@@ -11,8 +11,15 @@
   indistinguishable (the ideal after unlearning), 1.0 = members have the lowest losses (remembered).
 * :func:`min_k_score` — Min-K% Prob (Shi et al., arXiv 2310.16789): a question's score is the mean NLL of its
   answer's k % least likely tokens; :func:`mia_auc` reads it like a loss.
-* :func:`privleak` — MUSE's PrivLeak (Shi et al., arXiv 2407.06460): the model's MIA AUC relative to the
-  oracle's, in %; 0 = as the oracle, > 0 = members easier to tell apart than for the oracle.
+* :func:`privleak` — MUSE's PrivLeak (Shi et al., arXiv 2407.06460) in MUSE's and OpenUnlearning's orientation:
+  the relative change of AUC' = 1 − AUC from the oracle to the model, in %; 0 = as the oracle, −100 = members
+  perfectly told apart where the oracle is at chance (a model that remembers everything), > 0 = members stand out
+  less than for the oracle (over-unlearning).
+
+Orientation. :func:`mia_auc` is the AUC of the peers' own MIA code — OpenUnlearning scores forget rows 0 and holdout
+rows 1 with the loss (or Min-K% score) as the score (``roc_auc_score``), i.e. P(member loss < non-member loss):
+1 = remembered, 0.5 = chance. Both peers report PrivLeak on 1 − that AUC (MUSE's own convention, which OpenUnlearning
+reproduces with ``1 - score`` and ``1 - ref``), hence the 1 − AUC in :func:`privleak`.
 """
 
 from __future__ import annotations
@@ -73,13 +80,15 @@ def min_k_score(token_losses: Sequence[float], k: float = 0.2) -> float:
 
 
 def privleak(auc_model: float, auc_oracle: float) -> float | None:
-    """PrivLeak in %: ``(auc_model − auc_oracle) / auc_oracle · 100`` (0 ideal; > 0: the model's members stand
-    out more than the oracle's, under-unlearning; < 0: less, over-unlearning). ``None`` when the oracle's AUC
-    is 0 (the ratio is undefined)."""
+    """PrivLeak in %, as MUSE and OpenUnlearning compute it: ``(AUC'_model − AUC'_oracle) / AUC'_oracle · 100`` with
+    ``AUC' = 1 − AUC`` (:func:`mia_auc`'s AUC, 1 = members remembered). 0 ideal (as the oracle); < 0: the model's
+    members stand out more than the oracle's (under-unlearning; −100 when they are perfectly told apart); > 0: less
+    (over-unlearning). ``None`` when the oracle's AUC is 1 (AUC'_oracle 0: the ratio is undefined)."""
     for name, auc in (("auc_model", auc_model), ("auc_oracle", auc_oracle)):
         if isinstance(auc, bool) or not isinstance(auc, (int, float)) or not 0.0 <= auc <= 1.0:
             raise EvalError(f"{name} must be an AUC in [0, 1], got {auc!r}")
-    return None if auc_oracle == 0 else (auc_model - auc_oracle) / auc_oracle * 100
+    model, oracle = 1.0 - auc_model, 1.0 - auc_oracle
+    return None if oracle == 0 else (model - oracle) / oracle * 100
 
 
 def gold_standard(
