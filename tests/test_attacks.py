@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from smfa.bench.schema import IMAGE_MEMORY, TEXT_MEMORY, Question
+from smfa.bench.schema import IMAGE_MEMORY, TEXT_MEMORY, Question, eval_variant
 from smfa.eval.gold import min_k_score, privleak
 from smfa.errors import ConfigError, EvalError
 from smfa.eval.attack_pieces import RELEARN_LRS, nf4_levels, relearn_defaults, resolve_relearn
@@ -528,7 +528,7 @@ def test_all_attacks_on_the_micro_vanilla(micro_bench_dir: Path, micro_vanilla: 
 
     assert list(res) == ["paraphrase", "unseen_image", "cross_modal", "prompt_prefix_injection",
                          "prompt_refusal_suppression", "prompt_roleplay", "prompt_completion", "relearn",
-                         "quantize_8bit", "quantize_4bit", "quantize_nf4", "mia"]
+                         "quantize_8bit", "quantize_4bit", "quantize_nf4", "mia", "mia_paraphrase", "mia_unseen_image"]
     for values in res.values():
         assert all(v is None or isinstance(v, (int, float, str, bool)) for v in values.values())
         assert values.get("n", 10) == 10 and values.get("retain_n", 10) == 10, values
@@ -577,8 +577,8 @@ def test_all_attacks_on_the_micro_vanilla(micro_bench_dir: Path, micro_vanilla: 
 @pytest.mark.slow
 def test_mia_privleak_against_the_micro_oracle(micro_bench_dir: Path, micro_vanilla: Path, one_torch_thread,
                                                floor) -> None:
-    """With an oracle the mia attack scores it on the same questions: the vanilla's PrivLeak is large, the oracle
-    attacked against itself has PrivLeak 0; the oracle's losses computed ahead (as ``smfa unlearn`` does) give
+    """With an oracle the mia attack scores it on the same questions, on the trained rows and on held-out paraphrases
+    and unseen photos: the vanilla's PrivLeak is about -100 %, the oracle attacked against itself has PrivLeak 0; the oracle's losses computed ahead (as ``smfa unlearn`` does) give
     the same result; the per-token losses' means are :func:`answer_losses`' values."""
     from conftest import MICRO_LR, MICRO_STEPS
 
@@ -595,7 +595,9 @@ def test_mia_privleak_against_the_micro_oracle(micro_bench_dir: Path, micro_vani
                                                                 forget="10", progress=False), label="oracle")
     loaded = load_model(micro_vanilla)
     cfg = EvalConfig(forget="10", limit=10, attacks="mia", oracle=str(oracle), progress=False)
-    res = run_attacks(loaded, bench, cfg)["mia"]
+    full = run_attacks(loaded, bench, cfg)
+    assert list(full) == ["mia", "mia_paraphrase", "mia_unseen_image"]
+    res = full["mia"]
     plain = run_attacks(loaded, bench, EvalConfig(forget="10", limit=10, attacks="mia", progress=False))["mia"]
     assert {k: res[k] for k in plain} == plain  # the oracle only adds fields
     assert list(res)[len(plain):] == ["auc_oracle", "auc_min_k20_oracle", "auc_min_k_oracle", "auc_min_k50_oracle",
@@ -606,19 +608,36 @@ def test_mia_privleak_against_the_micro_oracle(micro_bench_dir: Path, micro_vani
                                             / (1 - res["auc_min_k_oracle"]) * 100)
     assert res["privleak_loss"] == pytest.approx(privleak(res["auc"], res["auc_oracle"]))
     floor.at_most("oracle's MIA AUC", res["auc_oracle"], 0.8)  # 0.36
-    floor.at_most("vanilla's PrivLeak (%)", res["privleak"], -80.0)  # about -100: AUC 1.0 vs the oracle's
-    ahead = oracle_mia_losses(bench, cfg)
-    assert run_attacks(loaded, bench, cfg, oracle_mia=ahead)["mia"] == res
-
+    floor.at_most("vanilla's PrivLeak (%)", res["privleak"], -80.0)  # -100: Min-K% AUC 1.0 vs the oracle's
+    # Held-out variants: the forget people's paraphrases and unseen photos against the holdout people's, which no
+    # training touched; the vanilla still tells them apart (it answers unseen photos), the oracle does not.
     ctx = AttackContext.build(loaded, bench, cfg)
-    rows = [r for part in _mia_rows(ctx) for r in part]
+    groups = {variant: (members, nonmembers) for variant, members, nonmembers in _mia_rows(ctx)}
+    assert list(groups) == ["", "paraphrase", "unseen_image"]
+    forget, holdout = bench.forget_people("10"), bench.holdout_people()
+    for variant, (members, nonmembers) in groups.items():
+        assert {eval_variant(r) for r in members + nonmembers} == {variant}
+        assert {r.person_id for r in members} <= forget and {r.person_id for r in nonmembers} <= holdout
+        entry = full["mia" + (f"_{variant}" if variant else "")]
+        assert (entry["n_members"], entry["n_nonmembers"]) == (len(members), len(nonmembers)) == (10, 10)
+        assert entry["privleak"] == pytest.approx(privleak(entry["auc_min_k"], entry["auc_min_k_oracle"]))
+    assert {r.kind for r in groups["unseen_image"][0]} == {IMAGE_MEMORY}
+    assert {r.kind for r in groups["paraphrase"][0]} == {IMAGE_MEMORY, TEXT_MEMORY}
+    floor.at_least("vanilla's MIA AUC on unseen photos", full["mia_unseen_image"]["auc"], 0.7)  # 0.98
+    floor.at_most("oracle's MIA AUC on unseen photos", full["mia_unseen_image"]["auc_oracle"], 0.8)  # 0.36
+    floor.at_most("oracle's MIA AUC on paraphrases", full["mia_paraphrase"]["auc_oracle"], 0.8)  # 0.47
+
+    ahead = oracle_mia_losses(bench, cfg)
+    assert run_attacks(loaded, bench, cfg, oracle_mia=ahead) == full
+
+    rows = [r for _, members, nonmembers in _mia_rows(ctx) for r in members + nonmembers]
     means, tokens = answer_token_losses(loaded, rows, bench, batch_size=7, progress=False)
     assert means == answer_losses(loaded, rows, bench, batch_size=7, progress=False)
     assert all(t and sum(t) / len(t) == pytest.approx(m, rel=1e-5) for m, t in zip(means, tokens))
 
     self_cfg = EvalConfig(forget="10", limit=10, attacks="mia", oracle=str(oracle), progress=False)
-    own = run_attacks(load_reference(str(oracle), self_cfg), bench, self_cfg)["mia"]  # placed as the oracle is
-    assert own["privleak"] == 0.0 and own["privleak_loss"] == 0.0 and own["auc"] == own["auc_oracle"]
+    for own in run_attacks(load_reference(str(oracle), self_cfg), bench, self_cfg).values():  # placed as the oracle is
+        assert own["privleak"] == 0.0 and own["privleak_loss"] == 0.0 and own["auc"] == own["auc_oracle"]
 
 
 def _model_state(model: torch.nn.Module) -> dict:

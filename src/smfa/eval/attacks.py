@@ -58,7 +58,7 @@ Attacks and their entries:
   ``leak``/``refusal``, ``retain_leak``/``retain_refusal``, ``general_vqa_accuracy`` (held-out shape
   pictures), ``leak_before`` (the unrounded model on the same forget questions), ``rel_weight_error``
   (‖W_q − W‖_F / ‖W‖_F over the rounded matrices).
-- ``mia`` → ``mia``: loss-based membership inference between members (forget people's memory questions,
+- ``mia`` → ``mia``, ``mia_paraphrase``, ``mia_unseen_image``: loss-based membership inference between members (forget people's memory questions,
   training phrasing, which the original model was trained on) and non-members (the bench's holdout people,
   never trained on, same kinds and phrasing): ``auc`` = :func:`smfa.eval.gold.mia_auc` of the per-question
   answer losses (0.5 = indistinguishable, as for the oracle; 1.0 = members clearly remembered),
@@ -72,7 +72,10 @@ Attacks and their entries:
   their orientation: ``privleak`` = ((1 − ``auc_min_k``) − (1 − ``auc_min_k_oracle``)) / (1 − ``auc_min_k_oracle``)
   × 100, in % (0 = as the oracle; −100 = the forget people perfectly told apart where the oracle is at chance;
   > 0 = less apart than for the oracle) — and ``privleak_loss`` likewise on the loss AUC. Without an oracle these
-  are absent.
+  are absent. ``mia_paraphrase`` and ``mia_unseen_image``: the same on held-out variants — the forget people's
+  held-out paraphrases (image and name-only) and unseen photos against the holdout people's (same variant, same
+  kinds) — which no training touched: a lever scored on its own training rows can hide the members there and not
+  here. Each is absent where the bench has no holdout rows of that variant.
 """
 
 from __future__ import annotations
@@ -86,9 +89,11 @@ import torch
 
 from smfa.bench.schema import (
     GENERAL_VQA,
+    GENERATION,
     IMAGE_MEMORY,
     MEMORY_KINDS,
     Question,
+    eval_variant,
     forgotten_kinds,
     name_memory_set,
 )
@@ -345,25 +350,43 @@ def quantize_attack(ctx: AttackContext) -> AttackResult:
     return out
 
 
-def _nonmember_rows(ctx: AttackContext) -> list[Question]:
-    """Holdout people's memory rows phrased and imaged like the members' (training phrasing, training
-    image variants or no image)."""
+MIA_VARIANTS = ("", "paraphrase", "unseen_image")  # the mia attack's rows: training ones, then held-out variants
+
+
+def _mia_kinds(ctx: AttackContext, variant: str) -> tuple[str, ...]:
+    """The forget kinds a variant asks (an unseen photo has no name-only question)."""
+    return tuple(k for k in ctx.forget_kinds if k == IMAGE_MEMORY) if variant == "unseen_image" else ctx.forget_kinds
+
+
+def _nonmember_rows(ctx: AttackContext, variant: str = "") -> list[Question]:
+    """Holdout people's memory rows of an eval-set ``variant`` (:func:`smfa.bench.schema.eval_variant`: "" = training
+    phrasing on training images or no image), generation format: asked like the members' rows of that variant."""
     holdout = ctx.bench.holdout_people()
-    rows = ctx.bench.select(people=holdout, kinds=ctx.forget_kinds, phrasing="train")
-    return [r for r in rows if r.image_split in ("train", None)]
+    rows = ctx.bench.select(people=holdout, kinds=_mia_kinds(ctx, variant))
+    return [r for r in rows if eval_variant(r) == variant and r.format == GENERATION]
 
 
-def _mia_rows(ctx: AttackContext) -> tuple[list[Question], list[Question]]:
-    """The mia attack's sampled members (forget people) and non-members (holdout people)."""
-    return ctx.sample(ctx.memory_rows("forget"), "mia/members"), ctx.sample(_nonmember_rows(ctx), "mia/nonmembers")
+def _mia_rows(ctx: AttackContext) -> list[tuple[str, list[Question], list[Question]]]:
+    """(variant, sampled members, sampled non-members) for each of :data:`MIA_VARIANTS` the bench has both sides
+    of: members the forget people's rows of that variant (trained on for "", never asked in training otherwise),
+    non-members the holdout people's (:func:`_nonmember_rows`)."""
+    out = []
+    for variant in MIA_VARIANTS:
+        key = f"/{variant}" if variant else ""
+        members = ctx.sample(ctx.memory_rows("forget", variant, _mia_kinds(ctx, variant)), f"mia/members{key}")
+        nonmembers = ctx.sample(_nonmember_rows(ctx, variant), f"mia/nonmembers{key}")
+        if members and nonmembers:
+            out.append((variant, members, nonmembers))
+    return out
 
 
 def _mia_losses(loaded: Any, ctx: AttackContext) -> MiaLosses:
-    """``loaded``'s mean and per-token answer NLLs on :func:`_mia_rows` (members first), one batched pass."""
+    """``loaded``'s mean and per-token answer NLLs on :func:`_mia_rows` (each variant's members, then its
+    non-members, variant after variant), one batched pass."""
     from smfa.eval.generate import answer_token_losses
 
-    members, nonmembers = _mia_rows(ctx)
-    return answer_token_losses(loaded, members + nonmembers, ctx.bench, batch_size=ctx.cfg.batch_size,
+    rows = [r for _, members, nonmembers in _mia_rows(ctx) for r in members + nonmembers]
+    return answer_token_losses(loaded, rows, ctx.bench, batch_size=ctx.cfg.batch_size,
                                images=ctx.images, progress=ctx.cfg.progress)
 
 
@@ -405,12 +428,8 @@ def _mia_aucs(losses: MiaLosses, n_members: int) -> dict[str, float]:
     return out
 
 
-@register_attack("mia")
-def mia_attack(ctx: AttackContext) -> AttackResult:
-    """Loss-based and Min-K% membership inference AUC: forget people (trained on) vs holdout people (never seen);
-    with an oracle, its AUCs on the same questions and the PrivLeak of both (MUSE's orientation)."""
-    n = len(_mia_rows(ctx)[0])
-    losses = _mia_losses(ctx.loaded, ctx)
+def _mia_entry(losses: MiaLosses, n: int, oracle: MiaLosses | None) -> dict[str, Scalar]:
+    """One mia entry from the losses of ``n`` members followed by their non-members (and the oracle's on the same)."""
     m, o = losses[0][:n], losses[0][n:]
     aucs = _mia_aucs(losses, n)
     result: dict[str, Scalar] = {
@@ -422,16 +441,36 @@ def mia_attack(ctx: AttackContext) -> AttackResult:
         "min_k": MIN_K,
         **{key: value for key, value in aucs.items() if key != "auc"},
     }
+    if oracle is not None:
+        oracle_aucs = _mia_aucs(oracle, n)
+        result.update({f"{key}_oracle": value for key, value in oracle_aucs.items()})
+        result.update(privleak=privleak(aucs["auc_min_k"], oracle_aucs["auc_min_k"]),
+                      privleak_loss=privleak(aucs["auc"], oracle_aucs["auc"]))
+    return result
+
+
+@register_attack("mia")
+def mia_attack(ctx: AttackContext) -> AttackResult:
+    """Loss-based and Min-K% membership inference AUC: forget people vs holdout people (never seen), on the trained
+    rows (``mia``) and on held-out paraphrases and unseen photos (``mia_paraphrase``, ``mia_unseen_image``); with an
+    oracle, its AUCs on the same questions and the PrivLeak of both (MUSE's orientation)."""
+    groups = _mia_rows(ctx)
+    losses = _mia_losses(ctx.loaded, ctx)
+    oracle = None
     if ctx.cfg.oracle:
         oracle = ctx.oracle_mia if ctx.oracle_mia is not None else oracle_mia_losses(ctx.bench, ctx.cfg, ctx.forget)
         if len(oracle[0]) != len(losses[0]):
             raise EvalError(f"the oracle's mia losses cover {len(oracle[0])} questions, the attack asks "
                              f"{len(losses[0])}: compute them with the evaluation's config and forget group")
-        oracle_aucs = _mia_aucs(oracle, n)
-        result.update({f"{key}_oracle": value for key, value in oracle_aucs.items()})
-        result.update(privleak=privleak(aucs["auc_min_k"], oracle_aucs["auc_min_k"]),
-                      privleak_loss=privleak(aucs["auc"], oracle_aucs["auc"]))
-    return {"mia": result}
+    out: AttackResult = {}
+    start = 0
+    for variant, members, nonmembers in groups:
+        stop = start + len(members) + len(nonmembers)
+        part = lambda ls: (ls[0][start:stop], ls[1][start:stop])  # noqa: E731
+        out["mia" + (f"_{variant}" if variant else "")] = _mia_entry(part(losses), len(members),
+                                                                    None if oracle is None else part(oracle))
+        start = stop
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -450,7 +489,7 @@ def run_attacks(loaded: Any, bench: Any, cfg: Any, forget: Any = None,
         raise BenchError(
             f"forget split {cfg.forget} of {bench.root} has no memory questions to attack; check --forget and --target"
         )
-    if "mia" in names and not _nonmember_rows(ctx):
+    if "mia" in names and not _nonmember_rows(ctx):  # the trained rows' non-members; the variants' may be missing
         raise BenchError(
             f"{bench.root} has no holdout people (never trained on) for membership inference; rebuild the bench with "
             "the current `smfa bench build`, or leave 'mia' out of --attacks"
