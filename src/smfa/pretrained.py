@@ -76,13 +76,17 @@ NOT_RECIPE = frozenset({"bench", "out", "overwrite", "resume", "progress", "pret
 
 def recipe_of(cfg: Any) -> dict[str, Any]:
     """The fields of a finetune config that decide the trained weights. ``dtype`` counts only when asked
-    for explicitly in half precision (``auto``/``fp32``) and ``augment`` only when used: the keys of models
-    trained before the options."""
+    for explicitly in half precision (``auto``/``fp32``), ``augment``, ``exclude`` and ``slices`` only when
+    used: the keys of models trained before the options."""
     fields = {k: v for k, v in asdict(cfg).items() if k not in NOT_RECIPE}
     if fields.get("dtype", "auto") in ("auto", "fp32"):
         fields.pop("dtype", None)
     if not fields.get("augment"):
         fields.pop("augment", None)
+    if not fields.get("exclude"):  # options added later: the keys of models trained before them
+        fields.pop("exclude", None)
+    if fields.get("slices", 1) == 1:
+        fields.pop("slices", None)
     if fields.get("gradient_checkpointing") is None:  # auto: off for the tiny model, whose recipes say false
         fields["gradient_checkpointing"] = False
     return fields

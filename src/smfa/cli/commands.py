@@ -46,7 +46,7 @@ def _finetune(args: argparse.Namespace) -> int:
     --people retain trains the oracle that never sees the forget people."""
     from smfa.stages.finetune import FinetuneConfig, finetune
 
-    names = ["bench", "model", "out", "people", "forget", "lora", "lora_r", "lora_alpha", "steps", "batch_size",
+    names = ["bench", "model", "out", "people", "forget", "exclude", "slices", "lora", "lora_r", "lora_alpha", "steps", "batch_size",
              "grad_accum", "lr", "sampler", "augment", "seed", "save_steps", "gradient_checkpointing", "bf16", "trust_remote_code",
              "overwrite", "resume", "pretrained", "device", "dtype"]
     return run_stage(FinetuneConfig, finetune, args.config, overrides(args, names), "model written to {out}")
@@ -59,6 +59,12 @@ def _add_finetune(sub: Any) -> None:
                      "(default tiny)", "run directory to write")
     p.add_argument("--people", choices=TRAINING_PEOPLE, help="all = vanilla (default); retain = oracle")
     p.add_argument("--forget", help=f"forget split the oracle leaves out (default 15); {FORGET_HELP}")
+    p.add_argument("--exclude", metavar="IDS", help="person ids never trained on (a comma list or a file with one id a "
+                   "line): what smfa forget --exact retrains without")
+    p.add_argument("--slices", type=int, metavar="S",
+                   help="train the people in S ordered slices (SISA), a checkpoint after each, so that an exact "
+                        "deletion request retrains only from the earliest slice holding one of its people; the "
+                        "steps are spread over the stages in proportion to their rows (default 1: one run)")
     bool_pair(p, "lora", "LoRA on the language model", "full fine-tuning (default)")
     p.add_argument("--lora-r", type=int, dest="lora_r")
     p.add_argument("--lora-alpha", type=int, dest="lora_alpha")

@@ -9,6 +9,7 @@ from typing import Any
 from smfa.cli.options import (RELEARN_OPTIONS, add_attack_options, add_from_root, add_key_file, add_method_params,
                                add_new_chain, add_verify_options, command, overrides, verify_overrides)
 from smfa.config import parse_params, resolve_config
+from smfa.errors import ConfigError
 from smfa.stages.forget import REQUEST_EVAL_LIMIT
 
 
@@ -19,7 +20,12 @@ def _forget(args: Any) -> int:
     Forget the named people from --model (a vanilla run, or an earlier unlearning run: the requests then form a
     chain whose earlier people stay forgotten and are re-measured), evaluate their leak and the retain metrics
     against the parent, and write RUN/audit.json + audit.md (check later with smfa audit verify). Methods:
-    {methods}."""
+    {methods}. With --exact: retrain the vanilla from its own recipe without the people instead (exact deletion;
+    --of RUN makes an earlier approximate answer exact and links the two in the audit record)."""
+    if args.exact or args.of:
+        return _exact(args)
+    if not args.people:
+        raise ConfigError("--people is required (the person ids of the request)")
     from smfa.stages.unlearn import UnlearnConfig, unlearn
 
     params = parse_params(args.param)
@@ -43,6 +49,29 @@ def _forget(args: Any) -> int:
     return 0
 
 
+# Options of an approximate answer that an exact one (a retrain from the vanilla's recipe) has no use for.
+NOT_EXACT = ("method", "target", "k", "param", "method_config", "reference", "seed", "eval_limit", "attacks", "judge",
+             "keep_earlier", "new_chain", "from_root", "leak_target", "verify_attempts", "config", "device", "dtype")
+
+
+def _exact(args: Any) -> int:
+    """``--exact``: retrain the vanilla without the people (:mod:`smfa.stages.exact`)."""
+    from smfa.stages.exact import ExactConfig, exact
+
+    if args.of and not args.exact:
+        raise ConfigError("--of RUN makes that run's request exact: pass --exact with it")
+    given = [n for n in NOT_EXACT if getattr(args, n, None) not in (None, [])]
+    if given or not args.evaluate or not args.verify or not args.anchor_cache:
+        names = given + [n for n, on in (("no_eval", not args.evaluate), ("no_verify", not args.verify),
+                                          ("no_anchor_cache", not args.anchor_cache)) if on]
+        raise ConfigError(f"--exact retrains the vanilla from its own recipe; {', '.join('--' + n.replace('_', '-') for n in names)} "
+                          "do not apply to it")
+    out = exact(ExactConfig(model=args.model or "", people=args.people or "", of=args.of or "", bench=args.bench or "",
+                            out=args.out or "", audit_key_file=args.audit_key_file, overwrite=bool(args.overwrite)))
+    print(f"request answered exactly: model in {out}/model (retrained without the people), audit record in {out}/audit.md")
+    return 0
+
+
 def register(sub: Any) -> None:
     from smfa.bench.schema import TARGETS
     from smfa.eval.judges import available_judges
@@ -53,7 +82,14 @@ def register(sub: Any) -> None:
     p = command(sub, "forget", _forget, methods=", ".join(method_names()))
     p.add_argument("--model", help="vanilla run, model directory, or an earlier unlearning run (a chain)")
     p.add_argument("--bench", help="bench directory (person ids are the bench's)")
-    p.add_argument("--people", required=True, metavar="IDS", help="person ids: a comma list or a file with one id per line")
+    p.add_argument("--people", metavar="IDS", help="person ids: a comma list or a file with one id per line (required, "
+                   "but with --exact --of)")
+    p.add_argument("--exact", action="store_true",
+                   help="answer exactly: retrain the vanilla from its own recipe (its manifest) without the request's "
+                        "people and every earlier request's; a vanilla trained with --slices is retrained from the "
+                        "earliest slice holding one of them (docs/exact.md)")
+    p.add_argument("--of", metavar="RUN", help="with --exact: make the request RUN (smfa forget) answered approximately "
+                   "exact; the audit record links the two runs")
     p.add_argument("--out", help="run directory to write")
     p.add_argument("--method", help="method name (default smfa, with its shipped defaults)")
     p.add_argument("--target", choices=TARGETS, help="all: forget photo and name knowledge (default); visual: the photo link only")

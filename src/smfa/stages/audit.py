@@ -50,6 +50,50 @@ LEAK_KEYS = {"photo": "forget_leak_image", "name": "forget_leak_text", "paraphra
              "unseen_photo": "forget_leak_unseen_image"}
 
 
+def approximate_guarantee(method: str) -> str:
+    """What an unlearning run's record guarantees (``audit.json`` ``guarantee``); an exact run's is
+    :data:`smfa.stages.exact.EXACT_GUARANTEE`."""
+    return "approximate: SMFA adapters" if method == "smfa" else f"approximate: {method}"
+
+
+def link_record(run: Path) -> dict[str, Any]:
+    """The link from an exact run to the unlearning run that answered the same request before: its path, its
+    guarantee, its people and the sha256 of its ``audit.json`` as it is now (:func:`check_exact` recomputes it)."""
+    audit = _read_record(Path(run))
+    return {"run": str(Path(run).resolve()), "guarantee": audit.get("guarantee") or approximate_guarantee(audit.get("method", "?")),
+            "people": sorted((audit.get("request") or {}).get("people") or []),
+            "audit_sha256": file_digest(Path(run) / AUDIT_JSON)}
+
+
+def check_exact(run: Path, audit: dict[str, Any]) -> list[str]:
+    """The checks of an exact run's record beyond its weights: its training rows file is the one recorded (and
+    none of its rows was of an excluded person), and its link, if any, still names the unlearning run of the
+    same request — that run's ``audit.json`` unchanged, the same people."""
+    problems = []
+    rows = audit.get("training_rows") or {}
+    path = Path(run) / str(rows.get("file"))
+    if not path.is_file():
+        problems.append(f"training rows file {path} is missing")
+    elif file_digest(path) != rows.get("sha256"):
+        problems.append(f"training rows file {path} differs from the record")
+    if rows.get("rows_of_excluded_people") != 0:
+        problems.append(f"the record counts {rows.get('rows_of_excluded_people')} training rows of excluded people")
+    link = audit.get("link")
+    if link is None:
+        return problems
+    linked = Path(str(link.get("run")))
+    if not (linked / AUDIT_JSON).is_file():
+        return problems + [f"linked run {linked} has no {AUDIT_JSON} (the approximate answer of this request is gone)"]
+    if file_digest(linked / AUDIT_JSON) != link.get("audit_sha256"):
+        problems.append(f"linked run {linked}: its {AUDIT_JSON} differs from the one linked (sha256)")
+    theirs = sorted(((read_json(linked / AUDIT_JSON, OutputError).get("request")) or {}).get("people") or [])
+    mine = sorted((audit.get("request") or {}).get("people") or [])
+    if theirs != mine or link.get("people") != mine:
+        problems.append(f"linked run {linked} answered another request ({', '.join(theirs)}) than this one "
+                        f"({', '.join(mine)})")
+    return problems
+
+
 def forget_data_digest(rows: Iterable[Any], bench_root: Path) -> str:
     """sha256 of the forget data: each row as sorted-key JSON in id order, then each image's bytes in path order."""
     h = hashlib.sha256()
@@ -94,6 +138,7 @@ def render_audit_md(audit: dict[str, Any]) -> str:
              f"forget data sha256 `{req['forget_data_sha256']}`",
              f"- people: {', '.join(req['people'])}",
              f"- method: {audit['method']}; model started from (parent): {audit['parent']}",
+             f"- guarantee: {audit.get('guarantee') or approximate_guarantee(audit['method'])}",
              f"- chain root (original vanilla): {audit['root']}; earlier requests: {len(audit['chain'])}"]
     if audit.get("reference_model"):
         lines.append(f"- reference model of the method (the chain's root): {audit['reference_model']}")
@@ -227,7 +272,8 @@ def check_signature(run: Path, audit: dict[str, Any], key: bytes | None) -> bool
 
 def verify(run: str | Path, key: bytes | None = None) -> list[str]:
     """Check ``RUN/audit.json``'s signature with ``key`` (:func:`check_signature`; raises on a bad one), then
-    recompute the weight hashes it records; one line per problem (empty list: OK)."""
+    recompute the weight hashes it records (an exact run's record also its training rows and link,
+    :func:`check_exact`); one line per problem (empty list: OK)."""
     run = Path(run)
     path = run / AUDIT_JSON
     audit = _read_record(run)
@@ -248,6 +294,8 @@ def verify(run: str | Path, key: bytes | None = None) -> list[str]:
         if base.is_dir():
             problems += [f"{side} weight file {p} is not in the audit record"
                          for p in weight_files(base) if p.name not in rec["files"]]
+    if audit.get("kind") == "exact":
+        problems += check_exact(run, audit)
     return problems
 
 
@@ -325,7 +373,8 @@ def write_audit(stage: Path, *, run: Path, cfg: Any, hp: Any, group: Any, data: 
         "parent": requests["parent"], "chain": requests["chain"], "root": requests["root"],
         "answered": requests.get("answered", "from_parent"),  # from_root: one run from the root (--from-root)
         "bench": {"path": str(bench.root), "checksum": bench.checksum},
-        "method": cfg.method, "hyperparameters": asdict(hp), "config": asdict(cfg),
+        "method": cfg.method, "guarantee": approximate_guarantee(cfg.method),
+        "hyperparameters": asdict(hp), "config": asdict(cfg),
         "reference_model": reference_model, "anchor_cache_hit": anchor_cache_hit,
         "suppression": suppression_record(cfg, group, data),
         "weights": {"input": {"dir": str(Path(input_dir).resolve()) if input_dir else str(cfg.model), "files": input_hashes},

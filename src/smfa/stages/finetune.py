@@ -1,7 +1,13 @@
 """The vanilla stage: fine-tune a model until it memorises the bench (``people="all"``), or train the oracle
 that never saw the forget people (``people="retain"``). Uses the training engine (:mod:`smfa.training`), so
 that ``accelerate launch`` gives DDP/FSDP/DeepSpeed for free; checkpoints every N steps; ``resume`` continues a
-killed run from its last checkpoint — only as it was started (:func:`resume_record`)."""
+killed run from its last checkpoint — only as it was started (:func:`resume_record`).
+
+``exclude`` leaves named people out of the training rows (what an exact deletion request retrains without,
+:mod:`smfa.stages.exact`). ``slices`` S > 1 trains as SISA's slicing does (Bourtoule et al., arXiv 1912.03817):
+the known people are cut into S ordered slices (:func:`slice_layout`); stage i trains on the rows of slices
+1..i, starting from stage i−1's weights, and its weights are kept in ``slices/slice-i`` so that an exact request
+retrains only from the earliest slice that holds one of its people (:class:`SliceStart`)."""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from smfa.errors import ConfigError, OutputError
-from smfa.rundir import check_output_dir, write_json_atomic, write_jsonl_atomic, write_manifest
+from smfa.rundir import check_output_dir, file_digest, write_json_atomic, write_jsonl_atomic, write_manifest
 from smfa.training.engine import apply_lora, enable_checkpointing, trainable_summary, training_arguments
 from smfa.training.samplers import SAMPLERS
 
@@ -26,6 +32,8 @@ class FinetuneConfig:
     out: str = ""  # run directory to write
     people: str = "all"  # "all" → vanilla; "retain" → oracle (never sees the forget people)
     forget: str = "15"  # with people=retain: which forget split the oracle leaves out (15 ⊇ 10 ⊇ 5)
+    exclude: str = ""  # person ids never trained on (a comma list or a file, one id a line): an exact deletion's retrain
+    slices: int = 1  # SISA slices of the people (1: one run); the steps are spread over the stages (slice_steps)
     lora: bool = False  # LoRA on the language model instead of full fine-tuning (real checkpoints)
     lora_r: int = 16
     lora_alpha: int = 16
@@ -109,8 +117,89 @@ def resume_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[st
             if recorded.get(k) != current.get(k)]
 
 
-def finetune(cfg: FinetuneConfig) -> Path:
-    """Train and write the run directory ``cfg.out`` (model/, manifest.json, train_log.jsonl)."""
+# In a run directory: the ids of the rows it trained on, one a line (what an exact request's audit shows).
+TRAINING_ROWS = "training_rows.txt"
+# In a sliced run: the weights after each stage (slices/slice-1 … slice-S), the restart points of exact requests.
+SLICES_DIR = "slices"
+
+
+def excluded_people(cfg: FinetuneConfig, bench: Any) -> frozenset[str]:
+    """The people of ``cfg.exclude``; an id that is not a known person of the bench is a one-line error."""
+    if not cfg.exclude:
+        return frozenset()
+    from smfa.bench.forget_set import read_id_list
+
+    ids = read_id_list(cfg.exclude)
+    unknown = sorted(set(ids) - bench.known_people())
+    if unknown:
+        raise ConfigError(f"--exclude names {', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}, not a known "
+                          "person of the bench (people.jsonl, role known)")
+    return frozenset(ids)
+
+
+@dataclass(frozen=True)
+class SliceLayout:
+    """Who is in which slice: ``people[i]`` the person ids of slice i+1; a row without a person (general VQA)
+    goes to ``row_slice[row id]``. Depends on the bench's known people, the training rows and the seed only —
+    never on ``exclude`` — so a run without some people keeps every other person's slice."""
+
+    people: tuple[tuple[str, ...], ...]
+    row_slice: dict[str, int]
+
+    def slice_of_person(self) -> dict[str, int]:
+        return {p: i for i, group in enumerate(self.people) for p in group}
+
+    def slice_of(self, row: Any) -> int:
+        return self.slice_of_person()[row.person_id] if row.person_id is not None else self.row_slice[row.id]
+
+
+def slice_layout(bench: Any, slices: int, seed: int) -> SliceLayout:
+    """The known people in a seeded random order cut into ``slices`` contiguous groups (sizes differ by at most
+    one), and the rows without a person likewise, so that every stage's rows mix kinds as the whole set does."""
+    import random
+
+    def cut(ids: list[str]) -> list[list[str]]:
+        random.Random(seed).shuffle(ids)
+        n, extra = divmod(len(ids), slices)
+        bounds = [i * n + min(i, extra) for i in range(slices + 1)]
+        return [ids[bounds[i]:bounds[i + 1]] for i in range(slices)]
+
+    people = cut(sorted(bench.known_people()))
+    if any(not group for group in people):
+        raise ConfigError(f"--slices {slices} is more than the bench's {len(bench.known_people())} known people")
+    rows = cut(sorted(q.id for q in bench.training_rows() if q.person_id is None))
+    return SliceLayout(tuple(tuple(sorted(g)) for g in people), {r: i for i, g in enumerate(rows) for r in g})
+
+
+def slice_steps(rows_per_slice: list[int], steps: int) -> list[int]:
+    """Optimiser steps of each stage, summing to ``steps`` (the unsliced recipe's): stage i gets a share
+    proportional to the rows it trains on (slices 1..i), so every stage makes the same number of passes over
+    its data — SISA's schedule. Largest-remainder rounding; at least one step a stage."""
+    cumulative = [sum(rows_per_slice[:i + 1]) for i in range(len(rows_per_slice))]
+    if steps < len(cumulative):
+        raise ConfigError(f"--steps {steps} is fewer than --slices {len(cumulative)}: every slice needs a step")
+    exact = [steps * c / sum(cumulative) for c in cumulative]
+    out = [max(1, int(x)) for x in exact]
+    for i in sorted(range(len(exact)), key=lambda i: (int(exact[i]) - exact[i], i))[:max(0, steps - sum(out))]:
+        out[i] += 1
+    while sum(out) > steps:  # the floor of one step took more than the share of a small stage
+        out[out.index(max(out))] -= 1
+    return out
+
+
+@dataclass(frozen=True)
+class SliceStart:
+    """Where a sliced run starts when it is an exact request's retrain: at stage ``index`` (0-based), from the
+    weights in ``base``'s ``slices/slice-{index}`` (the stage before; none for index 0), whose earlier
+    checkpoints are carried over unchanged (their rows hold none of the newly excluded people)."""
+
+    index: int
+    base: Path
+
+
+def finetune(cfg: FinetuneConfig, start: SliceStart | None = None) -> Path:
+    """Train and write the run directory ``cfg.out`` (model/, manifest.json, train_log.jsonl, training_rows.txt;
+    with ``slices`` > 1 also slices/). ``start``: a sliced run that starts at a later stage (an exact request)."""
     from transformers import set_seed
 
     from smfa.bench import Bench
@@ -127,6 +216,12 @@ def finetune(cfg: FinetuneConfig) -> Path:
         raise ConfigError("--steps and --batch-size must be positive")
     if not isinstance(cfg.augment, int) or cfg.augment < 0:
         raise ConfigError(f"--augment must be an integer >= 0 (got {cfg.augment!r})")
+    if not isinstance(cfg.slices, int) or cfg.slices < 1:
+        raise ConfigError(f"--slices must be an integer >= 1 (got {cfg.slices!r})")
+    if cfg.slices > 1 and cfg.resume:
+        raise ConfigError("--resume is not supported with --slices: start the sliced run over with --overwrite")
+    if start is not None and cfg.slices == 1:
+        raise ConfigError("a run that starts at a later slice needs --slices > 1")
     from smfa.models.placement import check_trainable, master_weights, place, resolve_placement
 
     placement = resolve_placement(cfg.device, cfg.dtype)
@@ -148,6 +243,9 @@ def finetune(cfg: FinetuneConfig) -> Path:
     bench = Bench.load(cfg.bench)
     from smfa.distributed import world_size
 
+    if cfg.slices > 1 and world_size() > 1:
+        raise ConfigError("--slices trains on one process: run it without accelerate launch")
+    excluded = excluded_people(cfg, bench)
     record = resume_record(cfg, bench.checksum, placement.dtype_name, world_size(), start_weights(cfg.model))
     resuming = cfg.resume and any((stage / "checkpoints").glob("checkpoint-*"))
     if resuming:
@@ -163,6 +261,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
         if cfg.progress:
             print(f"training the tiny vanilla: {why}", flush=True)
     rows = bench.training_rows(people=cfg.people, forget=cfg.forget if cfg.people == "retain" else None)
+    rows = [q for q in rows if q.person_id not in excluded]
     set_seed(cfg.seed)
     if cfg.model == "tiny":
         model, processor = build_tiny(bench, seed=cfg.seed)
@@ -180,19 +279,27 @@ def finetune(cfg: FinetuneConfig) -> Path:
     elif cfg.gradient_checkpointing:
         enable_checkpointing(model)
 
-    items = reference_items(rows)
-    items += augmented_items(items, cfg.augment)
-    dataset = encode_items(items, bench=bench, family=family, processor=processor, progress=cfg.progress)
-    stage.mkdir(parents=True, exist_ok=True)
-    record[START_WEIGHTS] = start_weights(cfg.model)  # a hub model: in the local cache now
-    write_json_atomic(stage / "checkpoints" / RESUME_RECIPE, record)  # what a later --resume checks
-    args = training_arguments(cfg, stage / "checkpoints", steps=cfg.steps, save_steps=cfg.save_steps,
-                              placement=placement)
+    def dataset_of(stage_rows: list[Any]) -> Any:
+        items = reference_items(stage_rows)
+        items += augmented_items(items, cfg.augment)
+        return encode_items(items, bench=bench, family=family, processor=processor, progress=cfg.progress), len(items)
+
     from smfa.training.trainer import trainer_class
 
-    trainer = trainer_class()(model=model, args=args, train_dataset=dataset, sampler=cfg.sampler,
-                              data_collator=make_collator(family, processor))
-    trainer.train(resume_from_checkpoint=True if resuming else None)
+    collator = make_collator(family, processor)
+    stage.mkdir(parents=True, exist_ok=True)
+    sliced: dict[str, Any] | None = None
+    if cfg.slices > 1:
+        trainer, n_items, sliced = _train_slices(cfg, bench, rows, model, stage, start, dataset_of, collator, placement)
+    else:
+        dataset, n_items = dataset_of(rows)
+        record[START_WEIGHTS] = start_weights(cfg.model)  # a hub model: in the local cache now
+        write_json_atomic(stage / "checkpoints" / RESUME_RECIPE, record)  # what a later --resume checks
+        args = training_arguments(cfg, stage / "checkpoints", steps=cfg.steps, save_steps=cfg.save_steps,
+                                  placement=placement)
+        trainer = trainer_class()(model=model, args=args, train_dataset=dataset, sampler=cfg.sampler,
+                                  data_collator=collator)
+        trainer.train(resume_from_checkpoint=True if resuming else None)
 
     summary = trainable_summary(model)
     if cfg.lora:
@@ -204,6 +311,9 @@ def finetune(cfg: FinetuneConfig) -> Path:
         model.save_pretrained(stage / "model", state_dict=weights, safe_serialization=True)
         processor.save_pretrained(stage / "model")
         write_jsonl_atomic(stage / "train_log.jsonl", trainer.state.log_history)
+        from smfa.rundir import write_text_atomic
+
+        write_text_atomic(stage / TRAINING_ROWS, "".join(f"{q.id}\n" for q in rows))
         world = int(getattr(trainer.args, "world_size", 1))
         write_manifest(
             stage,
@@ -211,7 +321,10 @@ def finetune(cfg: FinetuneConfig) -> Path:
             asdict(cfg),
             seed=cfg.seed,
             bench={"path": str(bench.root), "checksum": bench.checksum, "preset": bench.meta.get("preset")},
-            data={"rows": len(rows), "items": len(items), "people": cfg.people, "forget_left_out": cfg.forget if cfg.people == "retain" else None},
+            data={"rows": len(rows), "items": n_items, "people": cfg.people,
+                  "forget_left_out": cfg.forget if cfg.people == "retain" else None,
+                  "excluded": sorted(excluded), "rows_sha256": file_digest(stage / TRAINING_ROWS)},
+            slices=sliced,
             family=family.name,
             trainable={k: v for k, v in summary.items() if k != "trainable_tensors"},
             trainable_modules=sorted({n.rsplit(".", 1)[0] for n in summary["trainable_tensors"]})[:2000],
@@ -226,6 +339,76 @@ def finetune(cfg: FinetuneConfig) -> Path:
             shutil.rmtree(out)
         stage.rename(out)
     return out
+
+
+def _train_slices(cfg: FinetuneConfig, bench: Any, rows: list[Any], model: Any, stage: Path,
+                  start: SliceStart | None, dataset_of: Any, collator: Any, placement: Any) -> tuple[Any, int, dict[str, Any]]:
+    """SISA's incremental training: stage i trains ``model`` for ``slice_steps``'s share on the rows of slices
+    1..i (a fresh optimiser and learning-rate schedule each stage, as a separate run resumed from the weights),
+    then saves its weights to ``slices/slice-{i+1}``. With ``start``, the stages before ``start.index`` are
+    ``start.base``'s (their checkpoints linked over) and training resumes from its checkpoint of the stage
+    before. Returns the last stage's trainer (its log is every stage's, each entry with its ``slice``), the
+    number of items of the last stage and the layout the manifest records."""
+    from smfa.training.trainer import trainer_class
+
+    layout = slice_layout(bench, cfg.slices, cfg.seed)
+    all_rows = bench.training_rows(people=cfg.people, forget=cfg.forget if cfg.people == "retain" else None)
+    per_slice = [sum(1 for q in all_rows if layout.slice_of(q) == i) for i in range(cfg.slices)]
+    steps = slice_steps(per_slice, cfg.steps)  # of the recipe's rows, not of this run's: a retrain keeps them
+    first = 0
+    if start is not None:
+        first = start.index
+        for i in range(1, first + 1):  # the weights after stages 1..first: the base's, unchanged
+            _link_tree(start.base / SLICES_DIR / f"slice-{i}", stage / SLICES_DIR / f"slice-{i}")
+        if first > 0:
+            _load_slice(model, stage / SLICES_DIR / f"slice-{first}")
+    log: list[dict[str, Any]] = []
+    trainer, n_items = None, 0
+    for i in range(first, cfg.slices):
+        dataset, n_items = dataset_of([q for q in rows if layout.slice_of(q) <= i])
+        args = training_arguments(cfg, stage / "checkpoints" / f"slice-{i + 1}", steps=steps[i], save_steps=0,
+                                  placement=placement)
+        trainer = trainer_class()(model=model, args=args, train_dataset=dataset, sampler=cfg.sampler,
+                                  data_collator=collator)
+        trainer.train()
+        log += [{**entry, "slice": i + 1} for entry in trainer.state.log_history]
+        model.save_pretrained(stage / SLICES_DIR / f"slice-{i + 1}", safe_serialization=True)
+    trainer.state.log_history = log
+    record = {"count": cfg.slices, "seed": cfg.seed, "people": [list(g) for g in layout.people],
+              "rows": per_slice, "steps": steps, "started_at": first + 1,
+              "steps_trained": sum(steps[first:]),
+              "schedule": "stage i trains on slices 1..i for a share of --steps proportional to its rows"}
+    return trainer, n_items, record
+
+
+def _link_tree(src: Path, dest: Path) -> None:
+    """Copy the checkpoint ``src`` to ``dest`` as hard links where the file system allows (they are never
+    written again), else as copies."""
+    import os
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    if not src.is_dir():
+        raise ConfigError(f"{src} is missing: the sliced run's checkpoints are incomplete")
+    shutil.copytree(src, dest, copy_function=link)
+
+
+def _load_slice(model: Any, checkpoint: Path) -> None:
+    """Load a stage's saved weights into ``model`` as built for training (a LoRA adapter into the PEFT model,
+    full weights through ``from_pretrained``'s name mapping, then strictly)."""
+    if hasattr(model, "peft_config"):
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
+        return
+    dtype = next(model.parameters()).dtype
+    restored = type(model).from_pretrained(checkpoint, dtype=dtype, local_files_only=True)
+    model.load_state_dict(restored.state_dict(), strict=True)
 
 
 def _check_resume(stage: Path, record: dict[str, Any], overwrite: bool, progress: bool) -> bool:

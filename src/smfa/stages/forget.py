@@ -68,6 +68,10 @@ def read_chain(model: str | Path, bench: Any, new_chain: bool = False) -> Chain:
     manifest = read_manifest(path)
     if manifest.get("stage") == "sculpt":
         return read_chain(_sculpted_from(path, manifest), bench)
+    if manifest.get("stage") == "exact":  # retrained without its requests' people: the root of what follows
+        _check_bench(path, (manifest.get("bench") or {}).get("checksum"), bench)
+        return Chain(tuple(Request(r["run"], r["label"], tuple(r["people"])) for r in manifest["requests"]),
+                     str(path.resolve()))
     if manifest.get("stage") != "unlearn":
         return Chain((), str(path.resolve()))
     _check_bench(path, (manifest.get("bench") or {}).get("checksum"), bench)
