@@ -1,7 +1,10 @@
 """The selectivity table of issue #15 from evaluation directories: leaks (photo / name, held-out phrasing,
 unseen photo), retain memory (image / text), understanding (forget / retain), general VQA, Meaningful, and
 with ``--vanilla`` the ratios the goal is stated in (retain memory, understanding, general VQA as % of the
-vanilla's; Meaningful as a difference).
+vanilla's; Meaningful as a difference), then the neighbour table (issue #31, smfa.bench.neighbours): per neighbour
+set, memory and refusals by photo and by name in training and held-out phrasings, and with ``--vanilla`` the
+goal's two checks — the lowest memory as % of the vanilla's and the highest refusal above the vanilla's (points)
+over the set's four slices.
 
     python scripts/selectivity_table.py [--vanilla VANILLA-EVAL] LABEL=EVAL_DIR [LABEL=EVAL_DIR ...]
 
@@ -14,6 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from smfa.bench.neighbours import NEIGHBOUR_SETS, NEIGHBOUR_VARIANTS
+from smfa.bench.schema import IMAGE_MEMORY, MEMORY_KINDS
+from smfa.eval.metrics import NEIGHBOUR_LABELS, neighbour_metric_name
 from smfa.eval.registry import mean_spread
 from smfa.eval.schema import load_metrics
 
@@ -33,6 +39,34 @@ def _cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     if mean is None:
         return "–"
     return f"{scale * mean:.{digits}f}" + ("" if spread is None else f" ± {scale * spread:.{digits}f}")
+
+
+def _slices(which: str) -> list[tuple[str, str, str]]:
+    """(header, memory key, refusal key) of each slice of neighbour set ``which``: training / held-out x photo / name."""
+    return [(f"{'held-out' if variant else 'training'} {'photo' if kind == IMAGE_MEMORY else 'name'}",
+             neighbour_metric_name(which, kind, "memory", variant), neighbour_metric_name(which, kind, "refusal", variant))
+            for variant in NEIGHBOUR_VARIANTS for kind in MEMORY_KINDS]
+
+
+def neighbour_rows(groups: dict[str, list], vanillas: list) -> list[list[str]]:
+    """One row per label and neighbour set: "memory / refusal" (%) per slice, and with ``vanillas`` the worst
+    memory ratio and refusal excess over the slices (None-valued slices, e.g. an empty set, left out)."""
+    rows = []
+    for label, runs in groups.items():
+        pairs = list(zip(runs, vanillas if len(vanillas) == len(runs) else vanillas[:1] * len(runs)))
+        for which in NEIGHBOUR_SETS:
+            row = [label, NEIGHBOUR_LABELS[which]]
+            for _, mem, ref in _slices(which):
+                row.append(f"{_cell([getattr(o, mem) for o in runs if getattr(o, mem) is not None])} / "
+                           f"{_cell([getattr(o, ref) for o in runs if getattr(o, ref) is not None])}")
+            if vanillas:
+                ratios = [min((getattr(o, m) / getattr(v, m) for _, m, _ in _slices(which)
+                               if getattr(o, m) is not None and getattr(v, m)), default=None) for o, v in pairs]
+                excess = [max((getattr(o, r) - getattr(v, r) for _, _, r in _slices(which)
+                               if getattr(o, r) is not None and getattr(v, r) is not None), default=None) for o, v in pairs]
+                row += [_cell([x for x in ratios if x is not None]), _cell([x for x in excess if x is not None])]
+            rows.append(row)
+    return rows
 
 
 def choose_worst_seed(groups: dict[str, list], vanillas: list, bound: float = 0.05) -> str | None:
@@ -81,6 +115,13 @@ def main() -> None:
             for _, key in RATIOS:
                 row.append(_cell([getattr(o, key) / getattr(v, key) for o, v in pairs if getattr(o, key) is not None and getattr(v, key)]))
             row.append(_cell([o.meaningful - v.meaningful for o, v in pairs if o.meaningful is not None], scale=1.0, digits=2))
+        print("| " + " | ".join(row) + " |")
+    header = ["run", "neighbours", *(f"{h}: memory / refusal" for h, _, _ in _slices("name"))]
+    if vanillas:
+        header += ["worst memory % of vanilla (≥ 90)", "worst refusal − vanilla, points (≤ 5)"]
+    print("\n| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in neighbour_rows(groups, vanillas):
         print("| " + " | ".join(row) + " |")
     if args.choose:
         if not vanillas:

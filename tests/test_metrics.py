@@ -317,10 +317,11 @@ def test_metrics_round_trip_through_json(tmp_path):
     data = json.loads(path.read_text())
     assert list(data)[0] == "schema_version" and data["schema_version"] == "1"
     assert set(data) == {"schema_version", "target", "model", "forget", "judge", "sets", "overall", "gold", "attacks",
-                         "requests"}
+                         "requests", "neighbour_people"}
     assert load_metrics(tmp_path) == m
     assert Metrics.from_dict(m.to_dict()) == m
-    data.pop("requests")  # files written before deletion requests existed still load
+    data.pop("requests")  # files written before deletion requests (and neighbour sets) existed still load
+    data.pop("neighbour_people")
     assert Metrics.from_dict(data) == m
 
 

@@ -14,7 +14,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from smfa.bench.neighbours import NEIGHBOUR_SETS, NEIGHBOUR_VARIANTS, neighbour_set_name
+from smfa.bench.schema import IMAGE_MEMORY, MEMORY_KINDS
 from smfa.errors import ConfigError
+from smfa.eval.metrics import NEIGHBOUR_LABELS, NEIGHBOURS_GROUP, NEIGHBOUR_STATS, neighbour_metric_name
 from smfa.eval.registry import Metric, mean_spread, metrics_of
 from smfa.eval.schema import Metrics, load_metrics
 from smfa.plots import k_direction, plot_k_sweep, plot_method_bars, plot_selectivity, plot_tradeoff
@@ -105,11 +108,13 @@ def eval_report_markdown(metrics: Metrics) -> str:
         rows.append([label, _fmt(m, getattr(o, m.name)), better])
     lines += [_table(["metric", "value", "better"], rows), ""]
     for group, members in _groups().items():
-        if all(getattr(o, m.name) is None for m in members):
+        if group == NEIGHBOURS_GROUP or all(getattr(o, m.name) is None for m in members):
             continue  # a family of metrics this bench has no sets for (e.g. MLLMU's on the built-in bench)
         lines += [f"## {group} metrics", "", f"Under {group}'s own names; {NA} where the bench lacks the set.", "",
                   _table(["metric", "value", "better"], [[_shown(m, metrics.target)[0], _fmt(m, getattr(o, m.name)),
                                                           _shown(m, metrics.target)[1]] for m in members]), ""]
+    if has_neighbours(metrics):
+        lines += ["## Neighbours", "", NEIGHBOURS_NOTE, "", neighbours_table([("", metrics)]), ""]
     lines += ["## Per evaluation set", ""]
     per_set = [m for m in metrics_of("set")  # a grouped column only where some set has a value (choice, cloze)
                if not m.group or any(getattr(v, m.name) is not None for v in metrics.sets.values())]
@@ -144,6 +149,36 @@ def eval_report_markdown(metrics: Metrics) -> str:
                            pct(r.leak_text), pct(r.leak_paraphrase), pct(r.leak_unseen_image), str(r.n)]
                           for r in metrics.requests])]
     return "\n".join(lines) + "\n"
+
+
+NEIGHBOURS_NOTE = ("Retain people who share a name word, a look (5 of 7 visible features) or a private value "
+                   "with a forgotten person (`smfa.bench.neighbours`): memory (accuracy) and refusals in %, by photo "
+                   "and by name, in training and held-out phrasings; questions: training / held-out.")
+
+
+def has_neighbours(metrics: Metrics) -> bool:
+    """Whether the evaluation scored neighbour sets (older files and k-sweep points did not)."""
+    return any(getattr(metrics.overall, m.name) is not None for m in _groups().get(NEIGHBOURS_GROUP, []))
+
+
+def neighbours_table(runs: Sequence[tuple[str, Metrics]]) -> str:
+    """One row per run and neighbour set: people, questions, then memory and refusal by photo and by name in
+    training and held-out phrasings (``n/a`` where a set is empty). A run labelled ``""`` gets no run column."""
+    stats = [(variant, kind, stat) for variant in NEIGHBOUR_VARIANTS for kind in MEMORY_KINDS for stat in NEIGHBOUR_STATS]
+    header = ["set", "people", "questions"] + [
+        f"{'held-out' if variant else 'training'}: {stat} by {'photo' if kind == IMAGE_MEMORY else 'name'} "
+        f"{NEIGHBOUR_STATS[stat][1]}" for variant, kind, stat in stats]
+    labelled = any(label for label, _ in runs)
+    rows = []
+    for label, m in runs:
+        for which in NEIGHBOUR_SETS:
+            counts = [sum(m.sets[n].n for n in (neighbour_set_name(which, kind, variant) for kind in MEMORY_KINDS)
+                          if n in m.sets) for variant in NEIGHBOUR_VARIANTS]
+            people = (m.neighbour_people or {}).get(which)
+            row = [NEIGHBOUR_LABELS[which], NA if people is None else str(people), " / ".join(map(str, counts))]
+            row += [_pct(getattr(m.overall, neighbour_metric_name(which, kind, stat, variant))) for variant, kind, stat in stats]
+            rows.append(([label] if labelled else []) + row)
+    return _table((["Method"] if labelled else []) + header, rows)
 
 
 def _groups() -> dict[str, list[Metric]]:
@@ -287,6 +322,9 @@ def compare_markdown(metrics: Sequence[Metrics], labels: Sequence[str], wall_tim
         ]
     if len(forgets) > 1 or len({m.target for m in metrics}) > 1:
         lines += ["", "Note: the runs use different forget splits or settings; their numbers are not directly comparable."]
+    neighboured = [(label, m) for m, label in zip(metrics, labels) if has_neighbours(m)]
+    if neighboured:
+        lines += ["", "## Neighbours", "", NEIGHBOURS_NOTE, "", neighbours_table(neighboured)]
     attacked = [(label, m.attacks) for m, label in zip(metrics, labels) if m.attacks]
     if attacked:
         lines += ["", "## Attacks", ""]
@@ -382,6 +420,7 @@ __all__ = [
     "default_labels",
     "eval_report_markdown",
     "k_direction",
+    "neighbours_table",
     "plot_k_sweep",
     "plot_method_bars",
     "plot_tradeoff",

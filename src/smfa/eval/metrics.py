@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+from smfa.bench.neighbours import NEIGHBOUR_SETS, NEIGHBOUR_VARIANTS, neighbour_set_name
 from smfa.bench.schema import (
     CHOICE,
     CLOZE,
@@ -264,6 +265,43 @@ def _retain_refusal_rate(v: SetsView) -> float | None:
                  "unrelated images).", label="Refusal rate on general VQA", better="↓")
 def _general_vqa_refusal_rate(v: SetsView) -> float | None:
     return v.get(GENERAL_VQA, "refusal_rate")
+
+
+# Neighbours (smfa.bench.neighbours): retain people who share a name word, a look or a private value with a forgotten
+# person, scored apart — memory and refusals by photo and by name, on training and held-out phrasings. Shown in
+# report.md's and compare.md's neighbour tables (smfa.report.neighbours_table), not one column each.
+
+NEIGHBOURS_GROUP = "neighbours"
+NEIGHBOUR_LABELS = {"name": "name-sharing", "look": "look-alike", "attribute": "same private value"}
+NEIGHBOUR_STATS = {"memory": ("accuracy", "↑"), "refusal": ("refusal_rate", "↓")}  # key -> (set metric, better)
+
+
+def neighbour_metric_name(which: str, kind: str, stat: str, variant: str = "") -> str:
+    """``neighbour_name_image_memory``, ``neighbour_look_text_refusal_paraphrase``, ...: the overall key of one
+    statistic of one neighbour set (``kind``: image_memory or text_memory)."""
+    return f"neighbour_{which}_{kind.removesuffix('_memory')}_{stat}" + (f"_{variant}" if variant else "")
+
+
+def _neighbour_metric(which: str, kind: str, stat: str, variant: str) -> None:
+    attr, better = NEIGHBOUR_STATS[stat]
+    where = neighbour_set_name(which, kind, variant)
+    how = "by photo" if kind == IMAGE_MEMORY else "by name"
+    phrasing = "held-out phrasings" if variant else "training phrasings"
+    register_metric(
+        neighbour_metric_name(which, kind, stat, variant), "overall",
+        f"``{attr}`` on ``{where}``: the {NEIGHBOUR_LABELS[which]} neighbours' memory questions asked {how}, in "
+        f"{phrasing} (:mod:`smfa.bench.neighbours`); ``null`` where the set is empty or was not evaluated.",
+        label=f"Neighbours, {NEIGHBOUR_LABELS[which]}: {stat} {how}" + (" (held-out phrasing)" if variant else ""),
+        better=better, group=NEIGHBOURS_GROUP,
+    )(lambda v: v.get(where, attr))
+
+
+for _which in NEIGHBOUR_SETS:
+    for _variant in NEIGHBOUR_VARIANTS:
+        for _kind in MEMORY_KINDS:
+            for _stat in NEIGHBOUR_STATS:
+                _neighbour_metric(_which, _kind, _stat, _variant)
+del _which, _variant, _kind, _stat
 
 
 # ---------------------------------------------------------------------------------------------------------

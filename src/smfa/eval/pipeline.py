@@ -157,6 +157,24 @@ def generate_sets(loaded: Any, bench: Any, sets: dict[str, list[Question]], forg
     ]
 
 
+def neighbour_generations(loaded: Any, bench: Any, forget: ForgetSet, gens: list[Any], cfg: EvalConfig,
+                          images: Any = None) -> list[Any]:
+    """Answers for the neighbour sets of ``forget`` (:func:`smfa.bench.neighbours.neighbour_sets`, at most
+    ``cfg.limit`` rows each), one :class:`smfa.eval.schema.Generation` per row under the neighbour set's name.
+    A question already answered in a ``retain/...`` set of ``gens`` keeps that answer; only the others are
+    generated, in a pass of their own (the other sets' answers do not change)."""
+    from smfa.bench.neighbours import neighbour_sets
+
+    sets = {name: rows for name, rows in neighbour_sets(bench, forget, cfg.limit).items() if rows}
+    known = {g.question_id: g for g in gens if g.set.startswith("retain/")}
+    missing = {name: [q for q in rows if q.id not in known] for name, rows in sets.items()}
+    missing = {name: rows for name, rows in missing.items() if rows}
+    if missing:
+        made = generate_sets(loaded, bench, missing, set(forget.forgotten), cfg=cfg, images=images)
+        known.update({g.question_id: g for g in made})
+    return [replace(known[q.id], set=name) for name, rows in sets.items() for q in rows]
+
+
 def _forget_memory_sets(sets: dict[str, list[Question]], target: str) -> tuple[str, ...]:
     return tuple(f"forget/{k}" for k in forgotten_kinds(target) if f"forget/{k}" in sets)
 
@@ -285,6 +303,8 @@ def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, ext
     shared :class:`smfa.data.ImageCache` when the same questions are evaluated again (k sweeps);
     ``gold_losses``: :func:`gold_reference_losses` computed earlier (else the oracle is loaded here); ``oracle_mia``:
     :func:`smfa.eval.attacks.oracle_mia_losses` likewise, for the ``mia`` attack."""
+    from smfa.bench.neighbours import neighbour_people
+    from smfa.data import ImageCache
     from smfa.eval.gold import gold_standard
     from smfa.eval.metrics import compute_all_sets, compute_overall
     from smfa.eval.schema import Metrics, save_metrics
@@ -296,7 +316,11 @@ def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, ext
     sets = evaluation_sets(bench, cfg, forget)
     forget_people = set(forget.forgotten)
     loss_sets = _forget_memory_sets(sets, cfg.target)
+    images = images or ImageCache(bench)
     gens = generate_sets(loaded, bench, sets, forget_people, cfg=cfg, loss_sets=loss_sets, images=images)
+    neighbours = not (cfg.core_sets or cfg.request_sets)  # a k-sweep point or a request's audit skips them
+    if neighbours:
+        gens += neighbour_generations(loaded, bench, forget, gens, cfg, images=images)
     judge = make_judge(cfg, bench)
     set_metrics = compute_all_sets(gens, judge)
     overall = compute_overall(set_metrics, cfg.target)
@@ -316,7 +340,8 @@ def evaluate_loaded(loaded: Any, bench: Any, cfg: EvalConfig, out_dir: Path, ext
         attacks = run_attacks(loaded, bench, cfg, forget, oracle_mia=oracle_mia)
     requests = request_leaks(set_metrics, forget, cfg.target) if forget.label == REQUEST_LABEL or forget.earlier else None
     metrics = Metrics(target=cfg.target, model=str(cfg.model), forget=forget.label, judge=judge.describe(),
-                      sets=set_metrics, overall=overall, gold=gold, attacks=attacks, requests=requests)
+                      sets=set_metrics, overall=overall, gold=gold, attacks=attacks, requests=requests,
+                      neighbour_people=neighbour_people(bench, forget) if neighbours else None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(out_dir / "generations.jsonl", [g.to_dict() for g in gens])

@@ -14,6 +14,7 @@ and the run's ``metrics.json`` (:class:`Metrics`).
       "gold": GoldStandard | null,
       "attacks": {"<attack>": {"<metric>": number | string | bool | null, ...}, ...} | null,
       "requests": [RequestLeak, ...] | null   (deletion requests; absent in older files)
+      "neighbour_people": {"name" | "look" | "attribute": int} | null   (absent in older files)
     }
 
 Every key is declared with its meaning: the records below, and each per-set and overall metric once in
@@ -27,7 +28,10 @@ Set names: ``<group>/<kind>[/<variant>]`` where group is ``forget`` (people in t
 that setting keeps), ``earlier<N>`` (the people of the N-th earlier deletion request of a chain), ``user``
 (user probes); kind is a question kind of :mod:`smfa.bench.schema`; variant is
 empty (training phrasing and training image variants), ``paraphrase`` (held-out question templates) or
-``unseen_image`` (held-out image variants). The general-VQA set is named ``general_vqa``.
+``unseen_image`` (held-out image variants). The general-VQA set is named ``general_vqa``. Neighbour sets
+(:mod:`smfa.bench.neighbours`: retain people who share a name word, a look or a private value with a forgotten
+person) are named ``neighbour/<set>/<kind>[/paraphrase]``: rows of the ``retain/...`` sets (with a ``--limit``,
+subsampled apart).
 """
 
 from __future__ import annotations
@@ -174,6 +178,9 @@ class Metrics:
             name to a number, string, bool or null; ``null`` when no attack was run.
         requests: the leak of every deletion request's people (:class:`RequestLeak`), for a run that
             answered a request of named people or continues a chain of requests; ``null`` otherwise.
+        neighbour_people: the number of retain people in each neighbour set (``name``, ``look``, ``attribute``;
+            :mod:`smfa.bench.neighbours`), whose scores are the ``neighbour/...`` sets and ``Overall``'s
+            ``neighbour_*`` keys; ``null`` when neighbours were not evaluated (a k-sweep point, older files).
     """
 
     target: str
@@ -185,6 +192,7 @@ class Metrics:
     gold: GoldStandard | None = None
     attacks: dict[str, dict[str, Any]] | None = None
     requests: list[RequestLeak] | None = None
+    neighbour_people: dict[str, int] | None = None
     schema_version: str = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
