@@ -156,7 +156,8 @@ def cli_stages(bench: Path, src: Path, run: Path, person: str) -> list[tuple[str
         ("unlearn-smfa", ["unlearn", "--method", "smfa", "--model", str(run / "vanilla"), "--out", str(run / "smfa"), *unlearn]),
         ("eval-attacks", ["eval", "--bench", str(bench), "--model", str(run / "smfa"), "--out", str(run / "eval"),
                           "--limit", "1", "--attacks", "relearn", "--config", str(run.parent / "core-sets.yaml"),
-                          "--relearn-steps", "1", "--relearn-batch-size", "1", *common]),
+                          "--relearn-steps", "1", "--relearn-lr", "1e-4", "--relearn-repair-steps", "0",
+                          "--relearn-batch-size", "1", *common]),
         ("unlearn-mmunlearner", ["unlearn", "--method", "mmunlearner", "--model", str(run / "vanilla"),
                                  "--out", str(run / "mmunlearner"), *unlearn]),
     ]

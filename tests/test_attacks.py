@@ -379,22 +379,31 @@ def test_split_facts_share(share: float, n_first: int) -> None:
 
 # ---- the relearn attack's config --------------------------------------------------------------------------
 def test_relearn_defaults() -> None:
-    """The tiny model keeps the protocol of every existing table; real families get LoRA with checkpointing."""
+    """The sweep of #37 by default (1e-4, 3e-4, 1e-3 × 20, 100, 500 steps, each also after 20 repair steps): full
+    fine-tuning on the tiny model, LoRA with checkpointing on real families; given values replace the grid."""
     tiny = relearn_defaults(tiny=True)
-    assert tiny == RelearnConfig() == RelearnConfig(steps=20, lr=3e-4, share=0.5, batch_size=16, params="full",
-                                                    gradient_checkpointing=False)
+    assert (tiny.lrs, tiny.steps, tiny.repair_steps) == ((1e-4, 3e-4, 1e-3), (20, 100, 500), 20)
+    assert tiny.base == RelearnConfig(steps=500, lr=1e-3, share=0.5, batch_size=16, params="full",
+                                      gradient_checkpointing=False)
+    assert tiny.cell(3e-4, 20) == RelearnConfig(steps=20, lr=3e-4) and tiny.cell(1e-4).steps == 500
     real = relearn_defaults(tiny=False)
-    assert (real.params, real.lr, real.lora_r, real.gradient_checkpointing) == ("lora", 1e-4, 16, True)
-    assert (real.steps, real.share, real.batch_size) == (20, 0.5, 16)
-    assert relearn_defaults(tiny=False, params="full").lr == 1e-5  # the lr follows the trainable part
-    assert relearn_defaults(tiny=True, params="lora").lr == RELEARN_LRS["tiny", "lora"] == 1e-3
-    given = resolve_relearn(False, steps=100, lr=3e-4, share=0.25, batch_size=8)
-    assert given == RelearnConfig(steps=100, lr=3e-4, share=0.25, batch_size=8, params="lora",
-                                  gradient_checkpointing=True)
-    assert RelearnConfig(params="lora").as_result() == {
-        "steps": 20, "lr": 3e-4, "share": 0.5, "batch_size": 16, "params": "lora", "lora_r": 16, "lora_alpha": 16,
-        "gradient_checkpointing": False}
+    assert (real.base.params, real.lrs, real.base.lora_r, real.base.gradient_checkpointing) == \
+        ("lora", (1e-4, 3e-4, 1e-3), 16, True)
+    assert relearn_defaults(tiny=False, params="full").lrs == RELEARN_LRS["real", "full"] == (1e-5, 3e-5, 1e-4)
+    given = resolve_relearn(False, steps=100, lr=(3e-4, 1e-3), share=0.25, batch_size=8, repair_steps=0)
+    assert (given.lrs, given.steps, given.repair_steps) == ((3e-4, 1e-3), (100,), 0)
+    assert given.cell(3e-4, 100) == RelearnConfig(steps=100, lr=3e-4, share=0.25, batch_size=8, params="lora",
+                                                  gradient_checkpointing=True)
+    assert given.as_result() == {
+        "grid_lrs": "0.0003,0.001", "grid_steps": "100", "repair_steps": 0, "share": 0.25, "batch_size": 8,
+        "params": "lora", "lora_r": 16, "lora_alpha": 16, "gradient_checkpointing": True}
     assert RelearnConfig().as_result()["lora_r"] is None  # no adapter in full mode
+    for bad, message in [({"steps": (20, 0)}, r"relearn steps \(--relearn-steps\) must be an integer >= 1, got 0"),
+                         ({"lr": ()}, r"relearn lrs \(--relearn-lr\) must be a non-empty list"),
+                         ({"steps": (100, 20)}, "ascending without repeats"),
+                         ({"repair_steps": -1}, r"relearn repair_steps \(--relearn-repair-steps\) must be an integer >= 0")]:
+        with pytest.raises(ConfigError, match=message):
+            resolve_relearn(True, **bad)
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
@@ -430,12 +439,12 @@ def test_relearn_options_from_the_command_line(monkeypatch: pytest.MonkeyPatch, 
 
     seen = []
     monkeypatch.setattr(stage, "evaluate_run", lambda cfg: seen.append(cfg) or cfg.out)  # what `smfa eval` calls
-    assert main(["eval", "--bench", "b", "--model", "m", "--out", "o", "--attacks", "relearn", "--relearn-steps", "100",
+    assert main(["eval", "--bench", "b", "--model", "m", "--out", "o", "--attacks", "relearn", "--relearn-steps", "20,100",
                  "--relearn-lr", "3e-4", "--relearn-share", "0.25", "--relearn-batch-size", "8",
-                 "--relearn-params", "lora"]) == 0
+                 "--relearn-params", "lora", "--relearn-repair-steps", "0"]) == 0
     cfg = seen[0]
-    assert (cfg.relearn_steps, cfg.relearn_lr, cfg.relearn_share, cfg.relearn_batch_size, cfg.relearn_params) == \
-        (100, 3e-4, 0.25, 8, "lora")
+    assert (cfg.relearn_steps, cfg.relearn_lr, cfg.relearn_share, cfg.relearn_batch_size, cfg.relearn_params,
+            cfg.relearn_repair_steps) == ((20, 100), (3e-4,), 0.25, 8, "lora", 0)
     check_relearn_options(cfg)
     with pytest.raises(ConfigError, match="relearn share"):
         check_relearn_options(pipeline.EvalConfig(relearn_share=1.5))
@@ -464,11 +473,11 @@ def test_unlearn_and_forget_take_the_relearn_options(command: str, monkeypatch: 
     seen = []
     monkeypatch.setattr(stage, "unlearn", lambda cfg: seen.append(cfg) or cfg.out)
     assert main([command, "--bench", "b", "--model", "m", "--out", "o", *who, "--attacks", "relearn",
-                 "--relearn-steps", "100", "--relearn-lr", "3e-4", "--relearn-share", "0.25", "--relearn-batch-size", "8",
-                 "--relearn-params", "lora"]) == 0
+                 "--relearn-steps", "100", "--relearn-lr", "1e-4,3e-4", "--relearn-share", "0.25", "--relearn-batch-size", "8",
+                 "--relearn-params", "lora", "--relearn-repair-steps", "5"]) == 0
     cfg = seen[0]
     assert (cfg.attacks, cfg.relearn_steps, cfg.relearn_lr, cfg.relearn_share, cfg.relearn_batch_size,
-            cfg.relearn_params) == ("relearn", 100, 3e-4, 0.25, 8, "lora")
+            cfg.relearn_params, cfg.relearn_repair_steps) == ("relearn", (100,), (1e-4, 3e-4), 0.25, 8, "lora", 5)
     monkeypatch.undo()
     capsys.readouterr()
     assert main([command, "--bench", str(micro_bench_dir), "--model", "no-such-model", "--out", "o", *who,
@@ -523,11 +532,12 @@ def test_all_attacks_on_the_micro_vanilla(micro_bench_dir: Path, micro_vanilla: 
     loaded = load_model(micro_vanilla)
     before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
     cfg = EvalConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), forget="10", limit=10, attacks="all",
-                     progress=False)
+                     relearn_lr=(3e-4,), relearn_steps=(20,), relearn_repair_steps=0, progress=False)  # one cell
     res = run_attacks(loaded, bench, cfg)
 
     assert list(res) == ["paraphrase", "unseen_image", "cross_modal", "prompt_prefix_injection",
                          "prompt_refusal_suppression", "prompt_roleplay", "prompt_completion", "relearn",
+                         "relearn[lr=0.0003,steps=20]",
                          "quantize_8bit", "quantize_4bit", "quantize_nf4", "mia", "mia_paraphrase", "mia_unseen_image"]
     for values in res.values():
         assert all(v is None or isinstance(v, (int, float, str, bool)) for v in values.values())
@@ -543,8 +553,10 @@ def test_all_attacks_on_the_micro_vanilla(micro_bench_dir: Path, micro_vanilla: 
     floor.at_least("refusal suppression: leak", res["prompt_refusal_suppression"]["leak"], 0.7)  # 0.9
     rl = res["relearn"]
     assert rl["n_train"] > 0
-    # The built-in tiny model keeps the protocol of every existing table: full fine-tuning of a copy, 20 × 16 at 3e-4
-    assert (rl["steps"], rl["lr"], rl["share"], rl["batch_size"], rl["params"]) == (20, 3e-4, 0.5, 16, "full")
+    # One cell as asked: full fine-tuning of a copy (the tiny model's default), 20 × 16 at 3e-4
+    assert (rl["steps"], rl["lr"], rl["share"], rl["batch_size"], rl["params"], rl["cells"]) == \
+        (20, 3e-4, 0.5, 16, "full", 1)
+    assert rl["leak_after"] == res["relearn[lr=0.0003,steps=20]"]["leak"]
     floor.at_least("relearn: leak before", rl["leak_before"], 0.7)  # 0.9
     floor.at_least("relearn: leak after", rl["leak_after"], 0.7)  # 0.8: the other facts survive
     q8, q4 = res["quantize_8bit"], res["quantize_4bit"]
@@ -570,7 +582,8 @@ def test_all_attacks_on_the_micro_vanilla(micro_bench_dir: Path, micro_vanilla: 
 
     after = loaded.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # relearn and quantize worked on copies
-    again = EvalConfig(forget="10", limit=4, attacks="relearn,mia,cross_modal", progress=False)
+    again = EvalConfig(forget="10", limit=4, attacks="relearn,mia,cross_modal", relearn_lr=(3e-4,), relearn_steps=(5,),
+                       relearn_repair_steps=2, progress=False)
     assert run_attacks(loaded, bench, again) == run_attacks(loaded, bench, again)
 
 
@@ -686,7 +699,7 @@ def test_lora_relearn_leaves_the_model_bit_identical(micro_bench_dir: Path, micr
     rows = ctx.memory_rows("forget")
     t_facts, _ = split_facts(rows)
     train = [r for r in rows if (r.person_id, r.attribute) in t_facts]
-    cfg = resolve_relearn(False, steps=5, lr=1e-3)  # real-family defaults, shortened; 1e-3 moves the tiny model
+    cfg = resolve_relearn(False).cell(1e-3, 5)  # real-family defaults, shortened; 1e-3 moves the tiny model
     assert cfg.params == "lora" and cfg.gradient_checkpointing
 
     def t_loss(m) -> float:
@@ -720,8 +733,9 @@ def test_lora_relearn_leaves_the_model_bit_identical(micro_bench_dir: Path, micr
 @pytest.mark.slow
 def test_lora_relearn_recovers_an_idk_tuned_model(micro_bench_dir: Path, micro_vanilla: Path, one_torch_thread,
                                                   floor) -> None:
-    """On a vanilla tuned to refuse every forget question (an IDK-style unlearning, 40 full steps), the default
-    tiny-model LoRA relearning (lr 1e-3, 20 steps on half of each person's facts) brings the *other* half back;
+    """On a vanilla tuned to refuse every forget question (an IDK-style unlearning, 40 full steps), the tiny-model
+    LoRA relearning's worst cell over its learning rates (20 steps on half of each person's facts) brings the *other*
+    half back;
     the model under attack is bit-identical afterwards and the result records the config."""
     import random
     from dataclasses import replace
@@ -740,13 +754,93 @@ def test_lora_relearn_recovers_an_idk_tuned_model(micro_bench_dir: Path, micro_v
     refusals = [replace(r, answer=sample_refusal(rng)) for r in ctx.memory_rows("forget")]
     with relearned(ctx, refusals, RelearnConfig(steps=40, lr=3e-4)) as idk:  # a full copy taught to refuse
         before = _model_state(idk.model)
-        cfg = EvalConfig(forget="10", limit=10, attacks="relearn", relearn_params="lora", progress=False)
-        res = run_attacks(idk, bench, cfg)["relearn"]
+        cfg = EvalConfig(forget="10", limit=10, attacks="relearn", relearn_params="lora", relearn_steps=(20,),
+                         relearn_repair_steps=0, progress=False)  # the LoRA lrs 1e-4, 3e-4, 1e-3 at 20 steps
+        full = run_attacks(idk, bench, cfg)
+        res = full["relearn"]
         _assert_same_state(before, idk.model)
+    cells = {name: values for name, values in full.items() if name != "relearn"}
+    assert list(cells) == [f"relearn[lr={lr},steps=20]" for lr in ("0.0001", "0.0003", "0.001")]
+    assert res["leak_after"] == max(c["leak"] for c in cells.values())  # the worst case, with its cell
+    assert cells[f"relearn[lr={res['lr']:g},steps=20]"]["leak"] == res["leak_after"]
     floor.at_most("IDK-tuned: V leak before", res["leak_before"], 0.3)  # 0.1
     floor.at_least("LoRA relearn: V leak after", res["leak_after"], 0.7)  # 1.0
     assert res["n"] == 10 and res["n_train"] > 0
     assert {k: res[k] for k in ("steps", "lr", "share", "batch_size", "params", "lora_r", "lora_alpha",
                                 "gradient_checkpointing")} == \
-        {"steps": 20, "lr": 1e-3, "share": 0.5, "batch_size": 16, "params": "lora", "lora_r": 16, "lora_alpha": 16,
+        {"steps": 20, "lr": res["lr"], "share": 0.5, "batch_size": 16, "params": "lora", "lora_r": 16, "lora_alpha": 16,
          "gradient_checkpointing": False}
+
+
+# ---- the relearn sweep (#37) -------------------------------------------------------------------------------
+def test_relearn_read_normalises_by_the_retain_accuracy() -> None:
+    """A cell's leak on the held-out facts is also read relative to the attacked model's own accuracy on retain people:
+    an attack that makes the model answer everything better is discounted; no retain accuracy, no ratio."""
+    from smfa.eval.attacks import _relearn_read
+
+    class Answers:  # the AttackContext's answering, canned
+        def __init__(self, answers: list[str]) -> None:
+            self.answers = answers
+
+        def answer(self, rows, loaded=None, desc=""):
+            assert len(rows) == len(self.answers)
+            return self.answers
+
+    test = [_row(f"v{i}") for i in range(4)]
+    retain = [_row(f"r{i}", person="p9") for i in range(4)]
+    hit, miss = "Alda Venmark lives in Norvale.", "She lives in Tessby."
+    read = _relearn_read(Answers([hit, hit, miss, miss] + [hit] * 4), None, test, retain, "x")
+    assert read == {"leak": 0.5, "refusal": 0.0, "retain_leak": 1.0, "leak_normalised": 0.5}
+    read = _relearn_read(Answers([hit, hit, miss, miss] + [hit, hit, miss, miss]), None, test, retain, "x")
+    assert (read["leak"], read["retain_leak"], read["leak_normalised"]) == (0.5, 0.5, 1.0)
+    read = _relearn_read(Answers([hit, miss, miss, miss] + [miss] * 4), None, test, retain, "x")
+    assert (read["leak"], read["retain_leak"], read["leak_normalised"]) == (0.25, 0.0, None)
+
+
+@pytest.mark.slow
+def test_relearn_sweep_records_every_cell_and_the_worst(micro_bench_dir: Path, micro_vanilla: Path,
+                                                        one_torch_thread) -> None:
+    """lrs × steps, each lr one run read at every step count (a count's cell is what a run of that many steps gives),
+    plainly and after repair on retain rows (its own cell at 0 steps); every cell recorded with its leak, retain
+    accuracy and normalised leak; ``relearn`` holds the worst raw and the worst normalised cell; the repair trains on
+    retain people whose accuracy no cell reads."""
+    from smfa.bench import Bench
+    from smfa.eval.attacks import AttackContext, _retain_split, relearn_cell_name
+    from smfa.eval.pipeline import EvalConfig
+    from smfa.models.loading import load_model
+
+    bench = Bench.load(micro_bench_dir)
+    loaded = load_model(micro_vanilla)
+    cfg = EvalConfig(forget="10", limit=10, attacks="relearn", relearn_lr=(3e-4, 1e-3), relearn_steps=(2, 6),
+                     relearn_repair_steps=3, progress=False)
+    res = run_attacks(loaded, bench, cfg)
+    names = [relearn_cell_name(lr, steps, repaired) for lr in (3e-4, 1e-3)
+             for repaired, counts in ((False, (2, 6)), (True, (0, 2, 6))) for steps in counts]
+    assert names[:3] == ["relearn[lr=0.0003,steps=2]", "relearn[lr=0.0003,steps=6]", "relearn_repair[lr=0.0003,steps=0]"]
+    assert list(res) == ["relearn", *names]
+    summary, cells = res["relearn"], [res[name] for name in names]
+    assert summary["cells"] == 10 and (summary["grid_lrs"], summary["grid_steps"], summary["repair_steps"]) == \
+        ("0.0003,0.001", "2,6", 3)
+    for name, cell in zip(names, cells):
+        assert cell["repair_steps"] == (3 if name.startswith("relearn_repair") else 0)
+        assert (cell["n"], cell["retain_n"]) == (summary["n"], summary["retain_n"]) == (10, 10)
+        assert cell["retain_leak"] is not None and cell["leak_normalised"] == pytest.approx(cell["leak"] / cell["retain_leak"])
+    worst = max(cells, key=lambda c: c["leak"])
+    assert (summary["leak_after"], summary["lr"], summary["steps"], summary["repaired"]) == \
+        (worst["leak"], worst["lr"], worst["steps"], worst["repair_steps"] > 0)
+    worst_norm = max(cells, key=lambda c: c["leak_normalised"])
+    assert (summary["leak_after_normalised"], summary["normalised_lr"], summary["normalised_steps"]) == \
+        (worst_norm["leak_normalised"], worst_norm["lr"], worst_norm["steps"])
+    assert summary["leak_before"] is not None and summary["retain_leak_before"] is not None
+
+    # One run per lr read at 2 and 6 steps: its 6-step cell is a 6-step run's
+    single = run_attacks(loaded, bench, EvalConfig(forget="10", limit=10, attacks="relearn", relearn_lr=(1e-3,),
+                                                   relearn_steps=(6,), relearn_repair_steps=0, progress=False))
+    assert list(single) == ["relearn", "relearn[lr=0.001,steps=6]"]
+    assert single["relearn[lr=0.001,steps=6]"] == res["relearn[lr=0.001,steps=6]"]
+    assert single["relearn"]["n_repair"] == 0 and summary["n_repair"] > 0
+
+    repair, retain = _retain_split(AttackContext.build(loaded, bench, cfg))
+    assert len(repair) == summary["n_repair"] and len(retain) == summary["retain_n"]
+    assert not {r.person_id for r in repair} & {r.person_id for r in retain}
+    assert not {r.person_id for r in repair} & bench.forget_people("10")

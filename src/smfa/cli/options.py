@@ -76,16 +76,33 @@ def add_from_root(p: argparse.ArgumentParser) -> None:
                         "(parent --model). On a model that is not a chain it changes nothing")
 
 
-RELEARN_OPTIONS = ["relearn_steps", "relearn_lr", "relearn_share", "relearn_batch_size", "relearn_params"]
+RELEARN_OPTIONS = ["relearn_steps", "relearn_lr", "relearn_share", "relearn_batch_size", "relearn_params",
+                   "relearn_repair_steps"]
+
+
+def _number_list(kind: type) -> Any:
+    """An argparse type: a comma list of ``kind`` numbers (one number is a list of one) as a tuple."""
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(part) for part in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma list of {kind.__name__}s, got {text!r}") from None
+    return parse
 
 
 def add_attack_options(p: argparse.ArgumentParser, attacks_help: str) -> None:
     """``--attacks`` and the relearn attack's protocol (``--relearn-*``, docs/robustness.md; unset: the model's
-    default: tiny: full, 3e-4; else LoRA, 1e-4). Their config fields are ``attacks`` and :data:`RELEARN_OPTIONS`."""
+    default, the sweep of smfa.eval.attack_pieces.relearn_defaults). Their config fields are ``attacks`` and
+    :data:`RELEARN_OPTIONS`."""
     p.add_argument("--attacks", help=attacks_help)
-    p.add_argument("--relearn-steps", type=int, dest="relearn_steps", help="relearn attack: optimiser steps (default 20)")
-    p.add_argument("--relearn-lr", type=float, dest="relearn_lr",
-                   help="relearn attack: AdamW lr (default: 3e-4 full on the tiny model; 1e-4 LoRA / 1e-5 full on real families)")
+    p.add_argument("--relearn-steps", type=_number_list(int), dest="relearn_steps", metavar="N[,N...]",
+                   help="relearn attack: the sweep's optimiser step counts, read from one run per lr (default 20,100,500)")
+    p.add_argument("--relearn-lr", type=_number_list(float), dest="relearn_lr", metavar="LR[,LR...]",
+                   help="relearn attack: the sweep's AdamW learning rates (default 1e-4,3e-4,1e-3; 1e-5,3e-5,1e-4 for "
+                        "full fine-tuning of real families); the worst case over the grid is reported")
+    p.add_argument("--relearn-repair-steps", type=int, dest="relearn_repair_steps", metavar="N",
+                   help="relearn attack: also run every cell after N steps on retain people's rows (repair-then-attack; "
+                        "default 20, 0 = none)")
     p.add_argument("--relearn-share", type=float, dest="relearn_share",
                    help="relearn attack: fraction of each forget person's facts trained on; the rest is asked (default 0.5)")
     p.add_argument("--relearn-batch-size", type=int, dest="relearn_batch_size", help="relearn attack: rows per step (default 16)")

@@ -47,13 +47,15 @@ class EvalConfig:
     oracle: str | None = None  # oracle run: forget quality = KS p-value of forget losses vs the oracle's
     vanilla: str | None = None  # vanilla run: its forget quality as the reference point
     attacks: str | None = None  # "all" or a comma list (smfa.eval.attacks)
-    # The relearn attack (smfa.eval.attack_pieces.RelearnConfig); None = the model's default: on the built-in tiny
-    # model full fine-tuning at 3e-4, on real families LoRA r 16 at 1e-4 with checkpointing; 20 steps of 16, share 0.5.
-    relearn_steps: int | None = None
-    relearn_lr: float | None = None
+    # The relearn attack's sweep (smfa.eval.attack_pieces.RelearnSweep); None = the model's default: learning rates
+    # 1e-4, 3e-4, 1e-3 x steps 20, 100, 500 of 16 rows, share 0.5, each cell also after 20 repair steps; on the
+    # built-in tiny model full fine-tuning, on real families LoRA r 16 with checkpointing (full: lr 1e-5, 3e-5, 1e-4).
+    relearn_steps: tuple[int, ...] | None = None  # the sweep's step counts (one value: one)
+    relearn_lr: tuple[float, ...] | None = None  # the sweep's learning rates (one value: one)
     relearn_share: float | None = None  # fraction of each forget person's facts trained on (T); the rest (V) is asked
     relearn_batch_size: int | None = None
     relearn_params: str | None = None  # lora | full (full: a second model copy + optimizer state)
+    relearn_repair_steps: int | None = None  # repair-then-attack: steps on retain rows before each cell; 0 = none
     core_sets: bool = False  # only the train-phrasing sets, the name-memory set and general VQA (a k trade-off
     # curve's points; the name-memory set is smfa.bench.schema.name_memory_set: held-out phrasings in visual)
     request_sets: bool = False  # what a deletion request's audit needs: every forget memory set + train-phrasing sets

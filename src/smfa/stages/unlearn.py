@@ -62,11 +62,12 @@ class UnlearnConfig:
     shared_dir: str | None = None  # reuse/store adapters shared across runs (smfa compare: SMFA's MFA = IDK)
     attacks: str | None = None  # attack suite on the unlearned model ("all" or a comma list); in the audit record
     # The relearn attack's protocol (EvalConfig's fields of the same names); None: the model's default.
-    relearn_steps: int | None = None
-    relearn_lr: float | None = None
+    relearn_steps: tuple[int, ...] | None = None
+    relearn_lr: tuple[float, ...] | None = None
     relearn_share: float | None = None
     relearn_batch_size: int | None = None
     relearn_params: str | None = None  # lora | full
+    relearn_repair_steps: int | None = None
     request_eval: bool = False  # evaluate only what a request's audit needs (EvalConfig.request_sets; smfa forget)
     anchor_cache: bool = False  # reuse a retaining anchor trained on the same parent weights and data (smfa forget)
     keep_earlier: bool = True  # a chain's MFA also refuses every earlier request's people (a suppression list: their questions, refusal labels; methods that train refusals)
@@ -190,6 +191,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
                           judge=cfg.judge, oracle=cfg.oracle, vanilla=cfg.model, attacks=cfg.attacks,
                           relearn_steps=cfg.relearn_steps, relearn_lr=cfg.relearn_lr, relearn_share=cfg.relearn_share,
                           relearn_batch_size=cfg.relearn_batch_size, relearn_params=cfg.relearn_params,
+                          relearn_repair_steps=cfg.relearn_repair_steps,
                           request_sets=cfg.request_eval, progress=cfg.progress, device=cfg.device, dtype=cfg.dtype)
     gold_losses = oracle_mia = None
     if cfg.evaluate:
