@@ -279,20 +279,18 @@ def finetune(cfg: FinetuneConfig, start: SliceStart | None = None) -> Path:
     elif cfg.gradient_checkpointing:
         enable_checkpointing(model)
 
-    def dataset_of(stage_rows: list[Any]) -> Any:
-        items = reference_items(stage_rows)
-        items += augmented_items(items, cfg.augment)
-        return encode_items(items, bench=bench, family=family, processor=processor, progress=cfg.progress), len(items)
-
+    items = reference_items(rows)
+    items += augmented_items(items, cfg.augment)
+    dataset = encode_items(items, bench=bench, family=family, processor=processor, progress=cfg.progress)
     from smfa.training.trainer import trainer_class
 
     collator = make_collator(family, processor)
     stage.mkdir(parents=True, exist_ok=True)
     sliced: dict[str, Any] | None = None
     if cfg.slices > 1:
-        trainer, n_items, sliced = _train_slices(cfg, bench, rows, model, stage, start, dataset_of, collator, placement)
+        trainer, sliced = _train_slices(cfg, bench, [it.row for it in items], dataset, model, stage, start, collator,
+                                        placement)
     else:
-        dataset, n_items = dataset_of(rows)
         record[START_WEIGHTS] = start_weights(cfg.model)  # a hub model: in the local cache now
         write_json_atomic(stage / "checkpoints" / RESUME_RECIPE, record)  # what a later --resume checks
         args = training_arguments(cfg, stage / "checkpoints", steps=cfg.steps, save_steps=cfg.save_steps,
@@ -321,7 +319,7 @@ def finetune(cfg: FinetuneConfig, start: SliceStart | None = None) -> Path:
             asdict(cfg),
             seed=cfg.seed,
             bench={"path": str(bench.root), "checksum": bench.checksum, "preset": bench.meta.get("preset")},
-            data={"rows": len(rows), "items": n_items, "people": cfg.people,
+            data={"rows": len(rows), "items": len(items), "people": cfg.people,
                   "forget_left_out": cfg.forget if cfg.people == "retain" else None,
                   "excluded": sorted(excluded), "rows_sha256": file_digest(stage / TRAINING_ROWS)},
             slices=sliced,
@@ -341,20 +339,23 @@ def finetune(cfg: FinetuneConfig, start: SliceStart | None = None) -> Path:
     return out
 
 
-def _train_slices(cfg: FinetuneConfig, bench: Any, rows: list[Any], model: Any, stage: Path,
-                  start: SliceStart | None, dataset_of: Any, collator: Any, placement: Any) -> tuple[Any, int, dict[str, Any]]:
-    """SISA's incremental training: stage i trains ``model`` for ``slice_steps``'s share on the rows of slices
-    1..i (a fresh optimiser and learning-rate schedule each stage, as a separate run resumed from the weights),
-    then saves its weights to ``slices/slice-{i+1}``. With ``start``, the stages before ``start.index`` are
-    ``start.base``'s (their checkpoints linked over) and training resumes from its checkpoint of the stage
-    before. Returns the last stage's trainer (its log is every stage's, each entry with its ``slice``), the
-    number of items of the last stage and the layout the manifest records."""
+def _train_slices(cfg: FinetuneConfig, bench: Any, item_rows: list[Any], dataset: Any, model: Any, stage: Path,
+                  start: SliceStart | None, collator: Any, placement: Any) -> tuple[Any, dict[str, Any]]:
+    """SISA's incremental training: stage i trains ``model`` for ``slice_steps``'s share on the items (of
+    ``dataset``, encoded once; ``item_rows`` their rows) of slices 1..i — a fresh optimiser and learning-rate
+    schedule each stage, as a separate run resumed from the weights — then saves its weights to
+    ``slices/slice-{i+1}``. With ``start``, the stages before ``start.index`` are ``start.base``'s (their
+    checkpoints linked over) and training resumes from its checkpoint of the stage before. Returns the last
+    stage's trainer (its log is every stage's, each entry with its ``slice``) and the record of the layout."""
+    from torch.utils.data import Subset
+
     from smfa.training.trainer import trainer_class
 
     layout = slice_layout(bench, cfg.slices, cfg.seed)
     all_rows = bench.training_rows(people=cfg.people, forget=cfg.forget if cfg.people == "retain" else None)
     per_slice = [sum(1 for q in all_rows if layout.slice_of(q) == i) for i in range(cfg.slices)]
     steps = slice_steps(per_slice, cfg.steps)  # of the recipe's rows, not of this run's: a retrain keeps them
+    item_slice = [layout.slice_of(row) for row in item_rows]
     first = 0
     if start is not None:
         first = start.index
@@ -363,12 +364,12 @@ def _train_slices(cfg: FinetuneConfig, bench: Any, rows: list[Any], model: Any, 
         if first > 0:
             _load_slice(model, stage / SLICES_DIR / f"slice-{first}")
     log: list[dict[str, Any]] = []
-    trainer, n_items = None, 0
+    trainer = None
     for i in range(first, cfg.slices):
-        dataset, n_items = dataset_of([q for q in rows if layout.slice_of(q) <= i])
+        subset = Subset(dataset, [k for k, s in enumerate(item_slice) if s <= i])
         args = training_arguments(cfg, stage / "checkpoints" / f"slice-{i + 1}", steps=steps[i], save_steps=0,
                                   placement=placement)
-        trainer = trainer_class()(model=model, args=args, train_dataset=dataset, sampler=cfg.sampler,
+        trainer = trainer_class()(model=model, args=args, train_dataset=subset, sampler=cfg.sampler,
                                   data_collator=collator)
         trainer.train()
         log += [{**entry, "slice": i + 1} for entry in trainer.state.log_history]
@@ -378,7 +379,7 @@ def _train_slices(cfg: FinetuneConfig, bench: Any, rows: list[Any], model: Any, 
               "rows": per_slice, "steps": steps, "started_at": first + 1,
               "steps_trained": sum(steps[first:]),
               "schedule": "stage i trains on slices 1..i for a share of --steps proportional to its rows"}
-    return trainer, n_items, record
+    return trainer, record
 
 
 def _link_tree(src: Path, dest: Path) -> None:
