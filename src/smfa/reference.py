@@ -7,7 +7,11 @@ computed), answered by the vanilla itself — data a deployer has without labels
   budget is a fixed amount of work, not the pool's size;
 - :func:`self_labelled_reference` — those questions labelled by the vanilla's greedy answers, cached per model
   for the *unfiltered* pool, the request's people removed after the cache (so a request naming pool people
-  reuses the labels), computed on the main process alone and read by the other ranks.
+  reuses the labels), computed on the main process alone and read by the other ranks;
+- :func:`hard_negative_people` / :func:`with_hard_negatives` — hard-negative reference rows (issue 36): the
+  pool people who resemble the request's people (a shared name word, a look-alike portrait:
+  :mod:`smfa.bench.neighbours`' definitions) take a share of the capped sample's memory questions, so the
+  forgetting adapter is trained to answer the people its refusal trigger would otherwise catch.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ DEFAULT_REFERENCE = "self-full"
 REFERENCE_VQA_ROWS = 500
 # Decoding of the reference labels: part of their cache key (a change of it must not reuse old labels).
 LABEL_DECODING = {"greedy": True, "max_new_tokens": 24, "batch_size": 64}
+# The neighbour sets (smfa.bench.neighbours) whose pool people are hard negatives. Not ``attribute``: on the tiny
+# bench 65-66 of the 81 pool people share some private value with a forget split, which selects no one.
+HARD_NEGATIVE_SETS = ("name", "look")
 
 
 def check_budget(budget: str) -> None:
@@ -107,6 +114,43 @@ def reference_questions(bench: Any, budget: str, seed: int = 0, cap: int = 0) ->
     return balanced_sample(rows, cap, seed)
 
 
+def hard_negative_people(bench: Any, forgotten: frozenset[str] | set[str]) -> frozenset[str]:
+    """The reference-pool people (not ``forgotten`` themselves) in a :data:`HARD_NEGATIVE_SETS` neighbour set
+    of the ``forgotten`` people (:func:`smfa.bench.neighbours.find_neighbours`, searched over the pool instead
+    of the retain evaluation pool); none when nobody is forgotten."""
+    from smfa.bench.neighbours import find_neighbours
+
+    if not forgotten:
+        return frozenset()
+    found = find_neighbours(bench.people, frozenset(forgotten), bench.reference_people() - set(forgotten))
+    return frozenset().union(*(found.people(which) for which in HARD_NEGATIVE_SETS))
+
+
+def with_hard_negatives(sample: list[Any], pool: list[Any], people: frozenset[str], share: float,
+                        seed: int) -> list[Any]:
+    """``sample`` (a :func:`balanced_sample` of ``pool``) with the memory questions of the hard-negative
+    ``people`` put first: in each memory kind, of the sample's count of that kind, ``share`` goes to those
+    people's questions of the pool (a :func:`balanced_sample` of them; never fewer than the sample already
+    held, never more than there are), the rest to the sample's other questions of that kind (thinned by
+    :func:`balanced_sample`). Other kinds and the sample's size are unchanged (a fixed amount of work), and
+    every question is either the sample's or a hard negative's (so the sample's labels are reused). ``share``
+    0 or no people: ``sample`` itself. Returned in the pool's order."""
+    from smfa.bench.schema import MEMORY_KINDS
+
+    if share <= 0 or not people:
+        return list(sample)
+    chosen = {q.id for q in sample if q.kind not in MEMORY_KINDS}
+    for kind in MEMORY_KINDS:
+        quota = sum(q.kind == kind for q in sample)
+        others = [q for q in sample if q.kind == kind and q.person_id not in people]
+        hard = [q for q in pool if q.kind == kind and q.person_id in people]
+        n_hard = min(len(hard), max(round(share * quota), quota - len(others)))
+        for rows, n in ((hard, n_hard), (others, quota - n_hard)):
+            if n > 0:  # balanced_sample reads n <= 0 as "all rows"
+                chosen |= {q.id for q in balanced_sample(rows, n, seed)}
+    return [q for q in pool if q.id in chosen]
+
+
 def label_key(bench: Any, rows: list[Any], model_digest: str, text_io: str | None, placement: Any) -> str:
     """What decides the vanilla's answers to ``rows``: the bench, the weights, the tokenizer / chat template /
     processor / generation config (``text_io``: :func:`smfa.models.digest.text_io_digest`), the questions, the
@@ -122,11 +166,16 @@ def label_key(bench: Any, rows: list[Any], model_digest: str, text_io: str | Non
 def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed: int = 0, progress: bool = True,
                             forgotten: frozenset[str] = frozenset(), cap: int = 0, cache: Path | None = None,
                             model_digest: str | None = None, text_io: str | None = None,
-                            placement: Any = None) -> list[Any]:
+                            placement: Any = None, hard_negatives: float = 0.0) -> list[Any]:
     """The budget's questions (:func:`reference_questions`, ``cap``), each answer replaced by the vanilla's own
     greedy answer (its fact: the answer itself, since no label is known); empty answers are dropped, and so are
     the questions about ``forgotten`` people (named by a deletion request) — after labelling, so that the
     labels are those of the whole pool whoever a request names.
+
+    ``hard_negatives`` > 0: that share of the sample's memory questions goes to the :func:`hard_negative_people`
+    of ``forgotten`` (:func:`with_hard_negatives`). The capped sample is labelled as without them (the same
+    key: every request shares it); the hard negatives' questions outside it are labelled apart, under the key
+    of those questions (another request's hard negatives: another key).
 
     With ``cache`` (a directory) and the vanilla's ``model_digest``, the answers are computed once per
     :func:`label_key` and reused by every method, compare cell and request. Under several processes the main
@@ -135,13 +184,29 @@ def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed
 
     from smfa.distributed import on_main_process
 
-    rows = reference_questions(bench, budget, seed=seed, cap=cap)
-    path = None
-    if cache is not None and model_digest is not None:
-        path = Path(cache) / f"{label_key(bench, rows, model_digest, text_io, placement)}.json"
-    answers = on_main_process(_labels, bench, vanilla, rows, path, model_digest, progress)
-    return [replace(q, answer=a, fact=a) for q, a in zip(rows, answers, strict=True)
-            if a.strip() and q.person_id not in forgotten]
+    sample = reference_questions(bench, budget, seed=seed, cap=cap)
+    rows = sample
+    people = hard_negative_people(bench, forgotten) if hard_negatives > 0 else frozenset()
+    if people:
+        rows = with_hard_negatives(sample, reference_questions(bench, budget, seed=seed), people, hard_negatives, seed)
+    in_sample = {q.id for q in sample}
+    answers: dict[str, str] = {}
+    for part in (sample, [q for q in rows if q.id not in in_sample]):
+        if part:
+            path = label_path(bench, part, cache, model_digest, text_io, placement)
+            answers.update(zip((q.id for q in part), on_main_process(_labels, bench, vanilla, part, path,
+                                                                     model_digest, progress), strict=True))
+    return [replace(q, answer=answers[q.id], fact=answers[q.id]) for q in rows
+            if answers[q.id].strip() and q.person_id not in forgotten]
+
+
+def label_path(bench: Any, rows: list[Any], cache: Path | None, model_digest: str | None, text_io: str | None,
+               placement: Any) -> Path | None:
+    """Where the vanilla's labels of ``rows`` are cached: ``cache/<label_key>.json``; None without a cache or a
+    model digest (no caching)."""
+    if cache is None or model_digest is None:
+        return None
+    return Path(cache) / f"{label_key(bench, rows, model_digest, text_io, placement)}.json"
 
 
 def _labels(bench: Any, vanilla: Any, rows: list[Any], path: Path | None, model_digest: str | None,

@@ -81,6 +81,10 @@ class MethodConfig:
     # seeded sample spread over kinds and people (smfa.reference.balanced_sample), so the work is fixed whatever
     # the pool's size; 0 = the whole pool.
     reference_cap: int = 0
+    # With a reference budget: this share of the sample's memory questions goes to hard negatives — pool people
+    # who share a name word with or look like a forgotten person (smfa.reference.with_hard_negatives, issue 36),
+    # within reference_cap; 0 = the balanced sample alone.
+    hard_negatives: float = 0.0
 
     def __post_init__(self) -> None:
         """Reject bad values before any training starts (a bad k found after training wastes the run)."""
@@ -94,12 +98,13 @@ class MethodConfig:
                   "grad_accum": isinstance(self.grad_accum, int) and self.grad_accum >= 1,
                   "warmup_ratio": 0 <= self.warmup_ratio < 1,
                   "autocast": self.autocast in ("auto", "none", "bf16", "fp16"),
-                  "reference_cap": isinstance(self.reference_cap, int) and self.reference_cap >= 0}
+                  "reference_cap": isinstance(self.reference_cap, int) and self.reference_cap >= 0,
+                  "hard_negatives": 0 <= self.hard_negatives <= 1}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"{type(self).__name__}: invalid {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "
                               "(lr/epochs/batch_size/lora_r/lora_alpha > 0, 0 ≤ dropout < 1, min_steps an integer ≥ 0, retain_weight ≥ 0, grad_accum ≥ 1, "
-                              "0 ≤ warmup_ratio < 1, autocast auto/none/bf16/fp16, reference_cap an integer ≥ 0)")
+                              "0 ≤ warmup_ratio < 1, autocast auto/none/bf16/fp16, reference_cap an integer ≥ 0, 0 ≤ hard_negatives ≤ 1)")
 
 
 class Method:
