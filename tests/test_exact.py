@@ -119,6 +119,14 @@ def test_an_approximate_answer_made_exact_is_linked_and_a_tampered_link_fails(ca
     capsys.readouterr()
     assert main(["audit", "verify", str(out)]) == 0
 
+    # a later approximate request on the exact model continues its chain: the exact run is the root, its people earlier
+    later = tmp_path / "later"
+    other = sorted(bench.known_people())[6]
+    assert main(["forget", "--model", str(out), "--bench", str(nano_bench_dir), "--people", other, "--out", str(later),
+                 "--method", "ga", "--param", "max_steps=1", "--no-eval", "--no-verify"]) == 0
+    manifest = json.loads((later / "manifest.json").read_text())
+    assert manifest["root"] == str(out.resolve()) and [r["people"] for r in manifest["chain"]] == [[people]]
+
     tampered = tmp_path / "tampered"
     shutil.copytree(out, tampered)
     record = json.loads((tampered / "audit.json").read_text())
