@@ -163,3 +163,21 @@ def test_exact_refusals_are_one_line(capsys, nano_bench_dir: Path, micro_bench_d
                      *args]) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1, err
+
+
+def test_a_shipped_vanilla_has_a_recipe_an_exact_request_reproduces(micro_bench_dir: Path, micro_vanilla: Path,
+                                                                   tmp_path: Path) -> None:
+    from smfa.errors import ConfigError
+    from smfa.stages.exact import read_base
+
+    bench = Bench.load(micro_bench_dir)
+    manifest = json.loads((micro_vanilla / "manifest.json").read_text())
+    assert manifest.get("pretrained"), "the micro vanilla is the shipped one (tests/fixtures/pretrained)"
+    base = read_base(str(micro_vanilla), bench)
+    assert (base.recipe.steps, base.recipe.lr, base.recipe.slices, base.excluded) == (2000, 2e-3, 1, frozenset())
+    changed = tmp_path / "changed"
+    shutil.copytree(micro_vanilla, changed)
+    manifest["config"]["steps"] = 1000  # a recipe that is not the one the shipped weights were matched on
+    (changed / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="recipe key does not match"):
+        read_base(str(changed), bench)
