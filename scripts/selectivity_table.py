@@ -1,7 +1,7 @@
 """The selectivity table of issue #15 from evaluation directories: leaks (photo / name, held-out phrasing,
 unseen photo), retain memory (image / text), understanding (forget / retain), general VQA, Meaningful, and
-with ``--vanilla`` the ratios the goal is stated in (retain memory, understanding, general VQA as % of the
-vanilla's; Meaningful as a difference), then the neighbour table (issue #31, smfa.bench.neighbours): per neighbour
+with ``--vanilla`` the ratios the goal is stated in (retain memory on training phrasings, on held-out phrasings
+and on unseen photos, understanding, general VQA as % of the vanilla's; Meaningful as a difference), then the neighbour table (issue #31, smfa.bench.neighbours): per neighbour
 set, memory and refusals by photo and by name in training and held-out phrasings, and with ``--vanilla`` the
 goal's two checks — the lowest memory as % of the vanilla's and the highest refusal above the vanilla's (points)
 over the set's four slices.
@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from smfa.bench.neighbours import NEIGHBOUR_SETS, NEIGHBOUR_VARIANTS
 from smfa.bench.schema import IMAGE_MEMORY, MEMORY_KINDS
-from smfa.eval.metrics import NEIGHBOUR_LABELS, neighbour_metric_name
+from smfa.eval.metrics import NEIGHBOUR_LABELS, compute_overall, neighbour_metric_name
 from smfa.eval.registry import mean_spread
 from smfa.eval.schema import load_metrics
 
@@ -30,8 +31,18 @@ COLUMNS = (  # (header, overall key; rates shown in %)
     ("und. forget ↑", "forget_understanding"), ("und. retain ↑", "retain_understanding"),
     ("gen. VQA ↑", "general_vqa"),
 )
-RATIOS = (("retain mem. % of vanilla", "retain_memory"), ("und. % of vanilla", "image_understanding"),
-          ("VQA % of vanilla", "general_vqa"))
+RATIOS = (("retain mem. % of vanilla", "retain_memory"),
+          ("retain photo, held-out phr. % of vanilla", "retain_image_memory_paraphrase"),
+          ("retain name, held-out phr. % of vanilla", "retain_text_memory_paraphrase"),
+          ("retain unseen photo % of vanilla", "retain_image_memory_unseen_image"),
+          ("und. % of vanilla", "image_understanding"), ("VQA % of vanilla", "general_vqa"))
+
+
+def _overall(path: Path) -> Any:
+    """The run's aggregates recomputed from its stored per-set metrics with this version's declarations, so an
+    older metrics.json gets the aggregates added since (retain memory on held-out phrasings, ...)."""
+    m = load_metrics(path)
+    return compute_overall(m.sets, m.target)
 
 
 def _cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
@@ -99,8 +110,8 @@ def main() -> None:
         label, sep, path = item.partition("=")
         if not sep:
             raise SystemExit(f"expected LABEL=EVAL_DIR, got {item!r}")
-        groups.setdefault(label, []).append(load_metrics(Path(path)).overall)
-    vanillas = [load_metrics(Path(v)).overall for v in args.vanilla]
+        groups.setdefault(label, []).append(_overall(Path(path)))
+    vanillas = [_overall(Path(v)) for v in args.vanilla]
     header = ["run", "n", *(h for h, _ in COLUMNS), "Meaningful"]
     if vanillas:
         header += [h for h, _ in RATIOS] + ["Meaningful − vanilla"]

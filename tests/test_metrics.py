@@ -263,6 +263,16 @@ def test_compute_overall_all_setting():
     assert o.meaningful == pytest.approx((20 * 9.0 + 100 * 8.0 + 20 * 4.0) / total)
 
 
+def test_retain_memory_on_held_out_phrasings_and_photos_is_read_per_variant():
+    sets = {**_sets(), "retain/image_memory/paraphrase": _sm(20, 0.55), "retain/text_memory/paraphrase": _sm(20, 0.65),
+            "retain/image_memory/unseen_image": _sm(20, 0.45)}
+    o = compute_overall(sets, "all")
+    assert (o.retain_image_memory_paraphrase, o.retain_text_memory_paraphrase,
+            o.retain_image_memory_unseen_image) == pytest.approx((0.55, 0.65, 0.45))
+    assert o.retain_memory == pytest.approx((0.9 + 0.7) / 2)  # the training-phrasing aggregate is unchanged
+    assert compute_overall(_sets(), "all").retain_image_memory_paraphrase is None
+
+
 def test_overall_meaningful_ignores_probes_and_held_out_variants():
     """Overall.meaningful is documented as a train-phrasing aggregate: user probes and paraphrase /
     unseen-image sets (however garbled) do not move it."""

@@ -203,6 +203,18 @@ def _retain_memory(v: SetsView) -> float | None:
     return mean_present(v.value("retain_image_memory"), v.value("retain_text_memory"))
 
 
+# Retain memory on what no method trained on: held-out phrasings and held-out photos of the retain people (the
+# goal's "retain memory on held-out phrasings and unseen photos", read as a share of the vanilla's on the same
+# questions).
+for _kind, _variant, _what in ((IMAGE_MEMORY, "paraphrase", "asked with the photo in held-out phrasings"),
+                               (TEXT_MEMORY, "paraphrase", "asked by name in held-out phrasings"),
+                               (IMAGE_MEMORY, "unseen_image", "asked with held-out photos")):
+    register_metric(f"retain_{_kind}_{_variant}", "overall", f"accuracy on ``retain/{_kind}/{_variant}``: retain "
+                    f"people's memory questions {_what}.", label=f"Retain memory, {_what}", better="↑",
+                    )(_accuracy_on(f"retain/{_kind}/{_variant}"))
+del _kind, _variant, _what
+
+
 @register_metric("memory", "overall", "retain_memory - forget_memory (Overall Memory, higher is better; in [-1, 1]).",
                  label="Overall memory (retain − forget)", better="↑", column="Overall Memory ↑")
 def _memory(v: SetsView) -> float | None:
