@@ -1,4 +1,4 @@
-"""#27's levers: the noised copy of UNDO-style distillation (smfa.methods.robust) and the MFA's data fields."""
+"""#27's levers: the lever fields' checks and the MFA's data fields (UNDO itself: tests/test_undo.py)."""
 
 from __future__ import annotations
 
@@ -7,42 +7,12 @@ import torch
 
 from smfa.errors import ConfigError
 from smfa.methods.base import get_method
-from smfa.methods.robust import noise_parameters, noised
-
-
-def test_noised_mixes_shrunk_weights_with_noise_of_their_own_spread():
-    w = torch.randn(256, 128, generator=torch.Generator().manual_seed(0)) * 0.02 + 0.5
-    out = noised(w, 0.3, torch.Generator().manual_seed(1))
-    eps = torch.randn(w.shape, generator=torch.Generator().manual_seed(1))
-    assert torch.allclose(out, 0.7 * w + 0.3 * w.std() * eps, atol=1e-6)
-    assert not torch.equal(out, w)
-    assert torch.equal(w, torch.randn(256, 128, generator=torch.Generator().manual_seed(0)) * 0.02 + 0.5)  # input kept
-    assert torch.equal(noised(w, 0.0, torch.Generator().manual_seed(1)), w)
-    full = noised(w, 1.0, torch.Generator().manual_seed(1))
-    assert abs(float(full.std()) - float(w.std())) < 0.1 * float(w.std())  # pure noise at the matrix's own spread
-    assert abs(float(torch.corrcoef(torch.stack([full.flatten(), w.flatten()]))[0, 1])) < 0.02
-
-
-def test_noise_parameters_skips_vectors_and_prefixes_and_depends_on_seed_and_name_only():
-    def model():
-        torch.manual_seed(0)
-        return torch.nn.ModuleDict({"vision": torch.nn.Linear(4, 4), "lm": torch.nn.Linear(8, 8)})
-
-    a, b, c = model(), model(), model()
-    kept_vision, kept_bias = a["vision"].weight.clone(), a["lm"].bias.clone()
-    done = noise_parameters(a.named_parameters(), 0.5, seed=3, skip_prefixes=("vision",))
-    assert done == ["lm.weight"]
-    assert torch.equal(a["vision"].weight, kept_vision) and torch.equal(a["lm"].bias, kept_bias)
-    assert not torch.equal(a["lm"].weight, c["lm"].weight)
-    noise_parameters(reversed(list(b.named_parameters())), 0.5, seed=3, skip_prefixes=("vision",))  # order-free
-    assert torch.equal(a["lm"].weight, b["lm"].weight)
-    noise_parameters(c.named_parameters(), 0.5, seed=4, skip_prefixes=("vision",))
-    assert not torch.equal(a["lm"].weight, c["lm"].weight)
 
 
 @pytest.mark.parametrize("field,value", [("robust", "undo"), ("robust_noise", 1.5), ("robust_noise", float("nan")),
-                                         ("robust_epochs", 0), ("robust_lr", -1.0), ("retain_augment", -1),
-                                         ("retain_augment", 1.5)])
+                                         ("robust_beta", -0.1), ("robust_max_steps", 0), ("robust_check_every", 2.5),
+                                         ("robust_tolerance", 0), ("robust_holdout", 1.0), ("robust_lr", -1.0),
+                                         ("retain_augment", -1), ("retain_augment", 1.5)])
 def test_bad_lever_values_are_refused_before_training(field, value):
     with pytest.raises(ConfigError, match=field):
         get_method("smfa").config(overrides={field: value})

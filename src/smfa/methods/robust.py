@@ -1,26 +1,36 @@
-"""Levers against forgetting that only hides (#27, docs/robustness.md): distillation into a noised copy and
-the calibrated ascent term's data.
+"""Levers against forgetting that only hides (#27, docs/robustness.md; #37, docs/undo.md): UNDO after SMFA,
+and the calibrated ascent term's data.
 
-Distillation into a noised copy (UNDO, Lee et al., arXiv 2506.06278), as a last step of SMFA.
+UNDO (Unlearn-Noise-Distill-on-Outputs; Lee et al., arXiv 2506.06278), as the paper does it, as a last step of
+SMFA (``robust: distill``). A refusal-tuned model still holds the forgotten facts behind the refusal: a few
+fine-tuning steps on *other* facts bring them back (docs/robustness.md). UNDO's remedy has two steps:
 
-A refusal-tuned model still holds the forgotten facts behind the refusal: a few fine-tuning steps on *other*
-facts bring them back (docs/robustness.md). UNDO's remedy: perturb a copy of the unlearned model,
-``W' = (1 − α)·W + α·σ_W·ε`` with ``ε ~ N(0, 1)`` and ``σ_W`` the matrix's own spread, so that part of what
-the weights held is gone, then distil the unlearned model (the teacher) back into it on inputs the data rule
-allows — the retain rows (D_r^few and the reference pool, labelled by the vanilla) and the forget questions
-with refusals. What the teacher still holds but never shows on those inputs (the forget facts behind the
-refusals) is not taught back. ``α`` is the knob: 0 is the teacher itself, 1 a model rebuilt from noise.
+1. **Noise** — shrink and perturb a copy of the unlearned model (the teacher), every parameter of its language
+   model: ``θ' = (1 − α)·θ + α·β·N`` with ``N`` drawn as Xavier-uniform initialisation draws a matrix
+   (``U(−b, b)``, ``b = √(6 / (fan_in + fan_out))``); vectors (RMSNorm / LayerNorm gains, biases) have no
+   Xavier draw, so, as in the authors' code, their noise is 0 and they are only shrunk, ``(1 − α)·θ``. ``α`` 0
+   is the teacher itself; ``α`` 1 with ``β`` 1 a freshly initialised model (norm gains at 0).
+2. **Distil** — train the noised copy (the student: full fine-tuning of the language model, vision tower and
+   projector frozen and never noised) on the inputs the data rule allows: the retain rows towards the
+   teacher's distribution (``KL(teacher ‖ student)`` on every answer token) and the forget rows towards
+   **hard** refusals (cross-entropy on a refusal drawn from ``smfa.refusals``' pool, the same targets the MFA
+   trained on): the teacher's residual preference for a forgotten answer is never taught back. Training runs
+   until the student's answer NLL on a held-out share of the retain rows (never trained on) is within a
+   tolerance (5 %) of the teacher's — the paper's stop rule, relative cross-entropy on held-out retain data —
+   checked before the first step and every ``check_every`` steps, or until a step cap; the run records which
+   (``undo.json`` in the run).
 
-The distillation trains the whole language model (vision tower and projector frozen and never noised) with
-``KL(teacher ‖ student)`` on every answer token (``smfa.losses.sft_loss``). Memory: the vanilla, the teacher
-and the student are resident together (three full-size models).
+Memory: the vanilla, the teacher and the student are resident together (three full-size models).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
-from dataclasses import replace
+import hashlib
+import math
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -28,84 +38,211 @@ import torch
 from smfa.errors import ConfigError
 
 ROBUST_MODES = ("none", "distill")
+UNDO_RECORD = "undo.json"  # in the run directory: the noise, the stop rule and every check
 
 
 def check_robust_fields(cfg: Any) -> None:
-    """Reject a bad ``robust`` / ``robust_noise`` / ``robust_epochs`` / ``robust_lr`` / ``calibrate_floor`` before any training."""
-    import math
-
+    """Reject a bad ``robust`` / ``robust_*`` / ``calibrate_floor`` value before any training."""
     name = type(cfg).__name__
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
     if cfg.robust not in ROBUST_MODES:
         raise ConfigError(f"{name}: robust must be one of {', '.join(ROBUST_MODES)}, got {cfg.robust!r}")
-    noise = cfg.robust_noise
-    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and 0 <= noise <= 1):
-        raise ConfigError(f"{name}: robust_noise must be a number in [0, 1] (the share of noise mixed in), got {noise!r}")
-    floor = getattr(cfg, "calibrate_floor", 0.0)
-    if not (isinstance(floor, (int, float)) and math.isfinite(floor) and floor >= 0):
-        raise ConfigError(f"{name}: calibrate_floor must be a number >= 0 (nats per answer token; 0 = off), got {floor!r}")
-    for field_name in ("robust_epochs", "robust_lr"):
+    for field_name, what in (("robust_noise", "the shrink share α"), ("robust_beta", "the noise scale β")):
         value = getattr(cfg, field_name)
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        if not (number(value) and 0 <= value <= 1):
+            raise ConfigError(f"{name}: {field_name} must be a number in [0, 1] ({what}), got {value!r}")
+    floor = getattr(cfg, "calibrate_floor", 0.0)
+    if not (number(floor) and floor >= 0):
+        raise ConfigError(f"{name}: calibrate_floor must be a number >= 0 (nats per answer token; 0 = off), got {floor!r}")
+    for field_name in ("robust_lr", "robust_tolerance"):
+        value = getattr(cfg, field_name)
+        if not (number(value) and value > 0):
             raise ConfigError(f"{name}: {field_name} must be a number > 0, got {value!r}")
+    for field_name in ("robust_max_steps", "robust_check_every"):
+        value = getattr(cfg, field_name)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise ConfigError(f"{name}: {field_name} must be an integer >= 1, got {value!r}")
+    share = cfg.robust_holdout
+    if not (number(share) and 0 < share < 1):
+        raise ConfigError(f"{name}: robust_holdout must be a number in (0, 1) (the share of retain rows held out), got {share!r}")
 
 
-def noised(weight: torch.Tensor, alpha: float, generator: torch.Generator) -> torch.Tensor:
-    """``(1 − α)·W + α·σ_W·ε``: ``W`` shrunk towards 0 and mixed with Gaussian noise of its own spread (a new
-    tensor; ``W`` is not modified). ``α`` 0 returns a copy of ``W``."""
-    if alpha == 0:
-        return weight.clone()
-    w = weight.detach().float()
-    eps = torch.randn(w.shape, generator=generator, dtype=torch.float32, device="cpu").to(w.device)
-    sigma = w.std() if w.numel() > 1 else w.abs().mean()
-    return ((1.0 - alpha) * w + alpha * sigma * eps).to(weight.dtype)
+# ---- 1. noise ------------------------------------------------------------------------------------------
+def shrink_perturb(theta: torch.Tensor, alpha: float, beta: float, generator: torch.Generator) -> torch.Tensor:
+    """``(1 − α)·θ + α·β·N``, ``N`` Xavier-uniform for a tensor of 2 or more dimensions (``generator``: a CPU
+    generator) and 0 for a vector (a norm gain, a bias: only shrunk). A new tensor in ``θ``'s dtype and device;
+    ``θ`` is not modified."""
+    w = theta.detach().float()
+    out = (1.0 - alpha) * w
+    if theta.ndim >= 2 and alpha * beta != 0:
+        noise = torch.nn.init.xavier_uniform_(torch.empty(w.shape, dtype=torch.float32), generator=generator)
+        out = out + (alpha * beta) * noise.to(w.device)
+    return out.to(theta.dtype)
 
 
-def noise_parameters(named: Iterable[tuple[str, torch.nn.Parameter]], alpha: float, seed: int,
-                     skip_prefixes: tuple[str, ...] = ()) -> list[str]:
-    """Replace, in place, every matrix (``ndim >= 2``) of ``named`` outside ``skip_prefixes`` by
-    :func:`noised`; vectors (norms, biases) are kept. The noise depends on ``seed`` and the parameter's name
-    only. Returns the names noised, in order."""
-    import hashlib
+def parameter_generator(seed: int, name: str) -> torch.Generator:
+    """A CPU generator that depends on ``seed`` and the parameter's ``name`` only (not on the order)."""
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
+
+def shrink_perturb_parameters(named: Iterable[tuple[str, torch.nn.Parameter]], alpha: float, beta: float, seed: int,
+                              skip_prefixes: tuple[str, ...] = ()) -> list[str]:
+    """Replace, in place, every parameter of ``named`` outside ``skip_prefixes`` by :func:`shrink_perturb`
+    (matrices and vectors alike). Returns the names changed, in order."""
     done = []
     with torch.no_grad():
         for name, param in named:
-            if param.ndim < 2 or name.startswith(skip_prefixes):
+            if name.startswith(skip_prefixes):
                 continue
-            digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
-            generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
-            param.copy_(noised(param, alpha, generator))
+            param.copy_(shrink_perturb(param, alpha, beta, parameter_generator(seed, name)))
             done.append(name)
     return done
 
 
-def distill_items(ctx: Any) -> list:
-    """What the student learns from the teacher: the retain rows and the forget questions with refusals,
-    every row marked ``distill`` (the teacher's distribution over the answer tokens, not the tokens)."""
+# ---- 2. distil -----------------------------------------------------------------------------------------
+def split_holdout(rows: Sequence[Any], share: float, seed: int) -> tuple[list[Any], list[Any]]:
+    """``(trained, held out)``: a seeded ``share`` of ``rows`` (at least one row, never all) held out, both
+    in ``rows``' order."""
+    if len(rows) < 2:
+        raise ConfigError(f"robust distill holds out a share of the retain rows to decide when to stop: it needs "
+                          f"at least 2 retain rows, got {len(rows)}")
+    n = min(len(rows) - 1, max(1, round(share * len(rows))))
+    held = set(random.Random(seed).sample(range(len(rows)), n))
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def undo_items(retain_rows: Sequence[Any], forget_rows: Sequence[Any], seed: int) -> list:
+    """What the student trains on: each retain row marked ``distill`` (the teacher's distribution over its
+    answer tokens) and each forget row with a hard refusal drawn from the pool (its tokens, cross-entropy)."""
     from smfa.data import reference_items, refusal_items
 
-    forget = [replace(item, distill=True) for item in refusal_items(ctx.data.forget_rows, seed=ctx.seed + 2)]
-    return reference_items(ctx.data.retain_rows, distill=True) + forget
+    return reference_items(retain_rows, distill=True) + refusal_items(forget_rows, seed=seed)
+
+
+def recovery_gap(student_nll: float, teacher_nll: float) -> float:
+    """How far the student is from the teacher on held-out retain rows, relative: ``(s − t) / t`` (``t`` at
+    least 1e-6); ≤ the tolerance is recovered (a student better than the teacher is recovered too)."""
+    return (student_nll - teacher_nll) / max(teacher_nll, 1e-6)
+
+
+@dataclass
+class RecoveryMonitor:
+    """The stop rule: :meth:`check` at step 0 and :meth:`after_step` after every optimiser step, measuring
+    (``measure()``: the student's held-out answer NLL) at step 0, every ``every`` steps and at ``max_steps``;
+    recovered at the first measurement within ``tolerance`` of ``teacher_nll``."""
+
+    teacher_nll: float
+    tolerance: float
+    every: int
+    max_steps: int
+    measure: Callable[[], float]
+    checks: list[dict[str, float]] = field(default_factory=list)
+    recovered: bool = False
+
+    def check(self, step: int) -> bool:
+        nll = float(self.measure())
+        gap = recovery_gap(nll, self.teacher_nll)
+        self.recovered = gap <= self.tolerance
+        self.checks.append({"step": step, "nll": round(nll, 6), "gap": round(gap, 6)})
+        return self.recovered
+
+    def after_step(self, step: int) -> bool:
+        """Whether to stop after optimiser step ``step``."""
+        if step % self.every == 0 or step >= self.max_steps:
+            return self.check(step) or step >= self.max_steps
+        return False
+
+    @property
+    def steps(self) -> int:
+        return int(self.checks[-1]["step"]) if self.checks else 0
+
+
+def mean_answer_nll(model: torch.nn.Module, dataset: Any, collator: Callable, batch_size: int) -> float:
+    """The answer tokens' mean NLL over ``dataset`` (every token weighs the same, as a cross-entropy loss);
+    ``model``'s train/eval mode is restored."""
+    from smfa.losses import answer_logits, answer_mask, answer_nll
+    from smfa.models.placement import move_batch
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            batch = move_batch(collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]), model)
+            logits, labels = answer_logits(model, batch)
+            total += float(answer_nll(logits, labels, reduction="sum"))
+            count += int(answer_mask(labels).sum())
+    model.train(was_training)
+    if count == 0:
+        raise ConfigError("robust distill: the held-out retain rows have no answer token to measure")
+    return total / count
+
+
+def recovery_callback(monitor: RecoveryMonitor) -> Any:
+    """The HF ``TrainerCallback`` that asks ``monitor`` after every optimiser step and stops the run."""
+    from transformers import TrainerCallback
+
+    class RecoveryCallback(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if monitor.after_step(state.global_step):
+                control.should_training_stop = True
+            return control
+
+    return RecoveryCallback()
 
 
 def distill_into_noised(ctx: Any, teacher: torch.nn.Module, hp: Any) -> torch.nn.Module:
-    """A noised copy of ``teacher`` (``hp.robust_noise``) trained to match it on :func:`distill_items` for
-    ``hp.robust_epochs`` passes at ``hp.robust_lr`` (full fine-tuning of the language model). ``teacher``'s
-    weights are not modified (it is frozen and put in eval mode)."""
+    """UNDO (module docstring): a copy of ``teacher`` shrunk and perturbed (``hp.robust_noise`` α,
+    ``hp.robust_beta`` β) and distilled from it at ``hp.robust_lr`` until its held-out retain NLL is within
+    ``hp.robust_tolerance`` of the teacher's (checked every ``hp.robust_check_every`` steps) or
+    ``hp.robust_max_steps``; writes ``undo.json`` to ``ctx.work_dir``. ``teacher``'s weights are not modified
+    (it is frozen and put in eval mode)."""
+    import time
+
+    from smfa.data import make_collator, reference_items
+    from smfa.rundir import write_json_atomic
     from smfa.training.runs import prepare_trainable, train_sft
 
     family = ctx.vanilla.family
-    student = copy.deepcopy(teacher)
-    skip = tuple(family.vision_module_prefixes + family.projector_module_prefixes)
-    if not noise_parameters(student.named_parameters(), float(hp.robust_noise), ctx.seed, skip):
-        raise ConfigError("robust distill: the model has no language-model matrix to noise")
-    student_hp = replace(hp, lora=False, lr=float(hp.robust_lr), epochs=float(hp.robust_epochs))
-    student = prepare_trainable(ctx, student_hp, student)
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    return train_sft(ctx, student, student_hp, ctx.encode(distill_items(ctx), desc="encoding distill"),
-                     tag="distill", reference=teacher)
+    trained_retain, held = split_holdout(ctx.data.retain_rows, float(hp.robust_holdout), ctx.seed + 3)
+    collate = make_collator(family, ctx.vanilla.processor)
+    held_ds = ctx.encode(reference_items(held), desc="encoding held-out retain")
+    batch = int(hp.batch_size)
+    teacher_nll = mean_answer_nll(teacher, held_ds, collate, batch)
+
+    student = copy.deepcopy(teacher)
+    skip = tuple(family.vision_module_prefixes + family.projector_module_prefixes)
+    noised = shrink_perturb_parameters(student.named_parameters(), float(hp.robust_noise), float(hp.robust_beta),
+                                       ctx.seed, skip)
+    if not noised:
+        raise ConfigError("robust distill: the model has no language-model parameter to noise")
+    cap = int(hp.robust_max_steps)
+    # The run is the cap's steps long (its cosine schedule too); the monitor ends it earlier once recovered.
+    student_hp = replace(hp, lora=False, lr=float(hp.robust_lr), max_steps=cap, min_steps=cap)
+    student = prepare_trainable(ctx, student_hp, student)
+    monitor = RecoveryMonitor(teacher_nll, float(hp.robust_tolerance), int(hp.robust_check_every), cap,
+                              lambda: mean_answer_nll(student, held_ds, collate, batch))
+    t0 = time.perf_counter()
+    if not monitor.check(0):
+        items = undo_items(trained_retain, ctx.data.forget_rows, ctx.seed + 2)
+        student = train_sft(ctx, student, student_hp, ctx.encode(items, desc="encoding distill"), tag="distill",
+                            reference=teacher, callbacks=[recovery_callback(monitor)])
+    write_json_atomic(ctx.work_dir / UNDO_RECORD, {
+        "method": "UNDO (arXiv 2506.06278): shrink-and-perturb, then distil until retain recovers",
+        "alpha": float(hp.robust_noise), "beta": float(hp.robust_beta), "seed": ctx.seed, "lr": float(hp.robust_lr),
+        "parameters_noised": len(noised), "retain_rows_trained": len(trained_retain), "retain_rows_held_out": len(held),
+        "forget_rows": len(ctx.data.forget_rows), "teacher_nll": round(teacher_nll, 6),
+        "tolerance": float(hp.robust_tolerance), "check_every": int(hp.robust_check_every), "max_steps": cap,
+        "recovered": monitor.recovered, "steps": monitor.steps, "checks": monitor.checks,
+        "train_s": round(time.perf_counter() - t0, 2)})
+    return student
 
 
 # ---- calibrated ascent (#27 lever 2) ------------------------------------------------------------------

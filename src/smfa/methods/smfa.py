@@ -81,12 +81,20 @@ class SMFAConfig(AdapterPairConfig):
     # In the MFA (smfa.losses.floor_loss): > 0 — the forget rows' true answers also pay relu(floor − NLL), the
     # floor being the loss level of never-seen people (the vanilla's mia loss_nonmembers); 0 = off.
     calibrate_floor: float = 0.0
-    # After the merge (smfa.methods.robust): none | distill — the merged model distilled into a copy of itself
-    # noised by robust_noise (0..1), robust_epochs passes at robust_lr over the retain rows and forget refusals.
+    # After the merge (smfa.methods.robust, UNDO, docs/undo.md): none | distill — a copy of the merged model shrunk
+    # and perturbed, (1 − α)·θ + α·β·Xavier (α robust_noise, β robust_beta: the paper's default 0.1; norms and
+    # biases only shrunk), then distilled from the merged model at robust_lr (retain rows: its distribution;
+    # forget rows: hard refusals) until the answer NLL on a held-out robust_holdout share of the retain rows is
+    # within robust_tolerance (5 %, the paper's) of the merged model's, checked every robust_check_every steps,
+    # at most robust_max_steps steps.
     robust: str = "none"
     robust_noise: float = 0.3
-    robust_epochs: float = 2.0
+    robust_beta: float = 0.1
     robust_lr: float = 1e-3
+    robust_max_steps: int = 2000
+    robust_check_every: int = 50
+    robust_tolerance: float = 0.05
+    robust_holdout: float = 0.1
 
     def __post_init__(self) -> None:
         import math

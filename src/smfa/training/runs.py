@@ -78,9 +78,10 @@ def train_unlearner(run: Any, model: torch.nn.Module, hp: Any, forget_ds: Datase
 
 
 def train_sft(run: Any, model: torch.nn.Module, hp: Any, dataset: Dataset, *, tag: str,
-              reference: torch.nn.Module | None = None) -> torch.nn.Module:
+              reference: torch.nn.Module | None = None, callbacks: list[Any] | None = None) -> torch.nn.Module:
     """Plain cross-entropy fine-tuning (MFA, RA, IDK tuning) on the answer view; rows encoded with
-    ``distill`` train towards ``reference`` (the frozen vanilla) instead."""
+    ``distill`` train towards ``reference`` (the frozen vanilla) instead. ``callbacks``: HF ``TrainerCallback``s
+    (UNDO's stop rule, ``smfa.methods.robust``)."""
     from transformers import set_seed
 
     from smfa.data import make_collator
@@ -89,7 +90,8 @@ def train_sft(run: Any, model: torch.nn.Module, hp: Any, dataset: Dataset, *, ta
         raise ConfigError(f"no examples to train the {tag} on (check --forget, --anchor-size and --target)")
     set_seed(run.seed)
     collator = make_collator(run.vanilla.family, run.vanilla.processor)
-    return _train(run, model, hp, dataset, collator, engine_trainer.sft_loss_fn(reference), tag, reference=reference)
+    return _train(run, model, hp, dataset, collator, engine_trainer.sft_loss_fn(reference), tag, reference=reference,
+                  callbacks=callbacks)
 
 
 def _train(run: Any, model: torch.nn.Module, hp: Any, dataset: Dataset, collator: Any, loss: Any, tag: str,
