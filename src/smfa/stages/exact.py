@@ -128,6 +128,7 @@ def exact(cfg: ExactConfig) -> Path:
                 "excluded": sorted(excluded), "new_people": sorted(new),
                 "start_slice": (start.index + 1) if start is not None else None,
                 "steps_trained": steps_trained, "steps_full": recipe.steps, "wall_time_s": round(wall, 2)}
+        manifest["config"]["out"] = str(out)  # the retrain was written inside the staging directory
         manifest.update(stage="exact", exact=info, requests=requests, root=str(out),
                         command=sys.argv,
                         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
