@@ -27,6 +27,7 @@ from smfa.bench import profiles
 from smfa.bench.config import BenchConfig
 from smfa.bench.layout import BENCH_JSON, PEOPLE_JSONL, QUESTIONS_JSONL, SPLITS_JSON, bench_checksum
 from smfa.bench.fundus import fundus_layout, fundus_views, render_fundus
+from smfa.bench.pairs import plant_neighbour_pairs
 from smfa.bench.portraits import portrait_views, render_portrait
 from smfa.bench.questions import (
     FUNDUS_MEMORY,
@@ -40,7 +41,7 @@ from smfa.bench.questions import (
     understanding_attributes,
 )
 from smfa.bench.render import write_png
-from smfa.bench.schema import BENCH_VERSION, KINDS, PARAPHRASE, TRAIN_PHRASING, Person, Question, is_training_row
+from smfa.bench.schema import BENCH_VERSION, KINDS, PAIRS_BENCH_VERSION, PARAPHRASE, TRAIN_PHRASING, Person, Question, is_training_row
 from smfa.bench.shapes import ShapeScene, make_shape_scenes, render_shapes
 from smfa.bench.splits import SPLIT_NAMES, make_anchor, make_person_splits
 from smfa.rundir import atomic_run_dir, write_json_atomic, write_jsonl_atomic, write_manifest
@@ -168,6 +169,13 @@ def build_bench(
     questions = person_questions(people, cfg) + shape_questions(scenes, cfg)
     splits = make_person_splits(people, cfg)
     splits["anchor"] = make_anchor(questions, splits, cfg)
+    if cfg.neighbour_pairs:  # names and looks only: the splits, question ids and anchor stay as drawn
+        by_id = {q.id: q for q in questions}
+        people = plant_neighbour_pairs(people, splits, {by_id[i].person_id for i in splits["anchor"]} - {None}, cfg)
+        planted = person_questions(people, cfg) + [q for q in questions if q.person_id is None]  # + the shape rows
+        if [q.id for q in planted] != [q.id for q in questions]:
+            raise RuntimeError("planting neighbour pairs changed the question ids; the anchor no longer applies")
+        questions = planted
     jobs = _render_jobs(people, scenes, cfg)
     with atomic_run_dir(Path(out), overwrite=overwrite) as tmp:
         _render_all(jobs, tmp, cfg, workers if workers is not None else default_workers(cfg), progress)
@@ -175,7 +183,7 @@ def build_bench(
         write_jsonl_atomic(tmp / QUESTIONS_JSONL, [q.to_dict() for q in questions])
         write_json_atomic(tmp / SPLITS_JSON, {name: splits[name] for name in SPLIT_NAMES})
         meta = {
-            "version": BENCH_VERSION,
+            "version": PAIRS_BENCH_VERSION if cfg.neighbour_pairs else BENCH_VERSION,
             "name": "S-MLLMUn Bench (procedural reproduction, smfa)",
             "preset": cfg.preset,
             "seed": cfg.seed,
@@ -187,5 +195,5 @@ def build_bench(
             "checksum": bench_checksum(tmp),
         }
         write_json_atomic(tmp / BENCH_JSON, meta)
-        write_manifest(tmp, "bench", cfg, checksum=meta["checksum"], counts=meta["counts"])
+        write_manifest(tmp, "bench", cfg.to_dict(), checksum=meta["checksum"], counts=meta["counts"])
     return meta

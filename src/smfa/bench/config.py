@@ -34,9 +34,16 @@ class BenchConfig:
     anchor_vqa_share: float = 0.15  # share of general-VQA items in the anchor (keeps refusal off shapes)
     min_visual_distance: int = 2  # any two people differ in at least this many features visible at 32 px
     reference_share: float = 0.6  # share of the retain people in the reference pool (tiny: 81 of 135; docs/archive/selectivity.md); splits only
+    # Share of forget_10's and forget_val's people given a planted name twin, and the same share a look twin, in
+    # their retain evaluation pool (smfa.bench.pairs; bench version 3.0). 0: none, the bench v2 of the shipped vanilla.
+    neighbour_pairs: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, without ``neighbour_pairs`` when it is 0 (bench.json of a v2 bench as before the field)."""
+        out = asdict(self)
+        if not self.neighbour_pairs:
+            del out["neighbour_pairs"]
+        return out
 
     @property
     def n_holdout(self) -> int:
@@ -98,6 +105,10 @@ class BenchConfig:
             raise bad("reference_share", "must be between 0 and 0.8 (the rest of the retain people are the evaluation pool)")
         if self.min_visual_distance not in (1, 2, 3):
             raise bad("min_visual_distance", "must be 1, 2 or 3")
+        if not 0.0 <= self.neighbour_pairs <= 1.0:
+            raise bad("neighbour_pairs", "must be between 0 and 1 (the share of forget people given a name twin and a look twin)")
+        if self.neighbour_pairs and self.min_visual_distance > 2:
+            raise bad("min_visual_distance", "must be at most 2 with neighbour_pairs (a look twin differs in 2 of 7 visible features)")
         # The anchor is drawn from training rows of people in no forget/val/holdout split (~70% of known
         # people, 30+ rows each) and of training shape pictures (3-4 rows each): stay well inside both.
         max_anchor = min(4 * self.n_known, 2 * self.n_shape_images)

@@ -13,6 +13,8 @@ from typing import Any
 from smfa.errors import ConfigError
 
 BENCH_VERSION = "2.0"  # 2.0: many phrasings per fact, held-out frames, counts name their noun
+PAIRS_BENCH_VERSION = "3.0"  # 3.0: a 2.0 bench with planted neighbour pairs (BenchConfig.neighbour_pairs > 0)
+BENCH_VERSIONS = (BENCH_VERSION, PAIRS_BENCH_VERSION)  # the versions this smfa reads
 
 # Question kinds.
 IMAGE_MEMORY = "image_memory"  # image of a person (portrait or fundus scan) + question about a private fact

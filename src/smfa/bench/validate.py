@@ -13,7 +13,7 @@ from typing import Any
 
 from smfa.bench.layout import BENCH_JSON, PEOPLE_JSONL, QUESTIONS_JSONL, SPLITS_JSON
 from smfa.bench.schema import (
-    BENCH_VERSION,
+    BENCH_VERSIONS,
     CHOICE,
     DOMAINS,
     FORMATS,
@@ -117,7 +117,10 @@ def rebuild_hint(root: Path, meta: dict | None) -> str:
         return (f"re-import it with `smfa bench import {source.get('format', 'jsonl')} {source.get('input', 'INPUT')} "
                 f"--out {root} --overwrite`")
     preset, seed = meta.get("preset", "tiny"), meta.get("seed", 0)
-    return f"rebuild it with `smfa bench build --preset {preset} --seed {seed} --out {root} --overwrite`"
+    config = meta.get("config")
+    pairs = config.get("neighbour_pairs") if isinstance(config, dict) else None
+    flag = f" --neighbour-pairs {pairs}" if pairs else ""
+    return f"rebuild it with `smfa bench build --preset {preset} --seed {seed}{flag} --out {root} --overwrite`"
 
 
 def _read_json(path: Path, what: str, hint: str) -> Any:
@@ -133,8 +136,9 @@ def _read_meta(root: Path) -> dict:
         raise BenchError(f"{root / BENCH_JSON}: expected a JSON object, found {type(meta).__name__}; {hint}")
     hint = rebuild_hint(root, meta)
     version = meta.get("version")
-    if version != BENCH_VERSION:
-        raise BenchError(f"{root / BENCH_JSON}: bench version {version!r}, but this smfa reads version {BENCH_VERSION!r}; {hint}")
+    if version not in BENCH_VERSIONS:
+        raise BenchError(f"{root / BENCH_JSON}: bench version {version!r}, but this smfa reads versions "
+                         f"{', '.join(map(repr, BENCH_VERSIONS))}; {hint}")
     for key, typ in (("seed", int), ("preset", str), ("config", dict), ("counts", dict), ("checksum", str)):
         if not isinstance(meta.get(key), typ):
             raise BenchError(f"{root / BENCH_JSON}: field {key!r} is missing or not a {typ.__name__}; {hint}")

@@ -41,6 +41,10 @@ def register(subparsers) -> None:
     build.add_argument("--multi-fact", type=int, default=None, metavar="N",
                        help="N training questions per person asking two private facts at once; three pairs of facts "
                        "are never asked together in training and form the multi_fact evaluation sets (default: 0, none)")
+    build.add_argument("--neighbour-pairs", type=float, default=None, metavar="SHARE",
+                       help="bench v3: give SHARE of forget_10's and of forget_val's people a planted name twin and as many a "
+                       "look twin (5 of 7 visible features) in their retain evaluation pool, for the neighbour sets; 0.55 "
+                       "plants 10 + 10 on tiny (default: 0, none: bench v2, the shipped vanilla's)")
     build.add_argument("--workers", type=int, default=None,
                        help="rendering processes (default: 1 for small builds, else up to 4); never changes the output")
     build.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
@@ -96,7 +100,7 @@ def _build(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be >= 1 (got {args.workers})")
     cfg = preset_config(args.preset, seed=args.seed, anchor_size=args.anchor_size, image_size=args.image_size, n_people=args.n_people,
                         reference_share=args.reference_share, n_shape_images=args.shape_images, n_variants=args.variants,
-                        multi_fact_phrasings=args.multi_fact)
+                        multi_fact_phrasings=args.multi_fact, neighbour_pairs=args.neighbour_pairs)
     start = time.perf_counter()
     meta = build_bench(cfg, args.out, overwrite=args.overwrite, workers=args.workers, progress=not args.quiet)
     print(format_counts(meta))
