@@ -285,12 +285,18 @@ def _resolve_runs(
     return metrics, labels
 
 
+def _columns(metrics: Sequence[Metrics]) -> list[Metric]:
+    """The overall metrics the comparison tables show: every one with a column, less a group's (e.g. the MLLMU-Bench
+    task columns) that no run has a value for."""
+    return [m for m in metrics_of("overall") if m.column
+            and not (m.group and all(getattr(r.overall, m.name) is None for r in metrics))]
+
+
 def compare_markdown(metrics: Sequence[Metrics], labels: Sequence[str], wall_times: Sequence[float | None] | None = None) -> str:
     """The comparison table (paper layout) as markdown."""
     has_gold = any(m.gold is not None for m in metrics)
     has_time = wall_times is not None and any(t is not None for t in wall_times)
-    columns = [m for m in metrics_of("overall") if m.column
-               and not (m.group and all(getattr(r.overall, m.name) is None for r in metrics))]
+    columns = _columns(metrics)
     shown_as = "visual" if metrics and all(m.target == "visual" for m in metrics) else "all"  # kept name answers
     header = ["Method", "Setting", *(_shown(c, shown_as)[2] for c in columns)]
     header += ["Forget NLL KS p ↑"] if has_gold else []
@@ -339,7 +345,7 @@ def compare_markdown(metrics: Sequence[Metrics], labels: Sequence[str], wall_tim
 def aggregate_markdown(metrics: Sequence[Metrics], labels: Sequence[str]) -> str:
     """The comparison table with one row per distinct label: each column's mean ± sample standard
     deviation over the runs carrying that label (e.g. one run per bench seed), and the number of runs."""
-    columns = [m for m in metrics_of("overall") if m.column]
+    columns = _columns(metrics)
     shown_as = "visual" if metrics and all(m.target == "visual" for m in metrics) else "all"
     groups: dict[str, list[Metrics]] = {}
     for m, label in zip(metrics, labels):
