@@ -67,3 +67,19 @@ def test_eval_of_a_chain_refuses_another_forget_group(capsys, micro_bench_dir: P
     assert main(["eval", "--bench", str(micro_bench_dir), "--model", str(chain), "--out", str(out), "--limit", "2",
                  "--forget-people", "p0011"]) == 0
     assert [(r.request, r.current) for r in load_metrics(out).requests] == [(1, False), (2, True)]
+
+
+def test_a_run_is_scored_in_the_setting_it_unlearned_in(tmp_path: Path) -> None:
+    from smfa.rundir import MANIFEST
+    from smfa.stages.evaluate import run_target
+
+    visual = tmp_path / "visual-run"
+    visual.mkdir()
+    (visual / MANIFEST).write_text(json.dumps({"stage": "unlearn", "config": {"target": "visual"}}))
+    assert run_target(str(visual), "all") == "visual"  # the default follows the run: its kept name memory is no leak
+    assert run_target(str(visual), "visual") == "visual"
+    assert run_target(str(tmp_path / "gone"), "all") == "all"
+    plain = tmp_path / "all-run"
+    plain.mkdir()
+    (plain / MANIFEST).write_text(json.dumps({"stage": "unlearn", "config": {"target": "all"}}))
+    assert run_target(str(plain), "visual") == "visual"  # a setting asked for is kept

@@ -4,7 +4,8 @@ An unlearning run records whom it forgot in its manifest: its request's people a
 earlier unlearning run, the people of every earlier request of the chain (:func:`smfa.stages.forget.read_chain`).
 Scored against the default split instead, those people would count as retain people. So when ``--model`` is
 such a run (its directory, its ``model/`` or a checkpoint merged from it) and no group is named, the evaluation
-takes the run's groups and says so in one line; a named forget group that is not the run's is refused.
+takes the run's groups and says so in one line; a named forget group that is not the run's is refused. Without
+``--target`` it is scored in the setting it unlearned in (:func:`run_target`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from smfa.bench import Bench
 from smfa.bench.forget_set import REQUEST_LABEL
 from smfa.errors import ConfigError
 from smfa.eval.pipeline import EvalConfig, eval_group
+from smfa.rundir import MANIFEST, read_manifest
 from smfa.stages.forget import read_chain
 
 DEFAULT_FORGET = EvalConfig().forget
+DEFAULT_TARGET = EvalConfig().target
 
 
 def run_groups(cfg: EvalConfig, bench: Any) -> EvalConfig:
@@ -31,6 +34,7 @@ def run_groups(cfg: EvalConfig, bench: Any) -> EvalConfig:
     if not chain.requests:
         return cfg
     *before, own = chain.requests
+    cfg = replace(cfg, target=run_target(own.run, cfg.target))
     earlier = [sorted(r.people) for r in before]
     if cfg.forget_people is None and cfg.forget == DEFAULT_FORGET and not cfg.earlier:
         named = own.label == REQUEST_LABEL
@@ -48,6 +52,14 @@ def run_groups(cfg: EvalConfig, bench: Any) -> EvalConfig:
     return replace(cfg, earlier=earlier)
 
 
+def run_target(run: str, asked: str) -> str:
+    """The setting to score a run in: the one it unlearned in (its manifest's ``config.target``) where ``asked`` is
+    the default — a visual-setting run scored in ``all`` would count the name memory it kept on purpose as a leak."""
+    if asked != DEFAULT_TARGET or not (Path(run) / MANIFEST).is_file():
+        return asked
+    return str((read_manifest(run).get("config") or {}).get("target") or asked)
+
+
 def _group(label: str, people: Any) -> str:
     """A forget group in words: "a request of 3 people", "split 10 (6 people)"."""
     n = f"{len(people)} {'person' if len(people) == 1 else 'people'}"
@@ -63,7 +75,8 @@ def evaluate_run(cfg: EvalConfig) -> Path:
         group = eval_group(bench, resolved)
         earlier = (f"; by {len(group.earlier)} earlier request(s): {sum(map(len, group.earlier))} people, reported "
                    "apart and never as retain") if group.earlier else ""
-        print(f"evaluating {cfg.model} on the groups its manifest records: forgotten by this run, "
+        setting = f" in the {resolved.target} setting it unlearned in" if resolved.target != cfg.target else ""
+        print(f"evaluating {cfg.model} on the groups its manifest records{setting}: forgotten by this run, "
               f"{_group(group.label, group.people)}{earlier}", flush=True)
     from smfa.eval.pipeline import evaluate  # looked up at call time (tests patch it)
 
