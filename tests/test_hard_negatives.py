@@ -69,6 +69,7 @@ def test_the_hard_negatives_are_labelled_apart_under_a_key_of_their_own(tiny_ben
     """The capped sample keeps its cache file (every request shares it); the hard negatives outside it are labelled
     once per set of hard negatives: another request's hard negatives, another key. Off: today's rows."""
     import smfa.eval.generate as generate
+    from smfa.bench.schema import MEMORY_KINDS
     from smfa.reference import hard_negative_people, label_path, reference_questions, self_labelled_reference
 
     labelled: list[list[str]] = []
@@ -97,6 +98,10 @@ def test_the_hard_negatives_are_labelled_apart_under_a_key_of_their_own(tiny_ben
     assert all(q.answer == f"answer {q.id}" == q.fact for q in on) and len(on) == len(off)
     assert sum(q.person_id in hard for q in on) > sum(q.person_id in hard for q in off)
     assert run(val, 0.5) == on and len(labelled) == 2  # both parts cached
+    twice = self_labelled_reference(bench, None, "self-full", progress=False, forgotten=val, cap=1000, cache=tmp_path,
+                                    model_digest="vanilla", hard_negatives=0.5, hard_negative_repeat=2)
+    copies = [q for q in on if q.person_id in hard and q.kind in MEMORY_KINDS]
+    assert twice == on + copies and copies and len(labelled) == 2  # copies on top of the cap, no new label
 
     other = run(ten, 0.5)  # another request: other hard negatives, another key; the sample's labels reused
     extra_ten = [q for q in other if q.id not in {s.id for s in sample}]
@@ -116,17 +121,20 @@ def test_hard_negatives_are_off_by_default_and_a_share(tiny_bench_dir: Path, tmp
         assert get_method(name).config(reference="self-full").hard_negatives == 0.0
     with pytest.raises(ConfigError, match="hard_negatives"):
         get_method("smfa").config(overrides={"hard_negatives": 1.5})
+    with pytest.raises(ConfigError, match="hard_negative_repeat"):
+        get_method("smfa").config(overrides={"hard_negative_repeat": 0})
 
     class Reached(Exception):
         pass
 
     def spy(*args, **kwargs):
-        raise Reached(kwargs["hard_negatives"])
+        raise Reached(kwargs["hard_negatives"], kwargs["hard_negative_repeat"])
 
     monkeypatch.setattr(stage, "self_labelled_reference", spy)
     with pytest.raises(Reached) as seen:
         stage.unlearn(stage.UnlearnConfig(bench=str(tiny_bench_dir), model=str(Path(smfa.__file__).parent / "pretrained" / "tiny-seed0"),
                                           out=str(tmp_path / "run"),
-                                          forget="val", params={"hard_negatives": 0.5}, progress=False,
+                                          forget="val", params={"hard_negatives": 0.5, "hard_negative_repeat": 3},
+                                          progress=False,
                                           device="cpu"))
-    assert seen.value.args == (0.5,)
+    assert seen.value.args == (0.5, 3)

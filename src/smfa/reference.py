@@ -166,7 +166,8 @@ def label_key(bench: Any, rows: list[Any], model_digest: str, text_io: str | Non
 def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed: int = 0, progress: bool = True,
                             forgotten: frozenset[str] = frozenset(), cap: int = 0, cache: Path | None = None,
                             model_digest: str | None = None, text_io: str | None = None,
-                            placement: Any = None, hard_negatives: float = 0.0) -> list[Any]:
+                            placement: Any = None, hard_negatives: float = 0.0,
+                            hard_negative_repeat: int = 1) -> list[Any]:
     """The budget's questions (:func:`reference_questions`, ``cap``), each answer replaced by the vanilla's own
     greedy answer (its fact: the answer itself, since no label is known); empty answers are dropped, and so are
     the questions about ``forgotten`` people (named by a deletion request) — after labelling, so that the
@@ -175,13 +176,15 @@ def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed
     ``hard_negatives`` > 0: that share of the sample's memory questions goes to the :func:`hard_negative_people`
     of ``forgotten`` (:func:`with_hard_negatives`). The capped sample is labelled as without them (the same
     key: every request shares it); the hard negatives' questions outside it are labelled apart, under the key
-    of those questions (another request's hard negatives: another key).
+    of those questions (another request's hard negatives: another key). ``hard_negative_repeat`` > 1: their
+    memory questions appear that many times (the copies on top of ``cap``: more optimiser steps).
 
     With ``cache`` (a directory) and the vanilla's ``model_digest``, the answers are computed once per
     :func:`label_key` and reused by every method, compare cell and request. Under several processes the main
     process labels (or reads the cache) and every rank gets its answers."""
     from dataclasses import replace
 
+    from smfa.bench.schema import MEMORY_KINDS
     from smfa.distributed import on_main_process
 
     sample = reference_questions(bench, budget, seed=seed, cap=cap)
@@ -196,6 +199,7 @@ def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed
             path = label_path(bench, part, cache, model_digest, text_io, placement)
             answers.update(zip((q.id for q in part), on_main_process(_labels, bench, vanilla, part, path,
                                                                      model_digest, progress), strict=True))
+    rows = rows + [q for q in rows if q.person_id in people and q.kind in MEMORY_KINDS] * (hard_negative_repeat - 1)
     return [replace(q, answer=answers[q.id], fact=answers[q.id]) for q in rows
             if answers[q.id].strip() and q.person_id not in forgotten]
 
