@@ -13,7 +13,7 @@ import torch
 from smfa.bench.schema import IMAGE_MEMORY, TEXT_MEMORY, Question, eval_variant
 from smfa.eval.gold import min_k_score, privleak
 from smfa.errors import ConfigError, EvalError
-from smfa.eval.attack_pieces import RELEARN_LRS, nf4_levels, relearn_defaults, resolve_relearn
+from smfa.eval.attack_pieces import RELEARN_LRS, RELEARN_SWEEP_LRS, nf4_levels, relearn_defaults, resolve_relearn
 from smfa.eval.attacks import (
     PROMPT_ATTACKS,
     RelearnConfig,
@@ -379,24 +379,31 @@ def test_split_facts_share(share: float, n_first: int) -> None:
 
 # ---- the relearn attack's config --------------------------------------------------------------------------
 def test_relearn_defaults() -> None:
-    """The sweep of #37 by default (1e-4, 3e-4, 1e-3 × 20, 100, 500 steps, each also after 20 repair steps): full
-    fine-tuning on the tiny model, LoRA with checkpointing on real families; given values replace the grid."""
+    """``relearn``: one run, the earlier tables' protocol (20 steps; tiny: full fine-tuning at 3e-4; real families:
+    LoRA with checkpointing at 1e-4). ``relearn_sweep``: 1e-4, 3e-4, 1e-3 × 20, 100, 500 steps, each also after 20
+    repair steps. Given values replace either grid."""
     tiny = relearn_defaults(tiny=True)
-    assert (tiny.lrs, tiny.steps, tiny.repair_steps) == ((1e-4, 3e-4, 1e-3), (20, 100, 500), 20)
-    assert tiny.base == RelearnConfig(steps=500, lr=1e-3, share=0.5, batch_size=16, params="full",
-                                      gradient_checkpointing=False)
-    assert tiny.cell(3e-4, 20) == RelearnConfig(steps=20, lr=3e-4) and tiny.cell(1e-4).steps == 500
+    assert (tiny.lrs, tiny.steps, tiny.repair_steps) == ((3e-4,), (20,), 0)
+    assert tiny.base == RelearnConfig() == RelearnConfig(steps=20, lr=3e-4, share=0.5, batch_size=16, params="full",
+                                                         gradient_checkpointing=False)
+    assert relearn_defaults(tiny=True, params="lora").lrs == (RELEARN_LRS["tiny", "lora"],) == (1e-3,)
     real = relearn_defaults(tiny=False)
-    assert (real.base.params, real.lrs, real.base.lora_r, real.base.gradient_checkpointing) == \
-        ("lora", (1e-4, 3e-4, 1e-3), 16, True)
-    assert relearn_defaults(tiny=False, params="full").lrs == RELEARN_LRS["real", "full"] == (1e-5, 3e-5, 1e-4)
-    given = resolve_relearn(False, steps=100, lr=(3e-4, 1e-3), share=0.25, batch_size=8, repair_steps=0)
+    assert (real.base.params, real.lrs, real.base.lora_r, real.base.gradient_checkpointing) == ("lora", (1e-4,), 16, True)
+    assert relearn_defaults(tiny=False, params="full").lrs == (1e-5,)  # the lr follows the trainable part
+    sweep = relearn_defaults(tiny=True, sweep=True)
+    assert (sweep.lrs, sweep.steps, sweep.repair_steps) == ((1e-4, 3e-4, 1e-3), (20, 100, 500), 20)
+    assert sweep.cell(3e-4, 20) == RelearnConfig(steps=20, lr=3e-4) and sweep.cell(1e-4).steps == 500
+    assert relearn_defaults(tiny=False, sweep=True).lrs == (1e-4, 3e-4, 1e-3)
+    assert relearn_defaults(tiny=False, params="full", sweep=True).lrs == RELEARN_SWEEP_LRS["real", "full"] == \
+        (1e-5, 3e-5, 1e-4)
+    given = resolve_relearn(False, sweep=True, steps=100, lr=(3e-4, 1e-3), share=0.25, batch_size=8, repair_steps=0)
     assert (given.lrs, given.steps, given.repair_steps) == ((3e-4, 1e-3), (100,), 0)
     assert given.cell(3e-4, 100) == RelearnConfig(steps=100, lr=3e-4, share=0.25, batch_size=8, params="lora",
                                                   gradient_checkpointing=True)
     assert given.as_result() == {
         "grid_lrs": "0.0003,0.001", "grid_steps": "100", "repair_steps": 0, "share": 0.25, "batch_size": 8,
         "params": "lora", "lora_r": 16, "lora_alpha": 16, "gradient_checkpointing": True}
+    assert resolve_relearn(True, steps=(20, 100), repair_steps=5).lrs == (3e-4,)  # relearn takes a grid too
     assert RelearnConfig().as_result()["lora_r"] is None  # no adapter in full mode
     for bad, message in [({"steps": (20, 0)}, r"relearn steps \(--relearn-steps\) must be an integer >= 1, got 0"),
                          ({"lr": ()}, r"relearn lrs \(--relearn-lr\) must be a non-empty list"),
@@ -489,8 +496,11 @@ def test_unlearn_and_forget_take_the_relearn_options(command: str, monkeypatch: 
 # ---- names ------------------------------------------------------------------------------------------------
 def test_parse_attacks() -> None:
     assert attack_names() == ALL
-    assert parse_attacks("all") == ALL
+    assert parse_attacks("all") == ALL  # the sweep only when named: too slow for a default (docs/robustness.md)
     assert parse_attacks(" MIA, prompt,mia ") == ["mia", "prompt"]
+    assert parse_attacks("relearn_sweep") == ["relearn_sweep"]
+    assert parse_attacks("all,relearn_sweep") == parse_attacks("relearn_sweep,all")[1:] + ["relearn_sweep"] == \
+        [*ALL, "relearn_sweep"]
     with pytest.raises(ConfigError, match="use 'all' or a comma list of: paraphrase, unseen_image"):
         parse_attacks("")
 
@@ -498,7 +508,7 @@ def test_parse_attacks() -> None:
 def test_unknown_attack_is_a_config_error() -> None:
     from smfa.eval.pipeline import EvalConfig
 
-    valid = "paraphrase, unseen_image, cross_modal, prompt, relearn, quantize, mia"
+    valid = "paraphrase, unseen_image, cross_modal, prompt, relearn, relearn_sweep, quantize, mia"
     with pytest.raises(ConfigError, match=rf"unknown attack\(s\) 'jailbreak' in --attacks; .*: {valid}$"):
         run_attacks(None, None, EvalConfig(attacks="paraphrase,jailbreak"))
 
@@ -532,12 +542,11 @@ def test_all_attacks_on_the_micro_vanilla(micro_bench_dir: Path, micro_vanilla: 
     loaded = load_model(micro_vanilla)
     before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
     cfg = EvalConfig(bench=str(micro_bench_dir), model=str(micro_vanilla), forget="10", limit=10, attacks="all",
-                     relearn_lr=(3e-4,), relearn_steps=(20,), relearn_repair_steps=0, progress=False)  # one cell
+                     progress=False)
     res = run_attacks(loaded, bench, cfg)
 
     assert list(res) == ["paraphrase", "unseen_image", "cross_modal", "prompt_prefix_injection",
                          "prompt_refusal_suppression", "prompt_roleplay", "prompt_completion", "relearn",
-                         "relearn[lr=0.0003,steps=20]",
                          "quantize_8bit", "quantize_4bit", "quantize_nf4", "mia", "mia_paraphrase", "mia_unseen_image"]
     for values in res.values():
         assert all(v is None or isinstance(v, (int, float, str, bool)) for v in values.values())
@@ -553,10 +562,9 @@ def test_all_attacks_on_the_micro_vanilla(micro_bench_dir: Path, micro_vanilla: 
     floor.at_least("refusal suppression: leak", res["prompt_refusal_suppression"]["leak"], 0.7)  # 0.9
     rl = res["relearn"]
     assert rl["n_train"] > 0
-    # One cell as asked: full fine-tuning of a copy (the tiny model's default), 20 × 16 at 3e-4
-    assert (rl["steps"], rl["lr"], rl["share"], rl["batch_size"], rl["params"], rl["cells"]) == \
-        (20, 3e-4, 0.5, 16, "full", 1)
-    assert rl["leak_after"] == res["relearn[lr=0.0003,steps=20]"]["leak"]
+    # The built-in tiny model keeps the protocol of every earlier table: full fine-tuning of a copy, 20 × 16 at 3e-4
+    assert (rl["steps"], rl["lr"], rl["share"], rl["batch_size"], rl["params"], rl["cells"], rl["repair_steps"]) == \
+        (20, 3e-4, 0.5, 16, "full", 1, 0)
     floor.at_least("relearn: leak before", rl["leak_before"], 0.7)  # 0.9
     floor.at_least("relearn: leak after", rl["leak_after"], 0.7)  # 0.8: the other facts survive
     q8, q4 = res["quantize_8bit"], res["quantize_4bit"]
@@ -582,8 +590,7 @@ def test_all_attacks_on_the_micro_vanilla(micro_bench_dir: Path, micro_vanilla: 
 
     after = loaded.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # relearn and quantize worked on copies
-    again = EvalConfig(forget="10", limit=4, attacks="relearn,mia,cross_modal", relearn_lr=(3e-4,), relearn_steps=(5,),
-                       relearn_repair_steps=2, progress=False)
+    again = EvalConfig(forget="10", limit=4, attacks="relearn,mia,cross_modal", relearn_steps=(5,), progress=False)
     assert run_attacks(loaded, bench, again) == run_attacks(loaded, bench, again)
 
 
@@ -754,12 +761,12 @@ def test_lora_relearn_recovers_an_idk_tuned_model(micro_bench_dir: Path, micro_v
     refusals = [replace(r, answer=sample_refusal(rng)) for r in ctx.memory_rows("forget")]
     with relearned(ctx, refusals, RelearnConfig(steps=40, lr=3e-4)) as idk:  # a full copy taught to refuse
         before = _model_state(idk.model)
-        cfg = EvalConfig(forget="10", limit=10, attacks="relearn", relearn_params="lora", relearn_steps=(20,),
-                         relearn_repair_steps=0, progress=False)  # the LoRA lrs 1e-4, 3e-4, 1e-3 at 20 steps
+        cfg = EvalConfig(forget="10", limit=10, attacks="relearn_sweep", relearn_params="lora", relearn_steps=(20,),
+                         relearn_repair_steps=0, progress=False)  # the sweep's LoRA lrs 1e-4, 3e-4, 1e-3 at 20 steps
         full = run_attacks(idk, bench, cfg)
-        res = full["relearn"]
+        res = full["relearn_sweep"]
         _assert_same_state(before, idk.model)
-    cells = {name: values for name, values in full.items() if name != "relearn"}
+    cells = {name: values for name, values in full.items() if name != "relearn_sweep"}
     assert list(cells) == [f"relearn[lr={lr},steps=20]" for lr in ("0.0001", "0.0003", "0.001")]
     assert res["leak_after"] == max(c["leak"] for c in cells.values())  # the worst case, with its cell
     assert cells[f"relearn[lr={res['lr']:g},steps=20]"]["leak"] == res["leak_after"]
@@ -802,7 +809,7 @@ def test_relearn_sweep_records_every_cell_and_the_worst(micro_bench_dir: Path, m
                                                         one_torch_thread) -> None:
     """lrs × steps, each lr one run read at every step count (a count's cell is what a run of that many steps gives),
     plainly and after repair on retain rows (its own cell at 0 steps); every cell recorded with its leak, retain
-    accuracy and normalised leak; ``relearn`` holds the worst raw and the worst normalised cell; the repair trains on
+    accuracy and normalised leak; ``relearn_sweep`` holds the worst raw and the worst normalised cell; the repair trains on
     retain people whose accuracy no cell reads."""
     from smfa.bench import Bench
     from smfa.eval.attacks import AttackContext, _retain_split, relearn_cell_name
@@ -811,14 +818,14 @@ def test_relearn_sweep_records_every_cell_and_the_worst(micro_bench_dir: Path, m
 
     bench = Bench.load(micro_bench_dir)
     loaded = load_model(micro_vanilla)
-    cfg = EvalConfig(forget="10", limit=10, attacks="relearn", relearn_lr=(3e-4, 1e-3), relearn_steps=(2, 6),
+    cfg = EvalConfig(forget="10", limit=10, attacks="relearn_sweep", relearn_lr=(3e-4, 1e-3), relearn_steps=(2, 6),
                      relearn_repair_steps=3, progress=False)
     res = run_attacks(loaded, bench, cfg)
     names = [relearn_cell_name(lr, steps, repaired) for lr in (3e-4, 1e-3)
              for repaired, counts in ((False, (2, 6)), (True, (0, 2, 6))) for steps in counts]
     assert names[:3] == ["relearn[lr=0.0003,steps=2]", "relearn[lr=0.0003,steps=6]", "relearn_repair[lr=0.0003,steps=0]"]
-    assert list(res) == ["relearn", *names]
-    summary, cells = res["relearn"], [res[name] for name in names]
+    assert list(res) == ["relearn_sweep", *names]
+    summary, cells = res["relearn_sweep"], [res[name] for name in names]
     assert summary["cells"] == 10 and (summary["grid_lrs"], summary["grid_steps"], summary["repair_steps"]) == \
         ("0.0003,0.001", "2,6", 3)
     for name, cell in zip(names, cells):
@@ -833,11 +840,13 @@ def test_relearn_sweep_records_every_cell_and_the_worst(micro_bench_dir: Path, m
         (worst_norm["leak_normalised"], worst_norm["lr"], worst_norm["steps"])
     assert summary["leak_before"] is not None and summary["retain_leak_before"] is not None
 
-    # One run per lr read at 2 and 6 steps: its 6-step cell is a 6-step run's
+    # One run per lr read at 2 and 6 steps: its 6-step cell is a 6-step run's (relearn with one cell: no cell entry)
     single = run_attacks(loaded, bench, EvalConfig(forget="10", limit=10, attacks="relearn", relearn_lr=(1e-3,),
-                                                   relearn_steps=(6,), relearn_repair_steps=0, progress=False))
-    assert list(single) == ["relearn", "relearn[lr=0.001,steps=6]"]
-    assert single["relearn[lr=0.001,steps=6]"] == res["relearn[lr=0.001,steps=6]"]
+                                                   relearn_steps=(6,), progress=False))
+    assert list(single) == ["relearn"]
+    cell = res["relearn[lr=0.001,steps=6]"]
+    assert [single["relearn"][k] for k in ("leak_after", "refusal", "retain_leak_after", "leak_after_normalised")] \
+        == [cell[k] for k in ("leak", "refusal", "retain_leak", "leak_normalised")]
     assert single["relearn"]["n_repair"] == 0 and summary["n_repair"] > 0
 
     repair, retain = _retain_split(AttackContext.build(loaded, bench, cfg))

@@ -96,13 +96,15 @@ def add_attack_options(p: argparse.ArgumentParser, attacks_help: str) -> None:
     :data:`RELEARN_OPTIONS`."""
     p.add_argument("--attacks", help=attacks_help)
     p.add_argument("--relearn-steps", type=_number_list(int), dest="relearn_steps", metavar="N[,N...]",
-                   help="relearn attack: the sweep's optimiser step counts, read from one run per lr (default 20,100,500)")
+                   help="relearn attacks: optimiser step counts, each read from one run per lr (default: relearn 20, "
+                        "relearn_sweep 20,100,500)")
     p.add_argument("--relearn-lr", type=_number_list(float), dest="relearn_lr", metavar="LR[,LR...]",
-                   help="relearn attack: the sweep's AdamW learning rates (default 1e-4,3e-4,1e-3; 1e-5,3e-5,1e-4 for "
-                        "full fine-tuning of real families); the worst case over the grid is reported")
+                   help="relearn attacks: AdamW learning rates, the worst case over them reported (default: relearn "
+                        "3e-4 full on the tiny model, 1e-4 LoRA / 1e-5 full on real families; relearn_sweep "
+                        "1e-4,3e-4,1e-3, 1e-5,3e-5,1e-4 for full fine-tuning of real families)")
     p.add_argument("--relearn-repair-steps", type=int, dest="relearn_repair_steps", metavar="N",
-                   help="relearn attack: also run every cell after N steps on retain people's rows (repair-then-attack; "
-                        "default 20, 0 = none)")
+                   help="relearn attacks: also run every cell after N steps on retain people's rows (repair-then-attack; "
+                        "default: relearn 0, relearn_sweep 20)")
     p.add_argument("--relearn-share", type=float, dest="relearn_share",
                    help="relearn attack: fraction of each forget person's facts trained on; the rest is asked (default 0.5)")
     p.add_argument("--relearn-batch-size", type=int, dest="relearn_batch_size", help="relearn attack: rows per step (default 16)")

@@ -155,7 +155,7 @@ class RelearnConfig:
     (:class:`RelearnSweep`, defaults per model: :func:`relearn_defaults`); every field is validated on construction
     (:class:`ConfigError`)."""
 
-    # One cell of the sweep (RelearnSweep, relearn_defaults: the grids RELEARN_STEPS and RELEARN_LRS).
+    # One cell of a sweep (RelearnSweep; relearn_defaults).
     steps: int = 20  # optimiser steps; 20 is the protocol of docs/archive/results.md's tables
     lr: float = 3e-4  # AdamW learning rate (no weight decay, no schedule)
     # Fraction of each forget person's facts trained on (T); the rest (V) is asked. 0.5 = half, as in #27.
@@ -198,34 +198,41 @@ class RelearnConfig:
                 "lora_alpha": self.lora_alpha if lora else None, "gradient_checkpointing": self.gradient_checkpointing}
 
 
-# The sweep's learning rates by (model, trainable part), as Deeb & Roger (arXiv 2410.08827) sweep them and read the best
-# for the attacker: 1e-4, 3e-4 and 1e-3 (#37) for the built-in tiny model (full or LoRA) and LoRA on real families.
-# - tiny/full: measured on the micro bench, 1e-4 and 3e-4 bring an IDK-tuned model's held-out facts back and 1e-3
-#   overwrites the vanilla's (0.95 → 0.5) — a cell that overwrites only lowers its own leak, which the worst case
-#   over the grid then ignores. tiny/lora: 1e-4 and 3e-4 barely move a rank-16 adapter from B = 0 in 20 steps, 1e-3
-#   and 3e-3 bring the facts back.
-# - real/lora: 1e-4 is the usual LoRA fine-tuning rate at 7B scale (TOFU's config/finetune_lora.yaml, QLoRA's 1e-4 to
-#   2e-4, the project's FinetuneConfig.lr); 1e-3 is the aggressive end. Not measured on a real model here.
-# - real/full: TOFU's full fine-tuning rate 1e-5 and two above it (3e-4 wrecks a mid-size model's other facts).
-RELEARN_LRS = {("tiny", "full"): (1e-4, 3e-4, 1e-3), ("tiny", "lora"): (1e-4, 3e-4, 1e-3),
-               ("real", "lora"): (1e-4, 3e-4, 1e-3), ("real", "full"): (1e-5, 3e-5, 1e-4)}
-# Optimiser steps of 16 rows: 20 is the protocol of docs/archive/results.md's tables (~0.8 epoch of the tiny bench's
-# T), 100 and 500 are ~4 and ~20 epochs. Cells of one learning rate are one run, read at each count.
-RELEARN_STEPS = (20, 100, 500)
-# Repair-then-attack: steps on retain people's rows before the relearning, at the cell's learning rate — fine-tuning
-# on other people's data alone can bring forgotten facts back (Łucki et al., arXiv 2409.18025). 0 = none.
+# The single run's learning rate by (model, trainable part) — the ``relearn`` attack, 20 steps of 16 rows, the protocol
+# of the earlier tables:
+# - tiny/full 3e-4, measured on the micro bench: 1e-4 and 3e-4 bring an IDK-tuned model's held-out facts back (leak
+#   0.75 → 0.95 / 1.0) and keep the vanilla's at 1.0, while 1e-3 overwrites them (vanilla 0.95 → 0.5).
+# - tiny/lora 1e-3, measured there too (limit 10, an IDK-tuned vanilla): 1e-4 and 3e-4 leave V's leak at 0.1, 1e-3 and
+#   3e-3 bring it to 1.0 while the vanilla's stays 1.0 — a rank-16 adapter starting from B = 0 needs a larger step.
+# - real/lora 1e-4: the usual LoRA fine-tuning rate at 7B scale — TOFU's LoRA fine-tune of Llama-2-7B (locuslab/tofu
+#   config/finetune_lora.yaml: r 8, alpha 32, lr 1e-4, batch 16), QLoRA's 2e-4 at 7-13B and 1e-4 at 33-65B
+#   (arXiv 2305.14314) — and the project's own for real checkpoints (FinetuneConfig.lr). Not measured on a real model.
+# - real/full 1e-5: TOFU's full fine-tuning rate (config/finetune.yaml); 3e-4 wrecks a mid-size model's other facts.
+RELEARN_LRS = {("tiny", "full"): 3e-4, ("tiny", "lora"): 1e-3, ("real", "lora"): 1e-4, ("real", "full"): 1e-5}
+# The ``relearn_sweep`` attack's learning rates, as Deeb & Roger (arXiv 2410.08827) sweep them and read the best for the
+# attacker: 1e-4, 3e-4 and 1e-3 (#37) — every single-run rate above is in it but real/full's, whose grid is 1e-5 and
+# two above. A cell that overwrites the facts (tiny/full at 1e-3) only lowers its own leak, which the worst case ignores.
+RELEARN_SWEEP_LRS = {("tiny", "full"): (1e-4, 3e-4, 1e-3), ("tiny", "lora"): (1e-4, 3e-4, 1e-3),
+                     ("real", "lora"): (1e-4, 3e-4, 1e-3), ("real", "full"): (1e-5, 3e-5, 1e-4)}
+# Optimiser steps of 16 rows: 20 is the single run's (~0.8 epoch of the tiny bench's T), 100 and 500 are ~4 and ~20
+# epochs. Cells of one learning rate are one run, read at each count.
+RELEARN_STEPS = 20
+RELEARN_SWEEP_STEPS = (20, 100, 500)
+# Repair-then-attack (the sweep's): steps on retain people's rows before the relearning, at the cell's learning rate —
+# fine-tuning on other people's data alone can bring forgotten facts back (Łucki et al., arXiv 2409.18025). 0 = none.
 REPAIR_STEPS = 20
 
 
 @dataclass(frozen=True)
 class RelearnSweep:
-    """The relearning attack as a sweep: every (learning rate, steps) cell of ``lrs`` × ``steps`` on the same T/V split,
-    plainly and after ``repair_steps`` of repair on retain rows (none when 0); the worst case is read over all cells.
+    """The relearning attack's runs: every (learning rate, steps) cell of ``lrs`` × ``steps`` on the same T/V split,
+    plainly and after ``repair_steps`` of repair on retain rows (none when 0); the worst case is read over all cells
+    (``relearn``'s default is one cell, ``relearn_sweep``'s the grid).
     ``base`` holds the rest of a cell's config (its ``steps`` and ``lr``: the grid's last). Validated on construction."""
 
     base: RelearnConfig
-    lrs: tuple[float, ...] = RELEARN_LRS["tiny", "full"]
-    steps: tuple[int, ...] = RELEARN_STEPS
+    lrs: tuple[float, ...] = RELEARN_SWEEP_LRS["tiny", "full"]
+    steps: tuple[int, ...] = RELEARN_SWEEP_STEPS
     repair_steps: int = REPAIR_STEPS
 
     def __post_init__(self) -> None:
@@ -264,8 +271,9 @@ def _grid(value: object) -> tuple | None:
     return (value,)
 
 
-def relearn_defaults(tiny: bool, params: str | None = None) -> RelearnSweep:
-    """The relearning attack's defaults: the full sweep (:data:`RELEARN_LRS` × :data:`RELEARN_STEPS`, repair
+def relearn_defaults(tiny: bool, params: str | None = None, sweep: bool = False) -> RelearnSweep:
+    """The relearning attack's defaults: one run (``relearn``: :data:`RELEARN_STEPS` steps at :data:`RELEARN_LRS`'s
+    rate, no repair) or the sweep (``relearn_sweep``: :data:`RELEARN_SWEEP_LRS` × :data:`RELEARN_SWEEP_STEPS`, repair
     :data:`REPAIR_STEPS`); on the built-in tiny model full fine-tuning without checkpointing, on real families LoRA
     (r 16 on the family's LoRA targets) with gradient checkpointing. ``params`` picks the other trainable part, with
     its own learning rates."""
@@ -274,23 +282,25 @@ def relearn_defaults(tiny: bool, params: str | None = None) -> RelearnSweep:
     if params not in RELEARN_PARAMS:
         raise ConfigError(f"relearn params (--relearn-params) must be one of {', '.join(RELEARN_PARAMS)}, "
                           f"got {params!r}")
-    lrs = RELEARN_LRS[kind, params]
-    base = RelearnConfig(steps=RELEARN_STEPS[-1], lr=lrs[-1], params=params, gradient_checkpointing=not tiny)
-    return RelearnSweep(base, lrs=lrs)
+    lrs = RELEARN_SWEEP_LRS[kind, params] if sweep else (RELEARN_LRS[kind, params],)
+    steps = RELEARN_SWEEP_STEPS if sweep else (RELEARN_STEPS,)
+    base = RelearnConfig(steps=steps[-1], lr=lrs[-1], params=params, gradient_checkpointing=not tiny)
+    return RelearnSweep(base, lrs=lrs, steps=steps, repair_steps=REPAIR_STEPS if sweep else 0)
 
 
-def resolve_relearn(tiny: bool, *, steps: int | Sequence[int] | None = None, lr: float | Sequence[float] | None = None,
-                    share: float | None = None, batch_size: int | None = None, params: str | None = None,
+def resolve_relearn(tiny: bool, *, sweep: bool = False, steps: int | Sequence[int] | None = None,
+                    lr: float | Sequence[float] | None = None, share: float | None = None,
+                    batch_size: int | None = None, params: str | None = None,
                     repair_steps: int | None = None) -> RelearnSweep:
     """:func:`relearn_defaults` with the given values (``None``: the default) put in; ``steps`` and ``lr`` one value
     or a grid of them. Validated."""
-    sweep = relearn_defaults(tiny, params)
+    default = relearn_defaults(tiny, params, sweep)
     given = {"share": share, "batch_size": batch_size}
-    base = replace(sweep.base, **{k: v for k, v in given.items() if v is not None})
+    base = replace(default.base, **{k: v for k, v in given.items() if v is not None})
     lrs, grid_steps = _grid(lr), _grid(steps)
-    return RelearnSweep(base, lrs=lrs if lrs is not None else sweep.lrs,
-                        steps=grid_steps if grid_steps is not None else sweep.steps,
-                        repair_steps=sweep.repair_steps if repair_steps is None else repair_steps)
+    return RelearnSweep(base, lrs=lrs if lrs is not None else default.lrs,
+                        steps=grid_steps if grid_steps is not None else default.steps,
+                        repair_steps=default.repair_steps if repair_steps is None else repair_steps)
 
 
 def rate(flags: Sequence[bool]) -> float | None:

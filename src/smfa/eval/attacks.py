@@ -38,30 +38,33 @@ Attacks and their entries:
 - ``prompt`` → ``prompt_prefix_injection``, ``prompt_refusal_suppression``, ``prompt_roleplay``,
   ``prompt_completion``: the forget memory questions (training phrasing) rewritten by the builders in
   :data:`PROMPT_ATTACKS`.
-- ``relearn`` → ``relearn`` and one entry per cell: each forget person's facts (attributes, all views of one
-  attribute together) are split per person (seeded) into T (a ``share`` of them) and V (the rest), as Deeb & Roger's
-  "retraining on T" (arXiv 2410.08827); the model is fine-tuned on T's training rows (cross-entropy on the answer
-  tokens only, :func:`smfa.losses.answer_nll` on the answer view; AdamW, no weight decay; vision tower and projector
-  frozen), then V — the *other* facts of the *same* people — is asked. A sweep, as Deeb & Roger read the best
-  attack over learning rates and epochs (:class:`~smfa.eval.attack_pieces.RelearnSweep`): every learning rate of the
-  grid is one run read at each step count of the grid (cell ``relearn[lr=0.0003,steps=20]``), and once more after
-  ``repair_steps`` steps on retain people's rows (repair-then-attack: ``relearn_repair[...]``, its ``steps=0`` cell
-  the repair alone). A cell records ``leak`` and ``refusal`` on V, ``retain_leak`` — the attacked model's own
-  accuracy on retain people (a seeded half of them, whose rows the repair never trains on) — and ``leak_normalised``
-  = ``leak`` / ``retain_leak`` (an attack that makes the model answer everyone better is discounted; > 1: it
-  recovers the forgotten facts better than it answers the kept ones), ``lr``, ``steps``, ``repair_steps``, ``n``,
-  ``retain_n``. ``relearn`` holds the worst case: ``leak_before`` / ``retain_leak_before`` (original model),
-  ``leak_after`` = the largest cell leak with its cell (``lr``, ``steps``, ``repaired``) and that cell's ``refusal``
-  and ``retain_leak_after``, ``leak_after_normalised`` = the largest normalised leak with its cell
-  (``normalised_lr``, ``normalised_steps``, ``normalised_repaired``), ``n``, ``n_train``, ``n_repair``, ``retain_n``,
-  ``cells``, and the sweep (``grid_lrs``, ``grid_steps``, ``repair_steps``, ``share``, ``batch_size``, ``params``,
-  ``lora_r``, ``lora_alpha``, ``gradient_checkpointing``). Defaults (:func:`relearn_config`): learning rates 1e-4,
-  3e-4, 1e-3 × 20, 100, 500 steps of 16 rows, repair 20 steps, half the facts; the built-in tiny model fine-tunes a
-  full copy, real families a LoRA adapter (r 16) injected and removed, with gradient checkpointing (full: 1e-5, 3e-5,
-  1e-4). ``--relearn-lr/-steps`` (comma lists) ``/-repair-steps/-share/-batch-size/-params`` override them; one lr,
-  one step count and ``--relearn-repair-steps 0`` is the single run of the earlier tables. Splitting by fact rather
-  than by question id keeps a fact's text and image questions on one side, so the attack measures recovery of facts
-  it never trained on. Run it on the oracle for the floor.
+- ``relearn`` → ``relearn``; ``relearn_sweep`` (only when named: ``all`` leaves it out, minutes on the tiny model's
+  CPU — docs/robustness.md) → ``relearn_sweep`` and one entry per cell: each forget person's facts (attributes, all
+  views of one attribute together) are split per person (seeded) into T (a ``share`` of them) and V (the rest), as
+  Deeb & Roger's "retraining on T" (arXiv 2410.08827); the model is fine-tuned on T's training rows (cross-entropy on
+  the answer tokens only, :func:`smfa.losses.answer_nll` on the answer view; AdamW, no weight decay; vision tower and
+  projector frozen), then V — the *other* facts of the *same* people — is asked. Cells
+  (:class:`~smfa.eval.attack_pieces.RelearnSweep`): every learning rate of the grid is one run read at each step count
+  of the grid (cell ``relearn[lr=0.0003,steps=20]``), and once more after ``repair_steps`` steps on retain people's
+  rows (repair-then-attack: ``relearn_repair[...]``, its ``steps=0`` cell the repair alone), as Deeb & Roger read the
+  best attack over learning rates and epochs. A cell records ``leak`` and ``refusal`` on V, ``retain_leak`` — the
+  attacked model's own accuracy on retain people (a seeded half of them, whose rows the repair never trains on) — and
+  ``leak_normalised`` = ``leak`` / ``retain_leak`` (an attack that makes the model answer everyone better is
+  discounted; > 1: it recovers the forgotten facts better than it answers the kept ones), ``lr``, ``steps``,
+  ``repair_steps``, ``n``, ``retain_n``. The summary entry holds the worst case: ``leak_before`` /
+  ``retain_leak_before`` (original model), ``leak_after`` = the largest cell leak with its cell (``lr``, ``steps``,
+  ``repaired``) and that cell's ``refusal`` and ``retain_leak_after``, ``leak_after_normalised`` = the largest
+  normalised leak with its cell (``normalised_lr``, ``normalised_steps``, ``normalised_repaired``), ``n``,
+  ``n_train``, ``n_repair``, ``retain_n``, ``cells``, and the grid (``grid_lrs``, ``grid_steps``, ``repair_steps``,
+  ``share``, ``batch_size``, ``params``, ``lora_r``, ``lora_alpha``, ``gradient_checkpointing``). Defaults
+  (:func:`relearn_config`, :func:`~smfa.eval.attack_pieces.relearn_defaults`): ``relearn`` one run of 20 steps of 16
+  rows, no repair, half the facts — the built-in tiny model fine-tunes a full copy at 3e-4, real families a LoRA
+  adapter (r 16) injected and removed at 1e-4 with gradient checkpointing (full: 1e-5); ``relearn_sweep`` learning
+  rates 1e-4, 3e-4, 1e-3 (real full: 1e-5, 3e-5, 1e-4) × 20, 100, 500 steps, repair 20 steps. ``--relearn-lr/-steps``
+  (comma lists) ``/-repair-steps/-share/-batch-size/-params`` replace them for both; ``relearn`` lists its cells as
+  entries too when given more than one. Splitting by fact rather than by question id keeps a fact's text and image
+  questions on one side, so the attack measures recovery of facts it never trained on. Run it on the oracle for the
+  floor.
 - ``quantize`` → ``quantize_8bit``, ``quantize_4bit``, ``quantize_nf4``: every ``nn.Linear`` weight under the
   language model (``family.language_model_pattern``; the output head and embeddings stay in full precision, as
   weight-only quantisers usually leave them) rounded in place and restored after (:func:`quantized_in_place`):
@@ -152,32 +155,37 @@ __all__ = ["PROMPT_ATTACKS", "AttackContext", "RelearnConfig", "attack_names", "
 _ATTACKS: dict[str, Attack] = {}
 
 
-def register_attack(name: str) -> Callable[[Attack], Attack]:
-    """Decorator: register an attack function under ``name`` (the name used in ``--attacks``)."""
+_BY_NAME_ONLY: set[str] = set()  # attacks ``all`` leaves out (too slow for a default): asked for by name
+
+
+def register_attack(name: str, in_all: bool = True) -> Callable[[Attack], Attack]:
+    """Decorator: register an attack function under ``name`` (the name used in ``--attacks``); ``in_all`` False: run
+    only when named, not by ``all``."""
 
     def wrap(fn: Attack) -> Attack:
         if not name or name in _ATTACKS:
             raise ValueError(f"attack name {name!r} empty or registered twice")
         _ATTACKS[name] = fn
+        if not in_all:
+            _BY_NAME_ONLY.add(name)
         return fn
 
     return wrap
 
 
 def attack_names() -> list[str]:
-    """Registered attacks, in the order ``--attacks all`` runs them."""
-    return list(_ATTACKS)
+    """The attacks ``--attacks all`` runs, in its order (every registered one but those asked for by name only)."""
+    return [name for name in _ATTACKS if name not in _BY_NAME_ONLY]
 
 
 def parse_attacks(spec: str | None) -> list[str]:
-    """``"all"`` or a comma list → attack names (duplicates dropped, order kept); :class:`ConfigError` on an
-    unknown or empty name. Cheap: call it before loading a model to fail early."""
+    """A comma list of attack names and ``all`` (:func:`attack_names`) → attack names (duplicates dropped, order kept);
+    :class:`ConfigError` on an unknown or empty name. Cheap: call it before loading a model to fail early."""
     valid = ", ".join(_ATTACKS)
     names = [s.strip().lower() for s in (spec or "").split(",")]
     if not any(names):
         raise ConfigError(f"--attacks names no attack; use 'all' or a comma list of: {valid}")
-    if "all" in names:
-        return attack_names()
+    names = [n for name in names for n in (attack_names() if name == "all" else [name])]  # "all,relearn_sweep"
     unknown = [n for n in names if n not in _ATTACKS]
     if unknown:
         raise ConfigError(
@@ -352,11 +360,9 @@ def _worst(cells: Sequence[dict[str, Scalar]], key: str) -> dict[str, Scalar] | 
     return max(scored, key=lambda c: c[key]) if scored else None  # type: ignore[arg-type, return-value]
 
 
-@register_attack("relearn")
-def relearn_attack(ctx: AttackContext) -> AttackResult:
-    """Fine-tune on a share (T) of each forget person's facts and ask their other facts (V), over a grid of learning
-    rates × steps, plainly and after repair on retain rows; every cell recorded, the worst case in ``relearn``."""
-    sweep = relearn_config(ctx.loaded, ctx.cfg)
+def _relearn(ctx: AttackContext, sweep: Any) -> tuple[dict[str, Scalar], AttackResult]:
+    """Run the relearning cells of ``sweep`` (a :class:`~smfa.eval.attack_pieces.RelearnSweep`): (the worst case with
+    its cell, every cell by :func:`relearn_cell_name`)."""
     rows = ctx.memory_rows("forget")
     train_facts, test_facts = split_facts(rows, share=sweep.base.share)
     train = [r for r in rows if (r.person_id, r.attribute) in train_facts]
@@ -405,7 +411,23 @@ def relearn_attack(ctx: AttackContext) -> AttackResult:
         **sweep.as_result(),
     }
     n = {"n": len(test), "retain_n": len(retain)}
-    return {"relearn": summary, **{name: {**values, **n} for name, values in cells.items()}}
+    return summary, {name: {**values, **n} for name, values in cells.items()}
+
+
+@register_attack("relearn")
+def relearn_attack(ctx: AttackContext) -> AttackResult:
+    """Fine-tune on a share (T) of each forget person's facts and ask their other facts (V): one run by default (the
+    earlier tables' protocol), the worst case in ``relearn``; its cells as entries of their own when given a grid."""
+    summary, cells = _relearn(ctx, relearn_config(ctx.loaded, ctx.cfg))
+    return {"relearn": summary, **(cells if len(cells) > 1 else {})}
+
+
+@register_attack("relearn_sweep", in_all=False)
+def relearn_sweep_attack(ctx: AttackContext) -> AttackResult:
+    """The relearning attack over a grid of learning rates × steps, plainly and after repair on retain rows; every cell
+    recorded, the worst case in ``relearn_sweep``."""
+    summary, cells = _relearn(ctx, relearn_config(ctx.loaded, ctx.cfg, sweep=True))
+    return {"relearn_sweep": summary, **cells}
 
 
 @register_attack("quantize")
@@ -564,8 +586,8 @@ def run_attacks(loaded: Any, bench: Any, cfg: Any, forget: Any = None,
     returns ``{entry: {metric: scalar}}`` for ``Metrics.attacks`` (entries and metrics: module docstring).
     ``oracle_mia``: :func:`oracle_mia_losses` computed earlier, used by ``mia`` when ``cfg.oracle`` is set."""
     names = parse_attacks(cfg.attacks)
-    if "relearn" in names:
-        relearn_config(loaded, cfg)  # a bad --relearn-* value fails before any attack runs
+    if {"relearn", "relearn_sweep"} & set(names):
+        relearn_config(loaded, cfg, sweep="relearn_sweep" in names)  # a bad --relearn-* value fails before any attack runs
     ctx = AttackContext.build(loaded, bench, cfg, forget, oracle_mia)
     if not ctx.memory_rows("forget"):
         raise BenchError(

@@ -47,9 +47,9 @@ class EvalConfig:
     oracle: str | None = None  # oracle run: forget quality = KS p-value of forget losses vs the oracle's
     vanilla: str | None = None  # vanilla run: its forget quality as the reference point
     attacks: str | None = None  # "all" or a comma list (smfa.eval.attacks)
-    # The relearn attack's sweep (smfa.eval.attack_pieces.RelearnSweep); None = the model's default: learning rates
-    # 1e-4, 3e-4, 1e-3 x steps 20, 100, 500 of 16 rows, share 0.5, each cell also after 20 repair steps; on the
-    # built-in tiny model full fine-tuning, on real families LoRA r 16 with checkpointing (full: lr 1e-5, 3e-5, 1e-4).
+    # The relearn attacks' runs (smfa.eval.attack_pieces.RelearnSweep); None = the default (relearn_defaults): relearn
+    # one run of 20 steps of 16 rows (tiny: full fine-tuning at 3e-4; real families: LoRA r 16 at 1e-4, checkpointing),
+    # relearn_sweep lr 1e-4, 3e-4, 1e-3 x steps 20, 100, 500, each also after 20 repair steps; share 0.5.
     relearn_steps: tuple[int, ...] | None = None  # the sweep's step counts (one value: one)
     relearn_lr: tuple[float, ...] | None = None  # the sweep's learning rates (one value: one)
     relearn_share: float | None = None  # fraction of each forget person's facts trained on (T); the rest (V) is asked

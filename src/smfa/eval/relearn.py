@@ -1,5 +1,5 @@
-"""The relearning attack's machinery (the ``relearn`` attack of :mod:`smfa.eval.attacks`): its sweep config from the
-command line, :func:`trainable` — the model under attack made trainable (a full copy, or a LoRA adapter injected
+"""The relearning attacks' machinery (``relearn`` and ``relearn_sweep`` of :mod:`smfa.eval.attacks`): their config from
+the command line, :func:`trainable` — the model under attack made trainable (a full copy, or a LoRA adapter injected
 and removed) — and :func:`fit`, AdamW on the training engine's answer-view loss that stops at given step counts for
 the caller to read the model (one run per learning rate serves every step count of the grid), batches drawn in a
 seeded order that reshuffles each pass over the rows (:class:`SeededBatches`); :func:`relearned` is one run."""
@@ -26,12 +26,13 @@ def _relearn_options(cfg: Any) -> dict[str, Any]:
     return {k: getattr(cfg, f"relearn_{k}", None) for k in OPTIONS}
 
 
-def relearn_config(loaded: Any, cfg: Any) -> RelearnSweep:
-    """The relearning attack's sweep for ``loaded``: its defaults (:func:`~smfa.eval.attack_pieces.relearn_defaults`,
-    tiny or real scale, :func:`smfa.models.scale.is_real_scale`) with ``cfg``'s ``relearn_*`` fields put in where given."""
+def relearn_config(loaded: Any, cfg: Any, sweep: bool = False) -> RelearnSweep:
+    """The relearning attack's runs for ``loaded`` (``sweep``: the ``relearn_sweep`` attack's, else ``relearn``'s): its
+    defaults (:func:`~smfa.eval.attack_pieces.relearn_defaults`, tiny or real scale,
+    :func:`smfa.models.scale.is_real_scale`) with ``cfg``'s ``relearn_*`` fields put in where given."""
     from smfa.models.scale import is_real_scale
 
-    return resolve_relearn(not is_real_scale(loaded.model), **_relearn_options(cfg))
+    return resolve_relearn(not is_real_scale(loaded.model), sweep=sweep, **_relearn_options(cfg))
 
 
 def check_relearn_options(cfg: Any) -> None:
