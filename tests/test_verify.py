@@ -18,16 +18,16 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "own-data"
 
 
 def test_a_check_passes_only_when_every_measured_leak_is_at_most_the_target() -> None:
-    ok = RequestCheck(leak={"photo": 0.05, "name": 0.0, "held-out phrasing": None, "unseen photo": None}, target=0.05, n=8)
-    bad = RequestCheck(leak={"photo": 0.25, "name": 0.0, "held-out phrasing": 0.1, "unseen photo": None}, target=0.05, n=8)
+    ok = RequestCheck(leak={"photo": 0.05, "name": 0.0, "paraphrase": None, "unseen_photo": None}, target=0.05, n=8)
+    bad = RequestCheck(leak={"photo": 0.25, "name": 0.0, "paraphrase": 0.1, "unseen_photo": None}, target=0.05, n=8)
     assert ok.passed and not ok.failing
-    assert not bad.passed and bad.failing == {"photo": 0.25, "held-out phrasing": 0.1}
+    assert not bad.passed and bad.failing == {"photo": 0.25, "paraphrase": 0.1}
     assert bad.summary() == ("photo 25.0 %, name 0.0 %, held-out phrasing 10.0 %, unseen photo – (n 8; target ≤ 5 % "
                              "on photo, name, held-out phrasing)")
     assert bad.to_dict()["passed"] is False
     # Unseen photos are measured and reported, not required (no recipe of this release reaches 5 % there).
-    unseen = RequestCheck(leak={"photo": 0.0, "name": 0.0, "held-out phrasing": 0.02, "unseen photo": 0.3}, target=0.05, n=8)
-    assert unseen.passed and unseen.above == {"unseen photo": 0.3}
+    unseen = RequestCheck(leak={"photo": 0.0, "name": 0.0, "paraphrase": 0.02, "unseen_photo": 0.3}, target=0.05, n=8)
+    assert unseen.passed and unseen.above == {"unseen_photo": 0.3}
 
 
 def test_stronger_settings_are_tried_cheapest_first() -> None:

@@ -13,11 +13,13 @@ from typing import Any
 
 from smfa.bench.schema import FORGET_GROUP, forgotten_kinds
 
-# The leaks a request is held to (keys of smfa.eval.schema.Overall), under the names the audit shows.
-CHECKED = {"photo": "forget_leak_image", "name": "forget_leak_text", "held-out phrasing": "forget_leak_paraphrase",
-           "unseen photo": "forget_leak_unseen_image"}
+# A request's leaks (keys of smfa.eval.schema.Overall) under the names its records use (the check here, the
+# audit record's "leak": smfa.stages.audit.leak_record), and how messages say them.
+LEAK_KEYS = {"photo": "forget_leak_image", "name": "forget_leak_text", "paraphrase": "forget_leak_paraphrase",
+             "unseen_photo": "forget_leak_unseen_image"}
+LEAK_LABELS = {"photo": "photo", "name": "name", "paraphrase": "held-out phrasing", "unseen_photo": "unseen photo"}
 # The leaks that decide whether the check passes (the others are reported, and warned about above the target).
-GATED = ("photo", "name", "held-out phrasing")
+GATED = ("photo", "name", "paraphrase")
 
 
 @dataclass
@@ -45,8 +47,8 @@ class RequestCheck:
 
     def summary(self) -> str:
         """``photo 25.0 %, name 0.0 %, held-out phrasing –, unseen photo – (n 8; target ≤ 5 %)``."""
-        rates = ", ".join(f"{name} {'–' if r is None else f'{100 * r:.1f} %'}" for name, r in self.leak.items())
-        return f"{rates} (n {self.n}; target ≤ {100 * self.target:g} % on {', '.join(GATED)})"
+        rates = ", ".join(f"{LEAK_LABELS[name]} {'–' if r is None else f'{100 * r:.1f} %'}" for name, r in self.leak.items())
+        return f"{rates} (n {self.n}; target ≤ {100 * self.target:g} % on {', '.join(LEAK_LABELS[g] for g in GATED)})"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
@@ -72,5 +74,5 @@ def check_request(loaded: Any, bench: Any, cfg: Any, target: float) -> RequestCh
     sets = request_sets(bench, cfg, group)
     gens = generate_sets(loaded, bench, sets, set(group.forgotten), cfg=cfg)
     overall = compute_overall(compute_all_sets(gens, get_judge("offline")), cfg.target)
-    leak = {name: getattr(overall, key) for name, key in CHECKED.items()}
+    leak = {name: getattr(overall, key) for name, key in LEAK_KEYS.items()}
     return RequestCheck(leak=leak, target=target, n=len(gens))
