@@ -79,7 +79,8 @@ def _n(gens: Sequence[Any], scores: Sequence[Scores]) -> float:
 
 
 @register_metric("rouge_l", "set", "mean ROUGE-L F-measure of the answer against the reference answer "
-                 "(``rouge-score``, Porter stemming), in [0, 1].", label="ROUGE-L %", required=True)
+                 "(``rouge-score``, Porter stemming, as MLLMU-Bench scores generation; not TOFU's unstemmed recall), "
+                 "in [0, 1].", label="ROUGE-L F (stemmed, MLLMU-Bench) %", required=True)
 def _rouge(gens: Sequence[Any], scores: Sequence[Scores]) -> float | None:
     return _mean([rouge_l(g.answer, g.reference) for g in _free(gens)])
 
