@@ -11,7 +11,7 @@ from smfa.methods.base import get_method
 
 @pytest.mark.parametrize("field,value", [("robust", "undo"), ("robust_noise", 1.5), ("robust_noise", float("nan")),
                                          ("robust_beta", -0.1), ("robust_max_steps", 0), ("robust_check_every", 2.5),
-                                         ("robust_tolerance", 0), ("robust_holdout", 1.0), ("robust_lr", -1.0),
+                                         ("robust_tolerance", 0), ("robust_holdout", 1.0), ("robust_stop", "loss"), ("robust_lr", -1.0),
                                          ("retain_augment", -1), ("retain_augment", 1.5)])
 def test_bad_lever_values_are_refused_before_training(field, value):
     with pytest.raises(ConfigError, match=field):

@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from smfa.methods.robust import (RecoveryMonitor, recovery_gap, shrink_perturb, shrink_perturb_parameters,
-                                 split_holdout, undo_items)
+from smfa.methods.robust import (RecoveryMonitor, RetainScore, recovery_gap, retain_score, shrink_perturb,
+                                 shrink_perturb_parameters, split_holdout, undo_items)
 
 
 def test_shrink_perturb_is_the_shrunk_matrix_plus_alpha_beta_xavier_noise():
@@ -109,16 +109,47 @@ def drive(monitor: RecoveryMonitor) -> int:
 
 
 def test_the_stop_rule_stops_within_five_percent_and_records_not_recovered_at_the_cap():
-    measured = iter([2.0, 1.5, 1.2, 1.049, 1.0])
-    monitor = RecoveryMonitor(teacher_nll=1.0, tolerance=0.05, every=10, max_steps=100, measure=lambda: next(measured))
-    assert drive(monitor) == 30 and monitor.recovered and monitor.steps == 30
+    teacher = RetainScore(nll=0.5, accuracy=0.8)
+    measured = iter([RetainScore(2.0, 0.1), RetainScore(1.5, 0.5), RetainScore(1.2, 0.75), RetainScore(1.1, 0.761)])
+    monitor = RecoveryMonitor(teacher, "accuracy", tolerance=0.05, every=10, max_steps=100, measure=lambda: next(measured))
+    assert drive(monitor) == 30 and monitor.recovered and monitor.steps == 30  # 0.761 >= 0.95 x 0.8
     assert [c["step"] for c in monitor.checks] == [0, 10, 20, 30]
-    assert monitor.checks[-1]["gap"] == pytest.approx(0.049)
-    assert recovery_gap(1.06, 1.0) > 0.05 and recovery_gap(0.5, 1.0) < 0  # better than the teacher: recovered
+    assert monitor.checks[-1]["gap"] == pytest.approx((0.8 - 0.761) / 0.8) and monitor.checks[-1]["nll"] == 1.1
+    assert recovery_gap(RetainScore(0.5, 0.759), teacher, "accuracy") > 0.05
+    assert recovery_gap(RetainScore(0.52, 0.0), teacher, "nll") == pytest.approx(0.04)  # the paper's rule: NLL
+    assert recovery_gap(RetainScore(0.1, 0.9), teacher, "nll") < 0  # better than the teacher: recovered
 
-    stuck = RecoveryMonitor(teacher_nll=1.0, tolerance=0.05, every=10, max_steps=25, measure=lambda: 1.06)
+    stuck = RecoveryMonitor(teacher, "nll", tolerance=0.05, every=10, max_steps=25, measure=lambda: RetainScore(0.53, 0.8))
     assert drive(stuck) == 25 and not stuck.recovered and stuck.steps == 25
     assert [c["step"] for c in stuck.checks] == [0, 10, 20, 25]  # the cap is measured too
+
+
+def test_the_retain_score_is_the_answer_nll_and_the_share_of_rows_answered_exactly():
+    from types import SimpleNamespace
+
+    from smfa.losses import IGNORE_INDEX
+
+    # two rows, prompt token then two answer tokens; the "model" predicts row 0's answer and half of row 1's
+    labels = torch.tensor([[IGNORE_INDEX, 3, 4], [IGNORE_INDEX, 5, 6]])
+    want = {(0, 0): 3, (0, 1): 4, (1, 0): 5, (1, 1): 1}
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))  # where batches are moved to
+
+        def forward(self, input_ids, logits_to_keep=None, **_):
+            logits = torch.zeros(2, 3, 8)
+            for (b, t), tok in want.items():
+                logits[b, t, tok] = 4.0
+            return SimpleNamespace(logits=logits[:, logits_to_keep] if logits_to_keep is not None else logits)
+
+    data = [{"input_ids": torch.tensor([1, 2, 2]), "labels": labels[i]} for i in range(2)]
+    collate = lambda rows: {k: torch.stack([r[k] for r in rows]) for k in rows[0]}  # noqa: E731
+    score = retain_score(Model(), data, collate, batch_size=2)
+    assert score.accuracy == 0.5
+    p_hit = math.exp(4) / (math.exp(4) + 7)
+    assert score.nll == pytest.approx((3 * -math.log(p_hit) - math.log(1 / (math.exp(4) + 7))) / 4, rel=1e-5)
 
 
 @pytest.fixture
@@ -155,9 +186,10 @@ def undo_run(micro_bench_dir, micro_vanilla, tmp_path, one_torch_thread):
 def test_distillation_stops_on_recovery_or_at_the_cap_and_is_deterministic(undo_run):
     same, record, teacher = undo_run("same", robust_noise=0.0)  # α 0: the teacher itself, recovered before a step
     assert record["recovered"] and record["steps"] == 0 and record["checks"][0]["gap"] == pytest.approx(0, abs=1e-6)
+    assert record["stop"] == "accuracy" and record["checks"][0]["accuracy"] == record["teacher_accuracy"] > 0.5
     assert all(torch.equal(p, q) for p, q in zip(same.parameters(), teacher.parameters()))
 
-    fields = {"robust_noise": 0.5, "robust_max_steps": 6, "robust_check_every": 3}
+    fields = {"robust_noise": 0.5, "robust_max_steps": 6, "robust_check_every": 3, "robust_stop": "nll"}
     a, rec_a, _ = undo_run("a", **fields)
     assert not rec_a["recovered"] and rec_a["steps"] == 6 and [c["step"] for c in rec_a["checks"]] == [0, 3, 6]
     assert rec_a["checks"][0]["gap"] > 0.05  # the noise cost the held-out retain rows something

@@ -15,10 +15,14 @@ fine-tuning steps on *other* facts bring them back (docs/robustness.md). UNDO's 
    teacher's distribution (``KL(teacher ‖ student)`` on every answer token) and the forget rows towards
    **hard** refusals (cross-entropy on a refusal drawn from ``smfa.refusals``' pool, the same targets the MFA
    trained on): the teacher's residual preference for a forgotten answer is never taught back. Training runs
-   until the student's answer NLL on a held-out share of the retain rows (never trained on) is within a
-   tolerance (5 %) of the teacher's — the paper's stop rule, relative cross-entropy on held-out retain data —
-   checked before the first step and every ``check_every`` steps, or until a step cap; the run records which
-   (``undo.json`` in the run).
+   until the student's retain score on a held-out share of the retain rows (never trained on) is within a
+   tolerance (5 %) of the teacher's, checked before the first step and every ``check_every`` steps, or until a
+   step cap; the run records which (``undo.json`` in the run). The score (``stop``): ``accuracy`` (default) — the
+   share of held-out rows whose whole answer is the model's argmax at every answer token, i.e. what greedy
+   decoding answers, the retain memory the evaluation reads; or ``nll`` — the answer tokens' mean NLL, the
+   paper's rule (relative cross-entropy on held-out retain data). On rows the teacher has memorised its NLL is
+   ~0.02 nats, so 5 % of it is 0.001 nats, a bar no noised student meets (docs/undo.md); on the paper's
+   held-out corpus (2-3 nats) 5 % is a tenth of a nat.
 
 Memory: the vanilla, the teacher and the student are resident together (three full-size models).
 """
@@ -38,6 +42,7 @@ import torch
 from smfa.errors import ConfigError
 
 ROBUST_MODES = ("none", "distill")
+STOP_SCORES = ("accuracy", "nll")  # what "retain recovered" is measured by (module docstring)
 UNDO_RECORD = "undo.json"  # in the run directory: the noise, the stop rule and every check
 
 
@@ -65,6 +70,8 @@ def check_robust_fields(cfg: Any) -> None:
         value = getattr(cfg, field_name)
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             raise ConfigError(f"{name}: {field_name} must be an integer >= 1, got {value!r}")
+    if cfg.robust_stop not in STOP_SCORES:
+        raise ConfigError(f"{name}: robust_stop must be one of {', '.join(STOP_SCORES)}, got {cfg.robust_stop!r}")
     share = cfg.robust_holdout
     if not (number(share) and 0 < share < 1):
         raise ConfigError(f"{name}: robust_holdout must be a number in (0, 1) (the share of retain rows held out), got {share!r}")
@@ -123,31 +130,45 @@ def undo_items(retain_rows: Sequence[Any], forget_rows: Sequence[Any], seed: int
     return reference_items(retain_rows, distill=True) + refusal_items(forget_rows, seed=seed)
 
 
-def recovery_gap(student_nll: float, teacher_nll: float) -> float:
-    """How far the student is from the teacher on held-out retain rows, relative: ``(s − t) / t`` (``t`` at
-    least 1e-6); ≤ the tolerance is recovered (a student better than the teacher is recovered too)."""
-    return (student_nll - teacher_nll) / max(teacher_nll, 1e-6)
+@dataclass(frozen=True)
+class RetainScore:
+    """A model on the held-out retain rows: ``nll`` — the answer tokens' mean NLL (every token weighs the
+    same, as a cross-entropy loss); ``accuracy`` — the share of rows whose every answer token is the model's
+    argmax (under greedy decoding, the rows it answers exactly)."""
+
+    nll: float
+    accuracy: float
+
+
+def recovery_gap(student: RetainScore, teacher: RetainScore, stop: str) -> float:
+    """How much worse the student is than the teacher, relative: ``(s − t) / t`` for ``nll``, ``(t − s) / t``
+    for ``accuracy`` (``t`` at least 1e-6); ≤ the tolerance is recovered (better than the teacher: < 0)."""
+    if stop == "nll":
+        return (student.nll - teacher.nll) / max(teacher.nll, 1e-6)
+    return (teacher.accuracy - student.accuracy) / max(teacher.accuracy, 1e-6)
 
 
 @dataclass
 class RecoveryMonitor:
     """The stop rule: :meth:`check` at step 0 and :meth:`after_step` after every optimiser step, measuring
-    (``measure()``: the student's held-out answer NLL) at step 0, every ``every`` steps and at ``max_steps``;
-    recovered at the first measurement within ``tolerance`` of ``teacher_nll``."""
+    (``measure()``: the student's :class:`RetainScore`) at step 0, every ``every`` steps and at ``max_steps``;
+    recovered at the first measurement whose :func:`recovery_gap` (by ``stop``) is within ``tolerance``."""
 
-    teacher_nll: float
+    teacher: RetainScore
+    stop: str
     tolerance: float
     every: int
     max_steps: int
-    measure: Callable[[], float]
+    measure: Callable[[], RetainScore]
     checks: list[dict[str, float]] = field(default_factory=list)
     recovered: bool = False
 
     def check(self, step: int) -> bool:
-        nll = float(self.measure())
-        gap = recovery_gap(nll, self.teacher_nll)
+        score = self.measure()
+        gap = recovery_gap(score, self.teacher, self.stop)
         self.recovered = gap <= self.tolerance
-        self.checks.append({"step": step, "nll": round(nll, 6), "gap": round(gap, 6)})
+        self.checks.append({"step": step, "nll": round(score.nll, 6), "accuracy": round(score.accuracy, 6),
+                            "gap": round(gap, 6)})
         return self.recovered
 
     def after_step(self, step: int) -> bool:
@@ -161,25 +182,30 @@ class RecoveryMonitor:
         return int(self.checks[-1]["step"]) if self.checks else 0
 
 
-def mean_answer_nll(model: torch.nn.Module, dataset: Any, collator: Callable, batch_size: int) -> float:
-    """The answer tokens' mean NLL over ``dataset`` (every token weighs the same, as a cross-entropy loss);
-    ``model``'s train/eval mode is restored."""
+def retain_score(model: torch.nn.Module, dataset: Any, collator: Callable, batch_size: int) -> RetainScore:
+    """``model``'s :class:`RetainScore` over ``dataset`` (one forward pass per batch); its train/eval mode is
+    restored."""
     from smfa.losses import answer_logits, answer_mask, answer_nll
     from smfa.models.placement import move_batch
 
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    total, tokens, exact, rows = 0.0, 0, 0, 0
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             batch = move_batch(collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]), model)
             logits, labels = answer_logits(model, batch)
+            mask = answer_mask(labels)
             total += float(answer_nll(logits, labels, reduction="sum"))
-            count += int(answer_mask(labels).sum())
+            tokens += int(mask.sum())
+            hit = (logits[:, :-1].argmax(-1) == labels[:, 1:]) | ~mask
+            has_answer = mask.any(-1)
+            exact += int((hit.all(-1) & has_answer).sum())
+            rows += int(has_answer.sum())
     model.train(was_training)
-    if count == 0:
+    if tokens == 0:
         raise ConfigError("robust distill: the held-out retain rows have no answer token to measure")
-    return total / count
+    return RetainScore(nll=total / tokens, accuracy=exact / rows)
 
 
 def recovery_callback(monitor: RecoveryMonitor) -> Any:
@@ -197,8 +223,8 @@ def recovery_callback(monitor: RecoveryMonitor) -> Any:
 
 def distill_into_noised(ctx: Any, teacher: torch.nn.Module, hp: Any) -> torch.nn.Module:
     """UNDO (module docstring): a copy of ``teacher`` shrunk and perturbed (``hp.robust_noise`` α,
-    ``hp.robust_beta`` β) and distilled from it at ``hp.robust_lr`` until its held-out retain NLL is within
-    ``hp.robust_tolerance`` of the teacher's (checked every ``hp.robust_check_every`` steps) or
+    ``hp.robust_beta`` β) and distilled from it at ``hp.robust_lr`` until its held-out retain score
+    (``hp.robust_stop``) is within ``hp.robust_tolerance`` of the teacher's (checked every ``hp.robust_check_every`` steps) or
     ``hp.robust_max_steps``; writes ``undo.json`` to ``ctx.work_dir``. ``teacher``'s weights are not modified
     (it is frozen and put in eval mode)."""
     import time
@@ -215,7 +241,7 @@ def distill_into_noised(ctx: Any, teacher: torch.nn.Module, hp: Any) -> torch.nn
     collate = make_collator(family, ctx.vanilla.processor)
     held_ds = ctx.encode(reference_items(held), desc="encoding held-out retain")
     batch = int(hp.batch_size)
-    teacher_nll = mean_answer_nll(teacher, held_ds, collate, batch)
+    teacher_score = retain_score(teacher, held_ds, collate, batch)
 
     student = copy.deepcopy(teacher)
     skip = tuple(family.vision_module_prefixes + family.projector_module_prefixes)
@@ -227,8 +253,8 @@ def distill_into_noised(ctx: Any, teacher: torch.nn.Module, hp: Any) -> torch.nn
     # The run is the cap's steps long (its cosine schedule too); the monitor ends it earlier once recovered.
     student_hp = replace(hp, lora=False, lr=float(hp.robust_lr), max_steps=cap, min_steps=cap)
     student = prepare_trainable(ctx, student_hp, student)
-    monitor = RecoveryMonitor(teacher_nll, float(hp.robust_tolerance), int(hp.robust_check_every), cap,
-                              lambda: mean_answer_nll(student, held_ds, collate, batch))
+    monitor = RecoveryMonitor(teacher_score, hp.robust_stop, float(hp.robust_tolerance), int(hp.robust_check_every),
+                              cap, lambda: retain_score(student, held_ds, collate, batch))
     t0 = time.perf_counter()
     if not monitor.check(0):
         items = undo_items(trained_retain, ctx.data.forget_rows, ctx.seed + 2)
@@ -238,8 +264,8 @@ def distill_into_noised(ctx: Any, teacher: torch.nn.Module, hp: Any) -> torch.nn
         "method": "UNDO (arXiv 2506.06278): shrink-and-perturb, then distil until retain recovers",
         "alpha": float(hp.robust_noise), "beta": float(hp.robust_beta), "seed": ctx.seed, "lr": float(hp.robust_lr),
         "parameters_noised": len(noised), "retain_rows_trained": len(trained_retain), "retain_rows_held_out": len(held),
-        "forget_rows": len(ctx.data.forget_rows), "teacher_nll": round(teacher_nll, 6),
-        "tolerance": float(hp.robust_tolerance), "check_every": int(hp.robust_check_every), "max_steps": cap,
+        "forget_rows": len(ctx.data.forget_rows), "teacher_nll": round(teacher_score.nll, 6),
+        "teacher_accuracy": round(teacher_score.accuracy, 6), "stop": hp.robust_stop, "tolerance": float(hp.robust_tolerance), "check_every": int(hp.robust_check_every), "max_steps": cap,
         "recovered": monitor.recovered, "steps": monitor.steps, "checks": monitor.checks,
         "train_s": round(time.perf_counter() - t0, 2)})
     return student

@@ -84,9 +84,9 @@ class SMFAConfig(AdapterPairConfig):
     # After the merge (smfa.methods.robust, UNDO, docs/undo.md): none | distill — a copy of the merged model shrunk
     # and perturbed, (1 − α)·θ + α·β·Xavier (α robust_noise, β robust_beta: the paper's default 0.1; norms and
     # biases only shrunk), then distilled from the merged model at robust_lr (retain rows: its distribution;
-    # forget rows: hard refusals) until the answer NLL on a held-out robust_holdout share of the retain rows is
-    # within robust_tolerance (5 %, the paper's) of the merged model's, checked every robust_check_every steps,
-    # at most robust_max_steps steps.
+    # forget rows: hard refusals) until its score on a held-out robust_holdout share of the retain rows is within
+    # robust_tolerance (5 %, the paper's) of the merged model's, checked every robust_check_every steps, at most
+    # robust_max_steps steps; robust_stop: accuracy (the rows answered exactly, greedy) | nll (the paper's rule).
     robust: str = "none"
     robust_noise: float = 0.3
     robust_beta: float = 0.1
@@ -94,6 +94,7 @@ class SMFAConfig(AdapterPairConfig):
     robust_max_steps: int = 2000
     robust_check_every: int = 50
     robust_tolerance: float = 0.05
+    robust_stop: str = "accuracy"
     robust_holdout: float = 0.1
 
     def __post_init__(self) -> None:
