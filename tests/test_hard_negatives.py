@@ -102,6 +102,11 @@ def test_the_hard_negatives_are_labelled_apart_under_a_key_of_their_own(tiny_ben
                                     model_digest="vanilla", hard_negatives=0.5, hard_negative_repeat=2)
     copies = [q for q in on if q.person_id in hard and q.kind in MEMORY_KINDS]
     assert twice == on + copies and copies and len(labelled) == 2  # copies on top of the cap, no new label
+    # Repeat alone: the balanced sample's own hard-negative questions, copied.
+    thrice = self_labelled_reference(bench, None, "self-full", progress=False, forgotten=val, cap=1000, cache=tmp_path,
+                                     model_digest="vanilla", hard_negative_repeat=3)
+    own = [q for q in off if q.person_id in hard and q.kind in MEMORY_KINDS]
+    assert thrice == off + own * 2 and own and len(labelled) == 2
 
     other = run(ten, 0.5)  # another request: other hard negatives, another key; the sample's labels reused
     extra_ten = [q for q in other if q.id not in {s.id for s in sample}]

@@ -177,7 +177,8 @@ def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed
     of ``forgotten`` (:func:`with_hard_negatives`). The capped sample is labelled as without them (the same
     key: every request shares it); the hard negatives' questions outside it are labelled apart, under the key
     of those questions (another request's hard negatives: another key). ``hard_negative_repeat`` > 1: their
-    memory questions appear that many times (the copies on top of ``cap``: more optimiser steps).
+    memory questions in the sample appear that many times (the copies on top of ``cap``: more optimiser steps;
+    with ``hard_negatives`` 0, those the balanced sample holds).
 
     With ``cache`` (a directory) and the vanilla's ``model_digest``, the answers are computed once per
     :func:`label_key` and reused by every method, compare cell and request. Under several processes the main
@@ -189,7 +190,7 @@ def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed
 
     sample = reference_questions(bench, budget, seed=seed, cap=cap)
     rows = sample
-    people = hard_negative_people(bench, forgotten) if hard_negatives > 0 else frozenset()
+    people = hard_negative_people(bench, forgotten) if hard_negatives > 0 or hard_negative_repeat > 1 else frozenset()
     if people:
         rows = with_hard_negatives(sample, reference_questions(bench, budget, seed=seed), people, hard_negatives, seed)
     in_sample = {q.id for q in sample}
