@@ -156,7 +156,8 @@ def _add_unlearn(sub: Any) -> None:
     p.add_argument("--oracle", help="oracle run (retain-only) for the forget-quality KS test (and the mia attack's "
                                     "PrivLeak)")
     add_attack_options(p, "also run the attack suite on the unlearned model ('all' or a comma list: paraphrase,"
-                          "unseen_image,cross_modal,prompt,relearn,quantize,mia); recorded in the audit")
+                          "unseen_image,cross_modal,prompt,relearn,quantize,mia; relearn_sweep only by name); recorded "
+                          "in the audit")
     add_placement_options(p)
     p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing --out")
@@ -201,7 +202,8 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--oracle", help="oracle run (retain-only): adds forget quality (KS test p-value) and, with the mia "
                                     "attack, PrivLeak")
     p.add_argument("--vanilla", help="vanilla run: its forget quality as a reference point")
-    add_attack_options(p, "'all' or a comma list: paraphrase,unseen_image,cross_modal,prompt,relearn,quantize,mia")
+    add_attack_options(p, "'all' or a comma list: paraphrase,unseen_image,cross_modal,prompt,relearn,quantize,mia; "
+                          "relearn_sweep (the relearn grid with repair, minutes) only by name, e.g. all,relearn_sweep")
     p.add_argument("--batch-size", type=int, dest="batch_size")
     add_placement_options(p)
     p.add_argument("--trust-remote-code", action="store_true", default=None, dest="trust_remote_code")
