@@ -804,6 +804,20 @@ def test_relearn_read_normalises_by_the_retain_accuracy() -> None:
     assert (read["leak"], read["retain_leak"], read["leak_normalised"]) == (0.25, 0.0, None)
 
 
+def test_worst_normalised_leaves_wrecked_cells_out() -> None:
+    """The worst normalised leak is read over cells that kept at least half the original model's retain accuracy: the
+    shipped vanilla at lr 1e-3 × 500 steps answers 20 % of V and 12.5 % of retain people — 1.6, a wrecked model, not
+    a strong attack. The worst raw leak reads every cell."""
+    from smfa.eval.attacks import _worst
+
+    cells = [{"leak": 1.0, "retain_leak": 0.975, "leak_normalised": 1.0 / 0.975},
+             {"leak": 0.2, "retain_leak": 0.125, "leak_normalised": 1.6},
+             {"leak": 0.575, "retain_leak": 0.625, "leak_normalised": 0.92}]
+    assert _worst(cells, "leak_normalised", 0.975) is cells[0]
+    assert _worst(cells, "leak_normalised", 1.0) is cells[0] and _worst(cells, "leak_normalised") is cells[1]
+    assert _worst(cells[1:2], "leak_normalised", 0.975) is None and _worst(cells, "leak") is cells[0]
+
+
 @pytest.mark.slow
 def test_relearn_sweep_records_every_cell_and_the_worst(micro_bench_dir: Path, micro_vanilla: Path,
                                                         one_torch_thread) -> None:
@@ -835,7 +849,8 @@ def test_relearn_sweep_records_every_cell_and_the_worst(micro_bench_dir: Path, m
     worst = max(cells, key=lambda c: c["leak"])
     assert (summary["leak_after"], summary["lr"], summary["steps"], summary["repaired"]) == \
         (worst["leak"], worst["lr"], worst["steps"], worst["repair_steps"] > 0)
-    worst_norm = max(cells, key=lambda c: c["leak_normalised"])
+    worst_norm = max((c for c in cells if c["retain_leak"] >= 0.5 * summary["retain_leak_before"]),
+                     key=lambda c: c["leak_normalised"])
     assert (summary["leak_after_normalised"], summary["normalised_lr"], summary["normalised_steps"]) == \
         (worst_norm["leak_normalised"], worst_norm["lr"], worst_norm["steps"])
     assert summary["leak_before"] is not None and summary["retain_leak_before"] is not None
