@@ -404,6 +404,10 @@ def test_relearn_defaults() -> None:
         "grid_lrs": "0.0003,0.001", "grid_steps": "100", "repair_steps": 0, "share": 0.25, "batch_size": 8,
         "params": "lora", "lora_r": 16, "lora_alpha": 16, "gradient_checkpointing": True}
     assert resolve_relearn(True, steps=(20, 100), repair_steps=5).lrs == (3e-4,)  # relearn takes a grid too
+    from_yaml = resolve_relearn(True, lr="1e-4,3e-4", steps="20")  # YAML 1.1 reads 1e-4 as a string
+    assert (from_yaml.lrs, from_yaml.steps) == ((1e-4, 3e-4), (20,))
+    with pytest.raises(ConfigError, match=r"relearn lr \(--relearn-lr\) must be a comma list of floats, got 'fast'"):
+        resolve_relearn(True, lr="fast")
     assert RelearnConfig().as_result()["lora_r"] is None  # no adapter in full mode
     for bad, message in [({"steps": (20, 0)}, r"relearn steps \(--relearn-steps\) must be an integer >= 1, got 0"),
                          ({"lr": ()}, r"relearn lrs \(--relearn-lr\) must be a non-empty list"),

@@ -262,10 +262,16 @@ class RelearnSweep:
                 "repair_steps": self.repair_steps, **base}
 
 
-def _grid(value: object) -> tuple | None:
-    """A grid option's value as a tuple: None (not given), one number, or a sequence of them."""
+def _grid(value: object, kind: type, flag: str) -> tuple | None:
+    """A grid option's value as a tuple: None (not given), one number, a sequence of them, or a comma list in a
+    string (a YAML config's ``relearn_lr: 1e-4`` is the string "1e-4": YAML 1.1 floats need a dot)."""
     if value is None:
         return None
+    if isinstance(value, str):
+        try:
+            return tuple(kind(part) for part in value.split(","))
+        except ValueError:
+            raise ConfigError(f"relearn {flag} must be a comma list of {kind.__name__}s, got {value!r}") from None
     if isinstance(value, (list, tuple)):
         return tuple(value)
     return (value,)
@@ -297,7 +303,7 @@ def resolve_relearn(tiny: bool, *, sweep: bool = False, steps: int | Sequence[in
     default = relearn_defaults(tiny, params, sweep)
     given = {"share": share, "batch_size": batch_size}
     base = replace(default.base, **{k: v for k, v in given.items() if v is not None})
-    lrs, grid_steps = _grid(lr), _grid(steps)
+    lrs, grid_steps = _grid(lr, float, "lr (--relearn-lr)"), _grid(steps, int, "steps (--relearn-steps)")
     return RelearnSweep(base, lrs=lrs if lrs is not None else default.lrs,
                         steps=grid_steps if grid_steps is not None else default.steps,
                         repair_steps=default.repair_steps if repair_steps is None else repair_steps)
