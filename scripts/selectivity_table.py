@@ -23,6 +23,7 @@ from smfa.bench.schema import IMAGE_MEMORY, MEMORY_KINDS
 from smfa.eval.metrics import NEIGHBOUR_LABELS, compute_overall, neighbour_metric_name
 from smfa.eval.registry import mean_spread
 from smfa.eval.schema import load_metrics
+from smfa.eval.verify import GATED, LEAK_KEYS
 
 COLUMNS = (  # (header, overall key; rates shown in %)
     ("leak photo ↓", "forget_leak_image"), ("leak name ↓", "forget_leak_text"),
@@ -81,13 +82,15 @@ def neighbour_rows(groups: dict[str, list], vanillas: list) -> list[list[str]]:
 
 
 def choose_worst_seed(groups: dict[str, list], vanillas: list, bound: float = 0.05) -> str | None:
-    """The rule shipped defaults are chosen by (issue #25): among candidates whose **worst** seed leaks at most
-    ``bound`` by photo and by name, the one with the most retain memory (mean over seeds, as a share of each
-    seed's vanilla); ``None`` when no candidate meets the bound. ``groups``: label → one Overall per seed,
-    ``vanillas``: one Overall per seed, in the same order (or one for all)."""
+    """The rule shipped defaults are chosen by (issues #25, #34): among candidates whose **worst** seed leaks at
+    most ``bound`` on every leak a request's check holds it to (:data:`smfa.eval.verify.GATED`: by photo, by name,
+    in held-out phrasings; a leak not measured counts as 0), the one with the most retain memory (mean over seeds,
+    as a share of each seed's vanilla); ``None`` when no candidate meets the bound. A default that fails its own
+    request check on a validation seed would make every such request pay for stronger attempts. ``groups``: label
+    → one Overall per seed, ``vanillas``: one Overall per seed, in the same order (or one for all)."""
     best: tuple[float, str] | None = None
     for label, runs in groups.items():
-        leaks = [max(o.forget_leak_image or 0.0, o.forget_leak_text or 0.0) for o in runs]
+        leaks = [max(getattr(o, LEAK_KEYS[g], None) or 0.0 for g in GATED) for o in runs]
         if not runs or max(leaks) > bound:
             continue
         pairs = zip(runs, vanillas if len(vanillas) == len(runs) else vanillas[:1] * len(runs))
@@ -138,7 +141,7 @@ def main() -> None:
         if not vanillas:
             raise SystemExit("--choose needs --vanilla (retain memory is compared as a share of the vanilla's)")
         pick = choose_worst_seed(groups, vanillas)
-        print(f"\nworst-seed rule (photo and name leak <= 5 % on every seed, then the most retain memory): "
+        print(f"\nworst-seed rule (photo, name and held-out phrasing leak <= 5 % on every seed, then the most retain memory): "
               f"{pick or 'no candidate meets the bound'}")
 
 
