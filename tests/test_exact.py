@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,14 +37,28 @@ def _equal(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread (the tests' one_torch_thread, for module fixtures): a run resumed from a fixture's
+    checkpoint is weight-equal to one trained from scratch only when both trained with the same thread count."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def vanilla(nano_bench_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return finetune(_cfg(nano_bench_dir, tmp_path_factory.mktemp("exact") / "vanilla"))
+    with _one_thread():
+        return finetune(_cfg(nano_bench_dir, tmp_path_factory.mktemp("exact") / "vanilla"))
 
 
 @pytest.fixture(scope="module")
 def sliced(nano_bench_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return finetune(_cfg(nano_bench_dir, tmp_path_factory.mktemp("exact") / "sliced", slices=4))
+    with _one_thread():
+        return finetune(_cfg(nano_bench_dir, tmp_path_factory.mktemp("exact") / "sliced", slices=4))
 
 
 def test_an_exact_request_never_saw_the_people_and_is_the_run_without_them(nano_bench_dir: Path, vanilla: Path,
