@@ -102,7 +102,7 @@ def main() -> None:
             assert [list(g) for g in check.people] == layout
             steps = manifest["slices"]["steps"]
             assert steps == slice_steps(manifest["slices"]["rows"], args.steps)
-            where = check.slice_of_person()
+            where = check.person_slice
             plan = [sum(steps[min(where[x] for x in r):]) / args.steps for r in requests]
         print(f"{name}: vanilla trained in {train_s:.0f} s; planned mean exact cost {sum(plan) / len(plan):.3f} of "
               f"the steps over {len(plan)} requests", flush=True)

@@ -28,7 +28,7 @@ from dataclasses import replace
 
 from smfa.bench.config import BenchConfig
 from smfa.bench.neighbours import LOOK_MIN_EQUAL, name_words
-from smfa.bench.profiles import FEATURE_VALUES, VISIBLE_FEATURES
+from smfa.bench.profiles import FEATURE_VALUES, VISIBLE_FEATURES, visual_distance
 from smfa.bench.schema import Person
 from smfa.errors import ConfigError
 
@@ -112,7 +112,7 @@ def _look_twin(host: Person, target: Person, by_id: dict[str, Person], cfg: Benc
         if visual["shirt_colour"] == visual["background_colour"]:
             continue
         key = tuple(visual[f] for f in VISIBLE_FEATURES)
-        if all(sum(x != y for x, y in zip(key, k)) >= cfg.min_visual_distance for k in others):
+        if all(visual_distance(key, k) >= cfg.min_visual_distance for k in others):
             return replace(host, visual=visual)
     raise ConfigError(f"bench config: cannot draw a look twin of {target.person_id} at least {cfg.min_visual_distance} "
                       "features from everyone; try another --seed or lower min_visual_distance")

@@ -63,7 +63,8 @@ def make_names(n: int, rng: random.Random) -> list[str]:
     return names
 
 
-def _distance(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+def visual_distance(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    """In how many places two looks' visible features (tuples in :data:`VISIBLE_FEATURES` order) differ."""
     return sum(x != y for x, y in zip(a, b))
 
 
@@ -103,7 +104,7 @@ def make_looks(n: int, min_distance: int, rng: random.Random) -> list[dict[str, 
             continue
         if min_distance == 2 and any(nb in exact for nb in _neighbours(key)):
             continue
-        if min_distance > 2 and any(_distance(key, k) < min_distance for k in keys):
+        if min_distance > 2 and any(visual_distance(key, k) < min_distance for k in keys):
             continue
         exact.add(key)
         keys.append(key)

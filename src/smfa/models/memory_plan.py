@@ -22,9 +22,9 @@ weights' gradients while autograd holds them until both graphs have reached them
 - ``losses``: one forward at :data:`EVAL_BATCH` with logits at the answer positions (evaluation's losses).
 
 Full-size copies a phase holds besides the traced one (the vanilla beside the unlearned model, beside
-MMUnlearner's trainee) are counted as resident weights at that phase's peak. LLaVA's image-placeholder
-check and Qwen2-VL's image splits read data, so the image features are computed by the vision tower and
-spliced into ``inputs_embeds``. Families other than LLaVA and Qwen2-VL are planned without activations
+MMUnlearner's trainee) are counted as resident weights at that phase's peak. LLaVA's check that the prompt's
+image tokens match the image features, and Qwen2-VL's image splits, read data, so the image features are computed
+by the vision tower and spliced into ``inputs_embeds``. Families other than LLaVA and Qwen2-VL are planned without activations
 (weights and trained state only: a lower bound, said so in the plan).
 
 The trace runs on the CPU (fake CUDA tensors need a CUDA build): attention takes PyTorch's CPU flash kernel,

@@ -85,7 +85,7 @@ def exact(cfg: ExactConfig) -> Path:
                           "request is on (leave --model out)")
     model = str(approx) if approx is not None else cfg.model
     bench = Bench.load(cfg.bench or _recorded_bench(model))
-    from smfa.stages.forget import Request, read_chain
+    from smfa.stages.forget import Request, read_chain, resolved
 
     chain = read_chain(model, bench)
     if approx is not None:
@@ -105,7 +105,7 @@ def exact(cfg: ExactConfig) -> Path:
     new = excluded - base.excluded
     start = _slice_start(base, bench, new)
 
-    from smfa.stages.finetune import finetune, start_weights
+    from smfa.stages.finetune import finetune
 
     out = Path(cfg.out).expanduser().resolve()
     t0 = time.perf_counter()
@@ -123,7 +123,7 @@ def exact(cfg: ExactConfig) -> Path:
         sliced = manifest.get("slices") or {}
         steps_trained = sliced.get("steps_trained", recipe.steps)
         requests = [asdict(r) for r in earlier] + [asdict(Request(str(out), group.label, tuple(sorted(group.people))))]
-        info = {"vanilla": base.vanilla, "base": str(base.run), "parent": _resolved(model),
+        info = {"vanilla": base.vanilla, "base": str(base.run), "parent": resolved(model),
                 "of": str(approx) if approx is not None else None, "request": requests[-1],
                 "excluded": sorted(excluded), "new_people": sorted(new),
                 "start_slice": (start.index + 1) if start is not None else None,
@@ -137,16 +137,15 @@ def exact(cfg: ExactConfig) -> Path:
         write_json_atomic(stage / MANIFEST, manifest)
         from smfa.stages.forget import Chain, mark_chain
 
-        mark_chain(stage / "model", out, Chain(tuple(Request(r["run"], r["label"], tuple(r["people"])) for r in requests[:-1]),
-                                                str(out)), group, bench)
+        mark_chain(stage / "model", out, Chain(tuple(earlier), str(out)), group, bench)
         _write_audit(stage, out, manifest, base, start, bench, approx, key)
     return out
 
 
 def _approximate_run(of: str) -> Path:
-    path = Path(of).expanduser()
-    if path.name == "model" and not (path / MANIFEST).is_file():
-        path = path.parent
+    from smfa.stages.forget import run_dir
+
+    path = run_dir(of)
     if not (path / MANIFEST).is_file() or read_manifest(path).get("stage") != "unlearn":
         raise ConfigError(f"--of {of} is not an unlearning run directory (smfa forget / smfa unlearn): only a request "
                           "answered approximately can be made exact with --of")
@@ -154,18 +153,13 @@ def _approximate_run(of: str) -> Path:
 
 
 def _recorded_bench(model: str) -> str:
-    path = Path(model).expanduser()
-    if path.name == "model" and not (path / MANIFEST).is_file():
-        path = path.parent
+    from smfa.stages.forget import run_dir
+
+    path = run_dir(model)
     bench = ((read_manifest(path).get("bench") or {}).get("path")) if (path / MANIFEST).is_file() else None
     if not bench:
         raise ConfigError(f"{model} records no bench: pass --bench (the bench the vanilla was trained on)")
     return str(bench)
-
-
-def _resolved(model: str) -> str:
-    path = Path(model).expanduser()
-    return str(path.resolve()) if path.exists() else model
 
 
 def read_base(root: str, bench: Any) -> Base:
@@ -174,9 +168,9 @@ def read_base(root: str, bench: Any) -> Base:
     from smfa.distributed import world_size
     from smfa.stages.finetune import FinetuneConfig, excluded_people, start_weights
 
-    run = Path(root)
-    if run.name == "model" and not (run / MANIFEST).is_file() and (run.parent / MANIFEST).is_file():
-        run = run.parent
+    from smfa.stages.forget import run_dir
+
+    run = run_dir(root)
     cannot = "exact deletion retrains the vanilla from its own recipe"
     if not (run / MANIFEST).is_file():
         raise ConfigError(f"{root} has no {MANIFEST}, so its recipe is unknown: {cannot}; train the vanilla with "
@@ -222,7 +216,7 @@ def _slice_start(base: Base, bench: Any, new: frozenset[str]) -> Any:
     if recorded != list(layout.people):
         raise ConfigError(f"{base.run} records another slice layout than its recipe gives on this bench: its sliced "
                           "checkpoints cannot be reused; retrain the vanilla")
-    index = min(layout.slice_of_person()[p] for p in new)
+    index = min(layout.person_slice[p] for p in new)
     missing = [i for i in range(1, index + 1) if not (base.run / SLICES_DIR / f"slice-{i}").is_dir()]
     if missing:
         raise ConfigError(f"{base.run} lacks the checkpoint {SLICES_DIR}/slice-{missing[0]} that an exact request "

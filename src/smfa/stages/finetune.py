@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +147,13 @@ class SliceLayout:
     people: tuple[tuple[str, ...], ...]
     row_slice: dict[str, int]
 
-    def slice_of_person(self) -> dict[str, int]:
+    @cached_property
+    def person_slice(self) -> dict[str, int]:
+        """Each person's slice (0-based)."""
         return {p: i for i, group in enumerate(self.people) for p in group}
 
     def slice_of(self, row: Any) -> int:
-        return self.slice_of_person()[row.person_id] if row.person_id is not None else self.row_slice[row.id]
+        return self.person_slice[row.person_id] if row.person_id is not None else self.row_slice[row.id]
 
 
 def slice_layout(bench: Any, slices: int, seed: int) -> SliceLayout:

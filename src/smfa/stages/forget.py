@@ -38,6 +38,11 @@ class Request:
     label: str
     people: tuple[str, ...]
 
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Request:
+        """A request as manifests and chain markers record it (``asdict``)."""
+        return cls(record["run"], record["label"], tuple(record["people"]))
+
 
 @dataclass(frozen=True)
 class Chain:
@@ -59,10 +64,8 @@ def read_chain(model: str | Path, bench: Any, new_chain: bool = False) -> Chain:
     Refused in one line: a run on another bench (its person ids would name other people), a sculpted checkpoint
     whose run cannot be found, and a chain whose root is gone or that no record resolves (:func:`_unrecorded_chain`)."""
     if new_chain:
-        return Chain((), _resolved(model))
-    path = Path(model)
-    if not (path / MANIFEST).is_file() and (path.parent / MANIFEST).is_file() and path.name == "model":
-        path = path.parent  # RUN/model: the run's manifest is one level up
+        return Chain((), resolved(model))
+    path = run_dir(model)
     if not (path / MANIFEST).is_file():
         return _unrecorded_chain(model, bench)
     manifest = read_manifest(path)
@@ -70,12 +73,12 @@ def read_chain(model: str | Path, bench: Any, new_chain: bool = False) -> Chain:
         return read_chain(_sculpted_from(path, manifest), bench)
     if manifest.get("stage") == "exact":  # retrained without its requests' people: the root of what follows
         _check_bench(path, (manifest.get("bench") or {}).get("checksum"), bench)
-        return Chain(tuple(Request(r["run"], r["label"], tuple(r["people"])) for r in manifest["requests"]),
+        return Chain(tuple(Request.from_dict(r) for r in manifest["requests"]),
                      str(path.resolve()))
     if manifest.get("stage") != "unlearn":
         return Chain((), str(path.resolve()))
     _check_bench(path, (manifest.get("bench") or {}).get("checksum"), bench)
-    earlier = tuple(Request(r["run"], r["label"], tuple(r["people"])) for r in manifest.get("chain") or [])
+    earlier = tuple(Request.from_dict(r) for r in manifest.get("chain") or [])
     own = manifest.get("request")
     if own is None:  # a run of a bench split, written before requests were recorded
         split = str(manifest["data"]["forget"])
@@ -120,20 +123,20 @@ def _unrecorded_chain(model: str | Path, bench: Any) -> Chain:
 
     model_dir = model_dir_of(model)
     if model_dir is None or not (model_dir / "config.json").is_file():
-        return Chain((), _resolved(model))  # a hub id, or not a model directory (loading says why)
+        return Chain((), resolved(model))  # a hub id, or not a model directory (loading says why)
     config = read_json(model_dir / "config.json", ConfigError)
     written_by = (config.get(CONFIG_KEY) or {}).get("run") if isinstance(config, dict) else None
     markers = [model_dir / CHAIN_MARKER] + ([Path(written_by) / "model" / CHAIN_MARKER] if written_by else [])
     markers = [m for m in markers if m.is_file()]
     if not written_by and not markers:
-        return Chain((), _resolved(model))
+        return Chain((), resolved(model))
     weights = model_digest(weight_hashes(model_dir))  # memoised: the unlearn stage hashes its input anyway
     for marker in markers:
         record = read_json(marker, lambda msg: ConfigError(f"{msg}: the chain record is corrupt; {NEW_CHAIN_HINT}"))
         if record.get("weights") != weights:
             continue
         _check_bench(model_dir, record.get("bench"), bench)
-        requests = tuple(Request(r["run"], r["label"], tuple(r["people"])) for r in record["requests"])
+        requests = tuple(Request.from_dict(r) for r in record["requests"])
         return Chain(requests, _existing_root(record["root"], model_dir, len(requests)))
     raise ConfigError(
         f"{model} holds weights written by smfa unlearn (run {written_by or 'unknown'}) but no record of what they "
@@ -142,7 +145,15 @@ def _unrecorded_chain(model: str | Path, bench: Any) -> Chain:
         f"{NEW_CHAIN_HINT}")
 
 
-def _resolved(model: str | Path) -> str:
+def run_dir(model: str | Path) -> Path:
+    """The run directory ``model`` names: ``RUN/model`` is ``RUN`` when the run's manifest is one level up."""
+    path = Path(model).expanduser()
+    if path.name == "model" and not (path / MANIFEST).is_file() and (path.parent / MANIFEST).is_file():
+        return path.parent
+    return path
+
+
+def resolved(model: str | Path) -> str:
     """``model`` as an absolute path when it is a local one (a chain's root is recorded so), else as given."""
     path = Path(model).expanduser()
     return str(path.resolve()) if path.exists() else str(model)
@@ -154,7 +165,7 @@ def _existing_root(root: str, where: Path, n_requests: int) -> str:
     from smfa.models.loading import hub_id
 
     if hub_id(root) is not None or Path(root).expanduser().exists():
-        return _resolved(root)
+        return resolved(root)
     raise ConfigError(f"{where} continues a chain of {n_requests} request(s) whose original model {root} is gone: "
                       f"restore it there, {NEW_CHAIN_HINT}")
 
