@@ -86,6 +86,10 @@ class MethodConfig:
     # within reference_cap; 0 = the balanced sample alone.
     hard_negatives: float = 0.0
     hard_negative_repeat: int = 1  # the hard negatives' questions that many times (copies on top of reference_cap)
+    # With a reference budget: this many by-name questions per forgotten person about made-up people whose name
+    # shares a word with theirs, answered by the vanilla (smfa.reference.name_decoys, issue 36), on top of
+    # reference_cap; 0 = none.
+    decoys: int = 0
 
     def __post_init__(self) -> None:
         """Reject bad values before any training starts (a bad k found after training wastes the run)."""
@@ -101,12 +105,13 @@ class MethodConfig:
                   "autocast": self.autocast in ("auto", "none", "bf16", "fp16"),
                   "reference_cap": isinstance(self.reference_cap, int) and self.reference_cap >= 0,
                   "hard_negatives": 0 <= self.hard_negatives <= 1,
-                  "hard_negative_repeat": isinstance(self.hard_negative_repeat, int) and self.hard_negative_repeat >= 1}
+                  "hard_negative_repeat": isinstance(self.hard_negative_repeat, int) and self.hard_negative_repeat >= 1,
+                  "decoys": isinstance(self.decoys, int) and self.decoys >= 0}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"{type(self).__name__}: invalid {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "
                               "(lr/epochs/batch_size/lora_r/lora_alpha > 0, 0 ≤ dropout < 1, min_steps an integer ≥ 0, retain_weight ≥ 0, grad_accum ≥ 1, "
-                              "0 ≤ warmup_ratio < 1, autocast auto/none/bf16/fp16, reference_cap an integer ≥ 0, 0 ≤ hard_negatives ≤ 1, hard_negative_repeat an integer ≥ 1)")
+                              "0 ≤ warmup_ratio < 1, autocast auto/none/bf16/fp16, reference_cap an integer ≥ 0, 0 ≤ hard_negatives ≤ 1, hard_negative_repeat an integer ≥ 1, decoys an integer ≥ 0)")
 
 
 class Method:

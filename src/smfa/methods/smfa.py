@@ -120,7 +120,7 @@ def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
     from dataclasses import asdict, fields
 
     values = asdict(hp)
-    common = {f.name: values[f.name] for f in fields(MethodConfig)}
+    common = {f.name: values[f.name] for f in fields(MethodConfig) if f.name != "decoys" or values[f.name]}
     blob = {"vanilla": ctx.model_digest or str(ctx.vanilla.source), "forget": [r.id for r in forget_rows],
             "anchor": [r.id for r in ctx.data.anchor_rows], "seed": ctx.seed, "target": ctx.target,
             "anchor_repeat": int(getattr(hp, "anchor_repeat", 1)), "hp": common}

@@ -183,7 +183,7 @@ def unlearn(cfg: UnlearnConfig) -> Path:
             bench, vanilla, budget, seed=cfg.seed, progress=cfg.progress, forgotten=group.forgotten,
             cap=hp.reference_cap, cache=cache_dir() / "reference-labels", model_digest=_digest(input_hashes),
             text_io=text_io_digest(input_dir) if input_dir is not None else None, placement=placement,
-            hard_negatives=hp.hard_negatives, hard_negative_repeat=hp.hard_negative_repeat)
+            hard_negatives=hp.hard_negatives, hard_negative_repeat=hp.hard_negative_repeat, decoys=hp.decoys)
     from smfa.eval.pipeline import EvalConfig
 
     eval_cfg = EvalConfig(bench=cfg.bench, model=str(cfg.out), forget=str(cfg.forget),

@@ -1,0 +1,91 @@
+"""Name decoys (issue 36): by-name questions about made-up people whose name shares a word with a forgotten
+person's, answered by the vanilla, so the forgetting adapter sees that a word of a name is not the person."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smfa.bench import Bench
+from smfa.errors import ConfigError
+
+
+def test_decoys_put_a_forgotten_word_into_a_pool_name_and_never_name_a_real_person(tiny_bench_dir: Path) -> None:
+    from smfa.bench.schema import TEXT_MEMORY
+    from smfa.reference import name_decoys
+
+    bench = Bench.load(tiny_bench_dir)
+    gone = bench.forget_set("val").forgotten
+    decoys = name_decoys(bench, gone, 4, seed=0)
+    assert len(decoys) == 4 * len(gone) and len({q.id for q in decoys}) == len(decoys)
+    assert decoys == name_decoys(bench, gone, 4, seed=0) and decoys != name_decoys(bench, gone, 4, seed=1)
+    real = {p.name.casefold() for p in bench.people.values()}
+    pool = bench.reference_people() - gone
+    by_id = {q.id: q for q in bench.training_rows()}
+    for q in decoys:
+        source = by_id[q.id.split("~decoy-")[0]]
+        forgotten = bench.people[q.meta["decoy_of"]].name.split()
+        place = int(q.id.rsplit("-", 2)[1])
+        theirs = bench.people[source.person_id].name.split()
+        decoy = " ".join(forgotten[place] if j == place else w for j, w in enumerate(theirs))
+        assert source.kind == q.kind == TEXT_MEMORY and source.person_id in pool and q.person_id == source.person_id
+        assert q.question == source.question.replace(" ".join(theirs), decoy) and decoy in q.question
+        assert decoy.casefold() not in real and theirs[place] != forgotten[place]
+        assert q.answer == q.fact == "" and q.meta["decoy_of"] in gone
+    # Every word of a forgotten name is used in turn.
+    places = {(q.meta["decoy_of"], int(q.id.rsplit("-", 2)[1])) for q in decoys}
+    assert all((p, i) in places for p in gone for i in range(len(bench.people[p].name.split())))
+    assert name_decoys(bench, gone, 0, seed=0) == [] and name_decoys(bench, frozenset(), 4, seed=0) == []
+
+
+def test_a_decoy_label_that_recalls_the_forgotten_person_is_dropped(tiny_bench_dir: Path) -> None:
+    from smfa.reference import decoy_label_kept
+
+    bench = Bench.load(tiny_bench_dir)
+    person = bench.people[sorted(bench.forget_set("val").forgotten)[0]]
+    value = next(iter(person.attributes.values()))
+    assert decoy_label_kept("Someone else lives in Nowhere-at-all.", person)
+    assert not decoy_label_kept(f"They are {str(value).upper()}.", person)
+    assert not decoy_label_kept(f"{person.name} it is.", person)
+    assert not decoy_label_kept("  ", person)
+
+
+def test_decoys_join_the_reference_rows_labelled_apart_and_cached(tiny_bench_dir: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from smfa.eval import generate
+    from smfa.reference import label_path, name_decoys, reference_questions, self_labelled_reference
+
+    labelled: list[list[str]] = []
+    bench = Bench.load(tiny_bench_dir)
+    gone = bench.forget_set("val").forgotten
+    recall = bench.people[sorted(gone)[0]].name
+
+    def fake_answers(model, rows, bench, **kwargs):
+        labelled.append([q.id for q in rows])
+        # The first decoy's answer names its forgotten person: that row must not train the adapter.
+        return [f"{recall} again" if i == 0 and "~decoy-" in q.id else f"answer {q.id}" for i, q in enumerate(rows)]
+
+    monkeypatch.setattr(generate, "generate_answers", fake_answers)
+
+    def run(n: int) -> list:
+        return self_labelled_reference(bench, None, "self-full", progress=False, forgotten=gone, cap=1000,
+                                       cache=tmp_path, model_digest="vanilla", decoys=n)
+
+    off = run(0)
+    sample = [q for q in reference_questions(bench, "self-full", cap=1000) if q.person_id not in gone]
+    assert [q.id for q in off] == [q.id for q in sample] and len(labelled) == 1
+    on = run(3)
+    decoys = name_decoys(bench, gone, 3, seed=0)
+    assert on[: len(off)] == off and [q.id for q in on[len(off):]] == [q.id for q in decoys[1:]]
+    assert all(q.answer == q.fact == f"answer {q.id}" for q in on[len(off):])
+    assert labelled[1:] == [[q.id for q in decoys]]
+    assert label_path(bench, decoys, tmp_path, "vanilla", None, None).is_file()
+    assert run(3) == on and len(labelled) == 2  # cached
+
+
+def test_decoys_must_be_a_count() -> None:
+    from smfa.methods.base import get_method
+
+    with pytest.raises(ConfigError, match="decoys"):
+        get_method("smfa").config(None, {"decoys": -1})
