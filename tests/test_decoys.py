@@ -89,3 +89,39 @@ def test_decoys_must_be_a_count() -> None:
 
     with pytest.raises(ConfigError, match="decoys"):
         get_method("smfa").config(None, {"decoys": -1})
+
+
+def test_decoy_refusals_are_floored_and_the_floor_needs_decoys(tiny_bench_dir: Path) -> None:
+    import math
+    from dataclasses import replace
+
+    from smfa.data import DECOY_OF
+    from smfa.methods.base import get_method
+    from smfa.methods.smfa import decoy_refusal_items
+    from smfa.reference import name_decoys, reference_questions
+    from smfa.refusals import refusal_pool
+
+    bench = Bench.load(tiny_bench_dir)
+    gone = bench.forget_set("val").forgotten
+    decoys = [replace(q, answer="x", fact="x") for q in name_decoys(bench, gone, 2, seed=0)]
+    rows = reference_questions(bench, "self", cap=50) + decoys
+    items = decoy_refusal_items(rows, 2.5, seed=0)
+    assert [i.row for i in items] == decoys and all(i.row.meta[DECOY_OF] in gone for i in items)
+    assert all(i.floor == 2.5 and i.answer in refusal_pool() and not math.isnan(i.floor) for i in items)
+    assert items == decoy_refusal_items(rows, 2.5, seed=0) and decoy_refusal_items(rows, 0.0, seed=0) == []
+    for method in ("smfa", "idk", "ties"):
+        with pytest.raises(ConfigError, match="needs name decoys"):
+            get_method(method).config(None, {"decoy_refusal_floor": 2.0})
+        with pytest.raises(ConfigError, match="decoy_refusal_floor"):
+            get_method(method).config(None, {"decoy_refusal_floor": -1.0, "decoys": 2})
+        assert get_method(method).config(None, {"decoy_refusal_floor": 2.0, "decoys": 2}).decoy_refusal_floor == 2.0
+
+
+def test_the_cache_keys_leave_decoys_out_when_off() -> None:
+    """MFA and RA keys made before the field existed still match at decoys 0 (their caches stay warm)."""
+    from smfa.methods.base import get_method
+    from smfa.methods.smfa import common_hp
+
+    off, on = (get_method("smfa").config(None, {"decoys": n}) for n in (0, 3))
+    assert "decoys" not in common_hp(off) and common_hp(on)["decoys"] == 3
+    assert {k: v for k, v in common_hp(on).items() if k != "decoys"} == common_hp(off)

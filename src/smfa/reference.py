@@ -163,11 +163,12 @@ def name_decoys(bench: Any, forgotten: frozenset[str] | set[str], per_person: in
     Seeded and deterministic: the pool person and the question are drawn from sorted lists with
     ``random.Random(f"name-decoys/{seed}")``; ids are ``<question id>~decoy-<forgotten id>-<word place>-<i>``, so
     they (and their labels' cache key) name the text. The rows keep the pool person's ``person_id`` (their
-    training rows: never evaluated) and record ``meta["decoy_of"]``. No decoy when nobody is forgotten, when
+    training rows: never evaluated) and record the forgotten person in ``meta[smfa.data.DECOY_OF]``. No decoy when nobody is forgotten, when
     ``per_person`` is 0 or when no pool person's name has a word at that place."""
     from dataclasses import replace
 
     from smfa.bench.schema import TEXT_MEMORY, TRAIN_PHRASING
+    from smfa.data import DECOY_OF
 
     if per_person <= 0 or not forgotten:
         return []
@@ -197,7 +198,7 @@ def name_decoys(bench: Any, forgotten: frozenset[str] | set[str], per_person: in
             r, decoy = rng.choice(options)
             q = rng.choice(questions[r])
             out.append(replace(q, id=f"{q.id}~decoy-{f}-{place}-{i}", question=q.question.replace(people[r].name, decoy),
-                               answer="", fact="", meta={**q.meta, "decoy_of": f}))
+                               answer="", fact="", meta={**q.meta, DECOY_OF: f}))
     return out
 
 
@@ -249,6 +250,7 @@ def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed
     from dataclasses import replace
 
     from smfa.bench.schema import MEMORY_KINDS
+    from smfa.data import DECOY_OF
     from smfa.distributed import on_main_process
 
     sample = reference_questions(bench, budget, seed=seed, cap=cap)
@@ -271,7 +273,7 @@ def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed
         path = label_path(bench, fakes, cache, model_digest, text_io, placement)
         labels = on_main_process(_labels, bench, vanilla, fakes, path, model_digest, progress)
         out += [replace(q, answer=a, fact=a) for q, a in zip(fakes, labels, strict=True)
-                if decoy_label_kept(a, bench.people[q.meta["decoy_of"]])]
+                if decoy_label_kept(a, bench.people[q.meta[DECOY_OF]])]
     return out
 
 

@@ -23,6 +23,7 @@ class IDKConfig(MethodConfig):
     retain_augment: int = 0  # extra copies of each retain photo row through a random view (as SMFA's MFA)
     retain_rephrase: int = 0  # extra copies of each retain memory row with other training templates (as SMFA's MFA)
     reference_loss: str = "ce"  # ce | kl on self-labelled reference rows (as SMFA's MFA)
+    decoy_refusal_floor: float = 0.0  # refusals to name decoys lifted to this NLL (as SMFA's MFA)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -37,8 +37,16 @@ REFERENCE_LOSSES = ("ce", "kl")
 
 def check_mfa_data_fields(cfg: MethodConfig) -> None:
     """The checks of the MFA's data fields (``anchor_repeat``, ``forget_repeat``, ``forget_augment``,
-    ``retain_augment``, ``retain_rephrase``, ``reference_loss``), shared by SMFA/TIES and IDK, whose MFA is the same."""
+    ``retain_augment``, ``retain_rephrase``, ``reference_loss``, ``decoy_refusal_floor``), shared by SMFA/TIES and
+    IDK, whose MFA is the same."""
+    import math
+
     name = type(cfg).__name__
+    floor = cfg.decoy_refusal_floor
+    if not (isinstance(floor, (int, float)) and math.isfinite(floor) and floor >= 0):
+        raise ConfigError(f"{name}: decoy_refusal_floor must be a finite number >= 0, got {floor!r}")
+    if floor and not cfg.decoys:
+        raise ConfigError(f"{name}: decoy_refusal_floor {floor} needs name decoys to hold (set decoys > 0)")
     for field_name in ("forget_augment", "retain_augment", "retain_rephrase"):
         copies = getattr(cfg, field_name)
         if not isinstance(copies, int) or copies < 0:
@@ -64,6 +72,9 @@ class AdapterPairConfig(MethodConfig):
     retain_rephrase: int = 0  # extra copies of each retain memory row asked with other training templates, same answer
     reference_loss: str = "ce"  # the MFA on self-labelled reference rows: ce (their greedy answers) | kl (KL to the vanilla)
     anchor_reference: bool = True  # the RA trains on the reference rows too (False: on D_r^few only, as without a budget)
+    # > 0 (with decoys): a refusal to each name decoy (smfa.reference.name_decoys) pays relu(floor − NLL) in the MFA
+    # (smfa.losses.floor_loss) — refusing is tied to the person, not to a word of their name; 0 = off.
+    decoy_refusal_floor: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -112,15 +123,27 @@ class SMFAConfig(AdapterPairConfig):
             raise ConfigError(f"SMFA mode must be one of {', '.join(MODES)}, got {self.mode!r}")
 
 
+# MethodConfig fields added after cache keys were in use, left out of the keys at the value that changes nothing.
+KEY_NEUTRAL_AT = {"decoys": 0}
+
+
+def common_hp(hp: MethodConfig) -> dict[str, Any]:
+    """The hyper-parameters every method has (``MethodConfig``'s fields) as a cache key reads them: a field of
+    :data:`KEY_NEUTRAL_AT` at its neutral value is left out, so keys made before it existed still match."""
+    from dataclasses import asdict, fields
+
+    values = asdict(hp)
+    return {f.name: values[f.name] for f in fields(MethodConfig)
+            if f.name not in KEY_NEUTRAL_AT or values[f.name] != KEY_NEUTRAL_AT[f.name]}
+
+
 def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
     """A digest of everything that decides the MFA's weights: the vanilla, the data, the seed and the
     hyper-parameters every method has (not SMFA's sculpting ones), so IDK and SMFA share one MFA."""
     import hashlib
     import json
-    from dataclasses import asdict, fields
 
-    values = asdict(hp)
-    common = {f.name: values[f.name] for f in fields(MethodConfig) if f.name != "decoys" or values[f.name]}
+    common = common_hp(hp)
     blob = {"vanilla": ctx.model_digest or str(ctx.vanilla.source), "forget": [r.id for r in forget_rows],
             "anchor": [r.id for r in ctx.data.anchor_rows], "seed": ctx.seed, "target": ctx.target,
             "anchor_repeat": int(getattr(hp, "anchor_repeat", 1)), "hp": common}
@@ -132,8 +155,9 @@ def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
     for name in ("forget_augment", "retain_augment", "retain_rephrase"):  # older keys unchanged at 0
         if int(getattr(hp, name, 0)):
             blob[name] = int(getattr(hp, name))
-    if float(getattr(hp, "calibrate_floor", 0.0)):
-        blob["calibrate_floor"] = float(hp.calibrate_floor)
+    for name in ("calibrate_floor", "decoy_refusal_floor"):  # older keys unchanged at 0
+        if float(getattr(hp, name, 0.0)):
+            blob[name] = float(getattr(hp, name))
     if getattr(hp, "reference_loss", "ce") != "ce" and ctx.data.reference_rows:
         blob["reference_loss"] = hp.reference_loss
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
@@ -175,6 +199,7 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
         from smfa.methods.robust import floor_items
 
         items += floor_items(forget_rows, hp.calibrate_floor)
+    items += decoy_refusal_items(ctx.data.reference_rows, float(getattr(hp, "decoy_refusal_floor", 0.0)), ctx.seed)
     t0 = time.perf_counter()
     model = prepare_trainable(ctx, hp, ctx.trainee(hp))
     model = train_sft(ctx, model, hp, ctx.encode(items, desc=f"encoding {tag}"), tag=tag,
@@ -189,6 +214,20 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
                     model.save_pretrained(stage, state_dict=weights)
                     write_json_atomic(stage / "train.json", {"train_s": round(time.perf_counter() - t0, 2), "tag": tag})
     return model
+
+
+def decoy_refusal_items(reference_rows: list, floor: float, seed: int) -> list:
+    """The name decoys among ``reference_rows`` (``meta[DECOY_OF]``), each with a refusal (drawn per row) whose
+    mean NLL is lifted up to ``floor`` (:func:`smfa.losses.floor_loss`): the MFA is penalised for refusing a
+    made-up person who only shares a word of a forgotten person's name. None at ``floor`` 0."""
+    from dataclasses import replace
+
+    from smfa.data import DECOY_OF, refusal_items
+
+    if floor <= 0:
+        return []
+    decoys = [r for r in reference_rows if r.meta.get(DECOY_OF)]
+    return [replace(item, floor=floor) for item in refusal_items(decoys, seed=seed + 2)]
 
 
 def rephrased(ctx: UnlearnContext, rows: list, copies: int) -> list:
@@ -228,15 +267,13 @@ def anchor_key(ctx: UnlearnContext, hp: AdapterPairConfig) -> str | None:
     the seed, the training hyper-parameters and the numeric libraries — or None when the weights are unknown."""
     import hashlib
     import json
-    from dataclasses import asdict, fields
 
     from smfa.rundir import package_versions
 
     if not ctx.model_digest:
         return None
-    values = asdict(ra_config(hp))
     blob = {"model": ctx.model_digest, "retain": [(r.id, r.answer) for r in anchor_rows(ctx, hp)], "seed": ctx.seed,
-            "hp": {f.name: values[f.name] for f in fields(MethodConfig)}, "anchor_epochs": hp.anchor_epochs,
+            "hp": common_hp(ra_config(hp)), "anchor_epochs": hp.anchor_epochs,
             "versions": {k: v for k, v in package_versions().items() if k in ("torch", "transformers", "peft")},
             "loss": "answer-view",  # RAs trained when the LM head ran over every position differ in the last bits
             # where and how many steps: epochs are passes over the data whatever the accumulation and processes
