@@ -6,7 +6,7 @@ set, memory and refusals by photo and by name in training and held-out phrasings
 goal's two checks — the lowest memory as % of the vanilla's and the highest refusal above the vanilla's (points)
 over the set's four slices.
 
-    python scripts/selectivity_table.py [--vanilla VANILLA-EVAL] LABEL=EVAL_DIR [LABEL=EVAL_DIR ...]
+    python scripts/selectivity_table.py [--vanilla VANILLA-EVAL] [--plot PNG] LABEL=EVAL_DIR [LABEL=EVAL_DIR ...]
 
 Runs sharing a LABEL (one per bench seed) are shown as mean ± standard deviation. With ``--choose`` (and
 ``--vanilla``) it also prints the label the worst-seed rule picks (``choose_worst_seed``): how k is chosen.
@@ -60,6 +60,30 @@ def _slices(which: str) -> list[tuple[str, str, str]]:
             for variant in NEIGHBOUR_VARIANTS for kind in MEMORY_KINDS]
 
 
+def refusal_excess(run: Any, vanilla: Any, which: str) -> float | None:
+    """The highest refusal rate above the vanilla's over neighbour set ``which``'s four slices (a share; None when
+    no slice is measured in both)."""
+    return max((getattr(run, r) - getattr(vanilla, r) for _, _, r in _slices(which)
+                if getattr(run, r) is not None and getattr(vanilla, r) is not None), default=None)
+
+
+def tradeoff_points(groups: dict[str, list], vanillas: list) -> dict[str, list[tuple[float, float]]]:
+    """Per label, one point per seed for the leak / neighbour-refusal plot: the worst gated leak (photo, name,
+    held-out phrasing; %) and the worst refusal excess over every neighbour set (points); a seed with neither
+    measured is left out."""
+    import math
+
+    out: dict[str, list[tuple[float, float]]] = {}
+    for label, runs in groups.items():
+        pairs = zip(runs, vanillas if len(vanillas) == len(runs) else vanillas[:1] * len(runs))
+        out[label] = []
+        for o, v in pairs:
+            leaks = [getattr(o, LEAK_KEYS[g]) for g in GATED if getattr(o, LEAK_KEYS[g], None) is not None]
+            excess = [e for e in (refusal_excess(o, v, w) for w in NEIGHBOUR_SETS) if e is not None]
+            out[label].append((100 * max(leaks) if leaks else math.nan, 100 * max(excess) if excess else math.nan))
+    return out
+
+
 def neighbour_rows(groups: dict[str, list], vanillas: list) -> list[list[str]]:
     """One row per label and neighbour set: "memory / refusal" (%) per slice, and with ``vanillas`` the worst
     memory ratio and refusal excess over the slices (None-valued slices, e.g. an empty set, left out)."""
@@ -74,8 +98,7 @@ def neighbour_rows(groups: dict[str, list], vanillas: list) -> list[list[str]]:
             if vanillas:
                 ratios = [min((getattr(o, m) / getattr(v, m) for _, m, _ in _slices(which)
                                if getattr(o, m) is not None and getattr(v, m)), default=None) for o, v in pairs]
-                excess = [max((getattr(o, r) - getattr(v, r) for _, _, r in _slices(which)
-                               if getattr(o, r) is not None and getattr(v, r) is not None), default=None) for o, v in pairs]
+                excess = [refusal_excess(o, v, which) for o, v in pairs]
                 row += [_cell([x for x in ratios if x is not None]), _cell([x for x in excess if x is not None])]
             rows.append(row)
     return rows
@@ -106,6 +129,8 @@ def main() -> None:
     p.add_argument("--vanilla", action="append", default=[], help="the vanilla's eval dir(s) (one per seed, "
                    "in the same order as each label's runs) for the ratio columns")
     p.add_argument("--choose", action="store_true", help="print the label the worst-seed rule picks")
+    p.add_argument("--plot", metavar="PNG", help="with --vanilla: plot worst leak against worst neighbour refusal "
+                   "above the vanilla's, one point per run and label means")
     p.add_argument("runs", nargs="+", metavar="LABEL=EVAL_DIR")
     args = p.parse_args()
     groups: dict[str, list] = {}
@@ -137,6 +162,12 @@ def main() -> None:
     print("|" + "---|" * len(header))
     for row in neighbour_rows(groups, vanillas):
         print("| " + " | ".join(row) + " |")
+    if args.plot:
+        if not vanillas:
+            raise SystemExit("--plot needs --vanilla (neighbour refusal is read above the vanilla's)")
+        from smfa.plots import plot_neighbour_tradeoff
+
+        print(f"\nplot: {plot_neighbour_tradeoff(tradeoff_points(groups, vanillas), args.plot)}")
     if args.choose:
         if not vanillas:
             raise SystemExit("--choose needs --vanilla (retain memory is compared as a share of the vanilla's)")

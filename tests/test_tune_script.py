@@ -70,3 +70,37 @@ def test_k_is_chosen_by_the_worst_seed() -> None:
     assert table.choose_worst_seed(candidates, van) == "forget_repeat 2"
     photo_name_only = {k: [O(**{**vars(o), "forget_leak_paraphrase": None}) for o in v] for k, v in candidates.items()}
     assert table.choose_worst_seed(photo_name_only, van) == "epochs 10"
+
+
+def test_the_neighbour_plot_reads_the_worst_leak_and_the_worst_refusal_above_the_vanilla(tmp_path: Path) -> None:
+    """scripts/selectivity_table.py --plot (issue 36): x the worst gated leak, y the worst refusal excess over every
+    neighbour set and slice, one point per seed; a PNG is written."""
+    from types import SimpleNamespace as O
+
+    from smfa.bench.neighbours import NEIGHBOUR_SETS, NEIGHBOUR_VARIANTS
+    from smfa.bench.schema import MEMORY_KINDS
+    from smfa.eval.metrics import neighbour_metric_name
+
+    spec = importlib.util.spec_from_file_location("selectivity_table", SCRIPT.parent / "selectivity_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    keys = [neighbour_metric_name(w, k, m, v) for w in NEIGHBOUR_SETS for k in MEMORY_KINDS for m in ("memory", "refusal")
+            for v in NEIGHBOUR_VARIANTS]
+
+    def run(leaks: tuple[float, float, float], refusals: dict[str, float]) -> O:
+        values = dict.fromkeys(keys)
+        values.update(refusals)
+        return O(forget_leak_image=leaks[0], forget_leak_text=leaks[1], forget_leak_paraphrase=leaks[2], **values)
+
+    name_txt = neighbour_metric_name("name", MEMORY_KINDS[1], "refusal", "")
+    look_img = neighbour_metric_name("look", MEMORY_KINDS[0], "refusal", NEIGHBOUR_VARIANTS[1])
+    vanilla = run((1.0, 1.0, 0.6), {name_txt: 0.0, look_img: 0.10})
+    groups = {"a": [run((0.02, 0.0, 0.04), {name_txt: 0.50, look_img: 0.20})],
+              "b": [run((0.0, 0.01, 0.0), {name_txt: 0.03, look_img: 0.05})]}
+    points = table.tradeoff_points(groups, [vanilla])
+    assert [tuple(round(v, 6) for v in p) for p in points["a"]] == [(4.0, 50.0)]
+    assert [tuple(round(v, 6) for v in p) for p in points["b"]] == [(1.0, 3.0)]
+    from smfa.plots import plot_neighbour_tradeoff
+
+    png = plot_neighbour_tradeoff(points, tmp_path / "n.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

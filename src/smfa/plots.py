@@ -1,5 +1,5 @@
 """Plots: method bars, the forgetting/understanding trade-off and the selectivity trade-off (leak vs retain
-memory) of several runs, and the k-sweep curve.
+memory) of several runs, the k-sweep curve, and leak against neighbour refusal (issue 36).
 Written with matplotlib's Agg canvas (no display needed), each file atomically."""
 
 from __future__ import annotations
@@ -272,4 +272,38 @@ def plot_k_sweep(rows: Sequence[Mapping[str, Any]], out_png: str | Path, *, titl
     right.legend(fontsize=8, loc="lower right")
     right.grid(alpha=0.3)
     fig.suptitle(f"{title}: {k_direction(ks, [r['forget_memory'] for r in rows])}")
+    return _save_png(fig, Path(out_png))
+
+
+def plot_neighbour_tradeoff(points: Mapping[str, Sequence[tuple[float, float]]], out_png: str | Path, *,
+                            bound: tuple[float, float] = (5.0, 5.0)) -> Path:
+    """Scatter: a run's leak (x, %) against its neighbours' refusal above the vanilla's (y, points), one colour per
+    label with each seed's point faint and the seeds' mean (± sd bars) solid; the goal's box ``bound`` (x ≤ 5 %,
+    y ≤ 5 points) shaded. ``points``: label → one (leak %, refusal excess points) per seed."""
+    fig = _figure(6.8, 4.8)
+    ax = fig.add_subplot()
+    ax.fill_between([0, bound[0]], [-100, -100], [bound[1], bound[1]], color="tab:green", alpha=0.12,
+                    label=f"goal (leak ≤ {bound[0]:g} %, refusal ≤ vanilla + {bound[1]:g})")
+    xs_all: list[float] = []
+    ys_all: list[float] = []
+    for (label, seeds), colour in zip(points.items(), _colours(len(points))):
+        seeds = [(x, y) for x, y in seeds if not (math.isnan(x) or math.isnan(y))]
+        if not seeds:
+            continue
+        xs, ys = [x for x, _ in seeds], [y for _, y in seeds]
+        xs_all += xs
+        ys_all += ys
+        ax.scatter(xs, ys, s=18, color=colour, alpha=0.35, zorder=2)
+        (mx, sx, _), (my, sy, _) = mean_spread(xs), mean_spread(ys)
+        ax.errorbar([mx], [my], xerr=[sx or 0.0], yerr=[sy or 0.0], fmt="o", ms=7, color=colour, capsize=3, zorder=3,
+                    label=f"{label} (n={len(seeds)})")
+    if not xs_all:
+        ax.text(0.5, 0.5, "no run has both a leak and neighbour refusals", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlim(-1, max([10.0, *xs_all]) * 1.08)
+    ax.set_ylim(min([-5.0, *ys_all]) - 2, max([20.0, *ys_all]) * 1.08)
+    ax.set_xlabel("worst leak: photo, name, held-out phrasing (%)  ← lower is better")
+    ax.set_ylabel("worst neighbour refusal − vanilla's (points)  ↓ lower is better")
+    ax.set_title("Forgetting vs refusing the forget people's neighbours")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3)
     return _save_png(fig, Path(out_png))
