@@ -1,5 +1,6 @@
-"""Name decoys (issue 36): by-name questions about made-up people whose name shares a word with a forgotten
-person's, answered by the vanilla, so the forgetting adapter sees that a word of a name is not the person."""
+"""Decoys (issue 36): by-name questions about made-up people whose name shares a word with a forgotten person's
+(answered by the vanilla), and rendered look-alikes of the forgotten people, so the forgetting adapter sees that a
+word of a name or most of a look is not the person."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from smfa.errors import ConfigError
 
 def test_decoys_put_a_forgotten_word_into_a_pool_name_and_never_name_a_real_person(tiny_bench_dir: Path) -> None:
     from smfa.bench.schema import TEXT_MEMORY
-    from smfa.reference import name_decoys
+    from smfa.decoys import name_decoys
 
     bench = Bench.load(tiny_bench_dir)
     gone = bench.forget_set("val").forgotten
@@ -40,7 +41,7 @@ def test_decoys_put_a_forgotten_word_into_a_pool_name_and_never_name_a_real_pers
 
 
 def test_a_decoy_label_that_recalls_the_forgotten_person_is_dropped(tiny_bench_dir: Path) -> None:
-    from smfa.reference import decoy_label_kept
+    from smfa.decoys import decoy_label_kept
 
     bench = Bench.load(tiny_bench_dir)
     person = bench.people[sorted(bench.forget_set("val").forgotten)[0]]
@@ -54,7 +55,8 @@ def test_a_decoy_label_that_recalls_the_forgotten_person_is_dropped(tiny_bench_d
 def test_decoys_join_the_reference_rows_labelled_apart_and_cached(tiny_bench_dir: Path, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from smfa.eval import generate
-    from smfa.reference import label_path, name_decoys, reference_questions, self_labelled_reference
+    from smfa.decoys import name_decoys
+    from smfa.reference import label_path, reference_questions, self_labelled_reference
 
     labelled: list[list[str]] = []
     bench = Bench.load(tiny_bench_dir)
@@ -98,7 +100,8 @@ def test_decoy_refusals_are_floored_and_the_floor_needs_decoys(tiny_bench_dir: P
     from smfa.data import DECOY_OF
     from smfa.methods.base import get_method
     from smfa.methods.smfa import decoy_refusal_items
-    from smfa.reference import name_decoys, reference_questions
+    from smfa.decoys import name_decoys
+    from smfa.reference import reference_questions
     from smfa.refusals import refusal_pool
 
     bench = Bench.load(tiny_bench_dir)
@@ -110,7 +113,7 @@ def test_decoy_refusals_are_floored_and_the_floor_needs_decoys(tiny_bench_dir: P
     assert all(i.floor == 2.5 and i.answer in refusal_pool() and not math.isnan(i.floor) for i in items)
     assert items == decoy_refusal_items(rows, 2.5, seed=0) and decoy_refusal_items(rows, 0.0, seed=0) == []
     for method in ("smfa", "idk", "ties"):
-        with pytest.raises(ConfigError, match="needs name decoys"):
+        with pytest.raises(ConfigError, match="needs decoys"):
             get_method(method).config(None, {"decoy_refusal_floor": 2.0})
         with pytest.raises(ConfigError, match="decoy_refusal_floor"):
             get_method(method).config(None, {"decoy_refusal_floor": -1.0, "decoys": 2})
@@ -125,3 +128,55 @@ def test_the_cache_keys_leave_decoys_out_when_off() -> None:
     off, on = (get_method("smfa").config(None, {"decoys": n}) for n in (0, 3))
     assert "decoys" not in common_hp(off) and common_hp(on)["decoys"] == 3
     assert {k: v for k, v in common_hp(on).items() if k != "decoys"} == common_hp(off)
+
+
+def test_look_decoys_are_made_up_look_alikes_asked_the_persons_photo_questions(tiny_bench_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    from PIL import Image
+
+    from smfa.bench.neighbours import looks_alike
+    from smfa.bench.profiles import VISIBLE_FEATURES, visual_distance
+    from smfa.bench.schema import IMAGE_MEMORY
+    from smfa.data import DECOY_OF
+    from smfa.decoys import DECOY_KIND, look_decoys
+
+    bench = Bench.load(tiny_bench_dir)
+    gone = frozenset(sorted(bench.forget_set("val").forgotten)[:3])
+    decoys = look_decoys(bench, gone, 2, seed=0, image_dir=tmp_path / "a")
+    assert len(decoys) == 6 and len({q.id for q in decoys}) == 6
+    again = look_decoys(bench, gone, 2, seed=0, image_dir=tmp_path / "b")
+    assert [q.id for q in again] == [q.id for q in decoys]
+    assert all(Path(a.image).read_bytes() == Path(b.image).read_bytes() for a, b in zip(decoys, again))
+    own = {q.id: q for q in bench.training_rows() if q.kind == IMAGE_MEMORY}
+    for q in decoys:
+        f = q.meta[DECOY_OF]
+        source = own[q.id.split("~look-decoy-")[0]]
+        assert f in gone and source.person_id == f and q.question == source.question and q.meta[DECOY_KIND] == "look"
+        assert q.person_id is None and q.answer == q.fact == "" and Path(q.image).is_absolute()
+        with Image.open(q.image) as img:
+            assert img.size == bench.load_image(source).size
+    assert not list((tmp_path / "a").glob(".*.tmp"))  # written atomically
+    # The rendered look: 5 of 7 visible features of the person, and nobody's portrait (>= 2 features from everyone).
+    import random
+
+    from smfa.bench.pairs import look_alike_visual
+
+    person = bench.people[sorted(gone)[0]]
+    real = [tuple(p.visual[k] for k in VISIBLE_FEATURES) for p in bench.people.values()]
+    for _ in range(20):
+        visual = look_alike_visual(person.visual, person.visual, real, 2, random.Random(_))
+        assert visual is not None and looks_alike(visual, person.visual)
+        assert sum(visual[k] != person.visual[k] for k in VISIBLE_FEATURES) == 2
+        assert all(visual_distance(tuple(visual[k] for k in VISIBLE_FEATURES), r) >= 2 for r in real)
+    assert look_decoys(bench, gone, 0, seed=0, image_dir=tmp_path / "c") == []
+    assert look_decoys(bench, frozenset(), 2, seed=0, image_dir=tmp_path / "c") == []
+
+
+def test_look_decoys_need_the_floor() -> None:
+    from smfa.methods.base import get_method
+
+    with pytest.raises(ConfigError, match="look_decoys 3 are trained through decoy_refusal_floor"):
+        get_method("smfa").config(None, {"look_decoys": 3})
+    with pytest.raises(ConfigError, match="look_decoys must be an integer"):
+        get_method("idk").config(None, {"look_decoys": -1, "decoy_refusal_floor": 2.0})
+    assert get_method("ties").config(None, {"look_decoys": 3, "decoy_refusal_floor": 2.0}).look_decoys == 3

@@ -12,9 +12,8 @@ computed), answered by the vanilla itself — data a deployer has without labels
   pool people who resemble the request's people (a shared name word, a look-alike portrait:
   :mod:`smfa.bench.neighbours`' definitions) take a share of the capped sample's memory questions, so the
   forgetting adapter is trained to answer the people its refusal trigger would otherwise catch;
-- :func:`name_decoys` — by-name questions about people who do not exist, whose name shares a word with a
-  request's person, answered by the vanilla (issue 36): the adapter is shown that a word of a name is not the
-  person.
+- with ``decoys``, :func:`smfa.decoys.name_decoys` — by-name questions about people who do not exist, whose
+  name shares a word with a request's person, answered by the vanilla (issue 36).
 """
 
 from __future__ import annotations
@@ -154,64 +153,6 @@ def with_hard_negatives(sample: list[Any], pool: list[Any], people: frozenset[st
     return [q for q in pool if q.id in chosen]
 
 
-def name_decoys(bench: Any, forgotten: frozenset[str] | set[str], per_person: int, seed: int) -> list[Any]:
-    """Unlabelled by-name questions about people who do not exist: ``per_person`` for each ``forgotten`` person,
-    each a reference-pool person's training-phrasing text-memory question with that pool person's name replaced
-    by a *decoy* name — the pool person's name with one word (first, last, … in turn) replaced by the forgotten
-    person's word at the same place. A decoy name that is some person's real name is never used.
-
-    Seeded and deterministic: the pool person and the question are drawn from sorted lists with
-    ``random.Random(f"name-decoys/{seed}")``; ids are ``<question id>~decoy-<forgotten id>-<word place>-<i>``, so
-    they (and their labels' cache key) name the text. The rows keep the pool person's ``person_id`` (their
-    training rows: never evaluated) and record the forgotten person in ``meta[smfa.data.DECOY_OF]``. No decoy when nobody is forgotten, when
-    ``per_person`` is 0 or when no pool person's name has a word at that place."""
-    from dataclasses import replace
-
-    from smfa.bench.schema import TEXT_MEMORY, TRAIN_PHRASING
-    from smfa.data import DECOY_OF
-
-    if per_person <= 0 or not forgotten:
-        return []
-    people = bench.people
-    pool = sorted(bench.reference_people() - set(forgotten))
-    questions: dict[str, list[Any]] = defaultdict(list)
-    for q in bench.training_rows():
-        if q.kind == TEXT_MEMORY and q.person_id in pool and q.phrasing == TRAIN_PHRASING \
-                and people[q.person_id].name in q.question:
-            questions[q.person_id].append(q)
-    taken = {p.name.casefold() for p in people.values()}
-    rng = random.Random(f"name-decoys/{seed}")
-    out: list[Any] = []
-    for f in sorted(forgotten):
-        words = people[f].name.split()
-        for i in range(per_person):
-            place = i % len(words)
-            options = []
-            for r in pool:
-                theirs = people[r].name.split()
-                if questions[r] and len(theirs) == len(words) and theirs[place] != words[place]:
-                    decoy = " ".join(words[place] if j == place else w for j, w in enumerate(theirs))
-                    if decoy.casefold() not in taken:
-                        options.append((r, decoy))
-            if not options:
-                continue
-            r, decoy = rng.choice(options)
-            q = rng.choice(questions[r])
-            out.append(replace(q, id=f"{q.id}~decoy-{f}-{place}-{i}", question=q.question.replace(people[r].name, decoy),
-                               answer="", fact="", meta={**q.meta, DECOY_OF: f}))
-    return out
-
-
-def decoy_label_kept(answer: str, person: Any) -> bool:
-    """Whether the vanilla's ``answer`` to a decoy of ``person`` (a forgotten person) may train the adapter: not
-    empty, and naming neither the person nor any of their private values — a decoy that makes the vanilla recall
-    the forgotten person must not teach that recall back."""
-    text = answer.casefold()
-    if not text.strip() or person.name.casefold() in text:
-        return False
-    return not any(str(v).casefold() in text for v in person.attributes.values() if str(v).strip())
-
-
 def label_key(bench: Any, rows: list[Any], model_digest: str, text_io: str | None, placement: Any) -> str:
     """What decides the vanilla's answers to ``rows``: the bench, the weights, the tokenizer / chat template /
     processor / generation config (``text_io``: :func:`smfa.models.digest.text_io_digest`), the questions, the
@@ -241,8 +182,8 @@ def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed
     memory questions in the sample appear that many times (the copies on top of ``cap``: more optimiser steps;
     with ``hard_negatives`` 0, those the balanced sample holds).
 
-    ``decoys`` > 0: that many :func:`name_decoys` per forgotten person join the rows (on top of ``cap``), labelled
-    by the vanilla under their own key and kept where :func:`decoy_label_kept`.
+    ``decoys`` > 0: that many :func:`smfa.decoys.name_decoys` per forgotten person join the rows (on top of
+    ``cap``), labelled by the vanilla under their own key and kept where :func:`smfa.decoys.decoy_label_kept`.
 
     With ``cache`` (a directory) and the vanilla's ``model_digest``, the answers are computed once per
     :func:`label_key` and reused by every method, compare cell and request. Under several processes the main
@@ -251,6 +192,7 @@ def self_labelled_reference(bench: Any, vanilla: Any, budget: str = "self", seed
 
     from smfa.bench.schema import MEMORY_KINDS
     from smfa.data import DECOY_OF
+    from smfa.decoys import decoy_label_kept, name_decoys
     from smfa.distributed import on_main_process
 
     sample = reference_questions(bench, budget, seed=seed, cap=cap)

@@ -51,13 +51,13 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
+def _write_atomic(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
     """Write through ``write(fh)`` into a temporary file beside ``path``, then rename (never half-written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as fh:
             write(fh)
         os.replace(tmp, path)
     except BaseException:
@@ -83,6 +83,10 @@ def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     _write_atomic(path, lambda fh: fh.write(text))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    _write_atomic(path, lambda fh: fh.write(data), binary=True)
 
 
 def check_output_dir(out: Path, overwrite: bool) -> Path:

@@ -104,15 +104,26 @@ def _look_twin(host: Person, target: Person, by_id: dict[str, Person], cfg: Benc
     """``host`` with ``target``'s visible features but for :data:`LOOK_CHANGED` of them, at least
     ``cfg.min_visual_distance`` from every other person (its eye colour and beard kept)."""
     others = [tuple(p.visual[f] for f in VISIBLE_FEATURES) for pid, p in by_id.items() if pid != host.person_id]
-    for _ in range(2000):
-        visual = dict(host.visual)
-        visual.update({f: target.visual[f] for f in VISIBLE_FEATURES})
+    visual = look_alike_visual(host.visual, target.visual, others, cfg.min_visual_distance, rng)
+    if visual is None:
+        raise ConfigError(f"bench config: cannot draw a look twin of {target.person_id} at least {cfg.min_visual_distance} "
+                          "features from everyone; try another --seed or lower min_visual_distance")
+    return replace(host, visual=visual)
+
+
+def look_alike_visual(base: dict[str, str], target: dict[str, str], others: list[tuple[str, ...]], min_distance: int,
+                      rng: random.Random, tries: int = 2000) -> dict[str, str] | None:
+    """``base``'s features with ``target``'s visible ones but for :data:`LOOK_CHANGED` of them (redrawn from the other
+    values), the shirt never the background's colour, at least ``min_distance`` visible features from each of
+    ``others`` (tuples in :data:`VISIBLE_FEATURES` order); None when ``tries`` draws find none."""
+    for _ in range(tries):
+        visual = dict(base)
+        visual.update({f: target[f] for f in VISIBLE_FEATURES})
         for f in rng.sample(VISIBLE_FEATURES, LOOK_CHANGED):
-            visual[f] = rng.choice([v for v in FEATURE_VALUES[f] if v != target.visual[f]])
+            visual[f] = rng.choice([v for v in FEATURE_VALUES[f] if v != target[f]])
         if visual["shirt_colour"] == visual["background_colour"]:
             continue
         key = tuple(visual[f] for f in VISIBLE_FEATURES)
-        if all(visual_distance(key, k) >= cfg.min_visual_distance for k in others):
-            return replace(host, visual=visual)
-    raise ConfigError(f"bench config: cannot draw a look twin of {target.person_id} at least {cfg.min_visual_distance} "
-                      "features from everyone; try another --seed or lower min_visual_distance")
+        if all(visual_distance(key, k) >= min_distance for k in others):
+            return visual
+    return None

@@ -23,7 +23,8 @@ class IDKConfig(MethodConfig):
     retain_augment: int = 0  # extra copies of each retain photo row through a random view (as SMFA's MFA)
     retain_rephrase: int = 0  # extra copies of each retain memory row with other training templates (as SMFA's MFA)
     reference_loss: str = "ce"  # ce | kl on self-labelled reference rows (as SMFA's MFA)
-    decoy_refusal_floor: float = 0.0  # refusals to name decoys lifted to this NLL (as SMFA's MFA)
+    decoy_refusal_floor: float = 0.0  # refusals to decoys lifted to this NLL (as SMFA's MFA)
+    look_decoys: int = 0  # rendered look-alikes of each forgotten person, refusals floored (as SMFA's MFA)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -37,7 +37,7 @@ REFERENCE_LOSSES = ("ce", "kl")
 
 def check_mfa_data_fields(cfg: MethodConfig) -> None:
     """The checks of the MFA's data fields (``anchor_repeat``, ``forget_repeat``, ``forget_augment``,
-    ``retain_augment``, ``retain_rephrase``, ``reference_loss``, ``decoy_refusal_floor``), shared by SMFA/TIES and
+    ``retain_augment``, ``retain_rephrase``, ``reference_loss``, ``decoy_refusal_floor``, ``look_decoys``), shared by SMFA/TIES and
     IDK, whose MFA is the same."""
     import math
 
@@ -45,8 +45,14 @@ def check_mfa_data_fields(cfg: MethodConfig) -> None:
     floor = cfg.decoy_refusal_floor
     if not (isinstance(floor, (int, float)) and math.isfinite(floor) and floor >= 0):
         raise ConfigError(f"{name}: decoy_refusal_floor must be a finite number >= 0, got {floor!r}")
-    if floor and not cfg.decoys:
-        raise ConfigError(f"{name}: decoy_refusal_floor {floor} needs name decoys to hold (set decoys > 0)")
+    look = cfg.look_decoys
+    if not isinstance(look, int) or look < 0:
+        raise ConfigError(f"{name}: look_decoys must be an integer >= 0, got {look!r}")
+    if floor and not (cfg.decoys or look):
+        raise ConfigError(f"{name}: decoy_refusal_floor {floor} needs decoys to hold (set decoys or look_decoys > 0)")
+    if look and not floor:
+        raise ConfigError(f"{name}: look_decoys {look} are trained through decoy_refusal_floor alone (they have no "
+                          "answer); set decoy_refusal_floor > 0")
     for field_name in ("forget_augment", "retain_augment", "retain_rephrase"):
         copies = getattr(cfg, field_name)
         if not isinstance(copies, int) or copies < 0:
@@ -72,9 +78,12 @@ class AdapterPairConfig(MethodConfig):
     retain_rephrase: int = 0  # extra copies of each retain memory row asked with other training templates, same answer
     reference_loss: str = "ce"  # the MFA on self-labelled reference rows: ce (their greedy answers) | kl (KL to the vanilla)
     anchor_reference: bool = True  # the RA trains on the reference rows too (False: on D_r^few only, as without a budget)
-    # > 0 (with decoys): a refusal to each name decoy (smfa.reference.name_decoys) pays relu(floor − NLL) in the MFA
-    # (smfa.losses.floor_loss) — refusing is tied to the person, not to a word of their name; 0 = off.
+    # > 0 (with decoys or look_decoys): a refusal to each decoy (smfa.decoys) pays relu(floor − NLL) in the MFA
+    # (smfa.losses.floor_loss) — refusing is tied to the person, not to a word of their name or their looks; 0 = off.
     decoy_refusal_floor: float = 0.0
+    # With decoy_refusal_floor: this many rendered look-alikes of each forgotten person (smfa.decoys.look_decoys,
+    # 5 of 7 visible features; built-in benches), asked the person's photo questions, whose refusals pay the floor.
+    look_decoys: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -152,7 +161,7 @@ def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
     if ctx.data.reference_rows:  # older keys unchanged when there are none
         blob["reference"] = [(r.id, r.answer) for r in ctx.data.reference_rows]
         blob["forget_repeat"] = int(getattr(hp, "forget_repeat", 1))
-    for name in ("forget_augment", "retain_augment", "retain_rephrase"):  # older keys unchanged at 0
+    for name in ("forget_augment", "retain_augment", "retain_rephrase", "look_decoys"):  # older keys unchanged at 0
         if int(getattr(hp, name, 0)):
             blob[name] = int(getattr(hp, name))
     for name in ("calibrate_floor", "decoy_refusal_floor"):  # older keys unchanged at 0
@@ -199,7 +208,14 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
         from smfa.methods.robust import floor_items
 
         items += floor_items(forget_rows, hp.calibrate_floor)
-    items += decoy_refusal_items(ctx.data.reference_rows, float(getattr(hp, "decoy_refusal_floor", 0.0)), ctx.seed)
+    floor = float(getattr(hp, "decoy_refusal_floor", 0.0))
+    items += decoy_refusal_items(ctx.data.reference_rows, floor, ctx.seed)
+    if int(getattr(hp, "look_decoys", 0)):
+        from smfa.decoys import look_decoys
+
+        people = {r.person_id for r in forget_rows if r.person_id}
+        looks = look_decoys(ctx.bench, people, hp.look_decoys, ctx.seed, Path(ctx.work_dir) / "look-decoys")
+        items += decoy_refusal_items(looks, floor, ctx.seed + 1)
     t0 = time.perf_counter()
     model = prepare_trainable(ctx, hp, ctx.trainee(hp))
     model = train_sft(ctx, model, hp, ctx.encode(items, desc=f"encoding {tag}"), tag=tag,
@@ -216,17 +232,18 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
     return model
 
 
-def decoy_refusal_items(reference_rows: list, floor: float, seed: int) -> list:
-    """The name decoys among ``reference_rows`` (``meta[DECOY_OF]``), each with a refusal (drawn per row) whose
-    mean NLL is lifted up to ``floor`` (:func:`smfa.losses.floor_loss`): the MFA is penalised for refusing a
-    made-up person who only shares a word of a forgotten person's name. None at ``floor`` 0."""
+def decoy_refusal_items(rows: list, floor: float, seed: int) -> list:
+    """The decoys among ``rows`` (``meta[DECOY_OF]``: :mod:`smfa.decoys`), each with a refusal (drawn per row)
+    whose mean NLL is lifted up to ``floor`` (:func:`smfa.losses.floor_loss`): the MFA is penalised for refusing
+    a made-up person who only shares a word of a forgotten person's name or most of their looks. None at
+    ``floor`` 0."""
     from dataclasses import replace
 
     from smfa.data import DECOY_OF, refusal_items
 
     if floor <= 0:
         return []
-    decoys = [r for r in reference_rows if r.meta.get(DECOY_OF)]
+    decoys = [r for r in rows if r.meta.get(DECOY_OF)]
     return [replace(item, floor=floor) for item in refusal_items(decoys, seed=seed + 2)]
 
 
