@@ -180,3 +180,68 @@ def test_look_decoys_need_the_floor() -> None:
     with pytest.raises(ConfigError, match="look_decoys must be an integer"):
         get_method("idk").config(None, {"look_decoys": -1, "decoy_refusal_floor": 2.0})
     assert get_method("ties").config(None, {"look_decoys": 3, "decoy_refusal_floor": 2.0}).look_decoys == 3
+
+
+class _Encoded(Exception):
+    """Raised by the fake context once the MFA's items are built (no training needed to read them)."""
+
+
+def _mfa_items(bench: Bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, params: dict, reference: list) -> list:
+    from types import SimpleNamespace
+
+    import smfa.methods.smfa as smfa_method
+    from smfa.methods.base import get_method
+
+    forget = [q for q in bench.training_rows() if q.person_id in bench.forget_set("val").forgotten][:40]
+    captured: list = []
+
+    def encode(items, desc=""):
+        captured.extend(items)
+        raise _Encoded
+
+    monkeypatch.setattr(smfa_method, "prepare_trainable", lambda ctx, hp, model: model)
+    ctx = SimpleNamespace(shared_dir=None, seed=0, bench=bench, work_dir=tmp_path, encode=encode, trainee=lambda hp: None,
+                          data=SimpleNamespace(anchor_rows=[], reference_rows=reference))
+    hp = get_method("smfa").config(None, params, reference="self-full")
+    with pytest.raises(_Encoded):
+        smfa_method.train_mfa(ctx, hp, forget, "mfa")
+    return captured
+
+
+def test_the_mfa_data_holds_the_levers_rows(tiny_bench_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """forget_rephrase: refusals to the forget rows asked with other training templates; look decoys and name
+    decoys among the reference rows: refusals paying the floor; off: none of them."""
+    from dataclasses import replace
+
+    from smfa.data import DECOY_OF
+    from smfa.decoys import DECOY_KIND
+    from smfa.refusals import refusal_pool
+
+    bench = Bench.load(tiny_bench_dir)
+    gone = bench.forget_set("val").forgotten
+    from smfa.decoys import name_decoys
+
+    names = [replace(q, answer="vanilla's", fact="vanilla's") for q in name_decoys(bench, gone, 1, seed=0)]
+    base = _mfa_items(bench, tmp_path, monkeypatch, {"forget_repeat": 1}, names)
+    assert all(i.floor is None for i in base) and len(base) == 40 + len(names)
+    more = _mfa_items(bench, tmp_path, monkeypatch, {"forget_repeat": 1, "forget_rephrase": 2}, names)
+    extra = [i for i in more if i.row.id.split("-r")[-1].isdigit() and "-r" in i.row.id]
+    assert extra and all(i.answer in refusal_pool() and i.row.phrasing == "train" for i in extra)
+    assert len(more) == len(base) + len(extra)
+    floored = _mfa_items(bench, tmp_path, monkeypatch, {"forget_repeat": 1, "decoys": 1, "look_decoys": 2,
+                                                        "decoy_refusal_floor": 2.5}, names)
+    paid = [i for i in floored if i.floor is not None]
+    assert all(i.floor == 2.5 and i.answer in refusal_pool() and i.row.meta.get(DECOY_OF) for i in paid)
+    kinds = [i.row.meta[DECOY_KIND] for i in paid]
+    people = {r.person_id for r in [i.row for i in base[:40]]}
+    assert kinds.count("name") == len(names) and kinds.count("look") == 2 * len(people)
+    assert all(Path(i.row.image).parent == tmp_path / "look-decoys" for i in paid if i.row.meta[DECOY_KIND] == "look")
+
+
+@pytest.mark.parametrize("method", ["smfa", "idk", "ties"])
+def test_a_negative_forget_rephrase_is_refused(method: str) -> None:
+    from smfa.methods.base import get_method
+
+    with pytest.raises(ConfigError, match="forget_rephrase"):
+        get_method(method).config(None, {"forget_rephrase": -1})
+    assert get_method(method).config(None, {"forget_rephrase": 2}).forget_rephrase == 2

@@ -20,6 +20,7 @@ class IDKConfig(MethodConfig):
     anchor_repeat: int = 1  # D_r^few repeated this many times in the training data (as SMFA's MFA)
     forget_repeat: int = 1  # refusal-labelled forget rows repeated (as SMFA's MFA)
     forget_augment: int = 0  # extra refusal copies of each forget photo row through a random view (as SMFA's MFA)
+    forget_rephrase: int = 0  # extra refusal copies of each forget memory row with other training templates (as SMFA's MFA)
     retain_augment: int = 0  # extra copies of each retain photo row through a random view (as SMFA's MFA)
     retain_rephrase: int = 0  # extra copies of each retain memory row with other training templates (as SMFA's MFA)
     reference_loss: str = "ce"  # ce | kl on self-labelled reference rows (as SMFA's MFA)

@@ -37,7 +37,7 @@ REFERENCE_LOSSES = ("ce", "kl")
 
 def check_mfa_data_fields(cfg: MethodConfig) -> None:
     """The checks of the MFA's data fields (``anchor_repeat``, ``forget_repeat``, ``forget_augment``,
-    ``retain_augment``, ``retain_rephrase``, ``reference_loss``, ``decoy_refusal_floor``, ``look_decoys``), shared by SMFA/TIES and
+    ``forget_rephrase``, ``retain_augment``, ``retain_rephrase``, ``reference_loss``, ``decoy_refusal_floor``, ``look_decoys``), shared by SMFA/TIES and
     IDK, whose MFA is the same."""
     import math
 
@@ -53,7 +53,7 @@ def check_mfa_data_fields(cfg: MethodConfig) -> None:
     if look and not floor:
         raise ConfigError(f"{name}: look_decoys {look} are trained through decoy_refusal_floor alone (they have no "
                           "answer); set decoy_refusal_floor > 0")
-    for field_name in ("forget_augment", "retain_augment", "retain_rephrase"):
+    for field_name in ("forget_augment", "forget_rephrase", "retain_augment", "retain_rephrase"):
         copies = getattr(cfg, field_name)
         if not isinstance(copies, int) or copies < 0:
             raise ConfigError(f"{name}: {field_name} must be an integer >= 0, got {copies!r}")
@@ -74,6 +74,7 @@ class AdapterPairConfig(MethodConfig):
     anchor_repeat: int = 1  # D_r^few repeated this many times in the MFA's data (balances a large forget set)
     forget_repeat: int = 1  # refusal-labelled forget rows repeated (keeps their share when reference rows are added)
     forget_augment: int = 0  # extra refusal copies of each forget photo row, seen through a random view (data.augment_image)
+    forget_rephrase: int = 0  # extra refusal copies of each forget memory row asked with other training templates
     retain_augment: int = 0  # extra copies of each retain photo row (anchor + reference) through a random view, same answer
     retain_rephrase: int = 0  # extra copies of each retain memory row asked with other training templates, same answer
     reference_loss: str = "ce"  # the MFA on self-labelled reference rows: ce (their greedy answers) | kl (KL to the vanilla)
@@ -161,7 +162,7 @@ def mfa_key(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list) -> str:
     if ctx.data.reference_rows:  # older keys unchanged when there are none
         blob["reference"] = [(r.id, r.answer) for r in ctx.data.reference_rows]
         blob["forget_repeat"] = int(getattr(hp, "forget_repeat", 1))
-    for name in ("forget_augment", "retain_augment", "retain_rephrase", "look_decoys"):  # older keys unchanged at 0
+    for name in ("forget_augment", "forget_rephrase", "retain_augment", "retain_rephrase", "look_decoys"):  # older keys unchanged at 0
         if int(getattr(hp, name, 0)):
             blob[name] = int(getattr(hp, name))
     for name in ("calibrate_floor", "decoy_refusal_floor"):  # older keys unchanged at 0
@@ -195,6 +196,7 @@ def train_mfa(ctx: UnlearnContext, hp: MethodConfig, forget_rows: list, tag: str
     forget_repeat = int(getattr(hp, "forget_repeat", 1))
     refusals = refusal_items(forget_rows * forget_repeat, seed=ctx.seed)
     refusals += augmented_items(refusal_items(forget_rows, seed=ctx.seed + 1), int(getattr(hp, "forget_augment", 0)))
+    refusals += refusal_items(rephrased(ctx, forget_rows, int(getattr(hp, "forget_rephrase", 0))), seed=ctx.seed + 3)
     distill = getattr(hp, "reference_loss", "ce") == "kl"
     anchor, reference = reference_items(ctx.data.anchor_rows), reference_items(ctx.data.reference_rows, distill)
     items = refusals + anchor * repeat + reference
@@ -248,10 +250,11 @@ def decoy_refusal_items(rows: list, floor: float, seed: int) -> list:
 
 
 def rephrased(ctx: UnlearnContext, rows: list, copies: int) -> list:
-    """Retain memory ``rows`` asked ``copies`` more ways with the bench's other training templates
+    """Memory ``rows`` asked ``copies`` more ways with the bench's other training templates
     (``smfa.bench.questions.other_phrasings``), each keeping its row's answer (for reference rows: the
-    vanilla's). Asking the kept people in more ways teaches the MFA to answer them however they are asked,
-    not only in the reference rows' phrasings."""
+    vanilla's; forget rows are given refusals by the caller). Asking the kept people in more ways teaches the
+    MFA to answer them however they are asked, not only in the reference rows' phrasings; asking the forgotten
+    ones in more ways, to refuse them however they are asked."""
     from smfa.bench.questions import other_phrasings
 
     people = ctx.bench.people
