@@ -448,11 +448,13 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path: Path, tiny_bench_dir: Path, 
 
 
 def test_reference_share_moves_people_from_the_evaluation_pool_to_the_reference_pool(tmp_path: Path, capsys) -> None:
-    """A larger ``--reference-share``: the default pool plus more retain people, the rest evaluated; the
-    training rows (hence the content checksum a vanilla is matched on) are unchanged."""
+    """A larger ``--reference-share``: the default pool plus more retain people, the rest evaluated; without planted
+    neighbour pairs the training rows (hence the content checksum a vanilla is matched on) are unchanged. (With
+    them, the twins are drawn outside the reference pool, so the share also decides who is renamed.)"""
     from smfa.pretrained import content_checksum
 
-    common = ["bench", "build", "--preset", "tiny", "--seed", "3", "--n-people", "40", "--anchor-size", "12", "--quiet"]
+    common = ["bench", "build", "--preset", "tiny", "--seed", "3", "--n-people", "40", "--anchor-size", "12", "--quiet",
+              "--neighbour-pairs", "0"]
     assert main([*common, "--reference-share", "0.3", "--out", str(tmp_path / "a")]) == 0
     assert main([*common, "--out", str(tmp_path / "b")]) == 0  # the default share, 0.6
     a, b = Bench.load(tmp_path / "a"), Bench.load(tmp_path / "b")

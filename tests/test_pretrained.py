@@ -79,7 +79,7 @@ def test_the_shipped_tiny_vanilla_and_oracle_are_small_and_describe_themselves()
     root = Path(__file__).parents[1] / "src" / "smfa" / "pretrained"
     for name in ("tiny-seed0", "tiny-seed0-oracle10"):
         meta = json.loads((root / name / "pretrained.json").read_text())
-        assert meta["bench"] == {**meta["bench"], "preset": "tiny", "seed": 0, "version": "2.0"}
+        assert meta["bench"] == {**meta["bench"], "preset": "tiny", "seed": 0, "version": "3.0"}
         assert meta["retrain"] and meta["recipe_key"] and meta["versions"]["torch"]
     assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) <= 10_000_000  # both together
 

@@ -37,14 +37,14 @@ RECIPES: dict[str, dict[str, Any]] = {
     "micro-seed0": {
         # 60 people: a 0.3 reference share keeps 23 people in the forget-10 retain evaluation pool (0.6: 13)
         "bench": {"preset": "tiny", "seed": 0, "n_people": 60, "n_shape_images": 160, "anchor_size": 24,
-                  "reference_share": 0.3},
+                  "reference_share": 0.3, "neighbour_pairs": 0},
         "finetune": {"steps": 2000, "lr": 2e-3, "save_steps": 500},
     },
     # The test suite's forget-10 oracle (tests/test_pipeline.py, test_attacks.py): half the vanilla's steps on
     # the micro bench's retain people; shipped so that a fresh clone does not train it (~3 min on 2 cores).
     "micro-seed0-oracle10": {
         "bench": {"preset": "tiny", "seed": 0, "n_people": 60, "n_shape_images": 160, "anchor_size": 24,
-                  "reference_share": 0.3},
+                  "reference_share": 0.3, "neighbour_pairs": 0},
         "finetune": {"steps": 1000, "lr": 2e-3, "people": "retain", "forget": "10"},
     },
 }
@@ -205,14 +205,12 @@ def write_pretrained(run: Path, bench: Any, cfg: Any, dest: Path) -> Path:
 def package_run(run: Path, bench: Any, cfg: Any, dest: Path) -> Path:
     """:func:`write_pretrained` after checking that ``run`` was trained on ``bench``'s training rows with
     ``cfg``'s recipe (its manifest's config): packaging a model under the wrong keys is refused."""
-    from dataclasses import fields
-
     from smfa.errors import ConfigError
     from smfa.rundir import read_manifest
 
     recorded = read_manifest(run).get("config") or {}
-    names = {f.name for f in fields(cfg)} - NOT_RECIPE
-    differs = sorted(n for n in names if n in recorded and recorded[n] != getattr(cfg, n))
+    recipe = recipe_of(cfg)  # resolved as the run records it (gradient_checkpointing auto: the tiny model's false)
+    differs = sorted(n for n, v in recipe.items() if n in recorded and recorded[n] != v)
     if differs:
         raise ConfigError(f"{run} was trained with another recipe ({', '.join(differs)}); retrain it")
     return write_pretrained(run, bench, cfg, dest)

@@ -169,9 +169,10 @@ def build_bench(
     questions = person_questions(people, cfg) + shape_questions(scenes, cfg)
     splits = make_person_splits(people, cfg)
     splits["anchor"] = make_anchor(questions, splits, cfg)
+    short: dict[str, dict[str, int]] = {}
     if cfg.neighbour_pairs:  # names and looks only: the splits, question ids and anchor stay as drawn
         by_id = {q.id: q for q in questions}
-        people = plant_neighbour_pairs(people, splits, {by_id[i].person_id for i in splits["anchor"]} - {None}, cfg)
+        people, short = plant_neighbour_pairs(people, splits, {by_id[i].person_id for i in splits["anchor"]} - {None}, cfg)
         planted = person_questions(people, cfg) + [q for q in questions if q.person_id is None]  # + the shape rows
         if [q.id for q in planted] != [q.id for q in questions]:
             raise RuntimeError("planting neighbour pairs changed the question ids; the anchor no longer applies")
@@ -192,6 +193,7 @@ def build_bench(
             "features": bench_features(cfg),
             "counts": count_rows(people, questions, splits),
             "chance": profiles.chance_levels(),
+            **({"neighbour_pairs_short": short} if short else {}),  # a pool too small for the share (a custom size)
             "checksum": bench_checksum(tmp),
         }
         write_json_atomic(tmp / BENCH_JSON, meta)

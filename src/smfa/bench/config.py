@@ -35,7 +35,7 @@ class BenchConfig:
     min_visual_distance: int = 2  # any two people differ in at least this many features visible at 32 px
     reference_share: float = 0.6  # share of the retain people in the reference pool (tiny: 81 of 135; docs/archive/selectivity.md); splits only
     # Share of forget_10's and forget_val's people given a planted name twin, and the same share a look twin, in
-    # their retain evaluation pool (smfa.bench.pairs; bench version 3.0). 0: none, the bench v2 of the shipped vanilla.
+    # their retain evaluation pool (smfa.bench.pairs; bench version 3.0). 0: none (bench v2); the tiny preset plants.
     neighbour_pairs: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,8 +118,10 @@ class BenchConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # CPU demo and tests: the tiny model (32 px CLIP, patch 8) learns to recognise these 200 people.
-    "tiny": {},
+    # CPU demo and tests: the tiny model (32 px CLIP, patch 8) learns to recognise these 200 people. Planted
+    # neighbour pairs (bench v3): 10 name twins and 10 look twins for forget 10 and for val, so every neighbour
+    # set holds >= 10 people (docs/neighbours.md); chance alone gives 2-13.
+    "tiny": {"neighbour_pairs": 0.55},
     # Real MLLMs: 1,000 people at 336 px (LLaVA-1.5's input size); 3 training + 1 held-out variant.
     "full": {
         "n_people": 1000,

@@ -49,12 +49,15 @@ def twin_groups(splits: dict[str, list[str]], known: set[str],
 
 
 def plant_neighbour_pairs(people: list[Person], splits: dict[str, list[str]], anchor_people: set[str],
-                          cfg: BenchConfig) -> list[Person]:
-    """``people`` with the twins of ``cfg.neighbour_pairs`` planted (the list unchanged when it is 0); a pure function
-    of its arguments. Raises :class:`ConfigError` when a group's pool holds fewer people than its twins."""
+                          cfg: BenchConfig) -> tuple[list[Person], dict[str, dict[str, int]]]:
+    """``people`` with the twins of ``cfg.neighbour_pairs`` planted (the list unchanged when it is 0), and the groups
+    whose pool held fewer hosts than their twins: ``{group: {"asked": n, "planted": m}}`` (empty on the presets).
+    Such a group (a small custom bench: the tiny preset plants by default) gets as many twins as its pool holds,
+    name and look twins alternating; the caller says so. A pure function of its arguments."""
     share = cfg.neighbour_pairs
+    short: dict[str, dict[str, int]] = {}
     if not share:
-        return people
+        return people, short
     rng = cfg.rng("neighbour-pairs")
     by_id = {p.person_id: p for p in people}
     known = {p.person_id for p in people if p.role == "known"}
@@ -69,15 +72,16 @@ def plant_neighbour_pairs(people: list[Person], splits: dict[str, list[str]], an
             look_targets += order[len(order) - k:]
         hosts = [pid for layer in host_layers for pid in rng.sample(layer, len(layer))]
         need = len(name_targets) + len(look_targets)
-        if need > len(hosts):
-            raise ConfigError(
-                f"bench config: neighbour_pairs={share!r} plants {need} twins for {group}'s {sum(map(len, layers))} people, "
-                f"but {where} hold {len(hosts)}; lower --neighbour-pairs or raise --n-people")
+        if need > len(hosts):  # as many as the pool holds (where: the pool's people)
+            n_name = min(len(name_targets), (len(hosts) + 1) // 2)
+            n_look = min(len(look_targets), len(hosts) - n_name)
+            short[group] = {"asked": need, "planted": n_name + n_look, "pool": len(hosts)}
+            name_targets, look_targets = name_targets[:n_name], look_targets[:n_look]
         for target, host in zip(name_targets, hosts):
             by_id[host] = _name_twin(by_id[host], by_id[target], by_id, planted_word, rng)
         for target, host in zip(look_targets, hosts[len(name_targets):]):
             by_id[host] = _look_twin(by_id[host], by_id[target], by_id, cfg, rng)
-    return [by_id[p.person_id] for p in people]
+    return [by_id[p.person_id] for p in people], short
 
 
 def _name_twin(host: Person, target: Person, by_id: dict[str, Person], planted_word: dict[str, int],

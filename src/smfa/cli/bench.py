@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -43,8 +44,8 @@ def register(subparsers) -> None:
                        "are never asked together in training and form the multi_fact evaluation sets (default: 0, none)")
     build.add_argument("--neighbour-pairs", type=float, default=None, metavar="SHARE",
                        help="bench v3: give SHARE of forget_10's and of forget_val's people a planted name twin and as many a "
-                       "look twin (5 of 7 visible features) in their retain evaluation pool, for the neighbour sets; 0.55 "
-                       "plants 10 + 10 on tiny (default: 0, none: bench v2, the shipped vanilla's)")
+                       "look twin (5 of 7 visible features) in their retain evaluation pool, for the neighbour sets "
+                       "(default: the preset's — tiny 0.55, 10 + 10 twins; full 0; 0 = none, bench v2)")
     build.add_argument("--workers", type=int, default=None,
                        help="rendering processes (default: 1 for small builds, else up to 4); never changes the output")
     build.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
@@ -104,6 +105,10 @@ def _build(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     meta = build_bench(cfg, args.out, overwrite=args.overwrite, workers=args.workers, progress=not args.quiet)
     print(format_counts(meta))
+    for group, n in (meta.get("neighbour_pairs_short") or {}).items():
+        print(f"warning: neighbour_pairs={cfg.neighbour_pairs:g} asks {n['asked']} twins for {group}, but its pool holds "
+              f"{n['pool']} people: planted {n['planted']} (raise --n-people for more, or --neighbour-pairs 0 for none)",
+              file=sys.stderr)
     print(f"\nwrote {args.out.resolve()} in {time.perf_counter() - start:.1f}s  checksum {meta['checksum']}")
     return 0
 
