@@ -280,7 +280,7 @@ def plot_neighbour_tradeoff(points: Mapping[str, Sequence[tuple[float, float]]],
     """Scatter: a run's leak (x, %) against its neighbours' refusal above the vanilla's (y, points), one colour per
     label with each seed's point faint and the seeds' mean (± sd bars) solid; the goal's box ``bound`` (x ≤ 5 %,
     y ≤ 5 points) shaded. ``points``: label → one (leak %, refusal excess points) per seed."""
-    fig = _figure(6.8, 4.8)
+    fig = _figure(8.6, 4.8)
     ax = fig.add_subplot()
     ax.fill_between([0, bound[0]], [-100, -100], [bound[1], bound[1]], color="tab:green", alpha=0.12,
                     label=f"goal (leak ≤ {bound[0]:g} %, refusal ≤ vanilla + {bound[1]:g})")
@@ -304,6 +304,6 @@ def plot_neighbour_tradeoff(points: Mapping[str, Sequence[tuple[float, float]]],
     ax.set_xlabel("worst leak: photo, name, held-out phrasing (%)  ← lower is better")
     ax.set_ylabel("worst neighbour refusal − vanilla's (points)  ↓ lower is better")
     ax.set_title("Forgetting vs refusing the forget people's neighbours")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return _save_png(fig, Path(out_png))
