@@ -104,6 +104,11 @@ def neighbour_rows(groups: dict[str, list], vanillas: list) -> list[list[str]]:
     return rows
 
 
+def worst_gated_leak(runs: list) -> float:
+    """The highest leak a request's check holds a run to (:data:`smfa.eval.verify.GATED`), over seeds."""
+    return max(max(getattr(o, LEAK_KEYS[g], None) or 0.0 for g in GATED) for o in runs)
+
+
 def choose_worst_seed(groups: dict[str, list], vanillas: list, bound: float = 0.05) -> str | None:
     """The rule shipped defaults are chosen by (issues #25, #34): among candidates whose **worst** seed leaks at
     most ``bound`` on every leak a request's check holds it to (:data:`smfa.eval.verify.GATED`: by photo, by name,
@@ -113,8 +118,7 @@ def choose_worst_seed(groups: dict[str, list], vanillas: list, bound: float = 0.
     → one Overall per seed, ``vanillas``: one Overall per seed, in the same order (or one for all)."""
     best: tuple[float, str] | None = None
     for label, runs in groups.items():
-        leaks = [max(getattr(o, LEAK_KEYS[g], None) or 0.0 for g in GATED) for o in runs]
-        if not runs or max(leaks) > bound:
+        if not runs or worst_gated_leak(runs) > bound:
             continue
         pairs = zip(runs, vanillas if len(vanillas) == len(runs) else vanillas[:1] * len(runs))
         kept = [o.retain_memory / v.retain_memory for o, v in pairs if o.retain_memory is not None and v.retain_memory]
@@ -129,6 +133,8 @@ def main() -> None:
     p.add_argument("--vanilla", action="append", default=[], help="the vanilla's eval dir(s) (one per seed, "
                    "in the same order as each label's runs) for the ratio columns")
     p.add_argument("--choose", action="store_true", help="print the label the worst-seed rule picks")
+    p.add_argument("--baseline", metavar="LABEL", help="with --choose: the shipped default's label; where its own worst "
+                   "seed leaks above 5 %%, candidates are held to its worst leak instead (no worse forgetting)")
     p.add_argument("--plot", metavar="PNG", help="with --vanilla: plot worst leak against worst neighbour refusal "
                    "above the vanilla's, one point per run and label means")
     p.add_argument("runs", nargs="+", metavar="LABEL=EVAL_DIR")
@@ -171,9 +177,14 @@ def main() -> None:
     if args.choose:
         if not vanillas:
             raise SystemExit("--choose needs --vanilla (retain memory is compared as a share of the vanilla's)")
-        pick = choose_worst_seed(groups, vanillas)
-        print(f"\nworst-seed rule (photo, name and held-out phrasing leak <= 5 % on every seed, then the most retain memory): "
-              f"{pick or 'no candidate meets the bound'}")
+        bound = 0.05
+        if args.baseline:
+            if args.baseline not in groups:
+                raise SystemExit(f"--baseline {args.baseline!r} is not one of the labels: {', '.join(groups)}")
+            bound = max(bound, worst_gated_leak(groups[args.baseline]))
+        pick = choose_worst_seed(groups, vanillas, bound)
+        print(f"\nworst-seed rule (photo, name and held-out phrasing leak <= {100 * bound:.1f} % on every seed, then the "
+              f"most retain memory): {pick or 'no candidate meets the bound'}")
 
 
 if __name__ == "__main__":

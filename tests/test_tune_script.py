@@ -70,6 +70,14 @@ def test_k_is_chosen_by_the_worst_seed() -> None:
     assert table.choose_worst_seed(candidates, van) == "forget_repeat 2"
     photo_name_only = {k: [O(**{**vars(o), "forget_leak_paraphrase": None}) for o in v] for k, v in candidates.items()}
     assert table.choose_worst_seed(photo_name_only, van) == "epochs 10"
+    # --baseline: where the shipped default itself leaks above 5 % on a seed (bench v3, validation seed 0: 10.2 % in
+    # held-out phrasings), candidates are held to its worst leak instead — no worse forgetting, then most retained.
+    v3 = {"default": [held(0.0, 0.102, 0.59), held(0.0, 0.019, 0.673)],
+          "decoys 30": [held(0.005, 0.058, 0.762), held(0.0, 0.034, 0.764)],
+          "d30 look 10": [held(0.02, 0.117, 0.841), held(0.0, 0.078, 0.864)]}
+    assert table.choose_worst_seed(v3, van) is None
+    assert table.worst_gated_leak(v3["default"]) == 0.102
+    assert table.choose_worst_seed(v3, van, table.worst_gated_leak(v3["default"])) == "decoys 30"
 
 
 def test_the_neighbour_plot_reads_the_worst_leak_and_the_worst_refusal_above_the_vanilla(tmp_path: Path) -> None:
