@@ -109,5 +109,6 @@ def _print_summary(out: Path, forget: str) -> None:
         share = "–" if o.retain_memory is None or not base else f"{100 * o.retain_memory / base:.0f}"
         print(f"{label:<12}{pct(o.forget_leak_image):>12}{pct(o.forget_leak_text):>12}{pct(o.retain_memory):>13}"
               f"{share:>14}{pct(o.image_understanding):>13}{pct(o.general_vqa):>11}{mean:>13}")
-    print("\nSMFA: the shipped recipe (+ the reference pool's questions answered by the vanilla, k 20); SMFA paper: "
+    print("\nSMFA: the shipped recipe (+ the reference pool's questions and 30 made-up name decoys per forgotten person, "
+          "answered by the vanilla, k 20); SMFA paper: "
           "the anchor alone, as the paper trains it; oracle: never saw the forget people (the bar).")
