@@ -245,3 +245,20 @@ def test_a_negative_forget_rephrase_is_refused(method: str) -> None:
     with pytest.raises(ConfigError, match="forget_rephrase"):
         get_method(method).config(None, {"forget_rephrase": -1})
     assert get_method(method).config(None, {"forget_rephrase": 2}).forget_rephrase == 2
+
+
+def test_look_decoys_draw_nothing_on_an_imported_bench(tmp_path: Path) -> None:
+    """An imported bench's people have no renderer features and its bench.json config is not a BenchConfig: no decoy,
+    no error."""
+    from types import SimpleNamespace
+
+    from smfa.bench.schema import Person, Question
+    from smfa.decoys import look_decoys
+
+    person = Person(person_id="u1", name="Ana Lima", attributes={"home_city": "Porto"}, visual={})
+    photo = Question(id="u1-im", kind="image_memory", domain="portrait", attribute="home_city", question="Where?",
+                     answer="Porto.", fact="Porto", person_id="u1", image="images/u1.png", variant=0, image_split="train")
+    bench = SimpleNamespace(people={"u1": person}, meta={"config": {"source": "jsonl", "seed": 0}},
+                            training_rows=lambda: [photo])
+    assert look_decoys(bench, frozenset({"u1"}), 3, seed=0, image_dir=tmp_path) == []
+    assert not any(tmp_path.iterdir())

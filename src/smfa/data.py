@@ -70,7 +70,7 @@ def refusal_items(rows: Sequence[Question], seed: int) -> list[TrainItem]:
     return [TrainItem(r, sample_refusal(rng)) for r in rows]
 
 
-# ``Question.meta`` key of a name decoy (smfa.reference.name_decoys): the id of the forgotten person it imitates.
+# ``Question.meta`` key of a decoy (smfa.decoys): the id of the forgotten person it imitates.
 DECOY_OF = "decoy_of"
 # The batch key (a [B] bool tensor) of the rows marked ``TrainItem.distill``; absent when no row is marked.
 DISTILL_KEY = "distill"

@@ -98,20 +98,21 @@ def look_decoys(bench: Any, forgotten: frozenset[str] | set[str], per_person: in
     if per_person <= 0 or not forgotten:
         return []
     people = bench.people
-    drawn = [p for p in people.values() if all(f in p.visual for f in VISIBLE_FEATURES)]
-    real = [tuple(p.visual[f] for f in VISIBLE_FEATURES) for p in drawn]
-    cfg = BenchConfig(**bench.meta["config"]) if "config" in bench.meta else None
     photos: dict[str, list[Any]] = defaultdict(list)
     for q in bench.training_rows():
         if q.kind == IMAGE_MEMORY and q.person_id in forgotten and q.phrasing == TRAIN_PHRASING \
                 and q.image_split == TRAIN_IMAGE:
             photos[q.person_id].append(q)
+    drawable = [f for f in sorted(forgotten) if photos[f] and all(k in people[f].visual for k in VISIBLE_FEATURES)]
+    if not drawable:  # an imported bench: no renderer features (and its config is not a BenchConfig)
+        return []
+    real = [tuple(p.visual[k] for k in VISIBLE_FEATURES) for p in people.values()
+            if all(k in p.visual for k in VISIBLE_FEATURES)]
+    cfg = BenchConfig(**bench.meta["config"])
     rng = random.Random(f"look-decoys/{seed}")
     out: list[Any] = []
-    for f in sorted(forgotten):
+    for f in drawable:
         person = people[f]
-        if cfg is None or not photos[f] or not all(k in person.visual for k in VISIBLE_FEATURES):
-            continue
         for i in range(per_person):
             visual = look_alike_visual(person.visual, person.visual, real, cfg.min_visual_distance, rng)
             if visual is None:

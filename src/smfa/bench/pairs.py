@@ -36,22 +36,22 @@ LOOK_CHANGED = len(VISIBLE_FEATURES) - LOOK_MIN_EQUAL  # features a look twin do
 
 
 def twin_groups(splits: dict[str, list[str]], known: set[str],
-                anchor_people: set[str]) -> list[tuple[str, list[list[str]], list[list[str]], str]]:
-    """``(group, layers of forget people, layers of host people, what the hosts are)`` in planting order; person ids
-    sorted in each layer."""
+                anchor_people: set[str]) -> list[tuple[str, list[list[str]], list[list[str]]]]:
+    """``(group, layers of forget people, layers of host people)`` in planting order; person ids sorted in each
+    layer. forget_10's hosts are forget_val and forget_15 - forget_10; forget_val's, its retain evaluation pool."""
     f5, f10, f15, val = (set(splits[s]) for s in ("forget_5", "forget_10", "forget_15", "forget_val"))
     core = known - f15 - val - set(splits["reference"]) - anchor_people
     return [
-        ("forget_10", [sorted(f5), sorted(f10 - f5)], [sorted(val - anchor_people), sorted(f15 - f10 - anchor_people)],
-         "forget_val and forget_15 - forget_10"),
-        ("forget_val", [sorted(val)], [sorted(core)], "forget_val's retain evaluation pool"),
+        ("forget_10", [sorted(f5), sorted(f10 - f5)], [sorted(val - anchor_people), sorted(f15 - f10 - anchor_people)]),
+        ("forget_val", [sorted(val)], [sorted(core)]),
     ]
 
 
 def plant_neighbour_pairs(people: list[Person], splits: dict[str, list[str]], anchor_people: set[str],
                           cfg: BenchConfig) -> tuple[list[Person], dict[str, dict[str, int]]]:
     """``people`` with the twins of ``cfg.neighbour_pairs`` planted (the list unchanged when it is 0), and the groups
-    whose pool held fewer hosts than their twins: ``{group: {"asked": n, "planted": m}}`` (empty on the presets).
+    whose pool held fewer hosts than their twins: ``{group: {"asked": n, "planted": m, "pool": hosts}}`` (empty on
+    the presets).
     Such a group (a small custom bench: the tiny preset plants by default) gets as many twins as its pool holds,
     name and look twins alternating; the caller says so. A pure function of its arguments."""
     share = cfg.neighbour_pairs
@@ -62,7 +62,7 @@ def plant_neighbour_pairs(people: list[Person], splits: dict[str, list[str]], an
     by_id = {p.person_id: p for p in people}
     known = {p.person_id for p in people if p.role == "known"}
     planted_word: dict[str, int] = {}  # host id -> position of the name word it received
-    for group, layers, host_layers, where in twin_groups(splits, known, anchor_people):
+    for group, layers, host_layers in twin_groups(splits, known, anchor_people):
         name_targets: list[str] = []
         look_targets: list[str] = []
         for layer in layers:
@@ -72,7 +72,7 @@ def plant_neighbour_pairs(people: list[Person], splits: dict[str, list[str]], an
             look_targets += order[len(order) - k:]
         hosts = [pid for layer in host_layers for pid in rng.sample(layer, len(layer))]
         need = len(name_targets) + len(look_targets)
-        if need > len(hosts):  # as many as the pool holds (where: the pool's people)
+        if need > len(hosts):  # as many as the pool holds
             n_name = min(len(name_targets), (len(hosts) + 1) // 2)
             n_look = min(len(look_targets), len(hosts) - n_name)
             short[group] = {"asked": need, "planted": n_name + n_look, "pool": len(hosts)}

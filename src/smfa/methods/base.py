@@ -87,7 +87,7 @@ class MethodConfig:
     hard_negatives: float = 0.0
     hard_negative_repeat: int = 1  # the hard negatives' questions that many times (copies on top of reference_cap)
     # With a reference budget: this many by-name questions per forgotten person about made-up people whose name
-    # shares a word with theirs, answered by the vanilla (smfa.reference.name_decoys, issue 36), on top of
+    # shares a word with theirs, answered by the vanilla (smfa.decoys.name_decoys, issue 36), on top of
     # reference_cap; 0 = none.
     decoys: int = 0
 

@@ -42,21 +42,18 @@ def check_mfa_data_fields(cfg: MethodConfig) -> None:
     import math
 
     name = type(cfg).__name__
-    floor = cfg.decoy_refusal_floor
+    for field_name in ("forget_augment", "forget_rephrase", "retain_augment", "retain_rephrase", "look_decoys"):
+        copies = getattr(cfg, field_name)
+        if not isinstance(copies, int) or copies < 0:
+            raise ConfigError(f"{name}: {field_name} must be an integer >= 0, got {copies!r}")
+    floor, look = cfg.decoy_refusal_floor, cfg.look_decoys
     if not (isinstance(floor, (int, float)) and math.isfinite(floor) and floor >= 0):
         raise ConfigError(f"{name}: decoy_refusal_floor must be a finite number >= 0, got {floor!r}")
-    look = cfg.look_decoys
-    if not isinstance(look, int) or look < 0:
-        raise ConfigError(f"{name}: look_decoys must be an integer >= 0, got {look!r}")
     if floor and not (cfg.decoys or look):
         raise ConfigError(f"{name}: decoy_refusal_floor {floor} needs decoys to hold (set decoys or look_decoys > 0)")
     if look and not floor:
         raise ConfigError(f"{name}: look_decoys {look} are trained through decoy_refusal_floor alone (they have no "
                           "answer); set decoy_refusal_floor > 0")
-    for field_name in ("forget_augment", "forget_rephrase", "retain_augment", "retain_rephrase"):
-        copies = getattr(cfg, field_name)
-        if not isinstance(copies, int) or copies < 0:
-            raise ConfigError(f"{name}: {field_name} must be an integer >= 0, got {copies!r}")
     if cfg.reference_loss not in REFERENCE_LOSSES:
         raise ConfigError(f"{name}: reference_loss must be one of {', '.join(REFERENCE_LOSSES)}, got {cfg.reference_loss!r}")
     for field_name in ("anchor_repeat", "forget_repeat"):
